@@ -1,0 +1,119 @@
+"""fetch_one in-process with ``responses``: outcomes, error kinds, atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+import pytest
+import requests
+import responses
+
+from fetcher.fetch import fetch_one, parse_retry_after
+from fetcher.models import Status, Task
+from fetcher.naming import name_for_url
+from fetcher.options import Options
+from fetcher.session import make_session
+
+URL = "http://example.test/pics/cat.jpg"
+
+
+@pytest.fixture
+def options(tmp_path) -> Options:
+    return Options.create(out=str(tmp_path))
+
+
+@pytest.fixture
+def session():
+    with make_session(Options.create()) as s:
+        yield s
+
+
+def task(url: str = URL) -> Task:
+    return Task(url=url, name=name_for_url(url), attempt=2, index=7)
+
+
+def files_under(root) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+
+
+@responses.activate
+def test_ok_writes_the_file_atomically_with_its_hash(options, session):
+    body = os.urandom(200_000)
+    responses.get(URL, body=body, content_type="image/jpeg")
+    result = fetch_one(task(), session, options)
+    assert result.status is Status.OK and result.error is None
+    assert result.bytes == len(body)
+    assert result.sha256 == hashlib.sha256(body).hexdigest()
+    assert result.http_status == 200 and result.content_type == "image/jpeg"
+    assert result.attempts == 2 and result.index == 7 and result.final_url == URL
+    with open(os.path.join(options.out, result.path), "rb") as handle:
+        assert handle.read() == body
+    assert files_under(options.out) == [result.path]
+
+
+@responses.activate
+@pytest.mark.parametrize("status,retryable", [(404, False), (403, False), (410, False),
+                                              (429, True), (500, True), (503, True), (504, True)])
+def test_http_errors_are_values_with_the_right_retry_hint(options, session, status, retryable):
+    responses.get(URL, status=status, headers={"Retry-After": "7"})
+    result = fetch_one(task(), session, options)
+    assert result.status is Status.FAILED
+    assert result.error is not None and result.error.kind == "http-status"
+    assert result.http_status == status
+    assert result.retryable is retryable
+    assert result.retry_after == 7.0
+    assert files_under(options.out) == []
+
+
+@responses.activate
+@pytest.mark.parametrize("exc,kind,retryable", [
+    (requests.ConnectionError("refused"), "connect", True),
+    (requests.ConnectTimeout("slow connect"), "timeout", True),
+    (requests.ReadTimeout("slow read"), "timeout", True),
+    (requests.exceptions.ChunkedEncodingError("cut"), "truncated", True),
+    (requests.exceptions.SSLError("bad cert"), "connect", False),
+    (requests.TooManyRedirects("loop"), "redirect", False),
+    (requests.exceptions.InvalidSchema("No connection adapters for 'ftp://x'"), "redirect", False),
+])
+def test_transport_errors_are_translated(options, session, exc, kind, retryable):
+    responses.get(URL, body=exc)
+    result = fetch_one(task(), session, options)
+    assert result.status is Status.FAILED
+    assert result.error is not None and result.error.kind == kind
+    assert result.retryable is retryable
+    assert files_under(options.out) == []
+
+
+@responses.activate
+def test_cancel_removes_the_partial_file(options, session):
+    responses.get(URL, body=b"x" * 10_000)
+    cancel = threading.Event()
+    cancel.set()
+    result = fetch_one(task(), session, options, cancel=cancel)
+    assert result.error is not None and result.error.kind == "cancelled"
+    assert files_under(options.out) == []
+
+
+@responses.activate
+def test_a_disk_error_is_an_io_failure(options, session, tmp_path):
+    responses.get(URL, body=b"data")
+    blocked = Task(url=URL, name="file-not-dir/x.jpg")
+    (tmp_path / "file-not-dir").write_text("I am a file, not a folder")
+    result = fetch_one(blocked, session, options)
+    assert result.error is not None and result.error.kind == "io"
+
+
+def test_a_name_that_escapes_is_refused_before_any_request(options, session):
+    result = fetch_one(Task(url=URL, name="../escape.jpg"), session, options)
+    assert result.error is not None and result.error.kind == "invalid-url"
+
+
+def test_retry_after_parsing():
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert 0 <= parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    future = parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT")
+    assert future is not None and future > 1e9

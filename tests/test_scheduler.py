@@ -1,0 +1,71 @@
+"""Retry policy: backoff with jitter, Retry-After floor, attempts bound."""
+
+from __future__ import annotations
+
+from fetcher.models import ErrorKind, Result, Task, failed
+from fetcher.options import Options
+from fetcher.scheduler import Scheduler
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(tasks, **opts):
+    clock = Clock()
+    options = Options.create(**{"retries": 2, "backoff": 1.0, "backoff_cap": 8.0, **opts})
+    return Scheduler(iter(tasks), options, clock=clock, jitter=lambda: 1.0), clock
+
+
+def test_retryable_failure_comes_back_after_its_backoff():
+    task = Task("http://h/a", "h/a", index=0)
+    sched, clock = make([task])
+    assert sched.next_ready() == task
+    assert sched.settle(task, failed(task, ErrorKind.CONNECT, "x", retryable=True)) is None
+    assert sched.next_ready() is None  # source exhausted, retry not yet due
+    assert not sched.done
+    assert sched.seconds_until_next() == 1.0
+    clock.now += 1.0
+    retry = sched.next_ready()
+    assert retry is not None and retry.attempt == 2
+
+
+def test_attempts_are_bounded_by_retries():
+    task = Task("http://h/a", "h/a", attempt=3)  # retries=2: this was the last try
+    sched, _ = make([])
+    result = failed(task, ErrorKind.TIMEOUT, "x", retryable=True)
+    assert sched.settle(task, result) is result
+
+
+def test_permanent_failures_and_successes_are_final():
+    task = Task("http://h/a", "h/a")
+    sched, _ = make([])
+    result = failed(task, ErrorKind.HTTP_STATUS, "404", http_status=404)
+    assert sched.settle(task, result) is result
+    assert sched.next_ready() is None and sched.done
+
+
+def test_backoff_grows_is_capped_and_jittered():
+    sched, _ = make([])
+    assert [sched.backoff_delay(n) for n in (1, 2, 3, 4, 5, 6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    low = Scheduler(iter([]), Options.create(backoff=1.0), jitter=lambda: 0.0)
+    assert low.backoff_delay(1) == 0.5
+
+
+def test_retry_after_is_a_floor_capped_by_the_cap():
+    sched, _ = make([])
+    assert sched.backoff_delay(1, retry_after=5.0) == 5.0
+    assert sched.backoff_delay(1, retry_after=500.0) == 8.0
+
+
+def test_bad_lines_pass_through_in_order():
+    bad = Result(url="x", status=failed("x", ErrorKind.INVALID_URL, "m").status)
+    task = Task("http://h/a", "h/a")
+    sched, _ = make([bad, task])
+    assert sched.next_ready() is bad
+    assert sched.next_ready() is task
+    assert sched.next_ready() is None and sched.done
