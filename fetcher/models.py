@@ -53,12 +53,17 @@ class Task:
         name: the file's path relative to the output folder (already made safe).
         index: position of the URL in the input (0-based), for ordering and naming.
         attempt: 1 for the first try, incremented by the scheduler on each retry.
+        checksum: expected digest of the body as ``"sha256:HEX"`` or ``"md5:HEX"``;
+            a mismatch fails the download.
+        meta: extra input columns, carried unchanged into the manifest record.
     """
 
     url: str
     name: str
     index: int = 0
     attempt: int = 1
+    checksum: str | None = None
+    meta: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

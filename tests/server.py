@@ -54,6 +54,7 @@ class Stats:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in separate writes
     server: TestServer
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
