@@ -66,16 +66,68 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output folder (default: ./downloads)")
     parser.add_argument("--manifest", metavar="PATH",
                         help="where to write the JSONL manifest (default: OUT/manifest.jsonl)")
-    parser.add_argument("--timeout", default="10,30", metavar="S",
-                        help="connect and read timeout in seconds: one number for both, or CONNECT,READ "
-                             "(default: 10,30)")
-    parser.add_argument("--retries", type=_non_negative_int, default=3, metavar="N",
-                        help="retries after a connection error, timeout, truncated body or 5xx (default: 3)")
+    _add_fetching_rules(parser)
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     noise.add_argument("-v", "--verbose", action="store_true", help="print a line for every URL, not only failures")
     parser.add_argument("--version", action="version", version=f"fetcher {__version__}")
     return parser
+
+
+def _add_fetching_rules(parser: argparse.ArgumentParser) -> None:
+    retry = parser.add_argument_group("retries and deadlines")
+    retry.add_argument("--timeout", default="10,30", metavar="S",
+                       help="connect and read timeout in seconds: one number for both, or CONNECT,READ "
+                            "(default: 10,30)")
+    retry.add_argument("--retries", type=_non_negative_int, default=3, metavar="N",
+                       help="retries after a connection error, timeout, truncated body, 408, 425, 429 or 5xx "
+                            "(default: 3)")
+    retry.add_argument("--backoff", type=float, default=0.5, metavar="S",
+                       help="first retry delay, doubled on each retry, with jitter (default: 0.5)")
+    retry.add_argument("--backoff-cap", type=float, default=30.0, metavar="S",
+                       help="longest backoff between two retries (default: 30)")
+    retry.add_argument("--max-retry-after", type=float, default=300.0, metavar="S",
+                       help="longest Retry-After honoured; a host is paused that long at most (default: 300)")
+    retry.add_argument("--max-time", type=float, default=0.0, metavar="S",
+                       help="deadline for one whole download, connect included (default: none)")
+    retry.add_argument("--min-speed", default="0", metavar="BYTES",
+                       help="cut a download slower than BYTES/s over --min-speed-time (e.g. 1K; default: off)")
+    retry.add_argument("--min-speed-time", type=float, default=10.0, metavar="S",
+                       help="window for --min-speed (default: 10)")
+    polite = parser.add_argument_group("politeness")
+    polite.add_argument("--per-host", type=_non_negative_int, default=8, metavar="N",
+                        help="most concurrent requests to one host, across all workers; 0: no cap (default: 8)")
+    polite.add_argument("--delay", type=float, default=0.0, metavar="S",
+                        help="least seconds between two requests to one host (default: 0)")
+    polite.add_argument("--user-agent", default="", metavar="TEXT",
+                        help="User-Agent header (default: fetcher/VERSION)")
+    polite.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="extra request header; repeat for more")
+    polite.add_argument("--cookies", metavar="FILE", help="Netscape/Mozilla cookies.txt file to send cookies from")
+    polite.add_argument("--insecure", action="store_true",
+                        help="do not verify TLS certificates (dangerous; off by default)")
+    check = parser.add_argument_group("validation")
+    check.add_argument("--max-size", default="0", metavar="SIZE",
+                       help="largest body accepted, e.g. 10M or 1G, counted after decompression (default: none)")
+    check.add_argument("--min-size", default="0", metavar="SIZE", help="smallest body accepted (default: 0)")
+    check.add_argument("--accept", default="", metavar="TYPES",
+                       help="accepted Content-Types, e.g. 'image/*,application/pdf'; images and PDFs must "
+                            "also start with the right magic bytes (default: anything)")
+    check.add_argument("--max-redirects", type=_non_negative_int, default=10, metavar="N",
+                       help="redirects followed per URL (default: 10)")
+
+
+def _rule_options(args: argparse.Namespace) -> dict[str, object]:
+    """The Options fields of the fetching-rule flags, as parsed."""
+    return {
+        "timeout": args.timeout, "retries": args.retries, "backoff": args.backoff,
+        "backoff_cap": args.backoff_cap, "max_retry_after": args.max_retry_after,
+        "max_time": args.max_time, "min_speed": args.min_speed, "min_speed_time": args.min_speed_time,
+        "per_host": args.per_host, "delay": args.delay, "user_agent": args.user_agent,
+        "headers": args.header, "cookies": args.cookies, "insecure": args.insecure,
+        "max_size": args.max_size, "min_size": args.min_size, "accept": args.accept,
+        "max_redirects": args.max_redirects,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,10 +149,13 @@ def _main(argv: list[str]) -> int:
     from fetcher.options import Options
 
     options = Options.create(backend=args.backend, pool=args.pool, out=args.out,
-                             manifest=args.manifest, timeout=args.timeout, retries=args.retries)
+                             manifest=args.manifest, **_rule_options(args))
     from fetcher.backends import get_backend
 
     get_backend(options.backend)  # an unknown name is a usage error before anything is written
+    if options.insecure:
+        print("fetcher: warning: --insecure: TLS certificates are NOT verified; anyone between you and "
+              "the server can change what you download", file=sys.stderr)
     return _run(args, options)
 
 

@@ -18,7 +18,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 import requests
+import urllib3.exceptions
 
+from fetcher.guards import FetchFailure, TransferGuard, check_content_type, check_magic
 from fetcher.models import ErrorKind, Result, Status, Task, failed
 from fetcher.naming import PART_SUFFIX, join_within
 
@@ -36,16 +38,6 @@ class CancelFlag(Protocol):
 
 class _Cancelled(Exception):
     pass
-
-
-class _Failure(Exception):
-    """Internal: carries a failure out of nested helpers to the one place that builds Results."""
-
-    def __init__(self, kind: ErrorKind, message: str, retryable: bool = False,
-                 http_status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(kind, message)
-        self.kind, self.message, self.retryable = kind, message, retryable
-        self.http_status, self.retry_after = http_status, retry_after
 
 
 def fetch_one(task: Task, session: requests.Session, options: Options,
@@ -71,7 +63,7 @@ def fetch_one(task: Task, session: requests.Session, options: Options,
     try:
         with _translate_errors():
             return _download(task, session, options, target, part, cancel, started)
-    except _Failure as failure:
+    except FetchFailure as failure:
         _remove_quietly(part)
         return failed(task, failure.kind, failure.message, retryable=failure.retryable,
                       http_status=failure.http_status, retry_after=failure.retry_after,
@@ -87,35 +79,92 @@ def fetch_one(task: Task, session: requests.Session, options: Options,
 
 def _download(task: Task, session: requests.Session, options: Options, target: str, part: str,
               cancel: CancelFlag | None, started: float) -> Result:
-    timeout = (options.connect_timeout, options.read_timeout)
-    with session.get(task.url, stream=True, timeout=timeout) as response:
+    guard = TransferGuard(options.read_timeout, options.max_time, options.min_speed, options.min_speed_time,
+                          options.max_size, started)
+    connect = options.connect_timeout if not options.max_time else min(options.connect_timeout, options.max_time)
+    with session.get(task.url, stream=True, timeout=(connect, options.read_timeout)) as response:
         status = response.status_code
         if status >= 400:
-            raise _Failure(ErrorKind.HTTP_STATUS, f"HTTP {status} {response.reason or ''}".strip(),
-                           retryable=status in TRANSIENT_STATUSES, http_status=status,
-                           retry_after=parse_retry_after(response.headers.get("Retry-After")))
-        size, sha256 = _stream_to_file(response, part, options.chunk_size, cancel)
-        _check_complete(response, size)
+            raise FetchFailure(ErrorKind.HTTP_STATUS, f"HTTP {status} {response.reason or ''}".strip(),
+                               retryable=status in TRANSIENT_STATUSES, http_status=status,
+                               retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        headers = response.headers
+        content_type = headers.get("Content-Type")
+        check_content_type(content_type, options.accept)
+        guard.check_declared_size(headers.get("Content-Length"), _is_encoded(headers))
+        try:
+            sha256 = _stream_to_file(response, part, guard, options, content_type, cancel)
+        except FetchFailure as failure:
+            failure.http_status = status
+            raise
+        _check_complete(response, guard.size)
+        if guard.size < options.min_size:
+            raise FetchFailure(ErrorKind.TOO_SMALL, f"body of {guard.size} bytes is under --min-size "
+                               f"{options.min_size}", http_status=status)
         os.replace(part, target)
-        return Result(url=task.url, status=Status.OK, path=task.name, bytes=size, sha256=sha256,
-                      http_status=status, content_type=response.headers.get("Content-Type"),
+        return Result(url=task.url, status=Status.OK, path=task.name, bytes=guard.size, sha256=sha256,
+                      http_status=status, content_type=content_type,
                       final_url=response.url, attempts=task.attempt, index=task.index,
                       elapsed_s=time.monotonic() - started)
 
 
-def _stream_to_file(response: requests.Response, part: str, chunk_size: int,
-                    cancel: CancelFlag | None) -> tuple[int, str]:
+MAGIC_BYTES = 64  # enough for every signature guards.check_magic knows
+
+
+def _stream_to_file(response: requests.Response, part: str, guard: TransferGuard, options: Options,
+                    content_type: str | None, cancel: CancelFlag | None) -> str:
+    """Stream the decoded body into ``part``; return its SHA-256.
+
+    ``read1`` returns whatever has arrived (up to a chunk), so deadlines are
+    checked between reads even when a server drips one byte at a time, and each
+    read's socket timeout is cut to the time left (see TransferGuard).
+    """
+    raw = response.raw
     digest = hashlib.sha256()
-    size = 0
+    head = b"" if options.accept else None
+    sock = _socket_of(raw)
     os.makedirs(os.path.dirname(part), exist_ok=True)
-    with open(part, "wb") as handle:
-        for chunk in response.iter_content(chunk_size):
-            if cancel is not None and cancel.is_set():
-                raise _Cancelled()
-            handle.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
+    try:
+        with open(part, "wb") as handle:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    raise _Cancelled()
+                if sock is not None:
+                    sock.settimeout(guard.next_read_timeout())
+                try:
+                    chunk = raw.read1(options.chunk_size, decode_content=True)
+                except urllib3.exceptions.ReadTimeoutError:
+                    raise guard.timed_out() from None
+                if not chunk:
+                    break
+                guard.account(len(chunk))
+                if head is not None:
+                    head += chunk
+                    if len(head) >= MAGIC_BYTES:
+                        check_magic(content_type, head)
+                        head = None
+                handle.write(chunk)
+                digest.update(chunk)
+            if head is not None:
+                check_magic(content_type, head)
+    finally:
+        if sock is not None:
+            try:
+                sock.settimeout(options.read_timeout)
+            except OSError:
+                pass
+    return digest.hexdigest()
+
+
+def _socket_of(raw: object) -> object | None:
+    """The socket under a urllib3 response, to cut its timeout to the deadline (None if unknown)."""
+    connection = getattr(raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    return sock if hasattr(sock, "settimeout") else None
+
+
+def _is_encoded(headers: requests.structures.CaseInsensitiveDict[str]) -> bool:
+    return headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
 
 
 def _check_complete(response: requests.Response, decoded_size: int) -> None:
@@ -125,15 +174,15 @@ def _check_complete(response: requests.Response, decoded_size: int) -> None:
     covers identity bodies whatever the urllib3 version does.
     """
     declared = response.headers.get("Content-Length")
-    if declared is None or response.headers.get("Content-Encoding", "identity") != "identity":
+    if declared is None or _is_encoded(response.headers):
         return
     try:
         expected = int(declared)
     except ValueError:
         return
     if decoded_size < expected:
-        raise _Failure(ErrorKind.TRUNCATED, f"body ended after {decoded_size} of {expected} bytes",
-                       retryable=True, http_status=response.status_code)
+        raise FetchFailure(ErrorKind.TRUNCATED, f"body ended after {decoded_size} of {expected} bytes",
+                           retryable=True, http_status=response.status_code)
 
 
 @contextmanager
@@ -143,23 +192,42 @@ def _translate_errors() -> Iterator[None]:
     try:
         yield
     except exc_module.Timeout as exc:
-        raise _Failure(ErrorKind.TIMEOUT, _short(exc), retryable=True) from None
+        raise FetchFailure(ErrorKind.TIMEOUT, _short(exc), retryable=True) from None
     except exc_module.SSLError as exc:
-        raise _Failure(ErrorKind.CONNECT, f"TLS error: {_short(exc)}") from None
+        raise FetchFailure(ErrorKind.CONNECT, f"TLS error: {_short(exc)}") from None
     except exc_module.ConnectionError as exc:
-        raise _Failure(ErrorKind.CONNECT, _short(exc), retryable=True) from None
+        raise FetchFailure(ErrorKind.CONNECT, _short(exc), retryable=True) from None
     except exc_module.ChunkedEncodingError as exc:
-        raise _Failure(ErrorKind.TRUNCATED, f"body ended early: {_short(exc)}", retryable=True) from None
+        raise FetchFailure(ErrorKind.TRUNCATED, f"body ended early: {_short(exc)}", retryable=True) from None
     except exc_module.ContentDecodingError as exc:
-        raise _Failure(ErrorKind.BAD_CONTENT, f"cannot decode body: {_short(exc)}") from None
+        raise FetchFailure(ErrorKind.BAD_CONTENT, f"cannot decode body: {_short(exc)}") from None
     except exc_module.TooManyRedirects as exc:
-        raise _Failure(ErrorKind.REDIRECT, _short(exc)) from None
+        raise FetchFailure(ErrorKind.REDIRECT, _redirect_message(exc)) from None
     except (exc_module.InvalidSchema, exc_module.MissingSchema) as exc:
-        raise _Failure(ErrorKind.REDIRECT, f"redirected to an unsupported URL: {_short(exc)}") from None
+        raise FetchFailure(ErrorKind.REDIRECT, f"redirected to an unsupported URL: {_short(exc)}") from None
     except (exc_module.InvalidURL, exc_module.InvalidHeader, UnicodeError) as exc:
-        raise _Failure(ErrorKind.INVALID_URL, _short(exc)) from None
+        raise FetchFailure(ErrorKind.INVALID_URL, _short(exc)) from None
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise FetchFailure(ErrorKind.TIMEOUT, _short(exc), retryable=True) from None
+    except urllib3.exceptions.DecodeError as exc:
+        raise FetchFailure(ErrorKind.BAD_CONTENT, f"cannot decode body: {_short(exc)}") from None
+    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.IncompleteRead) as exc:
+        raise FetchFailure(ErrorKind.TRUNCATED, f"body ended early: {_short(exc)}", retryable=True) from None
+    except urllib3.exceptions.SSLError as exc:
+        raise FetchFailure(ErrorKind.CONNECT, f"TLS error: {_short(exc)}") from None
+    except urllib3.exceptions.HTTPError as exc:
+        raise FetchFailure(ErrorKind.CONNECT, _short(exc), retryable=True) from None
     except OSError as exc:
-        raise _Failure(ErrorKind.IO, f"cannot write file: {exc.strerror or exc}") from None
+        raise FetchFailure(ErrorKind.IO, f"cannot write file: {exc.strerror or exc}") from None
+
+
+def _redirect_message(exc: requests.TooManyRedirects) -> str:
+    response = exc.response
+    if response is not None:
+        chain = [r.url for r in response.history] + [response.url]
+        if len(set(chain)) < len(chain):
+            return f"redirect loop: {' -> '.join(chain[-4:])}"
+    return _short(exc)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -29,6 +29,7 @@ class ErrorKind(str, enum.Enum):
     HTTP_STATUS = "http-status"
     TRUNCATED = "truncated"
     TOO_LARGE = "too-large"
+    TOO_SMALL = "too-small"
     BAD_CONTENT = "bad-content"
     REDIRECT = "redirect"
     IO = "io"

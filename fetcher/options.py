@@ -29,9 +29,26 @@ class Options:
     retries: int = 3
     backoff: float = 0.5
     backoff_cap: float = 30.0
+    max_retry_after: float = 300.0
     chunk_size: int = 64 * 1024
-    user_agent: str = ""
     in_flight: int = 0  # 0 means "a few times the pool"
+    # deadlines
+    max_time: float = 0.0  # whole download, 0: none
+    min_speed: int = 0  # bytes/s over min_speed_time, 0: off
+    min_speed_time: float = 10.0
+    # validation
+    max_size: int = 0  # decoded bytes, 0: no cap
+    min_size: int = 0
+    accept: tuple[str, ...] = ()
+    max_redirects: int = 10
+    # politeness
+    per_host: int = 8  # 0: no cap
+    delay: float = 0.0
+    # request shape
+    user_agent: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    cookies: str | None = None
+    insecure: bool = False
 
     @classmethod
     def create(cls, **kwargs: Any) -> Options:
@@ -39,6 +56,16 @@ class Options:
         timeout = kwargs.pop("timeout", None)
         if timeout is not None:
             kwargs["connect_timeout"], kwargs["read_timeout"] = parse_timeout(timeout)
+        for key in ("max_size", "min_size", "min_speed"):
+            if isinstance(kwargs.get(key), str):
+                kwargs[key] = parse_size(kwargs[key], key)
+        if isinstance(kwargs.get("accept"), str):
+            kwargs["accept"] = tuple(p.strip().lower() for p in kwargs["accept"].split(",") if p.strip())
+        if isinstance(kwargs.get("headers"), (list, tuple)):
+            kwargs["headers"] = tuple(parse_header(h) if isinstance(h, str) else tuple(h)
+                                      for h in kwargs["headers"])
+        elif isinstance(kwargs.get("headers"), dict):
+            kwargs["headers"] = tuple(kwargs["headers"].items())
         options = replace(cls(), **kwargs)
         options._check()
         if not options.user_agent:
@@ -60,11 +87,28 @@ class Options:
             raise ConfigError("backoff must be 0 seconds or more")
         if self.in_flight < 0:
             raise ConfigError(f"in_flight must be 0 or more, not {self.in_flight!r}")
+        for name in ("max_time", "min_speed", "max_size", "min_size", "per_host", "delay",
+                     "max_retry_after", "max_redirects"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be 0 or more, not {getattr(self, name)!r}")
+        if self.min_speed_time <= 0:
+            raise ConfigError("min-speed-time must be greater than 0 seconds")
+        if self.max_size and self.min_size > self.max_size:
+            raise ConfigError(f"min-size {self.min_size} is larger than max-size {self.max_size}")
+        if self.chunk_size < 1:
+            raise ConfigError("chunk_size must be at least 1 byte")
+        if self.cookies is not None and not os.path.isfile(self.cookies):
+            raise ConfigError(f"cookies file {self.cookies!r} does not exist")
 
     @property
     def window(self) -> int:
-        """How many tasks may be submitted and unfinished at once (backpressure)."""
-        return self.in_flight or max(2 * self.pool, self.pool + 4)
+        """How many tasks may be submitted and unfinished at once (backpressure).
+
+        Equal to the pool by default: a task reaches a backend only when a worker
+        can start it, so a Retry-After pause or a per-host cap applies to every
+        task that has not started, not only to those still in the scheduler.
+        """
+        return self.in_flight or self.pool
 
     @property
     def manifest_path(self) -> str:
@@ -86,3 +130,30 @@ def parse_timeout(value: float | str | tuple[float, float]) -> tuple[float, floa
     if len(numbers) != 2 or min(numbers) <= 0:
         raise ConfigError(f"timeout must be one or two positive numbers of seconds; got {value!r}")
     return numbers[0], numbers[1]
+
+
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(value: int | str, what: str = "size") -> int:
+    """Read ``10M``, ``1.5G``, ``512k``, ``4096`` or ``10MiB`` as bytes (powers of 1024)."""
+    if isinstance(value, int):
+        return value
+    text = value.strip().lower().removesuffix("ib").removesuffix("b").removesuffix("/s")
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in _SIZE_UNITS else (text, "")
+    try:
+        amount = float(number)
+    except ValueError:
+        raise ConfigError(f"{what.replace('_', '-')} must be a size like 500K, 10M or 1G; got {value!r}") from None
+    if amount < 0:
+        raise ConfigError(f"{what.replace('_', '-')} must be 0 or more; got {value!r}")
+    return int(amount * _SIZE_UNITS[unit])
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``"Referer: https://x/"`` -> ``("Referer", "https://x/")``."""
+    name, sep, value = text.partition(":")
+    name = name.strip()
+    if not sep or not name or any(c.isspace() for c in name) or "\r" in value or "\n" in value:
+        raise ConfigError(f"header must look like 'Name: value'; got {text!r}")
+    return name, value.strip()

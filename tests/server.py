@@ -13,12 +13,20 @@ Routes (query parameters in brackets):
     /truncate/NAME[?size=N]         declares N bytes, sends half, closes
     /flaky/NAME[?fail=K&code=C]     fails K times with C (default 503), then the file
     /redirect/NAME[?to=URL]         302 to URL (default /files/NAME)
+    /loop/NAME                      302 to itself
+    /image/NAME[?format=F&size=N]   a body starting with F's magic bytes (png, jpeg, gif), served as image/F
+    /html/NAME[?type=T]             an HTML error page served as T (default image/jpeg)
+    /gzip/NAME[?size=N]             N zero bytes gzip-compressed, Content-Encoding: gzip (a bomb when N is big)
+    /chunked/NAME[?size=N]          the file sent chunked, without Content-Length
+    /echo                           the request's headers as JSON
     /_stats                         JSON of the counters below
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import socket
 import struct
@@ -28,6 +36,16 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+
+MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff\xe0", "gif": b"GIF89a"}
+HTML_PAGE = b"<!DOCTYPE html><html><head><title>404 Not Found</title></head><body>gone</body></html>"
+
+
+def image_body(name: str, fmt: str, size: int) -> bytes:
+    """What /image/NAME serves: the format's magic bytes, then the deterministic body."""
+    magic = MAGIC[fmt]
+    return magic + body_for(name, max(size - len(magic), 0))
 
 
 def body_for(name: str, size: int) -> bytes:
@@ -42,6 +60,7 @@ class Stats:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.requests: Counter[str] = Counter()
+        self.times: dict[str, list[float]] = {}  # path -> monotonic arrival times
         self.connections = 0
         self.active = 0
         self.max_active = 0
@@ -71,6 +90,7 @@ class Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         with stats.lock:
             stats.requests[parts.path] += 1
+            stats.times.setdefault(parts.path, []).append(time.monotonic())
             stats.active += 1
             stats.max_active = max(stats.max_active, stats.active)
         try:
@@ -111,11 +131,25 @@ class Handler(BaseHTTPRequestHandler):
             with self.server.stats.lock:
                 seen = self.server.stats.requests[path]
             if seen <= int(query.get("fail", 1)):
-                self._send(int(query.get("code", 503)), b"try again\n", "text/plain")
+                headers = {"Retry-After": query["retry_after"]} if "retry_after" in query else {}
+                self._send(int(query.get("code", 503)), b"try again\n", "text/plain", headers)
             else:
                 self._send_file(name, size, "application/octet-stream")
+        elif kind == "loop":
+            self._send(302, b"", "text/plain", {"Location": self.path})
         elif kind == "redirect":
             self._send(302, b"", "text/plain", {"Location": query.get("to", f"/files/{name}")})
+        elif kind == "image":
+            fmt = query.get("format", "png")
+            self._send(200, image_body(name, fmt, size), f"image/{fmt}")
+        elif kind == "html":
+            self._send(200, HTML_PAGE, query.get("type", "image/jpeg"))
+        elif kind == "gzip":
+            self._send(200, self.server.gzipped(size), "application/octet-stream", {"Content-Encoding": "gzip"})
+        elif kind == "chunked":
+            self._chunked(body_for(name, size))
+        elif kind == "echo":
+            self._send(200, json.dumps(dict(self.headers.items())).encode(), "application/json")
         elif kind == "_stats":
             self._send(200, json.dumps(self.server.stats.snapshot()).encode(), "application/json")
         else:
@@ -133,6 +167,16 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _chunked(self, body: bytes, piece: int = 4096) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for offset in range(0, len(body), piece):
+            part = body[offset:offset + piece]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+        self.wfile.write(b"0\r\n\r\n")
+
     def _drip(self, name: str, size: int, interval: float) -> None:
         body = body_for(name, size)
         self.send_response(200)
@@ -148,6 +192,8 @@ class Handler(BaseHTTPRequestHandler):
 class TestServer(ThreadingHTTPServer):
     """ThreadingHTTPServer on 127.0.0.1 with counters and a clean stop."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 1024
@@ -157,6 +203,19 @@ class TestServer(ThreadingHTTPServer):
         self.stats = Stats()
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._gzip_cache: dict[int, bytes] = {}
+
+    def gzipped(self, size: int) -> bytes:
+        """``size`` zero bytes, gzip-compressed (cached: a 1 GiB bomb compresses to ~1 MiB)."""
+        if size not in self._gzip_cache:
+            block = bytes(1 << 20)
+            buffer = io.BytesIO()
+            with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9) as handle:
+                for _ in range(size // len(block)):
+                    handle.write(block)
+                handle.write(bytes(size % len(block)))
+            self._gzip_cache[size] = buffer.getvalue()
+        return self._gzip_cache[size]
 
     @property
     def base_url(self) -> str:

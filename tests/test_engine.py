@@ -21,7 +21,7 @@ def test_input_is_pulled_as_downloads_finish_not_all_at_once(server, out):
             url = server.url(f"/files/{i}.bin?size=100")
             yield Task(url=url, name=name_for_url(url), index=i)
 
-    options = Options.create(out=out, pool=4, in_flight=10)
+    options = Options.create(out=out, pool=4, in_flight=10, per_host=0)
     collector = Collector(options.manifest_path, Progress(None, enabled=False), quiet=True,
                           on_result=lambda r: pulled_at_first_result.append(pulled))
     engine.run(tasks(), options, collector)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fetcher.models import ErrorKind, Result, Task, failed
+from fetcher.models import ErrorKind, Result, Status, Task, failed
 from fetcher.options import Options
 from fetcher.scheduler import Scheduler
 
@@ -56,10 +56,10 @@ def test_backoff_grows_is_capped_and_jittered():
     assert low.backoff_delay(1) == 0.5
 
 
-def test_retry_after_is_a_floor_capped_by_the_cap():
-    sched, _ = make([])
+def test_retry_after_is_a_floor_capped_by_max_retry_after():
+    sched, _ = make([], max_retry_after=60.0)
     assert sched.backoff_delay(1, retry_after=5.0) == 5.0
-    assert sched.backoff_delay(1, retry_after=500.0) == 8.0
+    assert sched.backoff_delay(1, retry_after=500.0) == 60.0
 
 
 def test_bad_lines_pass_through_in_order():
@@ -69,3 +69,58 @@ def test_bad_lines_pass_through_in_order():
     assert sched.next_ready() is bad
     assert sched.next_ready() is task
     assert sched.next_ready() is None and sched.done
+
+
+def tasks_for(hosts: list[str]):
+    for i, host in enumerate(hosts):
+        yield Task(f"http://{host}/{i}", f"{host}/{i}", index=i)
+
+
+def test_per_host_cap_parks_tasks_and_other_hosts_keep_flowing():
+    sched, _ = make(tasks_for(["slow"] * 50 + ["a", "b"]), per_host=2)
+    started = [sched.next_ready() for _ in range(4)]
+    assert [t.url.split("/")[2] for t in started] == ["slow", "slow", "a", "b"]
+    assert sched.next_ready() is None  # slow is at its cap; the rest of its tasks wait
+    sched.settle(started[0], Result(url=started[0].url, status=Status.OK))
+    nxt = sched.next_ready()
+    assert nxt is not None and nxt.url.startswith("http://slow/")
+
+
+def test_parked_tasks_are_bounded():
+    pulled = 0
+
+    def endless_one_host():
+        nonlocal pulled
+        for i in range(100_000):
+            pulled += 1
+            yield Task(f"http://one/{i}", f"one/{i}", index=i)
+
+    sched = Scheduler(endless_one_host(), Options.create(per_host=1), max_parked=100)
+    assert sched.next_ready() is not None
+    assert sched.next_ready() is None
+    assert pulled <= 102
+
+
+def test_delay_spaces_requests_to_one_host():
+    sched, clock = make(tasks_for(["h", "h", "other"]), per_host=0, delay=2.0)
+    first = sched.next_ready()
+    other = sched.next_ready()
+    assert first.url == "http://h/0" and other.url == "http://other/2"
+    assert sched.next_ready() is None
+    assert sched.seconds_until_next() == 2.0
+    clock.now += 2.0
+    assert sched.next_ready().url == "http://h/1"
+
+
+def test_retry_after_pauses_the_whole_host():
+    sched, clock = make(tasks_for(["h", "h", "h"]), per_host=0)
+    first, second = sched.next_ready(), sched.next_ready()
+    limited = failed(first, ErrorKind.HTTP_STATUS, "429", retryable=True, http_status=429, retry_after=30.0)
+    assert sched.settle(first, limited) is None
+    assert sched.next_ready() is None  # the third URL waits too, not only the retried one
+    clock.now += 29.0
+    assert sched.next_ready() is None
+    clock.now += 1.0
+    resumed = sched.next_ready()
+    assert resumed is not None and resumed.url == "http://h/0" and resumed.attempt == 2
+    assert second is not None

@@ -1,0 +1,71 @@
+"""Per-host politeness: concurrent-request caps, gaps between requests, pauses.
+
+This lives in the coordinating process, next to the scheduler, so a cap holds
+across every worker of a run whatever the backend (threads, processes,
+greenlets or remote workers all draw their tasks from here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+def host_key(url: str) -> str:
+    """The politeness key of a URL: ``host:port`` as written (already canonical)."""
+    return urlsplit(url).netloc.rpartition("@")[2]
+
+
+@dataclass
+class _Host:
+    active: int = 0
+    next_start: float = 0.0  # earliest time the next request may start (delay, pause)
+
+
+class HostLimits:
+    """Who may send a request to a host now.
+
+    Args:
+        per_host: most concurrent requests to one host (0: no cap).
+        delay: least seconds between the starts of two requests to one host.
+    """
+
+    def __init__(self, per_host: int, delay: float) -> None:
+        self.per_host = per_host
+        self.delay = delay
+        self._hosts: dict[str, _Host] = {}
+
+    def blocked_until(self, host: str, now: float) -> float | None:
+        """None if a request may start now; else when to look again (``inf``: at a release)."""
+        state = self._hosts.get(host)
+        if state is None:
+            return None
+        if self.per_host and state.active >= self.per_host:
+            return float("inf")
+        return state.next_start if state.next_start > now else None
+
+    def acquire(self, host: str, now: float) -> None:
+        state = self._hosts.setdefault(host, _Host())
+        state.active += 1
+        state.next_start = max(state.next_start, now + self.delay)
+
+    def release(self, host: str, now: float) -> None:
+        state = self._hosts.get(host)
+        if state is None:  # never acquired (a settle without a start): nothing to free
+            return
+        state.active -= 1
+        if state.active == 0 and state.next_start <= now:
+            del self._hosts[host]  # forget idle hosts: memory stays flat over millions of hosts
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def pause(self, host: str, until: float) -> None:
+        """Hold every new request to ``host`` until ``until`` (a 429/503 Retry-After)."""
+        state = self._hosts.setdefault(host, _Host())
+        state.next_start = max(state.next_start, until)
+
+    def forget_idle(self, now: float) -> None:
+        """Drop hosts with nothing active whose gap and pause have passed."""
+        for host in [h for h, s in self._hosts.items() if s.active == 0 and s.next_start <= now]:
+            del self._hosts[host]
