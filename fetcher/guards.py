@@ -89,8 +89,9 @@ class TransferGuard:
 
     def _check_time(self, now: float) -> None:
         if self.max_time and now - self.started >= self.max_time:
-            raise FetchFailure(ErrorKind.TIMEOUT, f"download took longer than --max-time {self.max_time:g} s",
-                               retryable=True)
+            # Not retried: --max-time is the user's budget for the URL, and a
+            # server that dripped once will drip again.
+            raise FetchFailure(ErrorKind.TIMEOUT, f"download took longer than --max-time {self.max_time:g} s")
         if self.min_speed and now - self._window_start >= self.min_speed_time:
             speed = self._window_bytes / (now - self._window_start)
             if speed < self.min_speed:
