@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--manifest", metavar="PATH",
                         help="where to write the JSONL manifest (default: OUT/manifest.jsonl)")
     _add_fetching_rules(parser)
+    parser.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
+                        help="on a rerun, keep URLs that failed before as failed instead of trying them again")
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     noise.add_argument("-v", "--verbose", action="store_true", help="print a line for every URL, not only failures")
@@ -144,7 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_OK
 
 
+SUBCOMMANDS = ("status",)
+
+
 def _main(argv: list[str]) -> int:
+    if argv and argv[0] in SUBCOMMANDS:
+        return _status(argv[1:])
     args = build_parser().parse_args(argv)
     from fetcher.options import Options
 
@@ -160,25 +167,17 @@ def _main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace, options: Options) -> int:
-    from fetcher import engine, sources
-    from fetcher.collector import Collector
+    from fetcher import sources
+    from fetcher.job import run_job
     from fetcher.progress import Progress
 
     lines = sources.read_lines(args.input)
     first = next(lines, None)  # opens the file now: a missing file is a usage error
     total = _count_lines(args.input)
     show_bar = not args.quiet and sys.stderr.isatty()
-    collector = Collector(options.manifest_path, Progress(total, enabled=show_bar),
-                          verbose=args.verbose, quiet=args.quiet)
-    counts: dict[str, int] = {}
-    items = sources.iter_inputs(_chain(first, lines), counts)
-    interrupted = False
-    try:
-        engine.run(items, options, collector)
-    except KeyboardInterrupt:
-        interrupted = True
-    summary = collector.close(interrupted=interrupted)
-    summary.duplicates = counts.get("duplicates", 0)
+    items = sources.iter_inputs(_chain(first, lines), dedupe=False)  # the journal dedupes, on disk
+    summary = run_job(items, options, Progress(total, enabled=show_bar), verbose=args.verbose,
+                      quiet=args.quiet, retry_failed=args.retry_failed)
     if not args.quiet:
         print(summary.describe(options.backend, options.pool))
     return summary.exit_code
@@ -200,3 +199,36 @@ def _count_lines(path: str) -> int | None:
         while block := handle.read(1 << 20):
             count += block.count(b"\n")
     return count or None
+
+
+def _status(argv: list[str]) -> int:
+    """``fetcher status -o DIR``: what the journal of a folder knows, without downloading."""
+    import time
+
+    from fetcher.journal import Journal, journal_path
+
+    parser = _Parser(prog="fetcher status", description="Show the state of an output folder's journal.")
+    parser.add_argument("-o", "--out", default="downloads", metavar="DIR",
+                        help="output folder (default: ./downloads)")
+    args = parser.parse_args(argv)
+    journal = Journal(args.out, readonly=True)
+    try:
+        counts = journal.counts()
+        total = sum(counts.values())
+        print(f"{os.path.abspath(args.out)}: {total} URLs: " + ", ".join(
+            f"{counts.get(state, 0)} {state}" for state in ("ok", "failed", "pending")))
+        runs = journal.runs()
+        if runs:
+            number, started, finished = runs[-1]
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+            print(f"runs: {len(runs)}; the last (#{number}) started {when} and "
+                  + ("finished." if finished else "did not finish (interrupted, or still running)."))
+        errors = journal.top_errors()
+        if errors:
+            print("failures by kind: " + ", ".join(f"{kind} {n}" for kind, n in errors))
+            for url, kind, message in journal.failed_samples():
+                print(f"  {kind}: {url}: {message}")
+        print(f"journal: {journal_path(args.out)}")
+    finally:
+        journal.close()
+    return EXIT_OK

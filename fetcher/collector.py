@@ -14,11 +14,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from fetcher.models import Result, Status
 from fetcher.naming import PART_SUFFIX
 from fetcher.progress import Progress, human_bytes
+
+if TYPE_CHECKING:
+    from fetcher.journal import Journal
 
 
 @dataclass
@@ -72,16 +75,19 @@ class Collector:
         verbose: note successes too, not only failures.
         quiet: note nothing per URL.
         on_result: called with each final Result (API hook).
+        journal: where each final Result is also recorded, for reruns.
     """
 
     def __init__(self, manifest_path: str, progress: Progress, verbose: bool = False,
-                 quiet: bool = False, on_result: Callable[[Result], None] | None = None) -> None:
+                 quiet: bool = False, on_result: Callable[[Result], None] | None = None,
+                 journal: Journal | None = None) -> None:
         self.summary = Summary(manifest=manifest_path)
         self._manifest_path = manifest_path
         self._progress = progress
         self._verbose = verbose
         self._quiet = quiet
         self._on_result = on_result
+        self._journal = journal
         self._started = time.monotonic()
         os.makedirs(os.path.dirname(manifest_path) or ".", exist_ok=True)
         self._manifest: IO[str] | None = open(manifest_path + PART_SUFFIX, "w", encoding="utf-8")
@@ -99,6 +105,8 @@ class Collector:
             if result.error is not None:
                 summary.error_kinds[result.error.kind] += 1
         assert self._manifest is not None, "record() after close()"
+        if self._journal is not None:
+            self._journal.record(result)
         self._manifest.write(json.dumps(result.to_record(), ensure_ascii=False) + "\n")
         self._progress.update(result.bytes, failed=result.status is Status.FAILED)
         self._note(result)

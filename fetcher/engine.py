@@ -6,13 +6,13 @@ list of millions of URLs is read as the downloads go, never all at once.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 
+from fetcher import partial
 from fetcher.backends import get_backend
 from fetcher.backends.base import Backend, SessionFactory
 from fetcher.collector import Collector
-from fetcher.models import Result, Task
+from fetcher.models import Result, Status, Task
 from fetcher.naming import PART_SUFFIX, join_within
 from fetcher.options import Options
 from fetcher.scheduler import Scheduler
@@ -26,22 +26,22 @@ def run(items: Iterator[Task | Result], options: Options, collector: Collector,
 
     Returns when every item is final. On an exception (KeyboardInterrupt
     included) the backend is cancelled, the ``.part`` files of unfinished
-    downloads are removed, and the exception propagates; what finished has
-    already reached the collector.
+    downloads are removed unless a later run can resume them, and the
+    exception propagates; what finished has already reached the collector.
     """
     backend_class = get_backend(options.backend)
     scheduler = Scheduler(items, options)
     in_flight: dict[int, Task] = {}
     try:
         with backend_class(options, session_factory) as backend:
-            _drive(scheduler, backend, in_flight, collector, options.window)
+            _drive(scheduler, backend, in_flight, collector, options.window, options.out)
     except BaseException:
         _remove_partials(options.out, in_flight.values())
         raise
 
 
 def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task],
-           collector: Collector, window: int) -> None:
+           collector: Collector, window: int, out: str) -> None:
     while True:
         while len(in_flight) < window:
             item = scheduler.next_ready()
@@ -59,13 +59,25 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task],
         for result in backend.wait(timeout):
             task = in_flight.pop(result.index)
             final = scheduler.settle(task, result)
-            if final is not None:
-                collector.record(final)
+            if final is None:
+                continue
+            if final.status is Status.FAILED:
+                _discard_partial(out, task)  # kept for a retry that will not come
+            collector.record(final)
 
 
 def _remove_partials(out: str, tasks: Iterable[Task]) -> None:
     for task in tasks:
         try:
-            os.remove(join_within(out, task.name) + PART_SUFFIX)
-        except (OSError, ValueError):
-            pass
+            part = join_within(out, task.name) + PART_SUFFIX
+        except ValueError:
+            continue
+        if not partial.is_resumable(part):
+            partial.discard(part)
+
+
+def _discard_partial(out: str, task: Task) -> None:
+    try:
+        partial.discard(join_within(out, task.name) + PART_SUFFIX)
+    except ValueError:
+        pass

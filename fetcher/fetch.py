@@ -13,13 +13,14 @@ import email.utils
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 import requests
 import urllib3.exceptions
 
+from fetcher import partial
 from fetcher.guards import FetchFailure, TransferGuard, check_content_type, check_magic
 from fetcher.models import ErrorKind, Result, Status, Task, failed
 from fetcher.naming import PART_SUFFIX, join_within
@@ -47,12 +48,14 @@ def fetch_one(task: Task, session: requests.Session, options: Options,
     Args:
         task: what to fetch and where to put it (relative, already made safe).
         session: the caller's session; fetch_one never makes one.
-        options: timeouts, chunk size, output folder.
-        cancel: checked between chunks; when set, the download stops, its
-            ``.part`` file is removed and a ``cancelled`` Result returned.
+        options: timeouts, size caps, checks, output folder.
+        cancel: checked between reads; when set, the download stops and a
+            ``cancelled`` Result is returned.
 
     Returns:
         A Result; failures carry an error kind and ``retryable`` for transient ones.
+        A failure leaves no file, except a resumable ``.part`` (see partial.py)
+        when the failure is transient or the download was cancelled.
     """
     started = time.monotonic()
     try:
@@ -64,16 +67,18 @@ def fetch_one(task: Task, session: requests.Session, options: Options,
         with _translate_errors():
             return _download(task, session, options, target, part, cancel, started)
     except FetchFailure as failure:
-        _remove_quietly(part)
+        if not (failure.retryable and partial.is_resumable(part)):
+            partial.discard(part)
         return failed(task, failure.kind, failure.message, retryable=failure.retryable,
                       http_status=failure.http_status, retry_after=failure.retry_after,
                       elapsed_s=time.monotonic() - started)
     except _Cancelled:
-        _remove_quietly(part)
+        if not partial.is_resumable(part):
+            partial.discard(part)
         return failed(task, ErrorKind.CANCELLED, "cancelled before the download finished",
                       elapsed_s=time.monotonic() - started)
     except BaseException:
-        _remove_quietly(part)
+        partial.discard(part)
         raise
 
 
@@ -82,50 +87,88 @@ def _download(task: Task, session: requests.Session, options: Options, target: s
     guard = TransferGuard(options.read_timeout, options.max_time, options.min_speed, options.min_speed_time,
                           options.max_size, started)
     connect = options.connect_timeout if not options.max_time else min(options.connect_timeout, options.max_time)
-    with session.get(task.url, stream=True, timeout=(connect, options.read_timeout)) as response:
+    resume = partial.resume_point(part, task.url)
+    request_headers = {}
+    if resume is not None:
+        request_headers = {"Range": f"bytes={resume[0]}-", "If-Range": resume[1], "Accept-Encoding": "identity"}
+    with session.get(task.url, stream=True, timeout=(connect, options.read_timeout),
+                     headers=request_headers) as response:
         status = response.status_code
+        headers = response.headers
+        if status == 416 and resume is not None:
+            partial.discard(part)  # the part no longer fits the file: start over on the retry
+            raise FetchFailure(ErrorKind.HTTP_STATUS, "HTTP 416 for a resumed download; restarting",
+                               retryable=True, http_status=status)
         if status >= 400:
             raise FetchFailure(ErrorKind.HTTP_STATUS, f"HTTP {status} {response.reason or ''}".strip(),
                                retryable=status in TRANSIENT_STATUSES, http_status=status,
-                               retry_after=parse_retry_after(response.headers.get("Retry-After")))
-        headers = response.headers
+                               retry_after=parse_retry_after(headers.get("Retry-After")))
+        offset = _resume_offset(status, headers, resume)
         content_type = headers.get("Content-Type")
         check_content_type(content_type, options.accept)
-        guard.check_declared_size(headers.get("Content-Length"), _is_encoded(headers))
+        guard.check_declared_size(headers.get("Content-Length"), _is_encoded(headers), offset)
+        os.makedirs(os.path.dirname(part), exist_ok=True)
+        if offset == 0:
+            partial.discard(part)
+            partial.remember(part, task.url, headers)
         try:
-            sha256 = _stream_to_file(response, part, guard, options, content_type, cancel)
+            sha256 = _stream_to_file(response, part, offset, guard, options, content_type, cancel)
         except FetchFailure as failure:
             failure.http_status = status
             raise
-        _check_complete(response, guard.size)
+        _check_complete(response, guard.size - offset)
         if guard.size < options.min_size:
             raise FetchFailure(ErrorKind.TOO_SMALL, f"body of {guard.size} bytes is under --min-size "
                                f"{options.min_size}", http_status=status)
         os.replace(part, target)
+        partial.discard(part)  # the meta file
         return Result(url=task.url, status=Status.OK, path=task.name, bytes=guard.size, sha256=sha256,
                       http_status=status, content_type=content_type,
                       final_url=response.url, attempts=task.attempt, index=task.index,
                       elapsed_s=time.monotonic() - started)
 
 
+def _resume_offset(status: int, headers: Mapping[str, str], resume: tuple[int, str] | None) -> int:
+    """Where the body starts in the file: the part's size for a matching 206, else 0.
+
+    A 200 to a ranged request means the server ignored the range or the file
+    changed (If-Range failed): the body is the whole new file.
+    """
+    if status != 206:
+        return 0
+    start = _content_range_start(headers.get("Content-Range", ""))
+    if resume is None or start != resume[0]:
+        raise FetchFailure(ErrorKind.BAD_CONTENT, f"unexpected partial response (Content-Range "
+                           f"{headers.get('Content-Range')!r})", retryable=True, http_status=status)
+    return start
+
+
+def _content_range_start(value: str) -> int | None:
+    unit, _, rest = value.strip().partition(" ")
+    first = rest.split("-", 1)[0]
+    return int(first) if unit.lower() == "bytes" and first.isdigit() else None
+
+
 MAGIC_BYTES = 64  # enough for every signature guards.check_magic knows
 
 
-def _stream_to_file(response: requests.Response, part: str, guard: TransferGuard, options: Options,
-                    content_type: str | None, cancel: CancelFlag | None) -> str:
-    """Stream the decoded body into ``part``; return its SHA-256.
+def _stream_to_file(response: requests.Response, part: str, offset: int, guard: TransferGuard,
+                    options: Options, content_type: str | None, cancel: CancelFlag | None) -> str:
+    """Stream the decoded body into ``part`` after its first ``offset`` bytes; return the file's SHA-256.
 
     ``read1`` returns whatever has arrived (up to a chunk), so deadlines are
     checked between reads even when a server drips one byte at a time, and each
     read's socket timeout is cut to the time left (see TransferGuard).
     """
     raw = response.raw
-    digest = hashlib.sha256()
-    head = b"" if options.accept else None
+    digest = _hash_prefix(part, offset)
+    guard.account(offset)
+    head = b"" if options.accept and offset == 0 else None
     sock = _socket_of(raw)
-    os.makedirs(os.path.dirname(part), exist_ok=True)
     try:
-        with open(part, "wb") as handle:
+        with open(part, "r+b" if offset else "wb") as handle:
+            handle.seek(offset)
+            handle.truncate()
             while True:
                 if cancel is not None and cancel.is_set():
                     raise _Cancelled()
@@ -154,6 +197,18 @@ def _stream_to_file(response: requests.Response, part: str, guard: TransferGuard
             except OSError:
                 pass
     return digest.hexdigest()
+
+
+def _hash_prefix(part: str, offset: int) -> hashlib._Hash:
+    """SHA-256 state after the first ``offset`` bytes of ``part`` (for a resumed download)."""
+    digest = hashlib.sha256()
+    if offset:
+        with open(part, "rb") as handle:
+            remaining = offset
+            while remaining and (block := handle.read(min(remaining, 1 << 20))):
+                digest.update(block)
+                remaining -= len(block)
+    return digest
 
 
 def _socket_of(raw: object) -> object | None:
@@ -249,10 +304,3 @@ def parse_retry_after(value: str | None) -> float | None:
 def _short(exc: BaseException, limit: int = 300) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass

@@ -59,12 +59,15 @@ class TransferGuard:
             limit = min(limit, self._window_start + self.min_speed_time - now)
         return max(limit, 0.01)
 
-    def check_declared_size(self, content_length: str | None, encoded: bool) -> None:
-        """Refuse before reading when the server announces a body over the cap."""
+    def check_declared_size(self, content_length: str | None, encoded: bool, offset: int = 0) -> None:
+        """Refuse before reading when the server announces a body over the cap.
+
+        ``offset`` is what a resumed download already has on disk.
+        """
         if not self.max_size or not content_length or encoded:
             return
         try:
-            declared = int(content_length)
+            declared = int(content_length) + offset
         except ValueError:
             return
         if declared > self.max_size:

@@ -89,12 +89,13 @@ def _numbered(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
 
 
 def iter_inputs(lines: Iterable[tuple[int, bytes]],
-                counts: dict[str, int] | None = None) -> Iterator[Task | Result]:
+                counts: dict[str, int] | None = None, dedupe: bool = True) -> Iterator[Task | Result]:
     """Turn numbered raw lines into Tasks, or failed Results for bad lines.
 
-    Blank lines and ``#`` comments are skipped; a URL seen before is skipped too
-    (and counted in ``counts["duplicates"]``), so each unique URL yields exactly
-    one item.
+    Blank lines and ``#`` comments are skipped. With ``dedupe``, a URL seen
+    before is skipped too (and counted in ``counts["duplicates"]``), so each
+    unique URL yields exactly one item; without it (the journal dedupes on
+    disk instead of in memory) every line yields an item.
     """
     if counts is None:
         counts = {}
@@ -118,9 +119,10 @@ def iter_inputs(lines: Iterable[tuple[int, bytes]],
             item = failed(text, exc.kind, f"line {number}: {exc.message}", attempts=0, index=index)
         else:
             item = Task(url=url, name=name_for_url(url), index=index)
-        if digest in seen:
-            counts["duplicates"] += 1
-            continue
-        seen.add(digest)
+        if dedupe:
+            if digest in seen:
+                counts["duplicates"] += 1
+                continue
+            seen.add(digest)
         index += 1
         yield item

@@ -19,6 +19,10 @@ Routes (query parameters in brackets):
     /gzip/NAME[?size=N]             N zero bytes gzip-compressed, Content-Encoding: gzip (a bomb when N is big)
     /chunked/NAME[?size=N]          the file sent chunked, without Content-Length
     /echo                           the request's headers as JSON
+    /ranged/NAME[?size=N&cut=K&ignore_range=1&change_after=M]
+                                    a file with an ETag that honours Range/If-Range; with cut, the
+                                    first response stops after K bytes; with ignore_range, ranges
+                                    are ignored; after M requests the file (and its ETag) changes
     /_stats                         JSON of the counters below
 """
 
@@ -61,6 +65,7 @@ class Stats:
         self.lock = threading.Lock()
         self.requests: Counter[str] = Counter()
         self.times: dict[str, list[float]] = {}  # path -> monotonic arrival times
+        self.ranges: dict[str, list[str | None]] = {}  # path -> Range header of each request
         self.connections = 0
         self.active = 0
         self.max_active = 0
@@ -91,6 +96,7 @@ class Handler(BaseHTTPRequestHandler):
         with stats.lock:
             stats.requests[parts.path] += 1
             stats.times.setdefault(parts.path, []).append(time.monotonic())
+            stats.ranges.setdefault(parts.path, []).append(self.headers.get("Range"))
             stats.active += 1
             stats.max_active = max(stats.max_active, stats.active)
         try:
@@ -148,6 +154,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, self.server.gzipped(size), "application/octet-stream", {"Content-Encoding": "gzip"})
         elif kind == "chunked":
             self._chunked(body_for(name, size))
+        elif kind == "ranged":
+            self._ranged(path, name, size, query)
         elif kind == "echo":
             self._send(200, json.dumps(dict(self.headers.items())).encode(), "application/json")
         elif kind == "_stats":
@@ -166,6 +174,33 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(body)
+
+    def _ranged(self, path: str, name: str, size: int, query: dict[str, str]) -> None:
+        with self.server.stats.lock:
+            seen = self.server.stats.requests[path]
+        version = "v2" if seen > int(query.get("change_after", 10**9)) else "v1"
+        body = body_for(f"{version}-{name}", size)
+        etag = f'"{version}-{name}"'
+        wanted = self.headers.get("Range", "")
+        if_range = self.headers.get("If-Range")
+        start = 0
+        if wanted.startswith("bytes=") and not query.get("ignore_range") and if_range in (None, etag):
+            start = int(wanted[6:].split("-")[0])
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("ETag", etag)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(size - start))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        self.end_headers()
+        cut = int(query.get("cut", 0))
+        if cut and seen == 1:
+            self.wfile.write(body[start:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body[start:])
 
     def _chunked(self, body: bytes, piece: int = 4096) -> None:
         self.send_response(200)

@@ -29,7 +29,9 @@ def manifest(out: str, name: str = "manifest.jsonl") -> dict[str, dict]:
 
 
 def all_files(root: str) -> list[str]:
-    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+    """Every file under root, but the journal's folder."""
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs
+                  if ".fetcher" not in os.path.relpath(d, root).split(os.sep))
 
 
 def test_downloads_every_url_and_writes_the_manifest(server, out, tmp_path, capsys):

@@ -28,7 +28,7 @@ def kind(record: dict) -> str | None:
 
 def no_files_but_manifest(tmp_path) -> bool:
     out = tmp_path / "out"
-    return [p.name for p in out.rglob("*") if p.is_file()] == ["manifest.jsonl"]
+    return [p.name for p in out.rglob("*") if p.is_file() and ".fetcher" not in p.parts] == ["manifest.jsonl"]
 
 
 # -- retries and Retry-After -------------------------------------------------

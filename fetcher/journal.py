@@ -1,0 +1,213 @@
+"""The journal: one SQLite file per output folder, the source of truth across runs.
+
+Every URL of every run has one row: its state (``pending``, ``ok``, ``failed``)
+and its last result. A rerun of the same command reads it to skip what is done,
+retry what failed and fetch what never finished; ``fetcher status`` reads it to
+report. Writes are batched (a commit every ``COMMIT_EVERY_S`` seconds or
+``COMMIT_EVERY_N`` changes) in WAL mode, so the journal costs little next to
+the downloads; a crash loses at most the last batch, which the next run
+recovers from the files themselves (a file under its final name is complete).
+
+Only the coordinating process touches the journal, from one thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from fetcher.errors import ConfigError
+from fetcher.models import ErrorInfo, Result, Status
+
+JOURNAL_DIR = ".fetcher"
+JOURNAL_NAME = "journal.sqlite3"
+COMMIT_EVERY_S = 0.5
+COMMIT_EVERY_N = 2000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS urls (
+    url TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    run INTEGER NOT NULL,
+    name TEXT,
+    path TEXT,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT,
+    http_status INTEGER,
+    content_type TEXT,
+    final_url TEXT,
+    error_kind TEXT,
+    error_message TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    elapsed_s REAL NOT NULL DEFAULT 0,
+    extra TEXT,
+    updated REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+PENDING, OK, FAILED = "pending", "ok", "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What the journal knew of a URL before this run saw it."""
+
+    state: str
+    name: str | None
+    path: str | None
+    bytes: int
+    sha256: str | None
+    http_status: int | None
+    content_type: str | None
+    final_url: str | None
+    error_kind: str | None
+    error_message: str | None
+    attempts: int
+    extra: str | None
+
+    def as_result(self, url: str, status: Status, index: int = 0) -> Result:
+        """This entry as a Result of the current run (e.g. ``skipped``), attempts reset to 0."""
+        error = ErrorInfo(self.error_kind, self.error_message or "") if self.error_kind else None
+        extra = json.loads(self.extra) if self.extra else {}
+        return Result(url=url, status=status, path=self.path, bytes=self.bytes, sha256=self.sha256,
+                      http_status=self.http_status, content_type=self.content_type, final_url=self.final_url,
+                      error=error, attempts=0, index=index, extra=extra)
+
+
+def journal_path(out: str) -> str:
+    return os.path.join(out, JOURNAL_DIR, JOURNAL_NAME)
+
+
+class Journal:
+    """The journal of one output folder, opened for one run.
+
+    Args:
+        out: the output folder; the journal is ``OUT/.fetcher/journal.sqlite3``.
+        readonly: open an existing journal only to read it (``fetcher status``).
+
+    Raises:
+        ConfigError: the journal cannot be opened (another version, a corrupt file).
+    """
+
+    def __init__(self, out: str, readonly: bool = False) -> None:
+        self.path = journal_path(out)
+        if readonly and not os.path.exists(self.path):
+            raise ConfigError(f"no journal in {out!r}: nothing was downloaded there")
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+        try:
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"cannot open journal {self.path!r}: {exc}") from None
+        self.run = 0
+        self._pending_changes = 0
+        self._last_commit = time.monotonic()
+        self._in_transaction = False
+
+    # -- run bookkeeping -------------------------------------------------------
+
+    def start_run(self) -> int:
+        """Register a new run; URLs seen by it are marked with its id."""
+        self.run = int(self._db.execute("INSERT INTO runs (started) VALUES (?)", (time.time(),)).lastrowid or 0)
+        return self.run
+
+    def finish_run(self) -> None:
+        self._write("UPDATE runs SET finished = ? WHERE id = ?", (time.time(), self.run))
+        self.commit()
+
+    # -- writes (batched) --------------------------------------------------------
+
+    def admit(self, url: str, name: str | None) -> Entry | None | bool:
+        """Note that this run has ``url``.
+
+        Returns:
+            ``True`` if the URL is new to the journal, ``False`` if this run
+            already had it (a duplicate line), else the Entry of an earlier run.
+        """
+        row = self._db.execute(
+            "SELECT run, state, name, path, bytes, sha256, http_status, content_type, final_url, "
+            "error_kind, error_message, attempts, extra FROM urls WHERE url = ?", (url,)).fetchone()
+        if row is None:
+            self._write("INSERT INTO urls (url, state, run, name, updated) VALUES (?, ?, ?, ?, ?)",
+                        (url, PENDING, self.run, name, time.time()))
+            return True
+        if row[0] == self.run:
+            return False
+        self._write("UPDATE urls SET run = ? WHERE url = ?", (self.run, url))
+        return Entry(*row[1:])
+
+    def reset(self, url: str) -> None:
+        """Mark a URL as pending again (its file went missing, or it is retried)."""
+        self._write("UPDATE urls SET state = ?, updated = ? WHERE url = ?", (PENDING, time.time(), url))
+
+    def record(self, result: Result) -> None:
+        """Store a final Result as the URL's state (``skipped`` means the file is there: ok)."""
+        error = result.error
+        self._write(
+            "UPDATE urls SET state = ?, path = ?, bytes = ?, sha256 = ?, http_status = ?, content_type = ?, "
+            "final_url = ?, error_kind = ?, error_message = ?, attempts = ?, elapsed_s = ?, "
+            "extra = ?, updated = ? WHERE url = ?",
+            (FAILED if result.status is Status.FAILED else OK, result.path, result.bytes, result.sha256,
+             result.http_status, result.content_type, result.final_url, error.kind if error else None,
+             error.message if error else None, result.attempts, result.elapsed_s,
+             json.dumps(result.extra) if result.extra else None, time.time(), result.url))
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        if not self._in_transaction:
+            self._db.execute("BEGIN")
+            self._in_transaction = True
+        self._db.execute(sql, params)
+        self._pending_changes += 1
+        if self._pending_changes >= COMMIT_EVERY_N or time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
+            self.commit()
+
+    def commit(self) -> None:
+        if self._in_transaction:
+            self._db.execute("COMMIT")
+            self._in_transaction = False
+        self._pending_changes = 0
+        self._last_commit = time.monotonic()
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()
+
+    # -- reads -------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """URLs by state."""
+        return dict(self._db.execute("SELECT state, COUNT(*) FROM urls GROUP BY state").fetchall())
+
+    def top_errors(self, limit: int = 10) -> list[tuple[str, int]]:
+        """The most frequent error kinds among failed URLs."""
+        return self._db.execute(
+            "SELECT error_kind, COUNT(*) AS n FROM urls WHERE state = ? GROUP BY error_kind "
+            "ORDER BY n DESC LIMIT ?", (FAILED, limit)).fetchall()
+
+    def runs(self) -> list[tuple[int, float, float | None]]:
+        return self._db.execute("SELECT id, started, finished FROM runs ORDER BY id").fetchall()
+
+    def interrupted_before(self) -> bool:
+        """True if an earlier run never finished (killed, crashed or interrupted)."""
+        row = self._db.execute("SELECT COUNT(*) FROM runs WHERE finished IS NULL AND id != ?",
+                               (self.run,)).fetchone()
+        return bool(row[0])
+
+    def failed_samples(self, limit: int = 5) -> Iterator[tuple[str, str, str]]:
+        yield from self._db.execute(
+            "SELECT url, error_kind, error_message FROM urls WHERE state = ? ORDER BY updated DESC LIMIT ?",
+            (FAILED, limit))

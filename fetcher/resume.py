@@ -1,0 +1,79 @@
+"""Between the input and the scheduler: what a rerun still has to fetch.
+
+Each input item is checked against the journal of the output folder:
+- new URL: fetched, unless its file is already under its final name (a run
+  killed before its journal's last commit): then hashed and recorded;
+- a duplicate line of this run: dropped (counted);
+- done before and its file still there at its recorded size: ``skipped``, no request;
+- done before but the file was deleted or truncated by hand: fetched again;
+- failed before: fetched again, or kept as failed with ``retry_failed=False``;
+- pending (an interrupted run): if its file is under its final name, that
+  download finished before the crash could record it — the file is complete by
+  construction (written to ``.part``, renamed only when whole), so it is hashed
+  and recorded without a request; otherwise fetched, resuming its ``.part``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+
+from fetcher.journal import FAILED, OK, Entry, Journal
+from fetcher.models import Result, Status, Task
+from fetcher.naming import join_within
+
+
+def admit_all(items: Iterable[Task | Result], journal: Journal, out: str, retry_failed: bool = True,
+              counts: dict[str, int] | None = None) -> Iterator[Task | Result]:
+    """Filter input items through the journal; yields what this run must fetch or report."""
+    if counts is None:
+        counts = {}
+    counts.setdefault("duplicates", 0)
+    for item in items:
+        name = item.name if isinstance(item, Task) else None
+        verdict = journal.admit(item.url, name)
+        if verdict is False:
+            counts["duplicates"] += 1
+            continue
+        if isinstance(item, Result):
+            yield item
+        elif verdict is True:
+            # New to the journal, yet maybe on disk: a run killed between a rename
+            # and the journal's next commit. The file is whole by construction.
+            yield _recover(item, out) or item
+        else:
+            yield _decide(item, verdict, out, retry_failed)
+
+
+def _decide(task: Task, entry: Entry, out: str, retry_failed: bool) -> Task | Result:
+    if entry.state == OK:
+        if entry.path and _size_on_disk(out, entry.path) == entry.bytes:
+            return entry.as_result(task.url, Status.SKIPPED, task.index)
+        return task
+    if entry.state == FAILED:
+        return task if retry_failed else entry.as_result(task.url, Status.FAILED, task.index)
+    return _recover(task, out) or task
+
+
+def _recover(task: Task, out: str) -> Result | None:
+    """A finished download whose result the journal lost (killed between rename and commit)."""
+    try:
+        target = join_within(out, task.name)
+        digest = hashlib.sha256()
+        size = 0
+        with open(target, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+    except (OSError, ValueError):
+        return None
+    return Result(url=task.url, status=Status.SKIPPED, path=task.name, bytes=size, sha256=digest.hexdigest(),
+                  attempts=0, index=task.index)
+
+
+def _size_on_disk(out: str, relative: str) -> int | None:
+    try:
+        return os.path.getsize(join_within(out, relative))
+    except (OSError, ValueError):
+        return None
