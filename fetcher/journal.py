@@ -4,7 +4,7 @@ Every URL of every run has one row: its state (``pending``, ``ok``, ``failed``)
 and its last result. A rerun of the same command reads it to skip what is done,
 retry what failed and fetch what never finished; ``fetcher status`` reads it to
 report. Writes are batched (a commit every ``COMMIT_EVERY_S`` seconds or
-``COMMIT_EVERY_N`` changes) in WAL mode, so the journal costs little next to
+``COMMIT_EVERY_N`` results, lookups by the hundred) in WAL mode, so the journal costs little next to
 the downloads; a crash loses at most the last batch, which the next run
 recovers from the files themselves (a file under its final name is complete).
 
@@ -28,6 +28,7 @@ JOURNAL_DIR = ".fetcher"
 JOURNAL_NAME = "journal.sqlite3"
 COMMIT_EVERY_S = 0.5
 COMMIT_EVERY_N = 2000
+_SQL_BATCH = 500  # URLs per IN (...) lookup, under SQLite's variable limit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -114,7 +115,7 @@ class Journal:
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"cannot open journal {self.path!r}: {exc}") from None
         self.run = 0
-        self._pending_changes = 0
+        self._results: list[tuple[Any, ...]] = []
         self._last_commit = time.monotonic()
         self._in_transaction = False
 
@@ -131,55 +132,80 @@ class Journal:
 
     # -- writes (batched) --------------------------------------------------------
 
-    def admit(self, url: str, name: str | None) -> Entry | None | bool:
-        """Note that this run has ``url``.
+    def admit_many(self, items: list[tuple[str, str | None]]) -> list[Entry | bool]:
+        """Note that this run has these ``(url, name)`` pairs, in one round trip.
 
-        Returns:
-            ``True`` if the URL is new to the journal, ``False`` if this run
-            already had it (a duplicate line), else the Entry of an earlier run.
+        Returns, for each pair: ``True`` if the URL is new to the journal,
+        ``False`` if this run already had it (a duplicate line), else the Entry
+        of an earlier run. Batched because the coordinator shares the GIL with
+        busy workers: every sqlite3 call releases and re-takes it, and each
+        re-take can wait a whole switch interval.
         """
-        row = self._db.execute(
-            "SELECT run, state, name, path, bytes, sha256, http_status, content_type, final_url, "
-            "error_kind, error_message, attempts, extra FROM urls WHERE url = ?", (url,)).fetchone()
-        if row is None:
-            self._write("INSERT INTO urls (url, state, run, name, updated) VALUES (?, ?, ?, ?, ?)",
-                        (url, PENDING, self.run, name, time.time()))
-            return True
-        if row[0] == self.run:
-            return False
-        self._write("UPDATE urls SET run = ? WHERE url = ?", (self.run, url))
-        return Entry(*row[1:])
-
-    def reset(self, url: str) -> None:
-        """Mark a URL as pending again (its file went missing, or it is retried)."""
-        self._write("UPDATE urls SET state = ?, updated = ? WHERE url = ?", (PENDING, time.time(), url))
+        urls = list({url: None for url, _ in items})
+        known: dict[str, tuple[Any, ...]] = {}
+        for start in range(0, len(urls), _SQL_BATCH):
+            chunk = urls[start:start + _SQL_BATCH]
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(
+                    "SELECT url, run, state, name, path, bytes, sha256, http_status, content_type, final_url, "
+                    f"error_kind, error_message, attempts, extra FROM urls WHERE url IN ({marks})", chunk):
+                known[row[0]] = row[1:]
+        verdicts: list[Entry | bool] = []
+        fresh: list[tuple[Any, ...]] = []
+        touched: list[tuple[int, str]] = []
+        seen: set[str] = set()
+        now = time.time()
+        for url, name in items:
+            row = known.get(url)
+            if url in seen or (row is not None and row[0] == self.run):
+                verdicts.append(False)
+            elif row is None:
+                fresh.append((url, PENDING, self.run, name, now))
+                verdicts.append(True)
+            else:
+                touched.append((self.run, url))
+                verdicts.append(Entry(*row[1:]))
+            seen.add(url)
+        self._begin()
+        self._db.executemany("INSERT INTO urls (url, state, run, name, updated) VALUES (?, ?, ?, ?, ?)", fresh)
+        self._db.executemany("UPDATE urls SET run = ? WHERE url = ?", touched)
+        return verdicts
 
     def record(self, result: Result) -> None:
-        """Store a final Result as the URL's state (``skipped`` means the file is there: ok)."""
+        """Store a final Result as the URL's state (``skipped`` means the file is there: ok).
+
+        Buffered: written with the next batch (see ``COMMIT_EVERY_S``).
+        """
         error = result.error
-        self._write(
-            "UPDATE urls SET state = ?, path = ?, bytes = ?, sha256 = ?, http_status = ?, content_type = ?, "
-            "final_url = ?, error_kind = ?, error_message = ?, attempts = ?, elapsed_s = ?, "
-            "extra = ?, updated = ? WHERE url = ?",
+        self._results.append(
             (FAILED if result.status is Status.FAILED else OK, result.path, result.bytes, result.sha256,
              result.http_status, result.content_type, result.final_url, error.kind if error else None,
              error.message if error else None, result.attempts, result.elapsed_s,
              json.dumps(result.extra) if result.extra else None, time.time(), result.url))
+        if len(self._results) >= COMMIT_EVERY_N or time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
+            self.commit()
 
-    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+    def _begin(self) -> None:
         if not self._in_transaction:
             self._db.execute("BEGIN")
             self._in_transaction = True
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        self._begin()
         self._db.execute(sql, params)
-        self._pending_changes += 1
-        if self._pending_changes >= COMMIT_EVERY_N or time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
-            self.commit()
 
     def commit(self) -> None:
+        """Write buffered results and end the transaction."""
+        if self._results:
+            self._begin()
+            self._db.executemany(
+                "UPDATE urls SET state = ?, path = ?, bytes = ?, sha256 = ?, http_status = ?, content_type = ?, "
+                "final_url = ?, error_kind = ?, error_message = ?, attempts = ?, elapsed_s = ?, extra = ?, "
+                "updated = ? WHERE url = ?", self._results)
+            self._results.clear()
         if self._in_transaction:
             self._db.execute("COMMIT")
             self._in_transaction = False
-        self._pending_changes = 0
         self._last_commit = time.monotonic()
 
     def close(self) -> None:

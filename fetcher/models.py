@@ -7,7 +7,7 @@ pickles cheaply and compares by value. Errors travel as a kind plus a message.
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -98,12 +98,18 @@ class Result:
 
     def to_record(self) -> dict[str, Any]:
         """The manifest's JSON object for this result (documented in README.md)."""
-        record = asdict(self)
-        record["status"] = self.status.value
-        record["elapsed_s"] = round(self.elapsed_s, 4)
-        for internal in ("index", "retryable", "retry_after", "extra"):
-            del record[internal]
-        record.update(self.extra)
+        # Built by hand: dataclasses.asdict deep-copies and was a quarter of the
+        # coordinator's time per URL.
+        error = self.error
+        record = {
+            "url": self.url, "status": self.status.value, "path": self.path, "bytes": self.bytes,
+            "sha256": self.sha256, "http_status": self.http_status, "content_type": self.content_type,
+            "final_url": self.final_url,
+            "error": None if error is None else {"kind": error.kind, "message": error.message},
+            "attempts": self.attempts, "elapsed_s": round(self.elapsed_s, 4),
+        }
+        if self.extra:
+            record.update(self.extra)
         return record
 
 

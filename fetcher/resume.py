@@ -16,6 +16,7 @@ Each input item is checked against the journal of the output folder:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 
@@ -24,26 +25,35 @@ from fetcher.models import Result, Status, Task
 from fetcher.naming import join_within
 
 
+ADMIT_BATCH = 256  # input items looked up in the journal at a time
+
+
 def admit_all(items: Iterable[Task | Result], journal: Journal, out: str, retry_failed: bool = True,
               counts: dict[str, int] | None = None) -> Iterator[Task | Result]:
-    """Filter input items through the journal; yields what this run must fetch or report."""
+    """Filter input items through the journal; yields what this run must fetch or report.
+
+    Items are read ``ADMIT_BATCH`` at a time, so the input stays lazy while the
+    journal is asked once per batch rather than once per line.
+    """
     if counts is None:
         counts = {}
     counts.setdefault("duplicates", 0)
-    for item in items:
-        name = item.name if isinstance(item, Task) else None
-        verdict = journal.admit(item.url, name)
-        if verdict is False:
-            counts["duplicates"] += 1
-            continue
-        if isinstance(item, Result):
-            yield item
-        elif verdict is True:
-            # New to the journal, yet maybe on disk: a run killed between a rename
-            # and the journal's next commit. The file is whole by construction.
-            yield _recover(item, out) or item
-        else:
-            yield _decide(item, verdict, out, retry_failed)
+    # Files finished but not journaled exist only if an earlier run never finished.
+    may_have_unrecorded_files = journal.interrupted_before()
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, ADMIT_BATCH)):
+        verdicts = journal.admit_many([(i.url, i.name if isinstance(i, Task) else None) for i in batch])
+        for item, verdict in zip(batch, verdicts):
+            if verdict is False:
+                counts["duplicates"] += 1
+            elif isinstance(item, Result):
+                yield item
+            elif verdict is True:
+                # New to the journal, yet maybe on disk: a run killed between a
+                # rename and the journal's next commit. The file is whole by construction.
+                yield (_recover(item, out) if may_have_unrecorded_files else None) or item
+            else:
+                yield _decide(item, verdict, out, retry_failed)
 
 
 def _decide(task: Task, entry: Entry, out: str, retry_failed: bool) -> Task | Result:
@@ -60,6 +70,8 @@ def _recover(task: Task, out: str) -> Result | None:
     """A finished download whose result the journal lost (killed between rename and commit)."""
     try:
         target = join_within(out, task.name)
+        if not os.path.exists(target):  # the common case; cheaper than a failing open()
+            return None
         digest = hashlib.sha256()
         size = 0
         with open(target, "rb") as handle:

@@ -8,6 +8,7 @@ a million URLs) rather than of the URLs themselves.
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
@@ -20,6 +21,7 @@ from fetcher.naming import name_for_url
 ALLOWED_SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL_LENGTH = 8192
+_BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 class InvalidURL(ValueError):
@@ -42,7 +44,7 @@ def canonical_url(text: str) -> str:
     """
     if len(text) > MAX_URL_LENGTH:
         raise InvalidURL(ErrorKind.INVALID_URL, f"URL longer than {MAX_URL_LENGTH} characters")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text):
+    if _BAD_CHARS.search(text):
         raise InvalidURL(ErrorKind.INVALID_URL, "URL contains whitespace or control characters")
     try:
         parts = urlsplit(text)
