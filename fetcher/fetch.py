@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import requests
 
-from fetcher.models import ErrorKind, Result, Status, Task, failed
+from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
 from fetcher.naming import PART_SUFFIX, join_within
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def _download(task: Task, session: requests.Session, options: Options, target: s
         return Result(url=task.url, status=Status.OK, path=task.name, bytes=size, sha256=sha256,
                       http_status=status, content_type=response.headers.get("Content-Type"),
                       final_url=response.url, attempts=task.attempt, index=task.index,
-                      elapsed_s=time.monotonic() - started)
+                      elapsed_s=time.monotonic() - started, extra=input_extra(task.meta))
 
 
 def _stream_to_file(response: requests.Response, part: str, chunk_size: int,

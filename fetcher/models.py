@@ -55,7 +55,8 @@ class Task:
         attempt: 1 for the first try, incremented by the scheduler on each retry.
         checksum: expected digest of the body as ``"sha256:HEX"`` or ``"md5:HEX"``;
             a mismatch fails the download.
-        meta: extra input columns, carried unchanged into the manifest record.
+        meta: extra input columns, carried unchanged into the manifest record
+            (under its ``"input"`` key, see ``input_extra``).
     """
 
     url: str
@@ -106,11 +107,21 @@ class Result:
         return record
 
 
+def input_extra(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """``Result.extra`` for a task's extra input columns.
+
+    They are nested under one ``"input"`` key, so a column called ``status`` or
+    ``path`` can never clobber the manifest's own fields.
+    """
+    return {"input": dict(meta)} if meta else {}
+
+
 def failed(task_or_url: Task | str, kind: ErrorKind, message: str, **fields: Any) -> Result:
     """Build a failed Result for a task (or a bare input line)."""
     if isinstance(task_or_url, Task):
         fields.setdefault("attempts", task_or_url.attempt)
         fields.setdefault("index", task_or_url.index)
+        fields.setdefault("extra", input_extra(task_or_url.meta))
         url = task_or_url.url
     else:
         url = task_or_url

@@ -117,3 +117,17 @@ def test_retry_after_parsing():
     assert 0 <= parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     future = parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT")
     assert future is not None and future > 1e9
+
+
+@responses.activate
+def test_input_columns_are_carried_into_ok_and_failed_results(options, session):
+    responses.get(URL, body=b"x")
+    responses.get(URL + "?missing", status=404)
+    meta = {"title": "Cat", "status": "mine", "path": "theirs"}
+    ok = fetch_one(Task(url=URL, name="x.jpg", meta=meta), session, options)
+    bad = fetch_one(Task(url=URL + "?missing", name="y.jpg", meta=meta), session, options)
+    for result in (ok, bad):
+        record = result.to_record()
+        assert record["input"] == meta
+        assert record["status"] == result.status.value  # never clobbered by a column called status
+    assert ok.to_record()["path"] == "x.jpg"
