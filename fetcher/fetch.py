@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import requests
 
+from fetcher.checksum import Verifier
 from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
 from fetcher.naming import PART_SUFFIX, join_within
 
@@ -94,8 +95,11 @@ def _download(task: Task, session: requests.Session, options: Options, target: s
             raise _Failure(ErrorKind.HTTP_STATUS, f"HTTP {status} {response.reason or ''}".strip(),
                            retryable=status in TRANSIENT_STATUSES, http_status=status,
                            retry_after=parse_retry_after(response.headers.get("Retry-After")))
-        size, sha256 = _stream_to_file(response, part, options.chunk_size, cancel)
+        verifier = Verifier(task.checksum)
+        size, sha256 = _stream_to_file(response, part, options.chunk_size, cancel, verifier)
         _check_complete(response, size)
+        if (mismatch := verifier.mismatch(sha256)) is not None:
+            raise _Failure(ErrorKind.BAD_CONTENT, mismatch, http_status=status)
         os.replace(part, target)
         return Result(url=task.url, status=Status.OK, path=task.name, bytes=size, sha256=sha256,
                       http_status=status, content_type=response.headers.get("Content-Type"),
@@ -104,7 +108,7 @@ def _download(task: Task, session: requests.Session, options: Options, target: s
 
 
 def _stream_to_file(response: requests.Response, part: str, chunk_size: int,
-                    cancel: CancelFlag | None) -> tuple[int, str]:
+                    cancel: CancelFlag | None, verifier: Verifier) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
     os.makedirs(os.path.dirname(part), exist_ok=True)
@@ -114,6 +118,7 @@ def _stream_to_file(response: requests.Response, part: str, chunk_size: int,
                 raise _Cancelled()
             handle.write(chunk)
             digest.update(chunk)
+            verifier.update(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
 

@@ -131,3 +131,25 @@ def test_input_columns_are_carried_into_ok_and_failed_results(options, session):
         assert record["input"] == meta
         assert record["status"] == result.status.value  # never clobbered by a column called status
     assert ok.to_record()["path"] == "x.jpg"
+
+
+@responses.activate
+@pytest.mark.parametrize("algorithm", ["sha256", "md5"])
+def test_expected_checksum_ok(options, session, algorithm):
+    body = os.urandom(100_000)
+    responses.get(URL, body=body)
+    expected = hashlib.new(algorithm, body).hexdigest()
+    result = fetch_one(Task(url=URL, name="x.jpg", checksum=f"{algorithm}:{expected}"), session, options)
+    assert result.status is Status.OK and result.sha256 == hashlib.sha256(body).hexdigest()
+
+
+@responses.activate
+@pytest.mark.parametrize("algorithm", ["sha256", "md5"])
+def test_checksum_mismatch_is_bad_content_and_leaves_nothing(options, session, algorithm):
+    responses.get(URL, body=b"not what was promised")
+    wrong = "0" * (64 if algorithm == "sha256" else 32)
+    result = fetch_one(Task(url=URL, name="x.jpg", checksum=f"{algorithm}:{wrong}"), session, options)
+    assert result.status is Status.FAILED and result.error is not None
+    assert result.error.kind == "bad-content" and f"{algorithm} mismatch" in result.error.message
+    assert result.retryable is False and result.path is None
+    assert files_under(options.out) == []
