@@ -21,7 +21,7 @@ import requests
 
 from fetcher.checksum import Verifier
 from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
-from fetcher.naming import PART_SUFFIX, join_within
+from fetcher.naming import PART_SUFFIX, finalize_name, join_within
 
 if TYPE_CHECKING:
     from fetcher.options import Options
@@ -95,16 +95,30 @@ def _download(task: Task, session: requests.Session, options: Options, target: s
             raise _Failure(ErrorKind.HTTP_STATUS, f"HTTP {status} {response.reason or ''}".strip(),
                            retryable=status in TRANSIENT_STATUSES, http_status=status,
                            retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        name = _final_name(task, response, options)
         verifier = Verifier(task.checksum)
         size, sha256 = _stream_to_file(response, part, options.chunk_size, cancel, verifier)
         _check_complete(response, size)
         if (mismatch := verifier.mismatch(sha256)) is not None:
             raise _Failure(ErrorKind.BAD_CONTENT, mismatch, http_status=status)
-        os.replace(part, target)
-        return Result(url=task.url, status=Status.OK, path=task.name, bytes=size, sha256=sha256,
+        final = join_within(options.out, name)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.replace(part, final)
+        return Result(url=task.url, status=Status.OK, path=name, bytes=size, sha256=sha256,
                       http_status=status, content_type=response.headers.get("Content-Type"),
                       final_url=response.url, attempts=task.attempt, index=task.index,
                       elapsed_s=time.monotonic() - started, extra=input_extra(task.meta))
+
+
+def _final_name(task: Task, response: requests.Response, options: Options) -> str:
+    """The naming hook: a provisional name is completed from the response headers."""
+    name = finalize_name(task, response.headers.get("Content-Type"),
+                         response.headers.get("Content-Disposition"), options.naming)
+    try:
+        join_within(options.out, name)
+    except ValueError as exc:  # cannot happen with names from naming.py; never trust it blindly
+        raise _Failure(ErrorKind.INVALID_URL, str(exc)) from None
+    return name
 
 
 def _stream_to_file(response: requests.Response, part: str, chunk_size: int,

@@ -57,6 +57,11 @@ class Task:
             a mismatch fails the download.
         meta: extra input columns, carried unchanged into the manifest record
             (under its ``"input"`` key, see ``input_extra``).
+        provisional_name: the name waits for the response headers: its extension
+            comes from Content-Type (the URL has none), or with ``--naming
+            content-disposition`` its stem comes from the server. fetch_one asks
+            ``naming.finalize_name`` for the final name; the ``.part`` file
+            keeps ``name`` so it can be found before any request.
     """
 
     url: str
@@ -65,6 +70,7 @@ class Task:
     attempt: int = 1
     checksum: str | None = None
     meta: dict[str, Any] | None = None
+    provisional_name: bool = False
 
 
 @dataclass(frozen=True, slots=True)

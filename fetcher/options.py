@@ -32,6 +32,7 @@ class Options:
     chunk_size: int = 64 * 1024
     user_agent: str = ""
     in_flight: int = 0  # 0 means "a few times the pool"
+    naming: str = "url"  # url | hash | content-disposition | a template (naming.parse_naming)
 
     @classmethod
     def create(cls, **kwargs: Any) -> Options:
@@ -60,6 +61,13 @@ class Options:
             raise ConfigError("backoff must be 0 seconds or more")
         if self.in_flight < 0:
             raise ConfigError(f"in_flight must be 0 or more, not {self.in_flight!r}")
+        self._check_inputs_and_naming()
+
+    def _check_inputs_and_naming(self) -> None:
+        # naming.py is pure (it imports only errors and filenames), so this import stays cheap.
+        from fetcher.naming import parse_naming
+
+        parse_naming(self.naming)
 
     @property
     def window(self) -> int:

@@ -153,3 +153,13 @@ def test_checksum_mismatch_is_bad_content_and_leaves_nothing(options, session, a
     assert result.error.kind == "bad-content" and f"{algorithm} mismatch" in result.error.message
     assert result.retryable is False and result.path is None
     assert files_under(options.out) == []
+
+
+@responses.activate
+def test_provisional_name_is_completed_from_the_headers(options, session):
+    url = "http://example.test/photo/42"
+    responses.get(url, body=b"jpeg bytes", content_type="image/jpeg")
+    provisional = name_for_url(url, ext="")
+    result = fetch_one(Task(url=url, name=provisional, provisional_name=True), session, options)
+    assert result.path == provisional + ".jpg"
+    assert files_under(options.out) == [provisional + ".jpg"]
