@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import requests
 
+from fetcher import placement
 from fetcher.checksum import Verifier
 from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
 from fetcher.naming import PART_SUFFIX, finalize_name, join_within
@@ -68,6 +69,10 @@ def fetch_one(task: Task, session: requests.Session, options: Options,
         target = join_within(options.out, task.name)
     except ValueError as exc:
         return failed(task, ErrorKind.INVALID_URL, str(exc))
+    if not task.provisional_name:  # --on-exists skip: no request when the final name is known
+        kept = placement.kept_file(task, task.name, options.out, options.on_exists, attempts=0)
+        if kept is not None:
+            return kept
     part = target + PART_SUFFIX
     try:
         with _translate_errors():
@@ -96,15 +101,19 @@ def _download(task: Task, session: requests.Session, options: Options, target: s
                            retryable=status in TRANSIENT_STATUSES, http_status=status,
                            retry_after=parse_retry_after(response.headers.get("Retry-After")))
         name = _final_name(task, response, options)
+        if name != task.name:  # the name came from the headers: --on-exists can decide only now
+            kept = placement.kept_file(task, name, options.out, options.on_exists, task.attempt)
+            if kept is not None:
+                return kept
         verifier = Verifier(task.checksum)
         size, sha256 = _stream_to_file(response, part, options.chunk_size, cancel, verifier)
         _check_complete(response, size)
         if (mismatch := verifier.mismatch(sha256)) is not None:
             raise _Failure(ErrorKind.BAD_CONTENT, mismatch, http_status=status)
-        final = join_within(options.out, name)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        os.replace(part, final)
-        return Result(url=task.url, status=Status.OK, path=name, bytes=size, sha256=sha256,
+        landed = placement.place(part, options.out, name, options.on_exists)
+        if landed is None:  # --on-exists skip, and the name was taken while this one downloaded
+            return placement.taken_meanwhile(task, name, options.out)
+        return Result(url=task.url, status=Status.OK, path=landed, bytes=size, sha256=sha256,
                       http_status=status, content_type=response.headers.get("Content-Type"),
                       final_url=response.url, attempts=task.attempt, index=task.index,
                       elapsed_s=time.monotonic() - started, extra=input_extra(task.meta))

@@ -9,6 +9,7 @@ from typing import Any
 from fetcher.errors import ConfigError
 
 DEFAULT_USER_AGENT = "fetcher/{version} (+https://pypi.org/project/fetcher/)"
+ON_EXISTS = ("skip", "overwrite", "rename")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class Options:
     user_agent: str = ""
     in_flight: int = 0  # 0 means "a few times the pool"
     naming: str = "url"  # url | hash | content-disposition | a template (naming.parse_naming)
+    on_exists: str = "skip"  # skip | overwrite | rename (placement.py)
 
     @classmethod
     def create(cls, **kwargs: Any) -> Options:
@@ -64,6 +66,8 @@ class Options:
         self._check_inputs_and_naming()
 
     def _check_inputs_and_naming(self) -> None:
+        if self.on_exists not in ON_EXISTS:
+            raise ConfigError(f"on-exists must be one of {', '.join(ON_EXISTS)}, not {self.on_exists!r}")
         # naming.py is pure (it imports only errors and filenames), so this import stays cheap.
         from fetcher.naming import parse_naming
 
