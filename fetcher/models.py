@@ -23,6 +23,7 @@ class ErrorKind(str, enum.Enum):
     """Why a URL failed; the ``kind`` field of a manifest error."""
 
     INVALID_URL = "invalid-url"
+    INVALID_INPUT = "invalid-input"  # a row of a CSV/TSV/JSONL input that cannot become a task
     UNSUPPORTED_SCHEME = "unsupported-scheme"
     CONNECT = "connect"
     TIMEOUT = "timeout"

@@ -9,6 +9,7 @@ from typing import Any
 from fetcher.errors import ConfigError
 
 DEFAULT_USER_AGENT = "fetcher/{version} (+https://pypi.org/project/fetcher/)"
+INPUT_FORMATS = ("auto", "txt", "csv", "tsv", "jsonl")
 ON_EXISTS = ("skip", "overwrite", "rename")
 
 
@@ -33,6 +34,7 @@ class Options:
     chunk_size: int = 64 * 1024
     user_agent: str = ""
     in_flight: int = 0  # 0 means "a few times the pool"
+    input_format: str = "auto"  # auto: from the file's extension; stdin is txt
     naming: str = "url"  # url | hash | content-disposition | a template (naming.parse_naming)
     on_exists: str = "skip"  # skip | overwrite | rename (placement.py)
 
@@ -66,6 +68,9 @@ class Options:
         self._check_inputs_and_naming()
 
     def _check_inputs_and_naming(self) -> None:
+        if self.input_format not in INPUT_FORMATS:
+            raise ConfigError(f"input format must be one of {', '.join(INPUT_FORMATS)}, "
+                              f"not {self.input_format!r}")
         if self.on_exists not in ON_EXISTS:
             raise ConfigError(f"on-exists must be one of {', '.join(ON_EXISTS)}, not {self.on_exists!r}")
         # naming.py is pure (it imports only errors and filenames), so this import stays cheap.
