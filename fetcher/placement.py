@@ -39,14 +39,21 @@ def kept_file(task: Task, name: str, out: str, on_exists: str, attempts: int) ->
     target = join_within(out, name)
     if on_exists != "skip" or not os.path.isfile(target):
         return None
-    if task.checksum and not file_matches(target, task.checksum):
-        algorithm = task.checksum.partition(":")[0]
+    # Called before fetch_one's error translation: a disk error must still be a Result.
+    try:
+        matches = task.checksum is None or file_matches(target, task.checksum)
+        size = os.path.getsize(target)
+    except OSError as exc:
+        return failed(task, ErrorKind.IO, f"cannot read existing file {name}: {exc.strerror or exc}",
+                      attempts=attempts)
+    algorithm, _, expected = (task.checksum or "").partition(":")
+    if not matches:
         return failed(task, ErrorKind.BAD_CONTENT,
                       f"existing file {name} does not match the expected {algorithm}; "
                       "--on-exists overwrite replaces it", attempts=attempts)
-    sha256 = task.checksum.partition(":")[2] if task.checksum and task.checksum.startswith("sha256:") else None
-    return Result(url=task.url, status=Status.SKIPPED, path=name, bytes=os.path.getsize(target),
-                  sha256=sha256, attempts=attempts, index=task.index, extra=input_extra(task.meta))
+    return Result(url=task.url, status=Status.SKIPPED, path=name, bytes=size,
+                  sha256=expected if algorithm == "sha256" else None, attempts=attempts,
+                  index=task.index, extra=input_extra(task.meta))
 
 
 def taken_meanwhile(task: Task, name: str, out: str) -> Result:

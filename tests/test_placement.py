@@ -63,6 +63,18 @@ def test_skip_checks_an_expected_checksum(tmp_path, session):
     assert len(responses.calls) == 0
 
 
+def test_an_unreadable_existing_file_is_an_io_failure(tmp_path, session, monkeypatch):
+    options, _ = setup(tmp_path, "skip")
+
+    def refuse(path: str, checksum: str) -> bool:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(placement, "file_matches", refuse)
+    result = fetch_one(Task(url=URL, name="h/cat.jpg", checksum="md5:" + "0" * 32), session, options)
+    assert result.error is not None and result.error.kind == "io"
+    assert "Permission denied" in result.error.message
+
+
 @responses.activate
 def test_skip_with_a_name_from_the_headers_asks_first_then_drops(tmp_path, session):
     url = "http://example.test/photo/42"
