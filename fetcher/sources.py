@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
@@ -27,6 +28,8 @@ SPECIAL_COLUMNS = ("url", "filename", "sha256", "md5")
 ALLOWED_SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL_LENGTH = 8192
+# The same set as str.isspace() plus C0 controls and DEL (re's \s is Py_UNICODE_ISSPACE), in C.
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 class InvalidURL(ValueError):
@@ -49,7 +52,7 @@ def canonical_url(text: str) -> str:
     """
     if len(text) > MAX_URL_LENGTH:
         raise InvalidURL(ErrorKind.INVALID_URL, f"URL longer than {MAX_URL_LENGTH} characters")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text):
+    if _SPACE_OR_CONTROL.search(text):
         raise InvalidURL(ErrorKind.INVALID_URL, "URL contains whitespace or control characters")
     try:
         parts = urlsplit(text)
@@ -163,7 +166,7 @@ def _task(row: Row, url: str, column: dict[str, Any], meta: dict[str, Any], inde
           naming: str, names: set[int]) -> Task | Result:
     """The Task for a valid URL, or a failed Result for a bad checksum, filename or column."""
     extra = input_extra(meta)
-    if meta and not _is_text(_flatten(meta)):
+    if meta and not _all_text(meta):
         return failed(url, ErrorKind.INVALID_INPUT, f"line {row.line}: a column is not valid UTF-8",
                       attempts=0, index=index)
     try:
@@ -240,8 +243,17 @@ def _is_text(text: str) -> bool:
     return True
 
 
-def _flatten(meta: dict[str, Any]) -> str:
-    return json.dumps(meta, ensure_ascii=False, default=str)
+def _all_text(meta: dict[str, Any]) -> bool:
+    """Whether every key and value can be written to the UTF-8 manifest."""
+    for key, value in meta.items():
+        if not _is_text(key):
+            return False
+        if isinstance(value, str):
+            if not _is_text(value):
+                return False
+        elif isinstance(value, (list, dict)) and not _is_text(json.dumps(value, ensure_ascii=False)):
+            return False
+    return True
 
 
 def _display(text: str) -> str:

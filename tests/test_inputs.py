@@ -132,6 +132,17 @@ def test_undecodable_bytes_are_reported_not_guessed(tmp_path):
         ("invalid-url", "line 2: not valid UTF-8"), ("invalid-input", "line 3: a column is not valid UTF-8")]
 
 
+def test_lone_surrogates_in_json_never_reach_the_manifest(tmp_path):
+    text = ('{"url": "http://h/a", "tags": ["\\ud800"]}\n{"url": "http://h/b", "\\udcff": 1}\n'
+            '{"url": "http://h/\\ud800"}\n{"url": "http://h/ok", "x": {"y": "\\u00e9"}}\n')
+    got = items(write(tmp_path, "in.jsonl", text))
+    kinds = [i.error.kind if isinstance(i, Result) and i.error else None for i in got]
+    assert kinds == ["invalid-input", "invalid-input", "invalid-url", None]
+    for item in got:
+        json.dumps(item.to_record() if isinstance(item, Result) else item.meta,
+                   ensure_ascii=False).encode("utf-8")
+
+
 def test_a_truncated_gzip_ends_the_input_with_one_failed_record(tmp_path):
     data = gzip.compress("".join(f"http://h/{n}\n" for n in range(20000)).encode())
     path = tmp_path / "cut.txt.gz"
