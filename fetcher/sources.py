@@ -141,7 +141,7 @@ def iter_rows(rows: Iterable[Row], counts: dict[str, int] | None = None,
 def _url_of(row: Row, column: dict[str, Any], meta: dict[str, Any],
             index: int) -> tuple[int | None, str | Result]:
     """(dedup key, canonical URL), or (key or None, failed Result)."""
-    extra = input_extra(meta)
+    extra = input_extra(meta) if _all_text(meta) else {}  # never an unwritable manifest line
     if row.error is not None:
         return None, _bad_row(row, row.error, index, extra)
     text = column.get("url")

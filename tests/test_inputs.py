@@ -127,9 +127,14 @@ def test_bad_json_lines_fail_and_the_rest_runs(tmp_path):
 
 
 def test_undecodable_bytes_are_reported_not_guessed(tmp_path):
-    got = items(write(tmp_path, "in.csv", b"url,note\nhttp://h/\xff.jpg,a\nhttp://h/ok,\xfe\n"))
+    data = b"url,note\nhttp://h/\xff.jpg,a\nhttp://h/ok,\xfe\nnot a url,\xfd\n,\xfc\n"
+    got = items(write(tmp_path, "in.csv", data))
     assert [(i.error.kind, i.error.message) for i in got] == [
-        ("invalid-url", "line 2: not valid UTF-8"), ("invalid-input", "line 3: a column is not valid UTF-8")]
+        ("invalid-url", "line 2: not valid UTF-8"), ("invalid-input", "line 3: a column is not valid UTF-8"),
+        ("invalid-url", "line 4: URL contains whitespace or control characters"),
+        ("invalid-input", "line 5: no url")]
+    for item in got:  # every record can be written to the UTF-8 manifest
+        json.dumps(item.to_record(), ensure_ascii=False).encode("utf-8")
 
 
 def test_lone_surrogates_in_json_never_reach_the_manifest(tmp_path):
