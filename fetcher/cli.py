@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from fetcher.errors import ConfigError
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from fetcher.options import Options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_T = TypeVar("_T")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download every URL of a list concurrently into a folder, with a manifest.",
         epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 130 interrupted.",
     )
-    parser.add_argument("input", help="text file with one URL per line ('#' comments allowed); '-' reads stdin")
+    parser.add_argument("input", help="URL list: text (one URL per line), CSV, TSV or JSONL with a 'url' "
+                                      "column, optionally .gz; '-' reads stdin")
     parser.add_argument("--backend", default="thread", metavar="NAME",
                         help=f"how downloads run concurrently: {', '.join(BACKENDS)} (default: thread)")
     parser.add_argument("--pool", type=_positive_int, default=8, metavar="N",
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     noise.add_argument("-v", "--verbose", action="store_true", help="print a line for every URL, not only failures")
     parser.add_argument("--version", action="version", version=f"fetcher {__version__}")
+    _add_input_and_naming_arguments(parser)
     return parser
 
 
@@ -132,6 +135,22 @@ def _rule_options(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def _add_input_and_naming_arguments(parser: argparse.ArgumentParser) -> None:
+    """--input-format, --naming, --on-exists (checked in Options.create)."""
+    group = parser.add_argument_group("input and naming")
+    group.add_argument("--input-format", default="auto", metavar="FORMAT",
+                       help="auto, txt, csv, tsv or jsonl (default: auto, from the extension: "
+                            ".txt .csv .tsv .jsonl .ndjson, each optionally .gz; stdin is txt)")
+    group.add_argument("--naming", default="url", metavar="SCHEME",
+                       help="url (HOST/STEM-HASH.EXT, default), hash (SHA1.EXT), content-disposition "
+                            "(the server's name, made safe, plus the hash), or a template with "
+                            "{host} {path} {name} {index} {sha1} {hash} {ext} that contains "
+                            "{hash} or {sha1}, e.g. '{host}/{path}-{hash}.{ext}'")
+    group.add_argument("--on-exists", default="skip", metavar="ACTION",
+                       help="when a file is already under its name: skip (default; no request "
+                            "when the name is known beforehand), overwrite, or rename (NAME (1).EXT)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status instead of exiting (tests call this)."""
     try:
@@ -156,7 +175,8 @@ def _main(argv: list[str]) -> int:
     from fetcher.options import Options
 
     options = Options.create(backend=args.backend, pool=args.pool, out=args.out,
-                             manifest=args.manifest, **_rule_options(args))
+                             manifest=args.manifest, input_format=args.input_format, naming=args.naming,
+                             on_exists=args.on_exists, **_rule_options(args))
     from fetcher.backends import get_backend
 
     get_backend(options.backend)  # an unknown name is a usage error before anything is written
@@ -167,15 +187,15 @@ def _main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace, options: Options) -> int:
-    from fetcher import sources
+    from fetcher import inputs, sources
     from fetcher.job import run_job
     from fetcher.progress import Progress
 
-    lines = sources.read_lines(args.input)
-    first = next(lines, None)  # opens the file now: a missing file is a usage error
+    rows = inputs.read_rows(args.input, options.input_format)
+    first = next(rows, None)  # opens the file now: a missing file or 'url' column is a usage error
     total = _count_lines(args.input)
     show_bar = not args.quiet and sys.stderr.isatty()
-    items = sources.iter_inputs(_chain(first, lines), dedupe=False)  # the journal dedupes, on disk
+    items = sources.iter_rows(_chain(first, rows), naming=options.naming, dedupe=False)  # the journal dedupes
     summary = run_job(items, options, Progress(total, enabled=show_bar), verbose=args.verbose,
                       quiet=args.quiet, retry_failed=args.retry_failed)
     if not args.quiet:
@@ -183,8 +203,7 @@ def _run(args: argparse.Namespace, options: Options) -> int:
     return summary.exit_code
 
 
-def _chain(first: tuple[int, bytes] | None,
-           rest: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
+def _chain(first: _T | None, rest: Iterator[_T]) -> Iterator[_T]:
     if first is not None:
         yield first
         yield from rest
@@ -196,6 +215,9 @@ def _count_lines(path: str) -> int | None:
         return None
     count = 0
     with open(path, "rb") as handle:
+        if handle.read(2) == b"\x1f\x8b":  # gzip: counting would mean decompressing it all
+            return None
+        handle.seek(0)
         while block := handle.read(1 << 20):
             count += block.count(b"\n")
     return count or None

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Protocol
 import requests
 import urllib3.exceptions
 
-from fetcher import partial
+from fetcher import partial, placement
+from fetcher.checksum import Verifier
 from fetcher.guards import FetchFailure, TransferGuard, check_content_type, check_magic
-from fetcher.models import ErrorKind, Result, Status, Task, failed
-from fetcher.naming import PART_SUFFIX, join_within
+from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
+from fetcher.naming import PART_SUFFIX, finalize_name, join_within
 
 if TYPE_CHECKING:
     from fetcher.options import Options
@@ -62,10 +63,14 @@ def fetch_one(task: Task, session: requests.Session, options: Options,
         target = join_within(options.out, task.name)
     except ValueError as exc:
         return failed(task, ErrorKind.INVALID_URL, str(exc))
-    part = target + PART_SUFFIX
+    if not task.provisional_name:  # --on-exists skip: no request when the final name is known
+        kept = placement.kept_file(task, task.name, options.out, options.on_exists, attempts=0)
+        if kept is not None:
+            return kept
+    part = target + PART_SUFFIX  # named after the provisional name, so a resume finds it before any request
     try:
         with _translate_errors():
-            return _download(task, session, options, target, part, cancel, started)
+            return _download(task, session, options, part, cancel, started)
     except FetchFailure as failure:
         if not (failure.retryable and partial.is_resumable(part)):
             partial.discard(part)
@@ -82,7 +87,7 @@ def fetch_one(task: Task, session: requests.Session, options: Options,
         raise
 
 
-def _download(task: Task, session: requests.Session, options: Options, target: str, part: str,
+def _download(task: Task, session: requests.Session, options: Options, part: str,
               cancel: CancelFlag | None, started: float) -> Result:
     guard = TransferGuard(options.read_timeout, options.max_time, options.min_speed, options.min_speed_time,
                           options.max_size, started)
@@ -103,6 +108,11 @@ def _download(task: Task, session: requests.Session, options: Options, target: s
             raise FetchFailure(ErrorKind.HTTP_STATUS, f"HTTP {status} {response.reason or ''}".strip(),
                                retryable=status in TRANSIENT_STATUSES, http_status=status,
                                retry_after=parse_retry_after(headers.get("Retry-After")))
+        name = _final_name(task, response, options)
+        if name != task.name:  # the name came from the headers: --on-exists can decide only now
+            kept = placement.kept_file(task, name, options.out, options.on_exists, task.attempt)
+            if kept is not None:
+                return kept
         offset = _resume_offset(status, headers, resume)
         content_type = headers.get("Content-Type")
         check_content_type(content_type, options.accept)
@@ -111,8 +121,9 @@ def _download(task: Task, session: requests.Session, options: Options, target: s
         if offset == 0:
             partial.discard(part)
             partial.remember(part, task.url, headers)
+        verifier = Verifier(task.checksum)
         try:
-            sha256 = _stream_to_file(response, part, offset, guard, options, content_type, cancel)
+            sha256 = _stream_to_file(response, part, offset, guard, options, content_type, cancel, verifier)
         except FetchFailure as failure:
             failure.http_status = status
             raise
@@ -120,12 +131,27 @@ def _download(task: Task, session: requests.Session, options: Options, target: s
         if guard.size < options.min_size:
             raise FetchFailure(ErrorKind.TOO_SMALL, f"body of {guard.size} bytes is under --min-size "
                                f"{options.min_size}", http_status=status)
-        os.replace(part, target)
-        partial.discard(part)  # the meta file
-        return Result(url=task.url, status=Status.OK, path=task.name, bytes=guard.size, sha256=sha256,
+        if (mismatch := verifier.mismatch(sha256)) is not None:
+            raise FetchFailure(ErrorKind.BAD_CONTENT, mismatch, http_status=status)
+        landed = placement.place(part, options.out, name, options.on_exists)
+        partial.discard(part)  # the meta file (and the part, if skip found the name taken meanwhile)
+        if landed is None:  # --on-exists skip, and the name was taken while this one downloaded
+            return placement.taken_meanwhile(task, name, options.out)
+        return Result(url=task.url, status=Status.OK, path=landed, bytes=guard.size, sha256=sha256,
                       http_status=status, content_type=content_type,
                       final_url=response.url, attempts=task.attempt, index=task.index,
-                      elapsed_s=time.monotonic() - started)
+                      elapsed_s=time.monotonic() - started, extra=input_extra(task.meta))
+
+
+def _final_name(task: Task, response: requests.Response, options: Options) -> str:
+    """The naming hook: a provisional name is completed from the response headers."""
+    name = finalize_name(task, response.headers.get("Content-Type"),
+                         response.headers.get("Content-Disposition"), options.naming)
+    try:
+        join_within(options.out, name)
+    except ValueError as exc:  # cannot happen with names from naming.py; never trust it blindly
+        raise FetchFailure(ErrorKind.INVALID_URL, str(exc)) from None
+    return name
 
 
 def _resume_offset(status: int, headers: Mapping[str, str], resume: tuple[int, str] | None) -> int:
@@ -153,7 +179,8 @@ MAGIC_BYTES = 64  # enough for every signature guards.check_magic knows
 
 
 def _stream_to_file(response: requests.Response, part: str, offset: int, guard: TransferGuard,
-                    options: Options, content_type: str | None, cancel: CancelFlag | None) -> str:
+                    options: Options, content_type: str | None, cancel: CancelFlag | None,
+                    verifier: Verifier) -> str:
     """Stream the decoded body into ``part`` after its first ``offset`` bytes; return the file's SHA-256.
 
     ``read1`` returns whatever has arrived (up to a chunk), so deadlines are
@@ -161,7 +188,7 @@ def _stream_to_file(response: requests.Response, part: str, offset: int, guard: 
     read's socket timeout is cut to the time left (see TransferGuard).
     """
     raw = response.raw
-    digest = _hash_prefix(part, offset)
+    digest = _hash_prefix(part, offset, verifier)
     guard.account(offset)
     head = b"" if options.accept and offset == 0 else None
     sock = _socket_of(raw)
@@ -188,6 +215,7 @@ def _stream_to_file(response: requests.Response, part: str, offset: int, guard: 
                         head = None
                 handle.write(chunk)
                 digest.update(chunk)
+                verifier.update(chunk)
             if head is not None:
                 check_magic(content_type, head)
     finally:
@@ -199,7 +227,7 @@ def _stream_to_file(response: requests.Response, part: str, offset: int, guard: 
     return digest.hexdigest()
 
 
-def _hash_prefix(part: str, offset: int) -> hashlib._Hash:
+def _hash_prefix(part: str, offset: int, verifier: Verifier) -> hashlib._Hash:
     """SHA-256 state after the first ``offset`` bytes of ``part`` (for a resumed download)."""
     digest = hashlib.sha256()
     if offset:
@@ -207,6 +235,7 @@ def _hash_prefix(part: str, offset: int) -> hashlib._Hash:
             remaining = offset
             while remaining and (block := handle.read(min(remaining, 1 << 20))):
                 digest.update(block)
+                verifier.update(block)
                 remaining -= len(block)
     return digest
 

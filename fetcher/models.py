@@ -23,6 +23,7 @@ class ErrorKind(str, enum.Enum):
     """Why a URL failed; the ``kind`` field of a manifest error."""
 
     INVALID_URL = "invalid-url"
+    INVALID_INPUT = "invalid-input"  # a row of a CSV/TSV/JSONL input that cannot become a task
     UNSUPPORTED_SCHEME = "unsupported-scheme"
     CONNECT = "connect"
     TIMEOUT = "timeout"
@@ -56,7 +57,13 @@ class Task:
         attempt: 1 for the first try, incremented by the scheduler on each retry.
         checksum: expected digest of the body as ``"sha256:HEX"`` or ``"md5:HEX"``;
             a mismatch fails the download.
-        meta: extra input columns, carried unchanged into the manifest record.
+        meta: extra input columns, carried unchanged into the manifest record
+            (under its ``"input"`` key, see ``input_extra``).
+        provisional_name: the name waits for the response headers: its extension
+            comes from Content-Type (the URL has none), or with ``--naming
+            content-disposition`` its stem comes from the server. fetch_one asks
+            ``naming.finalize_name`` for the final name; the ``.part`` file
+            keeps ``name`` so it can be found before any request.
     """
 
     url: str
@@ -65,6 +72,7 @@ class Task:
     attempt: int = 1
     checksum: str | None = None
     meta: dict[str, Any] | None = None
+    provisional_name: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +121,21 @@ class Result:
         return record
 
 
+def input_extra(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """``Result.extra`` for a task's extra input columns.
+
+    They are nested under one ``"input"`` key, so a column called ``status`` or
+    ``path`` can never clobber the manifest's own fields.
+    """
+    return {"input": dict(meta)} if meta else {}
+
+
 def failed(task_or_url: Task | str, kind: ErrorKind, message: str, **fields: Any) -> Result:
     """Build a failed Result for a task (or a bare input line)."""
     if isinstance(task_or_url, Task):
         fields.setdefault("attempts", task_or_url.attempt)
         fields.setdefault("index", task_or_url.index)
+        fields.setdefault("extra", input_extra(task_or_url.meta))
         url = task_or_url.url
     else:
         url = task_or_url

@@ -9,6 +9,8 @@ from typing import Any
 from fetcher.errors import ConfigError
 
 DEFAULT_USER_AGENT = "fetcher/{version} (+https://pypi.org/project/fetcher/)"
+INPUT_FORMATS = ("auto", "txt", "csv", "tsv", "jsonl")
+ON_EXISTS = ("skip", "overwrite", "rename")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,10 @@ class Options:
     headers: tuple[tuple[str, str], ...] = ()
     cookies: str | None = None
     insecure: bool = False
+    # input and naming
+    input_format: str = "auto"  # auto: from the file's extension; stdin is txt
+    naming: str = "url"  # url | hash | content-disposition | a template (naming.parse_naming)
+    on_exists: str = "skip"  # skip | overwrite | rename (placement.py)
 
     @classmethod
     def create(cls, **kwargs: Any) -> Options:
@@ -99,6 +105,18 @@ class Options:
             raise ConfigError("chunk_size must be at least 1 byte")
         if self.cookies is not None and not os.path.isfile(self.cookies):
             raise ConfigError(f"cookies file {self.cookies!r} does not exist")
+        self._check_inputs_and_naming()
+
+    def _check_inputs_and_naming(self) -> None:
+        if self.input_format not in INPUT_FORMATS:
+            raise ConfigError(f"input format must be one of {', '.join(INPUT_FORMATS)}, "
+                              f"not {self.input_format!r}")
+        if self.on_exists not in ON_EXISTS:
+            raise ConfigError(f"on-exists must be one of {', '.join(ON_EXISTS)}, not {self.on_exists!r}")
+        # naming.py is pure (it imports only errors and filenames), so this import stays cheap.
+        from fetcher.naming import parse_naming
+
+        parse_naming(self.naming)
 
     @property
     def window(self) -> int:

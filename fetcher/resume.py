@@ -60,6 +60,8 @@ def _decide(task: Task, entry: Entry, out: str, retry_failed: bool) -> Task | Re
     if entry.state == OK:
         if entry.path and _size_on_disk(out, entry.path) == entry.bytes:
             return entry.as_result(task.url, Status.SKIPPED, task.index)
+        if entry.path:
+            _remove_damaged(out, entry.path)  # ours, and no longer whole: not a file for --on-exists to keep
         return task
     if entry.state == FAILED:
         return task if retry_failed else entry.as_result(task.url, Status.FAILED, task.index)
@@ -82,6 +84,13 @@ def _recover(task: Task, out: str) -> Result | None:
         return None
     return Result(url=task.url, status=Status.SKIPPED, path=task.name, bytes=size, sha256=digest.hexdigest(),
                   attempts=0, index=task.index)
+
+
+def _remove_damaged(out: str, relative: str) -> None:
+    try:
+        os.remove(join_within(out, relative))
+    except (OSError, ValueError):
+        pass
 
 
 def _size_on_disk(out: str, relative: str) -> int | None:

@@ -23,6 +23,11 @@ Routes (query parameters in brackets):
                                     a file with an ETag that honours Range/If-Range; with cut, the
                                     first response stops after K bytes; with ignore_range, ranges
                                     are ignored; after M requests the file (and its ETag) changes
+    /disposition/NAME[?filename=F&star=S&raw=H&type=T]
+                                    the file, with Content-Disposition: attachment;
+                                    filename="F" and/or filename*=UTF-8''S (percent-
+                                    encoded), or the raw header value H (its UTF-8
+                                    bytes are sent as they are)
     /_stats                         JSON of the counters below
 """
 
@@ -39,7 +44,7 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 
 MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff\xe0", "gif": b"GIF89a"}
@@ -143,6 +148,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._send_file(name, size, "application/octet-stream")
         elif kind == "loop":
             self._send(302, b"", "text/plain", {"Location": self.path})
+        elif kind == "disposition":
+            body = body_for(name, size)
+            self._send(200, body, query.get("type", "application/octet-stream"),
+                       {"Content-Disposition": _disposition(query)})
         elif kind == "redirect":
             self._send(302, b"", "text/plain", {"Location": query.get("to", f"/files/{name}")})
         elif kind == "image":
@@ -222,6 +231,19 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             if self.server.stopping.wait(interval):
                 break
+
+
+def _disposition(query: dict[str, str]) -> str:
+    if "raw" in query:
+        # send_header encodes latin-1: this sends the UTF-8 bytes unchanged, as careless servers do.
+        return query["raw"].encode("utf-8").decode("latin-1")
+    value = "attachment"
+    if "filename" in query:
+        escaped = query["filename"].replace("\\", "\\\\").replace('"', '\\"')
+        value += f'; filename="{escaped}"'
+    if "star" in query:
+        value += "; filename*=UTF-8''" + quote(query["star"], safe="")
+    return value
 
 
 class TestServer(ThreadingHTTPServer):

@@ -117,3 +117,49 @@ def test_retry_after_parsing():
     assert 0 <= parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     future = parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT")
     assert future is not None and future > 1e9
+
+
+@responses.activate
+def test_input_columns_are_carried_into_ok_and_failed_results(options, session):
+    responses.get(URL, body=b"x")
+    responses.get(URL + "?missing", status=404)
+    meta = {"title": "Cat", "status": "mine", "path": "theirs"}
+    ok = fetch_one(Task(url=URL, name="x.jpg", meta=meta), session, options)
+    bad = fetch_one(Task(url=URL + "?missing", name="y.jpg", meta=meta), session, options)
+    for result in (ok, bad):
+        record = result.to_record()
+        assert record["input"] == meta
+        assert record["status"] == result.status.value  # never clobbered by a column called status
+    assert ok.to_record()["path"] == "x.jpg"
+
+
+@responses.activate
+@pytest.mark.parametrize("algorithm", ["sha256", "md5"])
+def test_expected_checksum_ok(options, session, algorithm):
+    body = os.urandom(100_000)
+    responses.get(URL, body=body)
+    expected = hashlib.new(algorithm, body).hexdigest()
+    result = fetch_one(Task(url=URL, name="x.jpg", checksum=f"{algorithm}:{expected}"), session, options)
+    assert result.status is Status.OK and result.sha256 == hashlib.sha256(body).hexdigest()
+
+
+@responses.activate
+@pytest.mark.parametrize("algorithm", ["sha256", "md5"])
+def test_checksum_mismatch_is_bad_content_and_leaves_nothing(options, session, algorithm):
+    responses.get(URL, body=b"not what was promised")
+    wrong = "0" * (64 if algorithm == "sha256" else 32)
+    result = fetch_one(Task(url=URL, name="x.jpg", checksum=f"{algorithm}:{wrong}"), session, options)
+    assert result.status is Status.FAILED and result.error is not None
+    assert result.error.kind == "bad-content" and f"{algorithm} mismatch" in result.error.message
+    assert result.retryable is False and result.path is None
+    assert files_under(options.out) == []
+
+
+@responses.activate
+def test_provisional_name_is_completed_from_the_headers(options, session):
+    url = "http://example.test/photo/42"
+    responses.get(url, body=b"jpeg bytes", content_type="image/jpeg")
+    provisional = name_for_url(url, ext="")
+    result = fetch_one(Task(url=url, name=provisional, provisional_name=True), session, options)
+    assert result.path == provisional + ".jpg"
+    assert files_under(options.out) == [provisional + ".jpg"]

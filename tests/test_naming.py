@@ -1,12 +1,18 @@
-"""Names from URLs are safe, deterministic and distinct."""
+"""Names from URLs, templates and headers are safe, deterministic and distinct."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 
 import pytest
 
-from fetcher.naming import join_within, name_for_url, safe_component
+from fetcher.errors import ConfigError
+from fetcher.filenames import clean_component, disposition_filename, extension_for_type
+from fetcher.models import Task
+from fetcher.naming import (finalize_name, initial_name, join_within, name_for_url, parse_naming,
+                            safe_component, url_digest)
 
 
 @pytest.mark.parametrize("url", [
@@ -59,3 +65,136 @@ def test_join_within_refuses_escapes(tmp_path, relative):
 def test_safe_component_keeps_plain_names():
     assert safe_component("photo_01.jpg") == "photo_01.jpg"
     assert safe_component("../..") == ""
+
+
+# --- --naming: modes, templates, names completed from response headers --------------------
+
+@pytest.mark.parametrize("spec,message", [
+    ("hsah", "unknown naming 'hsah'"),
+    ("{host}/{name}.{ext}", "must contain {hash} or {sha1}"),
+    ("{index:06d}.{ext}", "must contain {hash} or {sha1}"),
+    ("{sha1:.2}/{name}.{ext}", "must contain {hash} or {sha1}"),
+    ("{host}/{nope}-{hash}", "unknown field {nope}"),
+    ("{}-{hash}", "unknown field {}"),
+    ("{host.upper}-{hash}", "unknown field {host.upper}"),
+    ("{index:{hash}}-{hash}", "unknown field {index}"),
+    ("{hash", "malformed"),
+    ("{hash}}", "malformed"),
+    ("{hash}-{index:q}", "cannot be rendered"),
+])
+def test_bad_naming_is_a_config_error(spec, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_naming(spec)
+
+
+def test_url_mode_is_the_default_scheme():
+    assert initial_name("http://h/a/b.jpg", 3, "url") == (name_for_url("http://h/a/b.jpg"), False)
+
+
+def test_hash_mode_is_the_full_sha1_plus_the_extension():
+    name, provisional = initial_name("http://h/a/b.JPG", 0, "hash")
+    assert name == hashlib.sha1(b"http://h/a/b.JPG").hexdigest() + ".jpg" and not provisional
+
+
+def test_template_fields():
+    url = "http://Ex.com:8080/gal/2024/Cat%20Photo.png?x=1"
+    name, provisional = initial_name(url, 7, "{host}/{path}/{name}_{index:04d}-{hash}.{ext}|{sha1}")
+    host, gal, year, stem, last = name.split("/")
+    assert (host, gal, year, stem) == ("ex.com_8080", "gal", "2024", "Cat_Photo")
+    assert last.startswith("Cat_Photo_0007-") and not provisional
+    assert last.endswith(".png_" + hashlib.sha1(url.encode()).hexdigest())
+
+
+@pytest.mark.parametrize("spec", [
+    "../../{hash}", "/{host}/{hash}", "{path}/../../{hash}.{ext}", "C:\\{hash}", "..\\..\\{hash}",
+    "{host}/./{hash}/..", "con/{hash}", "{path}{path}{path}{path}-{hash}",
+])
+def test_templates_never_escape(tmp_path, spec):
+    url = "http://h/" + "/".join([".."] * 5 + ["%2e%2e", "a" * 300]) + ".jpg"
+    name, _ = initial_name(url, 0, spec)
+    target = join_within(str(tmp_path), name)
+    assert target.startswith(str(tmp_path) + os.sep)
+    parts = name.split("/")
+    assert all(part and part not in {".", ".."} and len(part) <= 200 for part in parts)
+    assert "\\" not in name and not name.startswith("/") and not name.lower().startswith("con/")
+
+
+def test_template_names_stay_distinct_when_cut_short():
+    urls = [f"http://h/{'x' * 400}{n}.jpg" for n in range(3)]
+    names = {initial_name(u, 0, "{name}{name}-{hash}.{ext}")[0] for u in urls}
+    assert len(names) == 3 and all(len(n) <= 200 for n in names)
+
+
+def test_a_url_without_extension_is_completed_from_content_type():
+    url = "http://h/photos/123"
+    name, provisional = initial_name(url, 0, "url")
+    assert provisional and name == name_for_url(url, ext="")
+    task = Task(url=url, name=name, provisional_name=True)
+    assert finalize_name(task, "image/jpeg; charset=binary", None, "url") == name + ".jpg"
+    assert finalize_name(task, "application/octet-stream", None, "url") == name
+    assert finalize_name(task, None, None, "url") == name
+
+
+def test_script_extensions_defer_to_content_type():
+    url = "http://h/show.php?id=3"
+    name, provisional = initial_name(url, 0, "url")
+    task = Task(url=url, name=name, provisional_name=provisional)
+    assert provisional
+    assert finalize_name(task, "image/png", None, "url").endswith(".png")
+    assert finalize_name(task, None, None, "url").endswith(".php")
+
+
+def test_a_final_name_is_never_changed_by_headers():
+    task = Task(url="http://h/a.jpg", name="mine/a.jpg")
+    assert finalize_name(task, "text/html", 'attachment; filename="evil.exe"', "content-disposition") == \
+        "mine/a.jpg"
+
+
+def test_template_without_ext_is_never_provisional():
+    name, provisional = initial_name("http://h/page", 0, "{host}/{hash}")
+    assert not provisional and name == "h/" + name.split("/")[1]
+
+
+@pytest.mark.parametrize("header,expected", [
+    ('attachment; filename="../../etc/passwd"', "passwd"),
+    ('attachment; filename="C:\\\\Windows\\\\evil.dll"', "evil.dll"),
+    ("attachment; filename=/abs/root.txt", "root.txt"),
+    ("attachment; filename*=UTF-8''..%2F..%2Fescape.txt", "escape.txt"),
+    ("attachment; filename*=UTF-8''%E2%82%AC%20rates.pdf; filename=\"rates.pdf\"", "€ rates.pdf"),
+    ("attachment; filename=\"rates.pdf\"; filename*=utf-8''%E2%82%AC.pdf", "€.pdf"),
+    ("attachment; filename=\"\u00c3\u00a9t\u00c3\u00a9.pdf\"", "été.pdf"),  # raw UTF-8 read as latin-1
+    ('attachment; filename="a\\"b.txt"', "a_b.txt"),
+    ('attachment; filename="nul.txt"', "_nul.txt"),
+    ('attachment; filename="\u202egpj.exe"', "_gpj.exe"),
+    ('attachment; filename=".."', None),
+    ('attachment; filename="..."', None),
+    ("attachment", None),
+    ("", None),
+    (None, None),
+])
+def test_content_disposition_names_are_reduced_to_a_safe_base_name(header, expected):
+    assert disposition_filename(header) == expected
+
+
+def test_content_disposition_mode_keeps_the_hash():
+    url = "http://h/download?id=1"
+    name, provisional = initial_name(url, 0, "content-disposition")
+    task = Task(url=url, name=name, provisional_name=provisional)
+    final = finalize_name(task, "application/pdf", 'attachment; filename="../Report.PDF"', "content-disposition")
+    assert final == f"h/Report-{url_digest(url)}.pdf"
+    assert finalize_name(task, "application/pdf", None, "content-disposition") == name_for_url(url, ext="pdf")
+
+
+@pytest.mark.parametrize("content_type,ext", [
+    ("image/jpeg", "jpg"), ("IMAGE/PNG", "png"), ("image/svg+xml; charset=utf-8", "svg"),
+    ("text/html; charset=utf-8", "html"), ("application/octet-stream", ""), ("", ""), (None, ""),
+    ("video/quicktime", "mov"), ("application/x-made-up", ""), ("image/webp", "webp"),
+])
+def test_extension_for_content_type(content_type, ext):
+    assert extension_for_type(content_type) == ext
+
+
+def test_clean_component_limits_bytes_and_keeps_the_extension():
+    long = "é" * 300 + ".jpeg"
+    cleaned = clean_component(long)
+    assert len(cleaned.encode()) <= 200 and cleaned.endswith(".jpeg")

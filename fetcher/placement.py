@@ -1,0 +1,120 @@
+"""``--on-exists``: what happens when a download's final name is already taken.
+
+- ``skip`` (default): an existing file is never touched. When the name is known
+  before the request, the URL is recorded as ``skipped`` without any request;
+  when it depends on the response (an extension from Content-Type, a
+  Content-Disposition name) the request is made and dropped once the headers
+  show the name is taken. With an expected checksum, the existing file must
+  match it, or the URL fails with ``bad-content`` (nothing is replaced).
+- ``overwrite``: the new file replaces the old one atomically (``os.replace``).
+- ``rename``: the old file stays and the new one is saved as ``NAME (1).EXT``,
+  ``NAME (2).EXT``, ... Spaces and parentheses never occur in the names
+  fetcher derives from URLs, so a renamed copy can never take another URL's name.
+
+Except with ``overwrite``, the final step is a no-clobber hard link (``os.link``
+fails if the name exists), so a file that appears while a download runs
+(another process, another URL of the same list with the same ``filename``) is
+never overwritten either. Where hard links are not supported, a
+check-then-rename is used, with a small race window.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterator
+
+from fetcher.checksum import file_matches
+from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
+from fetcher.naming import join_within
+
+MAX_COPIES = 1000
+
+
+def kept_file(task: Task, name: str, out: str, on_exists: str, attempts: int) -> Result | None:
+    """With ``skip``, the Result for a file already at ``name``; None when the download should go on.
+
+    ``attempts`` is 0 when no request was made, else the task's attempt.
+    """
+    target = join_within(out, name)
+    if on_exists != "skip" or not os.path.isfile(target):
+        return None
+    # Called before fetch_one's error translation: a disk error must still be a Result.
+    try:
+        matches = task.checksum is None or file_matches(target, task.checksum)
+        size = os.path.getsize(target)
+    except OSError as exc:
+        return failed(task, ErrorKind.IO, f"cannot read existing file {name}: {exc.strerror or exc}",
+                      attempts=attempts)
+    algorithm, _, expected = (task.checksum or "").partition(":")
+    if not matches:
+        return failed(task, ErrorKind.BAD_CONTENT,
+                      f"existing file {name} does not match the expected {algorithm}; "
+                      "--on-exists overwrite replaces it", attempts=attempts)
+    return Result(url=task.url, status=Status.SKIPPED, path=name, bytes=size,
+                  sha256=expected if algorithm == "sha256" else None, attempts=attempts,
+                  index=task.index, extra=input_extra(task.meta))
+
+
+def taken_meanwhile(task: Task, name: str, out: str) -> Result:
+    """The Result when ``skip`` found ``name`` taken after the download began; the body is dropped."""
+    kept = kept_file(task, name, out, "skip", task.attempt)
+    return kept or failed(task, ErrorKind.IO, f"{name} is taken by something that is not a file")
+
+
+def place(part: str, out: str, name: str, on_exists: str) -> str | None:
+    """Move a complete, verified ``.part`` file to ``name`` under ``out``.
+
+    Returns:
+        The name used (``rename`` may add `` (N)``), or None when ``skip`` found
+        the name taken meanwhile (the ``.part`` is then removed).
+
+    Raises:
+        OSError: the disk refused, or ``rename`` ran out of copy numbers.
+    """
+    target = join_within(out, name)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if on_exists == "overwrite":
+        os.replace(part, target)
+        return name
+    candidates = copy_names(name) if on_exists == "rename" else iter([name])
+    try:
+        for candidate in candidates:
+            if _link_no_clobber(part, join_within(out, candidate)):
+                return candidate
+    finally:
+        _remove_quietly(part)
+    if on_exists == "skip":
+        return None
+    raise OSError(f"{name} and its first {MAX_COPIES} numbered copies all exist")
+
+
+def copy_names(name: str) -> Iterator[str]:
+    """``name``, then ``stem (1).ext``, ``stem (2).ext``, ... in the same folder."""
+    yield name
+    folder, base = posixpath.split(name)
+    stem, ext = posixpath.splitext(base)
+    for number in range(1, MAX_COPIES + 1):
+        yield posixpath.join(folder, f"{stem} ({number}){ext}")
+
+
+def _link_no_clobber(source: str, destination: str) -> bool:
+    """Give ``source`` the name ``destination`` unless that name exists; True on success."""
+    try:
+        os.link(source, destination)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        # No hard links here (some FUSE, SMB or FAT mounts): check, then rename.
+        if os.path.lexists(destination):
+            return False
+        os.replace(source, destination)
+        return True
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
