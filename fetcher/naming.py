@@ -252,7 +252,9 @@ def _fit(part: str) -> str:
 def join_within(root: str, relative: str) -> str:
     """Join ``relative`` under ``root``; raise ValueError if it would escape.
 
-    Like pip's ``join_within_directory``: the result can never point outside root.
+    Like pip's ``join_within_directory``: the result can never point outside root,
+    not even through a symbolic link planted inside it (links are resolved and
+    the real path checked too).
     """
     root = os.path.abspath(root)
     if os.path.isabs(relative) or "\x00" in relative:
@@ -260,4 +262,8 @@ def join_within(root: str, relative: str) -> str:
     target = os.path.abspath(os.path.join(root, relative))
     if os.path.commonpath([root, target]) != root or target == root:
         raise ValueError(f"path {relative!r} escapes {root!r}")
+    real_root = os.path.realpath(root)
+    real_target = os.path.realpath(target)
+    if os.path.commonpath([real_root, real_target]) != real_root or real_target == real_root:
+        raise ValueError(f"path {relative!r} leads out of {root!r} through a symbolic link")
     return target

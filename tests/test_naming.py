@@ -198,3 +198,23 @@ def test_clean_component_limits_bytes_and_keeps_the_extension():
     long = "é" * 300 + ".jpeg"
     cleaned = clean_component(long)
     assert len(cleaned.encode()) <= 200 and cleaned.endswith(".jpeg")
+
+
+def test_a_symlink_planted_inside_cannot_lead_out(tmp_path):
+    root = tmp_path / "out"
+    outside = tmp_path / "elsewhere"
+    root.mkdir()
+    outside.mkdir()
+    (root / "evil.com").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValueError, match="symbolic link"):
+        join_within(str(root), "evil.com/x.jpg")
+    (root / "file.jpg").symlink_to(outside / "target.jpg")
+    with pytest.raises(ValueError):
+        join_within(str(root), "file.jpg")
+
+
+def test_an_output_folder_that_is_itself_a_link_is_fine(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    assert join_within(str(tmp_path / "link"), "h/x.jpg") == str(tmp_path / "link" / "h" / "x.jpg")
