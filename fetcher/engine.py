@@ -6,7 +6,8 @@ list of millions of URLs is read as the downloads go, never all at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 
 from fetcher import partial
 from fetcher.backends import get_backend
@@ -20,40 +21,62 @@ from fetcher.scheduler import Scheduler
 MAX_WAIT_S = 1.0
 
 
-def run(items: Iterator[Task | Result], options: Options, collector: Collector,
+def run(items: Iterator[Task | Result | None], options: Options, collector: Collector,
         session_factory: SessionFactory | None = None) -> None:
     """Fetch every item, reporting each final Result to ``collector`` exactly once.
 
-    Returns when every item is final. On an exception (KeyboardInterrupt
-    included) the backend is cancelled, the ``.part`` files of unfinished
-    downloads are removed unless a later run can resume them, and the
-    exception propagates; what finished has already reached the collector.
+    Returns when every item is final; see ``results`` for the rest.
+    """
+    with closing(results(items, options, session_factory)) as finals:
+        for result in finals:
+            collector.record(result)
+
+
+def results(items: Iterator[Task | Result | None], options: Options,
+            session_factory: SessionFactory | None = None) -> Iterator[Result]:
+    """Fetch every item and yield each final Result once, as downloads finish.
+
+    ``items`` is pulled lazily, only when a worker is free. An item may be
+    ``None``: "no input right now" (a crawl waiting for its own results). The
+    input is then asked again after the next result; if nothing is in flight
+    or waiting for a retry, the run is over, unless ``items`` has a
+    ``wait_for_more(timeout) -> bool`` method, which is then called to block
+    until more input may be there (``Fetcher`` uses this).
+
+    On an exception (KeyboardInterrupt included), or when the consumer stops
+    early, the backend is cancelled and the ``.part`` files of unfinished
+    downloads are removed unless a later run can resume them.
     """
     backend_class = get_backend(options.backend)
     scheduler = Scheduler(items, options)
     in_flight: dict[int, Task] = {}
     try:
         with backend_class(options, session_factory) as backend:
-            _drive(scheduler, backend, in_flight, collector, options.window, options.out)
+            yield from _drive(scheduler, backend, in_flight, options.window, options.out,
+                              getattr(items, "wait_for_more", None))
     except BaseException:
         _remove_partials(options.out, in_flight.values())
         raise
 
 
-def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task],
-           collector: Collector, window: int, out: str) -> None:
+def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], window: int, out: str,
+           wait_for_more: Callable[[float], bool] | None) -> Iterator[Result]:
     while True:
         while len(in_flight) < window:
             item = scheduler.next_ready()
             if item is None:
                 break
             if isinstance(item, Result):  # a bad input line: final already
-                collector.record(item)
+                yield item
                 continue
             in_flight[item.index] = item
             backend.submit(item)
-        if not in_flight and scheduler.done:
-            return
+        if not in_flight and scheduler.idle:
+            if scheduler.done or wait_for_more is None:
+                return
+            if not wait_for_more(MAX_WAIT_S):
+                return
+            continue
         retry_in = scheduler.seconds_until_next()
         timeout = MAX_WAIT_S if retry_in is None else min(retry_in, MAX_WAIT_S)
         for result in backend.wait(timeout):
@@ -63,7 +86,7 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task],
                 continue
             if final.status is Status.FAILED:
                 _discard_partial(out, task)  # kept for a retry that will not come
-            collector.record(final)
+            yield final
 
 
 def _remove_partials(out: str, tasks: Iterable[Task]) -> None:

@@ -11,35 +11,27 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import io
 import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING
 
 import requests
 import urllib3.exceptions
 
 from fetcher import partial, placement
 from fetcher.checksum import Verifier
-from fetcher.guards import FetchFailure, TransferGuard, check_content_type, check_magic
+from fetcher.guards import FetchFailure, TransferGuard, check_content_type
 from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
 from fetcher.naming import PART_SUFFIX, finalize_name, join_within
+from fetcher.streaming import CancelFlag, Cancelled, check_complete, hash_prefix, is_encoded, stream_body
 
 if TYPE_CHECKING:
     from fetcher.options import Options
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-class CancelFlag(Protocol):
-    """Anything with ``is_set()``: threading.Event, multiprocessing.Event, gevent Event."""
-
-    def is_set(self) -> bool: ...
-
-
-class _Cancelled(Exception):
-    pass
 
 
 def fetch_one(task: Task, session: requests.Session, options: Options,
@@ -77,7 +69,7 @@ def fetch_one(task: Task, session: requests.Session, options: Options,
         return failed(task, failure.kind, failure.message, retryable=failure.retryable,
                       http_status=failure.http_status, retry_after=failure.retry_after,
                       elapsed_s=time.monotonic() - started)
-    except _Cancelled:
+    except Cancelled:
         if not partial.is_resumable(part):
             partial.discard(part)
         return failed(task, ErrorKind.CANCELLED, "cancelled before the download finished",
@@ -90,12 +82,13 @@ def fetch_one(task: Task, session: requests.Session, options: Options,
 def _download(task: Task, session: requests.Session, options: Options, part: str,
               cancel: CancelFlag | None, started: float) -> Result:
     guard = TransferGuard(options.read_timeout, options.max_time, options.min_speed, options.min_speed_time,
-                          options.max_size, started)
+                          options.memory_cap, started)
     connect = options.connect_timeout if not options.max_time else min(options.connect_timeout, options.max_time)
-    resume = partial.resume_point(part, task.url)
-    request_headers = {}
+    resume = None if options.in_memory else partial.resume_point(part, task.url)
+    request_headers = dict(task.headers or ())
     if resume is not None:
-        request_headers = {"Range": f"bytes={resume[0]}-", "If-Range": resume[1], "Accept-Encoding": "identity"}
+        request_headers.update({"Range": f"bytes={resume[0]}-", "If-Range": resume[1],
+                                "Accept-Encoding": "identity"})
     with session.get(task.url, stream=True, timeout=(connect, options.read_timeout),
                      headers=request_headers) as response:
         status = response.status_code
@@ -108,39 +101,76 @@ def _download(task: Task, session: requests.Session, options: Options, part: str
             raise FetchFailure(ErrorKind.HTTP_STATUS, f"HTTP {status} {response.reason or ''}".strip(),
                                retryable=status in TRANSIENT_STATUSES, http_status=status,
                                retry_after=parse_retry_after(headers.get("Retry-After")))
-        name = _final_name(task, response, options)
-        if name != task.name:  # the name came from the headers: --on-exists can decide only now
-            kept = placement.kept_file(task, name, options.out, options.on_exists, task.attempt)
-            if kept is not None:
-                return kept
-        offset = _resume_offset(status, headers, resume)
-        content_type = headers.get("Content-Type")
-        check_content_type(content_type, options.accept)
-        guard.check_declared_size(headers.get("Content-Length"), _is_encoded(headers), offset)
-        os.makedirs(os.path.dirname(part), exist_ok=True)
-        if offset == 0:
-            partial.discard(part)
-            partial.remember(part, task.url, headers)
-        verifier = Verifier(task.checksum)
-        try:
-            sha256 = _stream_to_file(response, part, offset, guard, options, content_type, cancel, verifier)
-        except FetchFailure as failure:
-            failure.http_status = status
-            raise
-        _check_complete(response, guard.size - offset)
-        if guard.size < options.min_size:
-            raise FetchFailure(ErrorKind.TOO_SMALL, f"body of {guard.size} bytes is under --min-size "
-                               f"{options.min_size}", http_status=status)
-        if (mismatch := verifier.mismatch(sha256)) is not None:
-            raise FetchFailure(ErrorKind.BAD_CONTENT, mismatch, http_status=status)
-        landed = placement.place(part, options.out, name, options.on_exists)
-        partial.discard(part)  # the meta file (and the part, if skip found the name taken meanwhile)
-        if landed is None:  # --on-exists skip, and the name was taken while this one downloaded
-            return placement.taken_meanwhile(task, name, options.out)
-        return Result(url=task.url, status=Status.OK, path=landed, bytes=guard.size, sha256=sha256,
-                      http_status=status, content_type=content_type,
-                      final_url=response.url, attempts=task.attempt, index=task.index,
-                      elapsed_s=time.monotonic() - started, extra=input_extra(task.meta))
+        check_content_type(headers.get("Content-Type"), options.accept)
+        if options.in_memory:
+            return _into_memory(task, response, guard, options, cancel, started)
+        return _into_file(task, response, part, resume, guard, options, cancel, started)
+
+
+def _into_memory(task: Task, response: requests.Response, guard: TransferGuard, options: Options,
+                 cancel: CancelFlag | None, started: float) -> Result:
+    """In-memory mode: the body comes back in ``Result.content``; nothing touches the disk."""
+    headers = response.headers
+    guard.check_declared_size(headers.get("Content-Length"), is_encoded(headers))
+    body, digest, verifier = io.BytesIO(), hashlib.sha256(), Verifier(task.checksum)
+    sha256 = _receive(response, body, digest, guard, options, cancel, verifier)
+    return Result(url=task.url, status=Status.OK, bytes=guard.size, sha256=sha256,
+                  http_status=response.status_code, content_type=headers.get("Content-Type"),
+                  final_url=response.url, attempts=task.attempt, index=task.index,
+                  elapsed_s=time.monotonic() - started, extra=input_extra(task.meta), content=body.getvalue())
+
+
+def _into_file(task: Task, response: requests.Response, part: str, resume: tuple[int, str] | None,
+               guard: TransferGuard, options: Options, cancel: CancelFlag | None, started: float) -> Result:
+    """Stream to ``NAME.part`` (resuming it on a matching 206), verify, then place it under its final name."""
+    headers = response.headers
+    name = _final_name(task, response, options)
+    if name != task.name:  # the name came from the headers: --on-exists can decide only now
+        kept = placement.kept_file(task, name, options.out, options.on_exists, task.attempt)
+        if kept is not None:
+            return kept
+    offset = _resume_offset(response.status_code, headers, resume)
+    guard.check_declared_size(headers.get("Content-Length"), is_encoded(headers), offset)
+    os.makedirs(os.path.dirname(part), exist_ok=True)
+    if offset == 0:
+        partial.discard(part)
+        partial.remember(part, task.url, headers)
+    verifier = Verifier(task.checksum)
+    digest = hash_prefix(part, offset, verifier)
+    guard.account(offset)
+    with open(part, "r+b" if offset else "wb") as handle:
+        handle.seek(offset)
+        handle.truncate()
+        sha256 = _receive(response, handle, digest, guard, options, cancel, verifier, offset)
+    landed = placement.place(part, options.out, name, options.on_exists)
+    partial.discard(part)  # the meta file (and the part, if skip found the name taken meanwhile)
+    if landed is None:  # --on-exists skip, and the name was taken while this one downloaded
+        return placement.taken_meanwhile(task, name, options.out)
+    return Result(url=task.url, status=Status.OK, path=landed, bytes=guard.size, sha256=sha256,
+                  http_status=response.status_code, content_type=headers.get("Content-Type"),
+                  final_url=response.url, attempts=task.attempt, index=task.index,
+                  elapsed_s=time.monotonic() - started, extra=input_extra(task.meta))
+
+
+def _receive(response: requests.Response, sink: IO[bytes], digest: hashlib._Hash, guard: TransferGuard,
+             options: Options, cancel: CancelFlag | None, verifier: Verifier, offset: int = 0) -> str:
+    """Stream the body into ``sink`` and run every check of a complete body; return its SHA-256."""
+    status = response.status_code
+    sniff = response.headers.get("Content-Type") if options.accept and offset == 0 else None
+    try:
+        stream_body(response, sink, digest, guard, options.chunk_size, options.read_timeout, sniff, cancel,
+                    verifier)
+    except FetchFailure as failure:
+        failure.http_status = status
+        raise
+    check_complete(response, guard.size - offset)
+    if guard.size < options.min_size:
+        raise FetchFailure(ErrorKind.TOO_SMALL, f"body of {guard.size} bytes is under --min-size "
+                           f"{options.min_size}", http_status=status)
+    sha256 = digest.hexdigest()
+    if (mismatch := verifier.mismatch(sha256)) is not None:
+        raise FetchFailure(ErrorKind.BAD_CONTENT, mismatch, http_status=status)
+    return sha256
 
 
 def _final_name(task: Task, response: requests.Response, options: Options) -> str:
@@ -173,100 +203,6 @@ def _content_range_start(value: str) -> int | None:
     unit, _, rest = value.strip().partition(" ")
     first = rest.split("-", 1)[0]
     return int(first) if unit.lower() == "bytes" and first.isdigit() else None
-
-
-MAGIC_BYTES = 64  # enough for every signature guards.check_magic knows
-
-
-def _stream_to_file(response: requests.Response, part: str, offset: int, guard: TransferGuard,
-                    options: Options, content_type: str | None, cancel: CancelFlag | None,
-                    verifier: Verifier) -> str:
-    """Stream the decoded body into ``part`` after its first ``offset`` bytes; return the file's SHA-256.
-
-    ``read1`` returns whatever has arrived (up to a chunk), so deadlines are
-    checked between reads even when a server drips one byte at a time, and each
-    read's socket timeout is cut to the time left (see TransferGuard).
-    """
-    raw = response.raw
-    digest = _hash_prefix(part, offset, verifier)
-    guard.account(offset)
-    head = b"" if options.accept and offset == 0 else None
-    sock = _socket_of(raw)
-    try:
-        with open(part, "r+b" if offset else "wb") as handle:
-            handle.seek(offset)
-            handle.truncate()
-            while True:
-                if cancel is not None and cancel.is_set():
-                    raise _Cancelled()
-                if sock is not None:
-                    sock.settimeout(guard.next_read_timeout())
-                try:
-                    chunk = raw.read1(options.chunk_size, decode_content=True)
-                except urllib3.exceptions.ReadTimeoutError:
-                    raise guard.timed_out() from None
-                if not chunk:
-                    break
-                guard.account(len(chunk))
-                if head is not None:
-                    head += chunk
-                    if len(head) >= MAGIC_BYTES:
-                        check_magic(content_type, head)
-                        head = None
-                handle.write(chunk)
-                digest.update(chunk)
-                verifier.update(chunk)
-            if head is not None:
-                check_magic(content_type, head)
-    finally:
-        if sock is not None:
-            try:
-                sock.settimeout(options.read_timeout)
-            except OSError:
-                pass
-    return digest.hexdigest()
-
-
-def _hash_prefix(part: str, offset: int, verifier: Verifier) -> hashlib._Hash:
-    """SHA-256 state after the first ``offset`` bytes of ``part`` (for a resumed download)."""
-    digest = hashlib.sha256()
-    if offset:
-        with open(part, "rb") as handle:
-            remaining = offset
-            while remaining and (block := handle.read(min(remaining, 1 << 20))):
-                digest.update(block)
-                verifier.update(block)
-                remaining -= len(block)
-    return digest
-
-
-def _socket_of(raw: object) -> object | None:
-    """The socket under a urllib3 response, to cut its timeout to the deadline (None if unknown)."""
-    connection = getattr(raw, "connection", None)
-    sock = getattr(connection, "sock", None)
-    return sock if hasattr(sock, "settimeout") else None
-
-
-def _is_encoded(headers: requests.structures.CaseInsensitiveDict[str]) -> bool:
-    return headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
-
-
-def _check_complete(response: requests.Response, decoded_size: int) -> None:
-    """A body shorter than its Content-Length is a failure, never a saved file.
-
-    urllib3 already enforces Content-Length on the raw stream; this second check
-    covers identity bodies whatever the urllib3 version does.
-    """
-    declared = response.headers.get("Content-Length")
-    if declared is None or _is_encoded(response.headers):
-        return
-    try:
-        expected = int(declared)
-    except ValueError:
-        return
-    if decoded_size < expected:
-        raise FetchFailure(ErrorKind.TRUNCATED, f"body ended after {decoded_size} of {expected} bytes",
-                           retryable=True, http_status=response.status_code)
 
 
 @contextmanager

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from fetcher.progress import Progress
 
 
-def run_job(items: Iterator[Task | Result], options: Options, progress: Progress, *,
+def run_job(items: Iterator[Task | Result | None], options: Options, progress: Progress, *,
             verbose: bool = False, quiet: bool = False, retry_failed: bool = True,
             on_result: Callable[[Result], None] | None = None,
             session_factory: SessionFactory | None = None,

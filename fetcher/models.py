@@ -64,6 +64,7 @@ class Task:
             content-disposition`` its stem comes from the server. fetch_one asks
             ``naming.finalize_name`` for the final name; the ``.part`` file
             keeps ``name`` so it can be found before any request.
+        headers: extra request headers for this URL only (Python API).
     """
 
     url: str
@@ -73,15 +74,24 @@ class Task:
     checksum: str | None = None
     meta: dict[str, Any] | None = None
     provisional_name: bool = False
+    headers: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
     """The outcome of one attempt at one Task (or of a line that never became one).
 
-    ``retryable`` tells the scheduler the failure is transient; whether to try
-    again is the scheduler's decision, never the worker's. ``retry_after`` carries
-    a server's Retry-After hint in seconds when it gave one.
+    The fields of the manifest record (see README.md) plus:
+
+    - ``retryable``: the failure is transient; whether to try again is the
+      scheduler's decision, never the worker's. ``retry_after`` carries a
+      server's Retry-After hint in seconds when it gave one.
+    - ``content``: the body, in in-memory mode (Python API ``memory=True``).
+    - ``meta``: the ``meta`` of the Python API's Task, handed back unchanged.
+    - ``ok``: True unless the status is ``failed``.
+
+    ``index``, ``retryable``, ``retry_after``, ``content`` and ``meta`` are not
+    written to the manifest.
     """
 
     url: str
@@ -99,6 +109,8 @@ class Result:
     retryable: bool = False
     retry_after: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    content: bytes | None = None
+    meta: Any = None
 
     @property
     def ok(self) -> bool:

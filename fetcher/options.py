@@ -8,6 +8,7 @@ from typing import Any
 
 from fetcher.errors import ConfigError
 
+MEMORY_CAP = 100 * 1024 * 1024  # in-memory bodies, unless max_size says otherwise
 DEFAULT_USER_AGENT = "fetcher/{version} (+https://pypi.org/project/fetcher/)"
 INPUT_FORMATS = ("auto", "txt", "csv", "tsv", "jsonl")
 ON_EXISTS = ("skip", "overwrite", "rename")
@@ -51,6 +52,8 @@ class Options:
     headers: tuple[tuple[str, str], ...] = ()
     cookies: str | None = None
     insecure: bool = False
+    # Python API: bodies in Result.content instead of files (capped by max_size, else MEMORY_CAP)
+    in_memory: bool = False
     # input and naming
     input_format: str = "auto"  # auto: from the file's extension; stdin is txt
     naming: str = "url"  # url | hash | content-disposition | a template (naming.parse_naming)
@@ -117,6 +120,11 @@ class Options:
         from fetcher.naming import parse_naming
 
         parse_naming(self.naming)
+
+    @property
+    def memory_cap(self) -> int:
+        """The size cap that applies: ``max_size``, or MEMORY_CAP for in-memory bodies without one."""
+        return self.max_size or (MEMORY_CAP if self.in_memory else 0)
 
     @property
     def window(self) -> int:

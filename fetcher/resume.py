@@ -16,7 +16,6 @@ Each input item is checked against the journal of the output folder:
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 from collections.abc import Iterable, Iterator
 
@@ -28,12 +27,13 @@ from fetcher.naming import join_within
 ADMIT_BATCH = 256  # input items looked up in the journal at a time
 
 
-def admit_all(items: Iterable[Task | Result], journal: Journal, out: str, retry_failed: bool = True,
-              counts: dict[str, int] | None = None) -> Iterator[Task | Result]:
+def admit_all(items: Iterable[Task | Result | None], journal: Journal, out: str, retry_failed: bool = True,
+              counts: dict[str, int] | None = None) -> Iterator[Task | Result | None]:
     """Filter input items through the journal; yields what this run must fetch or report.
 
-    Items are read ``ADMIT_BATCH`` at a time, so the input stays lazy while the
-    journal is asked once per batch rather than once per line.
+    Items are read up to ``ADMIT_BATCH`` at a time (a ``None`` item, "nothing
+    right now", ends a batch early and is passed on), so the input stays lazy
+    while the journal is asked once per batch rather than once per line.
     """
     if counts is None:
         counts = {}
@@ -41,9 +41,32 @@ def admit_all(items: Iterable[Task | Result], journal: Journal, out: str, retry_
     # Files finished but not journaled exist only if an earlier run never finished.
     may_have_unrecorded_files = journal.interrupted_before()
     iterator = iter(items)
-    while batch := list(itertools.islice(iterator, ADMIT_BATCH)):
+    while True:
+        batch, starved, ended = _next_batch(iterator)
+        yield from _admit_batch(batch, journal, out, retry_failed, counts, may_have_unrecorded_files)
+        if starved:
+            yield None
+        if ended:
+            return
+
+
+def _next_batch(iterator: Iterator[Task | Result | None]) -> tuple[list[Task | Result], bool, bool]:
+    """Up to ADMIT_BATCH items; then whether the input said None, and whether it ended."""
+    batch: list[Task | Result] = []
+    for item in iterator:
+        if item is None:
+            return batch, True, False
+        batch.append(item)
+        if len(batch) >= ADMIT_BATCH:
+            return batch, False, False
+    return batch, False, True
+
+
+def _admit_batch(batch: list[Task | Result], journal: Journal, out: str, retry_failed: bool,
+                 counts: dict[str, int], may_have_unrecorded_files: bool) -> Iterator[Task | Result]:
+    if batch:
         verdicts = journal.admit_many([(i.url, i.name if isinstance(i, Task) else None) for i in batch])
-        for item, verdict in zip(batch, verdicts):
+        for item, verdict in zip(batch, verdicts, strict=True):
             if verdict is False:
                 counts["duplicates"] += 1
             elif isinstance(item, Result):

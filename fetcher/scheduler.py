@@ -30,13 +30,15 @@ if TYPE_CHECKING:
 DEFAULT_MAX_PARKED = 10_000
 PAUSING_STATUSES = frozenset({429, 503})
 FORGET_EVERY = 4096
+_EXHAUSTED = object()
 
 
 class Scheduler:
     """Feeds tasks from a lazy input, holds per-host limits and re-queues retryable failures.
 
     Args:
-        items: Tasks, or already-failed Results for bad input lines, in order.
+        items: Tasks, or already-failed Results for bad input lines, in order;
+            ``None`` means "nothing right now, ask again later" (see ``idle``).
         options: ``retries``, ``backoff``, ``backoff_cap``, ``max_retry_after``,
             ``per_host`` and ``delay``.
         clock: monotonic seconds; injectable for tests.
@@ -44,7 +46,7 @@ class Scheduler:
         max_parked: most tasks held back for busy hosts at once.
     """
 
-    def __init__(self, items: Iterator[Task | Result], options: Options,
+    def __init__(self, items: Iterator[Task | Result | None], options: Options,
                  clock: Callable[[], float] = time.monotonic,
                  jitter: Callable[[], float] = random.random,
                  max_parked: int = DEFAULT_MAX_PARKED) -> None:
@@ -60,12 +62,22 @@ class Scheduler:
         self._runnable: deque[str] = deque()  # hosts with parked tasks that may be free
         self._timed: list[tuple[float, str]] = []  # (when, host) heap: hosts waiting on a gap or pause
         self._source_done = False
+        self._starved = False  # the input's last answer was None: "nothing right now"
         self._settled = 0
 
     @property
     def done(self) -> bool:
         """True once the input is exhausted and nothing waits (retries, parked tasks)."""
-        return self._source_done and not self._retries and not self._parked_count
+        return self._source_done and self._nothing_waits
+
+    @property
+    def idle(self) -> bool:
+        """True when the input has nothing right now (exhausted, or it said ``None``) and nothing waits."""
+        return (self._source_done or self._starved) and self._nothing_waits
+
+    @property
+    def _nothing_waits(self) -> bool:
+        return not self._retries and not self._parked_count
 
     def next_ready(self) -> Task | Result | None:
         """The next task allowed to start now, or a bad-line Result; None if none is ready.
@@ -103,10 +115,14 @@ class Scheduler:
         return None
 
     def _next_from_input(self, now: float) -> Task | Result | None:
+        self._starved = False
         while not self._source_done and self._parked_count < self._max_parked:
-            item = next(self._items, None)
-            if item is None:
+            item = next(self._items, _EXHAUSTED)
+            if item is _EXHAUSTED:
                 self._source_done = True
+                return None
+            if item is None:
+                self._starved = True
                 return None
             if isinstance(item, Result):
                 return item

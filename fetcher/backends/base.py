@@ -20,7 +20,7 @@ from fetcher.models import ErrorKind, Result, Task, failed
 if TYPE_CHECKING:
     import requests
 
-    from fetcher.fetch import CancelFlag
+    from fetcher.streaming import CancelFlag
     from fetcher.options import Options
 
 SessionFactory = Callable[[], "requests.Session"]
