@@ -70,7 +70,7 @@ class Collector:
     """Receives every final Result once and reports it.
 
     Args:
-        manifest_path: where the JSONL manifest goes (its folder is created).
+        manifest_path: where the JSONL manifest goes (its folder is created); None for none.
         progress: the progress bar (or a disabled one).
         verbose: note successes too, not only failures.
         quiet: note nothing per URL.
@@ -78,7 +78,7 @@ class Collector:
         journal: where each final Result is also recorded, for reruns.
     """
 
-    def __init__(self, manifest_path: str, progress: Progress, verbose: bool = False,
+    def __init__(self, manifest_path: str | None, progress: Progress, verbose: bool = False,
                  quiet: bool = False, on_result: Callable[[Result], None] | None = None,
                  journal: Journal | None = None) -> None:
         self.summary = Summary(manifest=manifest_path)
@@ -89,8 +89,11 @@ class Collector:
         self._on_result = on_result
         self._journal = journal
         self._started = time.monotonic()
-        os.makedirs(os.path.dirname(manifest_path) or ".", exist_ok=True)
-        self._manifest: IO[str] | None = open(manifest_path + PART_SUFFIX, "w", encoding="utf-8")
+        self._closed = False
+        self._manifest: IO[str] | None = None
+        if manifest_path is not None:
+            os.makedirs(os.path.dirname(manifest_path) or ".", exist_ok=True)
+            self._manifest = open(manifest_path + PART_SUFFIX, "w", encoding="utf-8")
 
     def record(self, result: Result) -> None:
         """Account for one final Result: manifest line, counters, progress, notes."""
@@ -104,10 +107,11 @@ class Collector:
             summary.failed += 1
             if result.error is not None:
                 summary.error_kinds[result.error.kind] += 1
-        assert self._manifest is not None, "record() after close()"
+        assert not self._closed, "record() after close()"
         if self._journal is not None:
             self._journal.record(result)
-        self._manifest.write(json.dumps(result.to_record(), ensure_ascii=False) + "\n")
+        if self._manifest is not None:
+            self._manifest.write(json.dumps(result.to_record(), ensure_ascii=False) + "\n")
         self._progress.update(result.bytes, failed=result.status is Status.FAILED)
         self._note(result)
         if self._on_result is not None:
@@ -123,7 +127,10 @@ class Collector:
 
     def close(self, interrupted: bool = False) -> Summary:
         """Finish the manifest and the bar; return the run's Summary."""
-        if self._manifest is not None:
+        if self._closed:
+            return self.summary
+        self._closed = True
+        if self._manifest is not None and self._manifest_path is not None:
             self._manifest.close()
             self._manifest = None
             os.replace(self._manifest_path + PART_SUFFIX, self._manifest_path)

@@ -13,12 +13,14 @@ from fetcher import partial
 from fetcher.backends import get_backend
 from fetcher.backends.base import Backend, SessionFactory
 from fetcher.collector import Collector
+from fetcher.errors import Interrupted
 from fetcher.models import Result, Status, Task
 from fetcher.naming import PART_SUFFIX, join_within
 from fetcher.options import Options
 from fetcher.scheduler import Scheduler
+from fetcher.streaming import CancelFlag
 
-MAX_WAIT_S = 1.0
+MAX_WAIT_S = 0.25  # also the longest a cancel waits to be seen
 
 
 def run(items: Iterator[Task | Result | None], options: Options, collector: Collector,
@@ -33,18 +35,21 @@ def run(items: Iterator[Task | Result | None], options: Options, collector: Coll
 
 
 def results(items: Iterator[Task | Result | None], options: Options,
-            session_factory: SessionFactory | None = None) -> Iterator[Result]:
+            session_factory: SessionFactory | None = None,
+            wait_for_more: Callable[[float], bool] | None = None,
+            cancel: CancelFlag | None = None) -> Iterator[Result]:
     """Fetch every item and yield each final Result once, as downloads finish.
 
     ``items`` is pulled lazily, only when a worker is free. An item may be
     ``None``: "no input right now" (a crawl waiting for its own results). The
     input is then asked again after the next result; if nothing is in flight
-    or waiting for a retry, the run is over, unless ``items`` has a
-    ``wait_for_more(timeout) -> bool`` method, which is then called to block
-    until more input may be there (``Fetcher`` uses this).
+    or waiting for a retry, the run is over, unless ``wait_for_more(timeout)``
+    is given: it is then called to block until more input may be there, and
+    returns False when no more will ever come (``Fetcher`` uses this).
 
-    On an exception (KeyboardInterrupt included), or when the consumer stops
-    early, the backend is cancelled and the ``.part`` files of unfinished
+    ``cancel``, checked at least every ``MAX_WAIT_S``, stops the run by raising
+    Interrupted. On an exception (KeyboardInterrupt included), or when the
+    consumer stops early, the backend is cancelled and the ``.part`` files of unfinished
     downloads are removed unless a later run can resume them.
     """
     backend_class = get_backend(options.backend)
@@ -52,16 +57,17 @@ def results(items: Iterator[Task | Result | None], options: Options,
     in_flight: dict[int, Task] = {}
     try:
         with backend_class(options, session_factory) as backend:
-            yield from _drive(scheduler, backend, in_flight, options.window, options.out,
-                              getattr(items, "wait_for_more", None))
+            yield from _drive(scheduler, backend, in_flight, options.window, options.out, wait_for_more, cancel)
     except BaseException:
         _remove_partials(options.out, in_flight.values())
         raise
 
 
 def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], window: int, out: str,
-           wait_for_more: Callable[[float], bool] | None) -> Iterator[Result]:
+           wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None) -> Iterator[Result]:
     while True:
+        if cancel is not None and cancel.is_set():
+            raise Interrupted("cancelled")
         while len(in_flight) < window:
             item = scheduler.next_ready()
             if item is None:

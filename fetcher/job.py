@@ -1,8 +1,8 @@
 """One run over one output folder: lock, journal, resume, engine, collector.
 
-The CLI and the Python API both start runs through ``run_job``, so a rerun
-behaves the same from either: what is done is skipped, what was interrupted
-resumes, and the manifest has one record per unique URL of the run.
+The CLI and the Python API both run through ``Job``, so a rerun behaves the
+same from either: what is done is skipped, what was interrupted resumes, and
+the manifest has one record per unique URL of the run.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from typing import TYPE_CHECKING
 
 from fetcher import engine, partial
@@ -24,43 +24,99 @@ if TYPE_CHECKING:
     from fetcher.models import Result, Task
     from fetcher.options import Options
     from fetcher.progress import Progress
+    from fetcher.streaming import CancelFlag
+
+
+class Job:
+    """A run's setup, shared by the CLI and the API.
+
+    Args:
+        options: the run's options.
+        progress: the bar (or a disabled one).
+        journal: keep the output folder's journal (resume, skip, status); off
+            for in-memory fetching, where there is no folder.
+        manifest: write ``options.manifest_path``.
+        verbose, quiet, on_result: as for Collector.
+        retry_failed: on a rerun, try again URLs that failed before.
+        session_factory: builds each worker's requests.Session.
+    """
+
+    def __init__(self, options: Options, progress: Progress, *, journal: bool = True, manifest: bool = True,
+                 verbose: bool = False, quiet: bool = False, retry_failed: bool = True,
+                 on_result: Callable[[Result], None] | None = None,
+                 session_factory: SessionFactory | None = None) -> None:
+        self.options = options
+        self.progress = progress
+        self.use_journal = journal
+        self.manifest = manifest
+        self.verbose, self.quiet, self.retry_failed = verbose, quiet, retry_failed
+        self.on_result = on_result
+        self.session_factory = session_factory
+        self.summary: Summary | None = None
+
+    def results(self, items: Iterator[Task | Result | None],
+                wait_for_more: Callable[[float], bool] | None = None,
+                cancel: CancelFlag | None = None, repeat: bool = False) -> Iterator[Result]:
+        """Fetch ``items`` and yield each final Result, after it is recorded.
+
+        ``wait_for_more`` and ``cancel`` are passed to ``engine.results``;
+        ``repeat`` to ``resume.admit_all``.
+
+        ``self.summary`` is set when the generator ends, however it ends (an
+        exception, or the consumer stopping early, counts as interrupted).
+
+        Raises:
+            ConfigError: another run holds the output folder, or its journal is unusable.
+        """
+        counts: dict[str, int] = {"duplicates": 0}
+        options = self.options
+        with ExitStack() as stack:
+            journal = None
+            earlier_interrupted = False
+            if self.use_journal:
+                stack.enter_context(_exclusive(options.out))
+                journal = Journal(options.out)
+                stack.callback(journal.close)
+                journal.start_run()
+                earlier_interrupted = journal.interrupted_before()
+                items = admit_all(items, journal, options.out, self.retry_failed, counts, repeat)
+            collector = Collector(options.manifest_path if self.manifest else None, self.progress,
+                                  verbose=self.verbose, quiet=self.quiet, on_result=self.on_result, journal=journal)
+            completed = False
+            try:
+                finals = stack.enter_context(closing(engine.results(items, options, self.session_factory,
+                                                                    wait_for_more, cancel)))
+                for result in finals:
+                    collector.record(result)
+                    yield result
+                completed = True
+            finally:
+                self.summary = collector.close(interrupted=not completed)
+                self.summary.duplicates += counts["duplicates"]
+            if journal is not None:
+                journal.finish_run()
+                if earlier_interrupted:
+                    partial.sweep(options.out)  # leftovers of runs that never finished
 
 
 def run_job(items: Iterator[Task | Result | None], options: Options, progress: Progress, *,
             verbose: bool = False, quiet: bool = False, retry_failed: bool = True,
             on_result: Callable[[Result], None] | None = None,
-            session_factory: SessionFactory | None = None,
-            counts: dict[str, int] | None = None) -> Summary:
-    """Fetch ``items`` (unique or not) into ``options.out``, resuming any earlier run there.
+            session_factory: SessionFactory | None = None) -> Summary:
+    """Fetch ``items`` into ``options.out``, resuming any earlier run there; return the Summary.
 
-    Returns the Summary; Ctrl-C ends the run early with ``summary.interrupted``.
-
-    Raises:
-        ConfigError: another run holds the output folder, or its journal is unusable.
+    Ctrl-C ends the run early with ``summary.interrupted`` set, instead of raising.
     """
-    counts = {} if counts is None else counts
-    with _exclusive(options.out):
-        journal = Journal(options.out)
-        try:
-            journal.start_run()
-            earlier_interrupted = journal.interrupted_before()
-            collector = Collector(options.manifest_path, progress, verbose=verbose, quiet=quiet,
-                                  on_result=on_result, journal=journal)
-            interrupted = False
-            try:
-                engine.run(admit_all(items, journal, options.out, retry_failed, counts), options, collector,
-                           session_factory)
-            except KeyboardInterrupt:
-                interrupted = True
-            summary = collector.close(interrupted=interrupted)
-            summary.duplicates += counts.get("duplicates", 0)
-            if not interrupted:
-                journal.finish_run()
-                if earlier_interrupted:
-                    partial.sweep(options.out)  # leftovers of runs that never finished
-        finally:
-            journal.close()
-    return summary
+    job = Job(options, progress, verbose=verbose, quiet=quiet, retry_failed=retry_failed,
+              on_result=on_result, session_factory=session_factory)
+    try:
+        for _ in job.results(items):
+            pass
+    except KeyboardInterrupt:
+        if job.summary is None:  # interrupted before the run even started
+            raise
+    assert job.summary is not None
+    return job.summary
 
 
 @contextmanager

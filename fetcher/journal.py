@@ -132,15 +132,17 @@ class Journal:
 
     # -- writes (batched) --------------------------------------------------------
 
-    def admit_many(self, items: list[tuple[str, str | None]]) -> list[Entry | bool]:
+    def admit_many(self, items: list[tuple[str, str | None]], repeat: bool = False) -> list[Entry | bool]:
         """Note that this run has these ``(url, name)`` pairs, in one round trip.
 
         Returns, for each pair: ``True`` if the URL is new to the journal,
-        ``False`` if this run already had it (a duplicate line), else the Entry
-        of an earlier run. Batched because the coordinator shares the GIL with
+        ``False`` if this run already had it (a duplicate line; with
+        ``repeat``, its Entry instead, for callers that ask for a URL again),
+        else the Entry of an earlier run. Batched because the coordinator shares the GIL with
         busy workers: every sqlite3 call releases and re-takes it, and each
         re-take can wait a whole switch interval.
         """
+        self._flush_results()  # so a URL recorded a moment ago is seen with its result
         urls = list({url: None for url, _ in items})
         known: dict[str, tuple[Any, ...]] = {}
         for start in range(0, len(urls), _SQL_BATCH):
@@ -157,7 +159,7 @@ class Journal:
         now = time.time()
         for url, name in items:
             row = known.get(url)
-            if url in seen or (row is not None and row[0] == self.run):
+            if url in seen or (row is not None and row[0] == self.run and not repeat):
                 verdicts.append(False)
             elif row is None:
                 fresh.append((url, PENDING, self.run, name, now))
@@ -194,8 +196,7 @@ class Journal:
         self._begin()
         self._db.execute(sql, params)
 
-    def commit(self) -> None:
-        """Write buffered results and end the transaction."""
+    def _flush_results(self) -> None:
         if self._results:
             self._begin()
             self._db.executemany(
@@ -203,6 +204,10 @@ class Journal:
                 "final_url = ?, error_kind = ?, error_message = ?, attempts = ?, elapsed_s = ?, extra = ?, "
                 "updated = ? WHERE url = ?", self._results)
             self._results.clear()
+
+    def commit(self) -> None:
+        """Write buffered results and end the transaction."""
+        self._flush_results()
         if self._in_transaction:
             self._db.execute("COMMIT")
             self._in_transaction = False

@@ -28,12 +28,15 @@ ADMIT_BATCH = 256  # input items looked up in the journal at a time
 
 
 def admit_all(items: Iterable[Task | Result | None], journal: Journal, out: str, retry_failed: bool = True,
-              counts: dict[str, int] | None = None) -> Iterator[Task | Result | None]:
+              counts: dict[str, int] | None = None, repeat: bool = False) -> Iterator[Task | Result | None]:
     """Filter input items through the journal; yields what this run must fetch or report.
 
     Items are read up to ``ADMIT_BATCH`` at a time (a ``None`` item, "nothing
     right now", ends a batch early and is passed on), so the input stays lazy
-    while the journal is asked once per batch rather than once per line.
+    while the journal is asked once per batch rather than once per line. With
+    ``repeat``, a URL this run already had is decided like one of an earlier
+    run (skipped if its file is there) instead of dropped: for callers that
+    ask for a URL again only once its first result is back.
     """
     if counts is None:
         counts = {}
@@ -43,7 +46,7 @@ def admit_all(items: Iterable[Task | Result | None], journal: Journal, out: str,
     iterator = iter(items)
     while True:
         batch, starved, ended = _next_batch(iterator)
-        yield from _admit_batch(batch, journal, out, retry_failed, counts, may_have_unrecorded_files)
+        yield from _admit_batch(batch, journal, out, retry_failed, counts, may_have_unrecorded_files, repeat)
         if starved:
             yield None
         if ended:
@@ -63,9 +66,9 @@ def _next_batch(iterator: Iterator[Task | Result | None]) -> tuple[list[Task | R
 
 
 def _admit_batch(batch: list[Task | Result], journal: Journal, out: str, retry_failed: bool,
-                 counts: dict[str, int], may_have_unrecorded_files: bool) -> Iterator[Task | Result]:
+                 counts: dict[str, int], may_have_unrecorded_files: bool, repeat: bool) -> Iterator[Task | Result]:
     if batch:
-        verdicts = journal.admit_many([(i.url, i.name if isinstance(i, Task) else None) for i in batch])
+        verdicts = journal.admit_many([(i.url, i.name if isinstance(i, Task) else None) for i in batch], repeat)
         for item, verdict in zip(batch, verdicts, strict=True):
             if verdict is False:
                 counts["duplicates"] += 1

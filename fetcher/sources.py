@@ -140,6 +140,17 @@ def iter_rows(rows: Iterable[Row], counts: dict[str, int] | None = None,
         yield item
 
 
+def row_item(row: Row, index: int, naming: str, names: set[int]) -> Task | Result:
+    """One row as a Task, or a failed Result: what ``iter_rows`` does, without deduplication.
+
+    For the Python API, which keys its own bookkeeping by canonical URL.
+    ``names`` collects the ``filename`` values claimed so far.
+    """
+    column, meta = _split(row.fields)
+    item = _url_of(row, column, meta, index)[1]
+    return _task(row, item, column, meta, index, naming, names) if isinstance(item, str) else item
+
+
 def _url_of(row: Row, column: dict[str, Any], meta: dict[str, Any],
             index: int) -> tuple[int | None, str | Result]:
     """(dedup key, canonical URL), or (key or None, failed Result)."""

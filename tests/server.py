@@ -19,6 +19,8 @@ Routes (query parameters in brackets):
     /gzip/NAME[?size=N]             N zero bytes gzip-compressed, Content-Encoding: gzip (a bomb when N is big)
     /chunked/NAME[?size=N]          the file sent chunked, without Content-Length
     /echo                           the request's headers as JSON
+    /gallery/N                      an HTML page with 3 <img> links and, for N < 3, an <a> to /gallery/N+1
+                                    and one back to /gallery/0 (a crawl with a cycle)
     /ranged/NAME[?size=N&cut=K&ignore_range=1&change_after=M]
                                     a file with an ETag that honours Range/If-Range; with cut, the
                                     first response stops after K bytes; with ignore_range, ranges
@@ -55,6 +57,13 @@ def image_body(name: str, fmt: str, size: int) -> bytes:
     """What /image/NAME serves: the format's magic bytes, then the deterministic body."""
     magic = MAGIC[fmt]
     return magic + body_for(name, max(size - len(magic), 0))
+
+
+def gallery_page(number: int) -> bytes:
+    """What /gallery/N serves: images g{N}-0..2.png, a link onwards (N < 3) and one back to the start."""
+    images = "".join(f'<img src="/image/g{number}-{i}.png?format=png&size=2000">' for i in range(3))
+    onwards = f'<a href="/gallery/{number + 1}">next</a>' if number < 3 else ""
+    return f'<html><body>{images}{onwards}<a href="/gallery/0">home</a></body></html>'.encode()
 
 
 def body_for(name: str, size: int) -> bytes:
@@ -165,6 +174,8 @@ class Handler(BaseHTTPRequestHandler):
             self._chunked(body_for(name, size))
         elif kind == "ranged":
             self._ranged(path, name, size, query)
+        elif kind == "gallery":
+            self._send(200, gallery_page(int(name)), "text/html; charset=utf-8")
         elif kind == "echo":
             self._send(200, json.dumps(dict(self.headers.items())).encode(), "application/json")
         elif kind == "_stats":

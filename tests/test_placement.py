@@ -10,7 +10,7 @@ import pytest
 import responses
 
 from fetcher import placement
-from fetcher.fetch import fetch_one
+from fetcher.download import fetch_one
 from fetcher.models import Status, Task
 from fetcher.naming import initial_name
 from fetcher.options import Options

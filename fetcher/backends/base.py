@@ -95,7 +95,7 @@ def run_task(task: Task, session: requests.Session, options: Options,
 
     A worker function that raises stops or hangs a pool, so nothing may escape.
     """
-    from fetcher.fetch import fetch_one
+    from fetcher.download import fetch_one
 
     try:
         return fetch_one(task, session, options, cancel)

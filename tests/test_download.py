@@ -10,7 +10,7 @@ import pytest
 import requests
 import responses
 
-from fetcher.fetch import fetch_one, parse_retry_after
+from fetcher.download import fetch_one, parse_retry_after
 from fetcher.models import Status, Task
 from fetcher.naming import name_for_url
 from fetcher.options import Options

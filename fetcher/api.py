@@ -1,0 +1,351 @@
+"""The Python API: ``fetch()`` streams results, ``Fetcher`` takes URLs as they come.
+
+Both run the same engine, rules, journal and manifest as the CLI; every CLI
+option is a keyword argument with the same name and default (``--per-host`` is
+``per_host=``, ``--timeout 5,30`` is ``timeout="5,30"``). Per-URL failures come
+back as Results (``result.ok`` is False, ``result.error`` says why); misuse
+raises ``fetcher.errors.ConfigError`` (also a ValueError).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from typing import Any
+
+from fetcher.backends import get_backend
+from fetcher.backends.base import SessionFactory
+from fetcher.checksum import ALGORITHMS
+from fetcher.collector import Summary
+from fetcher.errors import ConfigError
+from fetcher.inputs import Row
+from fetcher.job import Job
+from fetcher.models import ErrorKind, Result, failed
+from fetcher.models import Task as _Work
+from fetcher.options import Options
+from fetcher.progress import Progress
+from fetcher.sources import row_item
+
+__all__ = ["Fetcher", "Task", "fetch"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A URL with what to do with it; ``fetch``/``Fetcher.submit`` also take plain URL strings.
+
+    Attributes:
+        url: an http(s) URL.
+        name: the file's path under the output folder (made safe; subfolders
+            allowed), instead of a name derived from the URL.
+        headers: extra request headers for this URL only.
+        checksum: the expected ``"sha256:HEX"`` or ``"md5:HEX"``; a mismatch fails it.
+        meta: anything; handed back unchanged as ``Result.meta`` (never sent to
+            workers, never written to the manifest).
+    """
+
+    url: str
+    name: str | None = None
+    headers: Mapping[str, str] | None = None
+    checksum: str | None = None
+    meta: Any = None
+
+
+def _options(out: str | None, backend: str, pool: int, memory: bool, settings: dict[str, Any]) -> Options:
+    known = set(Options.__dataclass_fields__) | {"timeout"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
+    options = Options.create(out=out or "downloads", backend=backend, pool=pool, in_memory=memory, **settings)
+    get_backend(options.backend)  # an unknown backend fails here, not in the middle of a run
+    return options
+
+
+class _Converter:
+    """API items (URL strings or Tasks) → the engine's tasks, keeping ``meta`` on this side."""
+
+    def __init__(self, naming: str) -> None:
+        self._naming = naming
+        self._index = 0
+        self._names: set[int] = set()
+
+    def convert(self, item: str | Task) -> tuple[_Work | Result, Any]:
+        if isinstance(item, str):
+            fields: dict[str, Any] = {"url": item}
+            public = Task(item)
+        elif isinstance(item, Task):
+            fields, public = {"url": item.url}, item
+        else:
+            raise TypeError(f"expected a URL string or fetcher.Task, not {type(item).__name__}")
+        if public.name:
+            fields["filename"] = public.name
+        index, self._index = self._index, self._index + 1
+        if public.checksum:
+            algorithm, _, digest = public.checksum.partition(":")
+            if algorithm not in ALGORITHMS:
+                return failed(public.url, ErrorKind.INVALID_INPUT, f"checksum must be 'sha256:HEX' or 'md5:HEX', "
+                              f"not {public.checksum[:80]!r}", attempts=0, index=index), public.meta
+            fields[algorithm] = digest
+        work = row_item(Row(line=index + 1, fields=fields, raw=public.url), index, self._naming, self._names)
+        if public.headers and isinstance(work, _Work):
+            work = replace(work, headers=tuple(public.headers.items()))
+        return work, public.meta
+
+
+def fetch(urls: Iterable[str | Task | None], out: str | None = "downloads", *, backend: str = "thread",
+          pool: int = 8, memory: bool = False, progress: bool = False, journal: bool | None = None,
+          session_factory: SessionFactory | None = None, on_result: Callable[[Result], None] | None = None,
+          **settings: Any) -> Iterator[Result]:
+    """Download ``urls`` concurrently and yield each Result as it finishes.
+
+    Args:
+        urls: URL strings or Tasks, any iterable, read lazily as workers free up.
+            A generator may yield ``None`` for "nothing to fetch right now" (a
+            crawl waiting for its own results): it is asked again after the
+            next result, and the run ends when it has nothing while nothing is
+            in flight.
+        out: output folder; each file's path is ``result.path`` under it.
+        backend: ``thread``, ``process`` or ``gevent`` (gevent needs a
+            monkey-patched process).
+        pool: concurrent downloads.
+        memory: bodies come back in ``result.content`` instead of files
+            (capped by ``max_size``, else 100 MiB); no folder, journal or manifest.
+        progress: draw a progress bar on stderr.
+        journal: keep the folder's journal (skip what an earlier run finished,
+            resume); default on when files are written, off with ``memory``.
+        session_factory: a zero-argument callable returning the
+            ``requests.Session`` each worker uses (auth, cookies, adapters); it
+            must be picklable for the process backend.
+        on_result: called with each Result, as well as yielding it.
+        **settings: any other CLI option, by its Options name (``retries=5``,
+            ``per_host=2``, ``max_size="10M"``, ``accept="image/*"``...).
+
+    Each unique URL yields one Result; a repeated URL is fetched once.
+
+    Raises:
+        ConfigError: a bad option, an unknown backend, or a folder in use.
+    """
+    options = _options(out, backend, pool, memory, settings)
+    use_journal = (not memory) if journal is None else journal and not memory
+    job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory, quiet=True,
+              session_factory=session_factory)
+    return _stream(job, urls, options.naming, deduplicate=not use_journal, on_result=on_result)
+
+
+def _stream(job: Job, urls: Iterable[str | Task | None], naming: str, deduplicate: bool,
+            on_result: Callable[[Result], None] | None) -> Iterator[Result]:
+    converter = _Converter(naming)
+    metas: dict[str, Any] = {}
+    seen: set[str] = set()
+
+    def items() -> Iterator[_Work | Result | None]:
+        for item in urls:
+            if item is None:
+                yield None
+                continue
+            work, meta = converter.convert(item)
+            if deduplicate:  # the journal dedupes when there is one
+                if work.url in seen:
+                    continue
+                seen.add(work.url)
+            if meta is not None:
+                metas[work.url] = meta
+            yield work
+
+    for result in job.results(items()):
+        meta = metas.pop(result.url, None)
+        if meta is not None:
+            result = replace(result, meta=meta)
+        if on_result is not None:
+            on_result(result)
+        yield result
+
+
+_END = object()
+
+
+class Fetcher:
+    """Downloads URLs as they are submitted, in the background, until closed.
+
+    Use as a context manager; leaving the block waits for every submitted URL
+    (or cancels them, if the block raised)::
+
+        with Fetcher(out="downloads", pool=16) as f:
+            future = f.submit("https://example.com/a.jpg")
+            for result in f.results():   # as they complete, including URLs submitted meanwhile
+                ...
+
+    Takes the same keyword arguments as ``fetch``. ``submit`` returns a
+    ``concurrent.futures.Future`` of the Result; submitting a URL that is still
+    in flight shares its Result. ``results()`` keeps every Result until it has
+    yielded it: if you use only futures or ``on_result``, pass
+    ``keep_results=False``.
+    """
+
+    def __init__(self, out: str | None = "downloads", *, backend: str = "thread", pool: int = 8,
+                 memory: bool = False, progress: bool = False, journal: bool | None = None,
+                 session_factory: SessionFactory | None = None,
+                 on_result: Callable[[Result], None] | None = None, keep_results: bool = True,
+                 **settings: Any) -> None:
+        options = _options(out, backend, pool, memory, settings)
+        use_journal = (not memory) if journal is None else journal and not memory
+        self._job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory,
+                        quiet=True, session_factory=session_factory)
+        self._converter = _Converter(options.naming)
+        self._on_result = on_result
+        self._keep = keep_results
+        self._lock = threading.Condition()
+        self._queue: deque[_Work | Result] = deque()
+        self._waiting: dict[str, list[tuple[Future[Result], Any]]] = {}
+        self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._outstanding = 0
+        self._closed = False
+        self._cancel = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def __enter__(self) -> Fetcher:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is not None:
+            self.cancel()
+        else:
+            self.close()
+
+    def start(self) -> None:
+        """Start downloading (``submit`` and the context manager do it for you)."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fetcher-engine", daemon=True)
+                self._thread.start()
+
+    def close(self, wait: bool = True) -> Summary | None:
+        """No more submissions; with ``wait``, block until every URL is done and return the Summary."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        if wait and self._thread is not None:
+            self._thread.join()
+            if self._error is not None and not isinstance(self._error, KeyboardInterrupt):
+                raise self._error
+        return self._job.summary
+
+    def cancel(self) -> None:
+        """Stop now: downloads in flight are abandoned, unfinished futures cancelled."""
+        self._cancel.set()
+        self.close(wait=True)
+
+    @property
+    def summary(self) -> Summary | None:
+        """Counts of the run, once it has ended."""
+        return self._job.summary
+
+    # -- submitting --------------------------------------------------------------
+
+    def submit(self, item: str | Task) -> Future[Result]:
+        """Queue a URL (or Task); return a Future of its Result.
+
+        Raises:
+            RuntimeError: after ``close()``.
+            TypeError: ``item`` is neither a string nor a Task.
+        """
+        future: Future[Result] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot submit to a closed Fetcher")
+            work, meta = self._converter.convert(item)
+            self._outstanding += 1
+            waiters = self._waiting.get(work.url)
+            if waiters is not None:  # in flight already: share its result, never download twice at once
+                waiters.append((future, meta))
+            else:
+                self._waiting[work.url] = [(future, meta)]
+                self._queue.append(work)
+                self._lock.notify_all()
+        self.start()
+        return future
+
+    def map(self, items: Iterable[str | Task]) -> Iterator[Result]:
+        """Results in the order of ``items``; submits a bounded number ahead."""
+        ahead: deque[Future[Result]] = deque()
+        limit = 4 * self._job.options.pool
+        for item in items:
+            ahead.append(self.submit(item))
+            if len(ahead) >= limit:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+    def results(self) -> Iterator[Result]:
+        """Results as they complete, until every URL submitted so far (or meanwhile) is done."""
+        while True:
+            with self._lock:
+                if self._outstanding == 0 and self._done.empty():
+                    return
+            item = self._done.get()
+            if item is _END:
+                if self._error is not None and not isinstance(self._error, KeyboardInterrupt):
+                    raise self._error
+                return
+            yield item
+
+    as_completed = results
+
+    # -- the engine side (background thread) --------------------------------------
+
+    def _run(self) -> None:
+        try:
+            for result in self._job.results(self._feed(), self._wait_for_more, self._cancel, repeat=True):
+                self._resolve(result)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller in close()/results()
+            if not self._cancel.is_set():
+                self._error = exc
+        finally:
+            self._abandon()
+            self._done.put(_END)
+
+    def _feed(self) -> Iterator[_Work | Result | None]:
+        while True:
+            with self._lock:
+                if self._queue:
+                    item: _Work | Result | None = self._queue.popleft()
+                elif self._closed:
+                    return
+                else:
+                    item = None
+            yield item
+
+    def _wait_for_more(self, timeout: float) -> bool:
+        with self._lock:
+            if not self._queue and not self._closed:
+                self._lock.wait(timeout)
+            return bool(self._queue) or not self._closed
+
+    def _resolve(self, result: Result) -> None:
+        with self._lock:
+            waiters = self._waiting.pop(result.url, [])
+            self._outstanding -= len(waiters)
+        for future, meta in waiters or [(None, None)]:
+            delivered = replace(result, meta=meta) if meta is not None else result
+            if self._on_result is not None:
+                self._on_result(delivered)
+            if self._keep:
+                self._done.put(delivered)
+            if future is not None:
+                future.set_result(delivered)
+
+    def _abandon(self) -> None:
+        with self._lock:
+            waiters = [w for ws in self._waiting.values() for w in ws]
+            self._waiting.clear()
+            self._outstanding = 0
+        for future, _ in waiters:
+            if not future.cancel() and self._error is not None:
+                future.set_exception(self._error)

@@ -1,0 +1,60 @@
+"""The README's Python examples run as written, against the loopback server."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+
+import pytest
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def examples() -> dict[str, str]:
+    with open(README, encoding="utf-8") as handle:
+        text = handle.read()
+    return dict(re.findall(r"<!-- example: ([\w-]+) -->\n```python\n(.*?)```", text, flags=re.S))
+
+
+def run_example(name: str, server, tmp_path, monkeypatch) -> str:
+    code = examples()[name].replace("https://example.com", server.base_url)
+    monkeypatch.chdir(tmp_path)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, f"README.md:{name}", "exec"), {"__name__": "__readme__"})  # noqa: S102
+    return printed.getvalue()
+
+
+def test_the_readme_has_the_three_examples():
+    assert set(examples()) == {"plain-list", "crawler", "in-memory"}
+
+
+def test_plain_list(server, tmp_path, monkeypatch):
+    printed = run_example("plain-list", server, tmp_path, monkeypatch)
+    lines = sorted(printed.splitlines())
+    assert len(lines) == 3
+    assert any(line.startswith("birds/owl.jpg 1000 {'id': 42}") for line in lines)
+    assert (tmp_path / "downloads" / "birds" / "owl.jpg").stat().st_size == 1000
+    assert (tmp_path / "downloads" / "manifest.jsonl").exists()
+
+
+def test_crawler(server, tmp_path, monkeypatch):
+    printed = run_example("crawler", server, tmp_path, monkeypatch)
+    assert printed.strip() == "12 images saved"  # 4 pages x 3 images; the cycle back to page 0 is not followed
+    assert server.stats.requests["/gallery/0"] == 1
+    assert sum(1 for p in (tmp_path / "images").rglob("*.png")) == 12
+
+
+def test_in_memory(server, tmp_path, monkeypatch):
+    printed = run_example("in-memory", server, tmp_path, monkeypatch)
+    assert printed.strip() == "Bearer my-token"
+    assert not any(p for p in tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("name", ["plain-list", "crawler", "in-memory"])
+def test_examples_import_only_public_names(name):
+    imported = re.findall(r"from fetcher(?:\.\w+)? import ([\w, ]+)", examples()[name])
+    for names in imported:
+        assert set(n.strip() for n in names.split(",")) <= {"fetch", "Fetcher", "Task", "Result"}
