@@ -3,6 +3,9 @@
 CPU comes from ``os.wait4`` on the tool's root process: the kernel's rusage of a
 reaped child includes every descendant that child reaped in turn (worker
 processes, curl's threads), so it is the tree's user+sys without sampling error.
+A descendant orphaned before it was reaped (a multiprocessing forkserver, say)
+would take its CPU to init; with ``become_subreaper()`` it is re-parented to the
+harness instead, which reaps it after the root and adds its rusage.
 
 Peak RSS has no such counter (``ru_maxrss`` is the largest *single* process), so
 a thread samples the tool's process group in /proc every ~20 ms and keeps the
@@ -11,6 +14,7 @@ largest sum. The tool runs in its own session, so its group is exactly the tree.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import signal
@@ -27,6 +31,17 @@ SAMPLE_INTERVAL_S = 0.02
 # samples in between only re-read the processes already known.
 RESCAN_EVERY = 5
 STDERR_TAIL_CHARS = 600
+PR_SET_CHILD_SUBREAPER = 36
+MAX_ORPHANS = 10_000
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants our children (Linux ≥ 3.4), so their CPU is not lost."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,7 @@ class Measurement:
     exit_code: int
     wall_s: float
     cpu_s: float  # user + sys of the root process and every descendant it reaped
+    sys_s: float  # the system part of cpu_s (file creation, socket calls)
     peak_rss: int  # bytes: max over samples of the summed RSS of the process group
     timed_out: bool
     stderr_tail: str
@@ -149,12 +165,26 @@ def run_measured(argv: Sequence[str], *, cwd: str, env: dict[str, str], timeout_
         peak = sampler.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen never waits on a reaped PID
     _kill_group(proc.pid)  # stragglers that outlived the root must not leak into the next run
+    orphan_user, orphan_sys = _reap_orphans(proc.pid)
     return Measurement(exit_code=proc.returncode, wall_s=wall,
-                       cpu_s=usage.ru_utime + usage.ru_stime,
+                       cpu_s=usage.ru_utime + usage.ru_stime + orphan_user + orphan_sys,
+                       sys_s=usage.ru_stime + orphan_sys,
                        # Not ru_maxrss: after fork+exec it still counts the harness's own
                        # pre-exec copy (~30 MiB), whatever the tool really used.
                        peak_rss=peak,
                        timed_out=timed_out.is_set(), stderr_tail=_tail(stderr_path))
+
+
+def _reap_orphans(pgid: int) -> tuple[float, float]:
+    """Reap members of the tool's group re-parented to us; their (user, sys) seconds."""
+    user = system = 0.0
+    for _ in range(MAX_ORPHANS):  # bounded; each pass reaps one (already killed) process
+        try:
+            _, _, usage = os.wait4(-pgid, 0)
+        except ChildProcessError:  # none of our children is left in that group
+            break
+        user, system = user + usage.ru_utime, system + usage.ru_stime
+    return user, system
 
 
 def _wait4_retrying(pid: int) -> tuple[int, int, resource.struct_rusage]:

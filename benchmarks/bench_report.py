@@ -52,7 +52,7 @@ class Cell:
         return statistics.median(getattr(sample, metric) for sample in self.samples)
 
 
-# (column title, Sample property, True when higher is better)
+# (column title, Sample property)
 METRICS = (
     ("files/s", "files_per_s"),
     ("MiB/s", "mib_per_s"),

@@ -64,7 +64,8 @@ def fetcher_job(config: FetcherConfig, launcher: list[str]) -> Job:
 def curl_job(binary: str) -> Job:
     def command(dataset: Dataset, out: str, pool: int) -> list[str]:
         # -q first: ignore ~/.curlrc. Outputs in the config are relative to the cwd (= out).
-        return [binary, "-q", "--parallel", "--parallel-max", str(pool), "--silent", "--show-error",
+        # --no-progress-meter, not --silent: curl 7.88 still draws its parallel meter with -s.
+        return [binary, "-q", "--parallel", "--parallel-max", str(pool), "--no-progress-meter", "--show-error",
                 "--fail", "--config", dataset.curl_config]
 
     return Job("curl --parallel", command, is_reference=True, version_argv=(binary, "--version"))

@@ -31,7 +31,7 @@ from types import FrameType
 from bench_data import FULL_SPECS, MIB, QUICK_SPECS, Dataset, DatasetSpec, build_dataset, draw_sizes
 from bench_fs import FreshFilesystems, image_dir
 from bench_latency import DelayServer, latency_dataset, wait_idle
-from bench_measure import Measurement, run_measured
+from bench_measure import Measurement, become_subreaper, run_measured
 from bench_nginx import Nginx
 from bench_report import Cell, LatencyCell, LatencySample, Sample, latency_table, main_table
 from bench_setup import (ARIA2C, CURL, NGINX, WGET2, Installer, available_memory, first_line, git_describe,
@@ -234,7 +234,7 @@ def _log_run(rep: int, reps: int, dataset: Dataset, pool: int, label: str,
              m: Measurement, failure: str | None) -> None:
     outcome = f"FAILED: {failure}" if failure else (
         f"{dataset.count / m.wall_s:8,.0f} files/s  {dataset.total_bytes / 2**20 / m.wall_s:7,.0f} MiB/s"
-        f"  cpu {m.cpu_s:6.2f} s  rss {m.peak_rss / 2**20:6.0f} MiB")
+        f"  cpu {m.cpu_s:6.2f} s (sys {m.sys_s:5.2f})  rss {m.peak_rss / 2**20:6.0f} MiB")
     log(f"[{rep}/{reps}] {dataset.name:<6} pool {pool:<4} {label:<24} {m.wall_s:7.2f} s  {outcome}")
 
 
@@ -303,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     nofile = raise_nofile_limit()
+    if not become_subreaper():
+        log("note: cannot become a child subreaper: CPU of orphaned tool processes may go uncounted")
     started = time.monotonic()
     installer = Installer(allowed=not args.no_install)
     nginx_binary, why = installer.ensure(NGINX)
