@@ -169,3 +169,11 @@ def prefault_memory(nbytes: int, chunk: int = 1 << 20) -> float:
         for _ in range(nbytes // chunk):  # bounded: nbytes / chunk writes
             area.write(zeros)
     return time.monotonic() - started
+
+
+def load_average() -> float:
+    """The 1-minute load average: other work on the machine skews every figure."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")

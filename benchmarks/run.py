@@ -35,7 +35,7 @@ from bench_measure import Measurement, become_subreaper, run_measured
 from bench_nginx import Nginx
 from bench_report import Cell, LatencyCell, LatencySample, Sample, latency_table, main_table
 from bench_setup import (ARIA2C, CURL, NGINX, WGET2, Installer, available_memory, first_line, git_describe,
-                         machine_lines, prefault_memory)
+                         load_average, machine_lines, prefault_memory)
 from bench_tools import (FETCHER_CONFIGS, FetcherConfig, Job, aria2c_job, curl_job, fetcher_job,
                          tool_env, verify, wget2_job)
 
@@ -375,8 +375,13 @@ def _run(args: argparse.Namespace, installer: Installer, nginx_binary: str, work
         f"{fs_mode} per run; medians of {args.reps}; RLIMIT_NOFILE {nofile}",
     ]
 
+    load_before = load_average()
+    if load_before > 0.5 * (os.cpu_count() or 1):
+        log(f"WARNING: the machine is busy (load average {load_before:.1f}): figures will be skewed")
     warm_up(bench, datasets, jobs)
     cells = run_matrix(bench, datasets, jobs)
+    header.append(f"{'load:':<12} 1-minute load average {load_before:.1f} before the runs, "
+                  f"{load_average():.1f} after the main table (this harness alone adds ~1)")
     report = ["```", *header, "```", "", *main_table(cells), ""]
     report += [
         "files/s and MiB/s: higher is better; CPU s per 1,000 requests (user+sys of the whole process "
