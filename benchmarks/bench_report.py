@@ -125,6 +125,7 @@ class LatencyCell:
     delay: float
     samples: list[LatencySample] = field(default_factory=list)
     failure: str | None = None
+    skipped: str | None = None  # why it did not run at all (e.g. no gevent backend yet)
 
     @property
     def ideal(self) -> float:
@@ -145,7 +146,10 @@ def latency_table(cells: Sequence[LatencyCell]) -> list[str]:
     rows = []
     for cell in cells:
         requests = cell.samples[0].requests if cell.samples else 0
-        head = [cell.label, f"{cell.pool:,}", f"{requests:,}", f"{cell.ideal:,.0f}"]
+        head = [cell.label, f"{cell.pool:,}", f"{requests:,}" if requests else "", f"{cell.ideal:,.0f}"]
+        if cell.skipped is not None:
+            rows.append(head + [f"skipped: {cell.skipped}", "", "", "", ""])
+            continue
         if cell.failure is not None or not cell.samples:
             rows.append(head + [f"**FAILED**: {cell.failure or 'no run'}", "", "", "", ""])
             continue

@@ -92,7 +92,9 @@ def _apt(args: list[str]) -> tuple[bool, str]:
 def first_line(argv: list[str], env: dict[str, str] | None = None) -> str:
     """The first non-empty line a ``--version`` style command prints (stdout or stderr)."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=False)
+        # cwd "/": never let a fetcher/ folder in the current directory shadow the one measured.
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd="/",
+                              check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unknown ({exc})"
     for line in (proc.stdout + "\n" + proc.stderr).splitlines():
@@ -145,7 +147,11 @@ def git_describe(repo: str) -> str:
     """Commit of the code under test, with '+dirty' when the work tree has changes."""
     if not shutil.which("git"):
         return "unknown"
-    head = first_line(["git", "-C", repo, "rev-parse", "--short", "HEAD"])
+    rev = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True, timeout=60, check=False)
+    if rev.returncode != 0:
+        return "unknown: not a git checkout"
+    head = rev.stdout.strip()
     status = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
                             capture_output=True, text=True, timeout=60, check=False)
     return head + ("+dirty" if status.stdout.strip() else "")

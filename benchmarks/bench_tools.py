@@ -94,7 +94,7 @@ def tool_env() -> dict[str, str]:
     env = {key: value for key, value in os.environ.items()
            if key.lower() not in {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}}
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    # Let fetcher's .pyc files be written once and reused, as on a user's machine.
+    # Let fetcher's .pyc files be written once and reused (see PYTHONPYCACHEPREFIX in run.py).
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 

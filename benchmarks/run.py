@@ -68,8 +68,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--nginx-workers", default="1",
                         help="nginx worker_processes (default 1: the client needs the other core)")
     parser.add_argument("--python", default=sys.executable,
-                        help="interpreter that runs fetcher (default: this one); the code measured is "
-                             "always this checkout's")
+                        help="interpreter that runs fetcher (default: this one); it needs fetcher's "
+                             "dependencies, the code itself comes from --repo")
+    parser.add_argument("--repo", default=REPO,
+                        help="the fetcher checkout to measure (default: the one this script is in), "
+                             "e.g. another branch's worktree for a before/after comparison")
     parser.add_argument("--run-timeout", type=float, default=300, help="kill a run after this many s")
     parser.add_argument("--no-install", action="store_true", help="never call apt-get")
     parser.add_argument("--no-prefault", action="store_true",
@@ -152,7 +155,7 @@ def probe_fetcher(bench: Bench, config: FetcherConfig, url: str) -> str | None:
     # Not --quiet: if the probe fails, its message is the reason printed.
     argv = [*bench.launcher, url_list, *config.args, "--pool", "1", "-o", os.path.join(probe_dir, "out")]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=bench.env,
+        proc = subprocess.run(argv, capture_output=True, text=True, env=bench.env, cwd=probe_dir,
                               timeout=PROBE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         return f"a one-URL probe run did not finish in {PROBE_TIMEOUT_S:.0f} s"
@@ -199,7 +202,8 @@ print(", ".join(found) or "none")
 def tool_versions(bench: Bench, jobs: Sequence[Job], nginx: Nginx) -> list[str]:
     versions = {
         "python": first_line([bench.args.python, "--version"]),
-        "fetcher": first_line([*bench.launcher, "--version"], env=bench.env) + f" (commit {git_describe(REPO)})",
+        "fetcher": first_line([*bench.launcher, "--version"], env=bench.env)
+        + f" from {bench.args.repo} (commit {git_describe(bench.args.repo)})",
         "python libs": first_line([bench.args.python, "-c", LIBS_SNIPPET], env=bench.env),
         "nginx": f"{nginx.version()} ({bench.args.nginx_workers} worker)",
     }
@@ -260,8 +264,8 @@ def warm_memory(specs: Sequence[DatasetSpec]) -> None:
     log(f"touched {nbytes / 2**30:.1f} GiB of RAM in {seconds:.1f} s (first-touch costs paid up front)")
 
 
-def run_latency(bench: Bench, stack: contextlib.ExitStack, lists_dir: str) -> tuple[list[LatencyCell], str]:
-    """The latency-bound scenario; returns its cells and a one-line description."""
+def run_latency(bench: Bench, stack: contextlib.ExitStack, lists_dir: str) -> list[LatencyCell]:
+    """The latency-bound scenario: one cell per pool, skipped if fetcher lacks the backend."""
     args = bench.args
     config = FetcherConfig.parse(args.latency_backend)
     size = 64
@@ -272,9 +276,9 @@ def run_latency(bench: Bench, stack: contextlib.ExitStack, lists_dir: str) -> tu
     cells = [LatencyCell(config.label, pool, args.latency_delay) for pool in args.latency_pool_list]
     if why is not None:
         for cell in cells:
-            cell.failure = f"skipped: {why}"
+            cell.skipped = why
         log(f"latency scenario skipped: {config.label}: {why}")
-        return cells, why
+        return cells
     job = fetcher_job(config, bench.launcher)
     for rep in range(1, args.reps + 1):
         for cell in cells:
@@ -296,7 +300,7 @@ def run_latency(bench: Bench, stack: contextlib.ExitStack, lists_dir: str) -> tu
                 continue
             cell.samples.append(LatencySample(measurement, dataset.count, window,
                                               int(stats.get("max_open") or 0)))
-    return cells, ""
+    return cells
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -356,7 +360,14 @@ def _run(args: argparse.Namespace, installer: Installer, nginx_binary: str, work
     log(f"downloads go to a fresh {fs_mode} per run")
 
     env = tool_env()
-    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    repo = os.path.abspath(args.repo)
+    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # Compiled once by the probe and reused by every run, as on a user's machine, but
+    # kept in the temp dir: the checkout under test is never written to.
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(workdir, "pycache")
+    # `python -m fetcher` would put the cwd first on sys.path and import whatever fetcher/
+    # is there; safe-path mode (3.11+) keeps --repo in charge, and runs start in neutral dirs.
+    env["PYTHONSAFEPATH"] = "1"
     bench = Bench(args, workdir, filesystems, [args.python, "-m", "fetcher"], env)
 
     configs = [FetcherConfig.parse(spec) for spec in args.fetcher] if args.fetcher else list(FETCHER_CONFIGS)
@@ -392,7 +403,7 @@ def _run(args: argparse.Namespace, installer: Installer, nginx_binary: str, work
         report += ["", "Skipped:", *(f"- {line}" for line in skipped)]
 
     if not args.no_latency:
-        latency_cells, why = run_latency(bench, stack, lists_dir)
+        latency_cells = run_latency(bench, stack, lists_dir)
         report += ["", f"Latency-bound: every response delayed {args.latency_delay * 1000:.0f} ms, "
                        f"{args.latency_rounds} × pool URLs of 64 bytes, medians of {args.reps}. "
                        "Server window = first request received to last response sent (steady state); "
