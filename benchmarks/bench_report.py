@@ -51,6 +51,13 @@ class Cell:
     def median(self, metric: str) -> float:
         return statistics.median(getattr(sample, metric) for sample in self.samples)
 
+    def spread(self) -> str:
+        """(max − min) / median of the wall times: how far to trust the medians."""
+        walls = [sample.measurement.wall_s for sample in self.samples]
+        if len(walls) < 2:
+            return "–"
+        return f"{(max(walls) - min(walls)) / statistics.median(walls):.0%}"
+
 
 # (column title, Sample property)
 METRICS = (
@@ -96,7 +103,7 @@ def main_table(cells: Sequence[Cell]) -> list[str]:
     for cell in cells:
         head = [f"{cell.dataset} ({cell.describe})", cell.label, str(cell.pool)]
         if cell.failure is not None or not cell.samples:
-            rows.append(head + [f"**FAILED**: {cell.failure or 'no run'}", "", "", ""])
+            rows.append(head + [f"**FAILED**: {cell.failure or 'no run'}", "", "", "", ""])
             continue
         reference = references.get((cell.dataset, cell.pool))
         figures = []
@@ -104,8 +111,9 @@ def main_table(cells: Sequence[Cell]) -> list[str]:
             value = cell.median(metric)
             ref = reference.median(metric) if reference else None
             figures.append(_number(value) + _ratio(value, ref))
-        rows.append(head + figures)
-    return markdown_table(["dataset", "tool", "pool", *(title for title, _ in METRICS)], rows, 2)
+        rows.append(head + figures + [cell.spread()])
+    header = ["dataset", "tool", "pool", *(title for title, _ in METRICS), "spread"]
+    return markdown_table(header, rows, 2)
 
 
 @dataclass(frozen=True)

@@ -397,7 +397,8 @@ def _run(args: argparse.Namespace, installer: Installer, nginx_binary: str, work
     report += [
         "files/s and MiB/s: higher is better; CPU s per 1,000 requests (user+sys of the whole process "
         "tree, start-up included) and peak RSS (summed over the process tree, sampled every 20 ms): "
-        "lower is better. In parentheses: the ratio to curl --parallel in the same run.",
+        "lower is better. In parentheses: the ratio to curl --parallel in the same run. "
+        "Spread: (max − min) ÷ median of the repetitions' wall times.",
     ]
     if skipped:
         report += ["", "Skipped:", *(f"- {line}" for line in skipped)]
