@@ -54,6 +54,8 @@ class FreshFilesystems:
     def probe(self, wanted: str = "auto") -> str:
         """Pick the mode once: ext4 loop, else tmpfs, else a plain directory (with a warning)."""
         if wanted == "plain":
+            print("WARNING: --fs plain: downloading into plain directories on the temp dir's "
+                  "filesystem; figures will depend on the runs before them.", file=sys.stderr)
             return PLAIN
         candidates = {"auto": (EXT4, TMPFS), "ext4": (EXT4,), "tmpfs": (TMPFS,)}[wanted]
         for mode in candidates:
