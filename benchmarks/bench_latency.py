@@ -1,0 +1,95 @@
+"""The latency-bound scenario: every response is held back a fixed delay by delay_server.py.
+
+A client keeping ``pool`` requests in flight can at best do ``pool / delay``
+requests per second. Two rates are reported against that ceiling: the one the
+server saw (first request in → last response out), which is the client's
+steady state, and the whole run including interpreter start-up and ramp-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+import urllib.request
+
+from bench_data import Dataset, DatasetSpec
+from bench_nginx import _die_with_parent
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+READY_TIMEOUT_S = 10.0
+
+
+class DelayServer:
+    """delay_server.py in its own process (its own core), stopped by PID."""
+
+    def __init__(self, python: str, delay: float, size: int, log_path: str) -> None:
+        self.python, self.delay, self.size, self.log_path = python, delay, size, log_path
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        # Straight to 127.0.0.1: never through a proxy from the environment.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        argv = [self.python, os.path.join(HERE, "delay_server.py"), "--delay", str(self.delay),
+                "--size", str(self.size)]
+        with open(self.log_path, "wb") as log:
+            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                          stderr=log, preexec_fn=_die_with_parent)
+        assert self._proc.stdout is not None
+        ready, _, _ = select.select([self._proc.stdout], [], [], READY_TIMEOUT_S)
+        line = self._proc.stdout.readline() if ready else b""
+        if not line.strip().isdigit():
+            self.stop()
+            raise RuntimeError(f"delay server did not start (see {self.log_path})")
+        self.port = int(line)
+
+    def _get(self, path: str) -> dict[str, float | int | None]:
+        with self._opener.open(self.base_url + path, timeout=10) as response:
+            data: dict[str, float | int | None] = json.loads(response.read())
+            return data
+
+    def reset(self) -> None:
+        self._get("/_reset")
+
+    def stats(self) -> dict[str, float | int | None]:
+        return self._get("/_stats")
+
+    def stop(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=5)
+
+
+def latency_dataset(base_url: str, count: int, size: int, lists_dir: str, pool: int) -> Dataset:
+    """A URL list of ``count`` distinct paths; the server makes up every body, nothing on disk."""
+    spec = DatasetSpec(f"latency-{pool}", "d", count, size, size, "fixed")
+    files = {f"d{i:06d}.bin": size for i in range(1, count + 1)}
+    url_list = os.path.join(lists_dir, f"{spec.name}.txt")
+    with open(url_list, "w", encoding="ascii") as handle:
+        for name in files:
+            handle.write(f"{base_url}/{spec.name}/{name}\n")
+    return Dataset(spec, files, url_list, curl_config="")
+
+
+def wait_idle(server: DelayServer, timeout_s: float = 10.0) -> None:
+    """Wait until the previous client's connections are gone, so runs do not overlap."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        open_now = server.stats().get("open") or 0
+        if int(open_now) <= 1:  # only our own stats connection
+            return
+        time.sleep(0.05)
+    print("warning: delay server still has connections open from the last run", file=sys.stderr)
