@@ -332,14 +332,18 @@ class Fetcher:
         with self._lock:
             waiters = self._waiting.pop(result.url, [])
             self._outstanding -= len(waiters)
-        for future, meta in waiters or [(None, None)]:
+        if not waiters:  # nobody asked for it by this URL (cannot happen; never drop a result)
+            self._deliver(result)
+        for future, meta in waiters:
             delivered = replace(result, meta=meta) if meta is not None else result
-            if self._on_result is not None:
-                self._on_result(delivered)
-            if self._keep:
-                self._done.put(delivered)
-            if future is not None:
-                future.set_result(delivered)
+            self._deliver(delivered)
+            future.set_result(delivered)
+
+    def _deliver(self, result: Result) -> None:
+        if self._on_result is not None:
+            self._on_result(result)
+        if self._keep:
+            self._done.put(result)
 
     def _abandon(self) -> None:
         with self._lock:

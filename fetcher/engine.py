@@ -6,7 +6,7 @@ list of millions of URLs is read as the downloads go, never all at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
 
 from fetcher import partial
@@ -37,7 +37,7 @@ def run(items: Iterator[Task | Result | None], options: Options, collector: Coll
 def results(items: Iterator[Task | Result | None], options: Options,
             session_factory: SessionFactory | None = None,
             wait_for_more: Callable[[float], bool] | None = None,
-            cancel: CancelFlag | None = None) -> Iterator[Result]:
+            cancel: CancelFlag | None = None) -> Generator[Result, None, None]:
     """Fetch every item and yield each final Result once, as downloads finish.
 
     ``items`` is pulled lazily, only when a worker is free. An item may be

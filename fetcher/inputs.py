@@ -112,8 +112,8 @@ def _open_binary(path: str) -> Iterator[IO[bytes]]:
             raise ConfigError(f"cannot read URL list {path!r}: {exc.strerror or exc}") from None
     try:
         if not hasattr(raw, "peek"):  # stdin replaced by a plain BytesIO (tests, embedding)
-            raw = io.BufferedReader(raw)  # type: ignore[arg-type]
-        if raw.peek(2)[:2] == GZIP_MAGIC:  # type: ignore[attr-defined]
+            raw = io.BufferedReader(raw)  # type: ignore[type-var]
+        if raw.peek(2)[:2] == GZIP_MAGIC:
             with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
                 yield unzipped  # type: ignore[misc]
         else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from typing import TYPE_CHECKING
 
@@ -56,7 +56,7 @@ class Job:
 
     def results(self, items: Iterator[Task | Result | None],
                 wait_for_more: Callable[[float], bool] | None = None,
-                cancel: CancelFlag | None = None, repeat: bool = False) -> Iterator[Result]:
+                cancel: CancelFlag | None = None, repeat: bool = False) -> Generator[Result, None, None]:
         """Fetch ``items`` and yield each final Result, after it is recorded.
 
         ``wait_for_more`` and ``cancel`` are passed to ``engine.results``;

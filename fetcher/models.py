@@ -6,6 +6,7 @@ pickles cheaply and compares by value. Errors travel as a kind plus a message.
 
 from __future__ import annotations
 
+import builtins
 import enum
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,7 +110,7 @@ class Result:
     retryable: bool = False
     retry_after: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    content: bytes | None = None
+    content: builtins.bytes | None = None  # builtins: the field `bytes` shadows the type here
     meta: Any = None
 
     @property

@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 DEFAULT_MAX_PARKED = 10_000
 PAUSING_STATUSES = frozenset({429, 503})
 FORGET_EVERY = 4096
-_EXHAUSTED = object()
+class _Exhausted:
+    """The input's end, told apart from a ``None`` item ("nothing right now")."""
+
+
+_EXHAUSTED = _Exhausted()
 
 
 class Scheduler:
@@ -118,7 +122,7 @@ class Scheduler:
         self._starved = False
         while not self._source_done and self._parked_count < self._max_parked:
             item = next(self._items, _EXHAUSTED)
-            if item is _EXHAUSTED:
+            if isinstance(item, _Exhausted):
                 self._source_done = True
                 return None
             if item is None:
@@ -194,7 +198,7 @@ class Scheduler:
         together. A server's Retry-After, capped by ``max_retry_after``, is a floor.
         """
         base = min(self._options.backoff_cap, self._options.backoff * 2 ** (attempt - 1))
-        delay = base * (0.5 + self._jitter() / 2)
+        delay: float = base * (0.5 + self._jitter() / 2)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self._options.max_retry_after))
         return delay

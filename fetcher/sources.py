@@ -134,10 +134,9 @@ def iter_rows(rows: Iterable[Row], counts: dict[str, int] | None = None,
                 counts["duplicates"] += 1
                 continue
             seen.add(key)
-        if isinstance(item, str):
-            item = _task(row, item, column, meta, index, naming, names)
+        work = _task(row, item, column, meta, index, naming, names) if isinstance(item, str) else item
         index += 1
-        yield item
+        yield work
 
 
 def row_item(row: Row, index: int, naming: str, names: set[int]) -> Task | Result:

@@ -9,7 +9,7 @@ The body goes to any sink with ``write``: a ``.part`` file, or memory.
 from __future__ import annotations
 
 import hashlib
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import urllib3.exceptions
 
@@ -93,7 +93,7 @@ def hash_prefix(path: str, offset: int, verifier: Verifier) -> hashlib._Hash:
     return digest
 
 
-def _socket_of(raw: object) -> object | None:
+def _socket_of(raw: object) -> Any:
     """The socket under a urllib3 response, to cut its timeout to the deadline (None if unknown)."""
     connection = getattr(raw, "connection", None)
     sock = getattr(connection, "sock", None)
