@@ -98,7 +98,7 @@ class _Converter:
 def fetch(urls: Iterable[str | Task | None], out: str | None = "downloads", *, backend: str = "thread",
           pool: int = 8, memory: bool = False, progress: bool = False, journal: bool | None = None,
           session_factory: SessionFactory | None = None, on_result: Callable[[Result], None] | None = None,
-          **settings: Any) -> Iterator[Result]:
+          retry_failed: bool = True, **settings: Any) -> Iterator[Result]:
     """Download ``urls`` concurrently and yield each Result as it finishes.
 
     Args:
@@ -120,6 +120,8 @@ def fetch(urls: Iterable[str | Task | None], out: str | None = "downloads", *, b
             ``requests.Session`` each worker uses (auth, cookies, adapters); it
             must be picklable for the process backend.
         on_result: called with each Result, as well as yielding it.
+        retry_failed: try again URLs an earlier run of this folder failed
+            (the CLI's ``--no-retry-failed`` is ``retry_failed=False``).
         **settings: any other CLI option, by its Options name (``retries=5``,
             ``per_host=2``, ``max_size="10M"``, ``accept="image/*"``...).
 
@@ -131,7 +133,7 @@ def fetch(urls: Iterable[str | Task | None], out: str | None = "downloads", *, b
     options = _options(out, backend, pool, memory, settings)
     use_journal = (not memory) if journal is None else journal and not memory
     job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory, quiet=True,
-              session_factory=session_factory)
+              session_factory=session_factory, retry_failed=retry_failed)
     return _stream(job, urls, options.naming, deduplicate=not use_journal, on_result=on_result)
 
 
@@ -189,11 +191,11 @@ class Fetcher:
                  memory: bool = False, progress: bool = False, journal: bool | None = None,
                  session_factory: SessionFactory | None = None,
                  on_result: Callable[[Result], None] | None = None, keep_results: bool = True,
-                 **settings: Any) -> None:
+                 retry_failed: bool = True, **settings: Any) -> None:
         options = _options(out, backend, pool, memory, settings)
         use_journal = (not memory) if journal is None else journal and not memory
         self._job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory,
-                        quiet=True, session_factory=session_factory)
+                        quiet=True, session_factory=session_factory, retry_failed=retry_failed)
         self._converter = _Converter(options.naming)
         self._on_result = on_result
         self._keep = keep_results
