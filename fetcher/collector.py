@@ -63,6 +63,8 @@ class Summary:
             text += f" Failures by kind: {kinds}."
         if self.manifest:
             text += f" Manifest: {self.manifest}"
+        if self.interrupted:
+            text += "\nRun the same command again to finish: what is done is kept, interrupted downloads resume."
         return text
 
 
