@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,19 @@ def server() -> Iterator[TestServer]:
         yield srv
     finally:
         srv.stop()
+
+
+HAVE_PYCURL = importlib.util.find_spec("pycurl") is not None
+# Every transport (--client) the fetch-rule tests run on. pycurl is in the test extra, so CI
+# runs both; a checkout installed without it skips the curl half and says why.
+CLIENTS = ["requests", pytest.param("curl", marks=pytest.mark.skipif(
+    not HAVE_PYCURL, reason="pycurl is not installed: pip install -e '.[test]' (or '.[curl]')"))]
+
+
+@pytest.fixture(params=CLIENTS)
+def client(request) -> str:
+    """The ``--client`` a contract test runs on; tests about policy alone pin ``requests``."""
+    return request.param
 
 
 @pytest.fixture

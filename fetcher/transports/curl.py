@@ -120,6 +120,7 @@ class CurlTransport(Transport):
         if self._head is None:  # an empty body: no write callback came
             self._head = self._make_head()
             receiver.on_head(self._head)
+        self._head.url = curl.getinfo(pycurl.EFFECTIVE_URL)
         return self._head
 
     def _prepare(self, curl: pycurl.Curl, request: Request) -> None:
@@ -172,19 +173,24 @@ class CurlTransport(Transport):
         return 0
 
     def _make_head(self) -> Head:
-        """Status and headers of the last response (earlier ones were redirects)."""
+        """Status and headers of the last response (earlier ones were redirects), parsed from its lines.
+
+        pycurl refuses getinfo() while perform() runs, so the status comes from the
+        status line; the final URL is filled in by fetch() once the transfer is over.
+        """
         lines = self._lines
-        start = max((i for i, line in enumerate(lines) if line.startswith(b"HTTP/")), default=0)
-        status_line = lines[start].decode("latin-1").split(None, 2) if lines else []
+        start = max((i for i, line in enumerate(lines) if line.startswith(b"HTTP/")), default=-1)
+        if start < 0:
+            raise FetchFailure(ErrorKind.CONNECT, "no HTTP status line in the response", retryable=True)
+        status_line = lines[start].decode("latin-1").split(None, 2)
         headers = Headers()
         for raw in lines[start + 1:]:
             name, sep, value = raw.decode("latin-1").partition(":")
             if sep:
                 key, value = name.strip().lower(), value.strip()
                 headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        curl = self._curl
-        return Head(curl.getinfo(pycurl.RESPONSE_CODE), status_line[2].strip() if len(status_line) > 2 else "",
-                    headers, curl.getinfo(pycurl.EFFECTIVE_URL))
+        reason = status_line[2].strip() if len(status_line) > 2 else ""
+        return Head(int(status_line[1]), reason, headers, "")
 
     def _failure(self, code: int, message: str, request: Request) -> FetchFailure:
         """A libcurl error as the FetchFailure requests would have given for the same event."""
