@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import time
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from fetcher import partial, placement
@@ -31,7 +32,6 @@ from fetcher.transports.base import Head, Request
 
 if TYPE_CHECKING:
     from fetcher.options import Options
-    from fetcher.transports.base import Transport
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 # A download expected to be at least this large writes its resume meta when it starts, so that
@@ -55,6 +55,15 @@ def fetch_one(task: Task, session: Any, options: Options, cancel: CancelFlag | N
         A failure leaves no file, except a resumable ``.part`` (see partial.py)
         when the failure is transient or the download was cancelled.
     """
+    download = prepare(task, options, cancel)
+    if isinstance(download, Result):
+        return download
+    transport = as_transport(session)
+    return download.settle(lambda: transport.fetch(download.request(), download))
+
+
+def prepare(task: Task, options: Options, cancel: CancelFlag | None = None) -> Download | Result:
+    """The checks before any request: a Download to perform, or already a Result."""
     started = time.monotonic()
     try:
         target = join_within(options.out, task.name)
@@ -64,7 +73,7 @@ def fetch_one(task: Task, session: Any, options: Options, cancel: CancelFlag | N
         kept = placement.kept_file(task, task.name, options.out, options.on_exists, attempts=0, target=target)
         if kept is not None:
             return kept
-    return Download(task, options, cancel, started, target).run(as_transport(session))
+    return Download(task, options, cancel, started, target)
 
 
 class _Kept(Exception):
@@ -81,6 +90,7 @@ class Download:
     def __init__(self, task: Task, options: Options, cancel: CancelFlag | None, started: float,
                  target: str) -> None:
         self.task, self.options, self.cancel, self.started = task, options, cancel, started
+        self.target = target  # join_within(out, name), kept in step with self.name
         self.part = target + PART_SUFFIX  # the provisional name's, so a resume finds it before any request
         self.guard = TransferGuard(options.read_timeout, options.max_time, options.min_speed,
                                    options.min_speed_time, options.memory_cap, started)
@@ -105,12 +115,14 @@ class Download:
         connect = min(options.connect_timeout, options.max_time) if options.max_time else options.connect_timeout
         return Request(self.task.url, headers, connect, self.guard)
 
-    def run(self, transport: Transport) -> Result:
-        """Fetch through ``transport``; every failure of this URL becomes a Result."""
+    def settle(self, transfer: Callable[[], Head]) -> Result:
+        """The Result of this attempt, ``transfer`` being the transport's (blocking, or finished) transfer.
+
+        Every failure of this URL becomes a Result; only bugs raise.
+        """
         try:
             try:
-                head = transport.fetch(self.request(), self)
-                return self._finish(head)
+                return self._finish(transfer())
             finally:
                 if self.sink is not None:
                     self.sink.close()
@@ -170,7 +182,8 @@ class Download:
         task, options, headers = self.task, self.options, head.headers
         self.name = self._final_name(head)
         if self.name != task.name:  # the name came from the headers: --on-exists can decide only now
-            kept = placement.kept_file(task, self.name, options.out, options.on_exists, task.attempt)
+            kept = placement.kept_file(task, self.name, options.out, options.on_exists, task.attempt,
+                                       target=self.target)
             if kept is not None:
                 raise _Kept(kept)
         self.offset = _resume_offset(head.status, headers, self.resume)
@@ -191,7 +204,7 @@ class Download:
                              head.headers.get("Content-Disposition"), self.options.naming)
         if name != self.task.name:
             try:
-                join_within(self.options.out, name)
+                self.target = join_within(self.options.out, name)
             except ValueError as exc:  # cannot happen with names from naming.py; never trust it blindly
                 raise FetchFailure(ErrorKind.INVALID_URL, str(exc)) from None
         return name
@@ -213,7 +226,7 @@ class Download:
             fields["content"] = self.sink.getvalue()  # type: ignore[union-attr]
         else:
             self.sink.close()  # type: ignore[union-attr]
-            landed = placement.place(self.part, self.options.out, self.name, self.options.on_exists)
+            landed = placement.place(self.part, self.options.out, self.name, self.options.on_exists, self.target)
             if self.has_meta:
                 partial.discard_meta(self.part)
             if landed is None:  # --on-exists skip, and the name was taken while this one downloaded

@@ -264,7 +264,8 @@ def join_within(root: str, relative: str) -> str:
     if os.path.isabs(relative) or "\x00" in relative:
         raise ValueError(f"unsafe relative path {relative!r}")
     target = os.path.abspath(os.path.join(root, relative))
-    if os.path.commonpath([root, target]) != root or target == root:
+    # Both are normalised absolute paths, so "inside" is a prefix up to a separator.
+    if not target.startswith(root if root.endswith(os.sep) else root + os.sep) or target == root:
         raise ValueError(f"path {relative!r} escapes {root!r}")
     if _has_link_below(root, target):
         real_root = os.path.realpath(root)

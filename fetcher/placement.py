@@ -68,8 +68,10 @@ def taken_meanwhile(task: Task, name: str, out: str) -> Result:
     return kept or failed(task, ErrorKind.IO, f"{name} is taken by something that is not a file")
 
 
-def place(part: str, out: str, name: str, on_exists: str) -> str | None:
+def place(part: str, out: str, name: str, on_exists: str, target: str | None = None) -> str | None:
     """Move a complete, verified ``.part`` file to ``name`` under ``out``.
+
+    ``target`` is ``join_within(out, name)`` when the caller has it already.
 
     Returns:
         The name used (``rename`` may add `` (N)``), or None when ``skip`` found
@@ -78,7 +80,8 @@ def place(part: str, out: str, name: str, on_exists: str) -> str | None:
     Raises:
         OSError: the disk refused, or ``rename`` ran out of copy numbers.
     """
-    target = join_within(out, name)
+    if target is None:
+        target = join_within(out, name)
     ensure_folder(os.path.dirname(target))
     if on_exists == "overwrite":
         os.replace(part, target)

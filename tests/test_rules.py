@@ -1,9 +1,10 @@
 """Fetching rules end to end against the loopback server: retries, deadlines,
 politeness, validation, redirects, request headers.
 
-Every test runs on every transport (``--client``, the ``client`` fixture): the
-rules must hold identically on both. Tests of scheduling policy alone, which
-no transport is involved in, pin ``requests`` to keep the suite fast.
+Every test runs on every transport (``--client``) and on the multi backend,
+which drives libcurl itself (the ``setup`` fixture): the rules must hold
+identically on all. Tests of scheduling policy alone, which no transport is
+involved in, pin the thread backend with requests to keep the suite fast.
 """
 
 from __future__ import annotations
@@ -18,18 +19,18 @@ from server import TestServer, image_body
 
 from fetcher.cli import main as cli_main
 
-_client = ["requests"]
-policy_only = pytest.mark.parametrize("client", ["requests"])
+_setup: list[list[str]] = [[]]
+policy_only = pytest.mark.parametrize("setup", [[]], ids=["requests"])
 
 
 @pytest.fixture(autouse=True)
-def _on_client(client):
-    _client[0] = client
+def _on_setup(setup):
+    _setup[0] = setup
 
 
 def main(argv: list[str]) -> int:
-    """The CLI, on this test's transport."""
-    return cli_main([*argv, "--client", _client[0]])
+    """The CLI, on this test's transport and backend."""
+    return cli_main([*argv, *_setup[0]])
 
 
 def run(tmp_path, urls: list[str], *flags: str) -> tuple[int, dict[str, dict]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 import pytest
 from conftest import HAVE_PYCURL, write_list
@@ -107,3 +108,22 @@ def test_curl_refuses_a_gevent_patched_process(monkeypatch):
     monkeypatch.setitem(sys.modules, "gevent.monkey", Monkey)
     with pytest.raises(ConfigError, match="gevent-patched process"):
         make_session(Options.create(client="curl"))
+
+
+def test_the_multi_backend_needs_the_curl_client(server, out, tmp_path, capsys):
+    assert main([write_list(tmp_path, [server.url("/files/a")]), "-o", out, "--backend", "multi"]) == 2
+    assert "use it with --client curl" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAVE_PYCURL, reason="pycurl is not installed")
+def test_the_multi_backend_stops_early_cleanly(server, out):
+    # The drips have their .part files open when the consumer stops.
+    urls = [server.url(f"/drip/d{i}.bin?size=100&interval=0.1") for i in range(3)] + [server.url("/files/f.jpg")]
+    stream = fetch(urls[::-1], out=out, pool=4, backend="multi", client="curl")
+    first = next(stream)
+    time.sleep(0.3)
+    stream.close()
+    assert first.url == server.url("/files/f.jpg") and first.ok
+    assert [f for _, _, fs in os.walk(out) for f in fs if ".part" in f] == []
+    again = list(fetch([server.url("/files/again.jpg")], out=out, backend="multi", client="curl"))
+    assert [r.ok for r in again] == [True]  # the folder's lock was released

@@ -47,7 +47,11 @@ _TLS_ERRORS = {pycurl.E_SSL_CONNECT_ERROR, pycurl.E_PEER_FAILED_VERIFICATION, py
 
 
 class CurlTransport(Transport):
-    """GETs through one reused libcurl easy handle.
+    """GETs through one reused libcurl easy handle (``curl``).
+
+    ``fetch`` performs a request in the calling thread. The multi backend runs
+    many of these at once in one thread instead: ``start``, then libcurl's multi
+    interface drives ``curl``, then ``finish`` with the transfer's result code.
 
     Args:
         options: user agent, ``--header``, cookies, ``--insecure``, redirects,
@@ -58,7 +62,7 @@ class CurlTransport(Transport):
     client = "curl"
 
     def __init__(self, options: Options, environment: Environment) -> None:
-        self._curl = curl = pycurl.Curl()
+        self.curl = curl = pycurl.Curl()
         self._environment = environment
         self._base_headers = {name.lower(): f"{name}: {value}" for name, value in options.headers}
         self._lines: list[bytes] = []  # header lines of every response of the current request
@@ -101,26 +105,31 @@ class CurlTransport(Transport):
             curl.setopt(pycurl.NETRC_FILE, env.netrc)
 
     def fetch(self, request: Request, receiver: Receiver) -> Head:
-        curl = self._curl
-        self._prepare(curl, request)
-        self._receiver, self._head, self._error = receiver, None, None
-        self._guard = request.guard
+        self.start(request, receiver)
+        try:
+            self.curl.perform()
+        except pycurl.error as exc:
+            return self.finish(exc.args[0], exc.args[1])
+        return self.finish(0, "")
+
+    def start(self, request: Request, receiver: Receiver) -> None:
+        """Set the handle up for ``request``; then perform it, or add it to a multi handle (backends/multi.py)."""
+        self._prepare(self.curl, request)
+        self._request, self._receiver, self._head, self._error = request, receiver, None, None
         self._last_data, self._seen = time.monotonic(), -1
         self._lines.clear()
-        try:
-            curl.perform()
-        except pycurl.error as exc:
-            if self._error is not None:
-                raise self._error from None
-            raise self._failure(exc.args[0], exc.args[1], request) from None
-        finally:
-            self._receiver = None
+
+    def finish(self, code: int, message: str) -> Head:
+        """The transfer ended with libcurl's ``code`` (0: done): its Head, or the failure raised."""
+        receiver, self._receiver = self._receiver, None
         if self._error is not None:
             raise self._error
+        if code:
+            raise self._failure(code, message, self._request)
         if self._head is None:  # an empty body: no write callback came
             self._head = self._make_head()
-            receiver.on_head(self._head)
-        self._head.url = curl.getinfo(pycurl.EFFECTIVE_URL)
+            receiver.on_head(self._head)  # type: ignore[union-attr]
+        self._head.url = self.curl.getinfo(pycurl.EFFECTIVE_URL)
         return self._head
 
     def _prepare(self, curl: pycurl.Curl, request: Request) -> None:
@@ -164,9 +173,10 @@ class CurlTransport(Transport):
             now = time.monotonic()
             if dlnow != self._seen:
                 self._seen, self._last_data = dlnow, now
-            self._guard.check(now)
-            if now - self._last_data >= self._guard.read_timeout:
-                raise self._guard.timed_out()
+            guard = self._request.guard
+            guard.check(now)
+            if now - self._last_data >= guard.read_timeout:
+                raise guard.timed_out()
         except BaseException as exc:  # noqa: BLE001 - re-raised by fetch()
             self._error = exc
             return 1  # non-zero: CURLE_ABORTED_BY_CALLBACK
@@ -198,7 +208,7 @@ class CurlTransport(Transport):
             return self._timeout(request)
         if code == pycurl.E_TOO_MANY_REDIRECTS:
             return FetchFailure(ErrorKind.REDIRECT, loop_message(self._redirect_chain(request.url))
-                                or f"Exceeded {self._curl.getinfo(pycurl.REDIRECT_COUNT)} redirects.")
+                                or f"Exceeded {self.curl.getinfo(pycurl.REDIRECT_COUNT)} redirects.")
         if code == pycurl.E_UNSUPPORTED_PROTOCOL:  # the first URL is always http(s): a redirect's target
             return FetchFailure(ErrorKind.REDIRECT, f"redirected to an unsupported URL: {message}")
         if code == pycurl.E_URL_MALFORMAT:
@@ -213,7 +223,7 @@ class CurlTransport(Transport):
 
     def _timeout(self, request: Request) -> FetchFailure:
         failure = request.guard.timed_out()  # --max-time and --min-speed first, as with requests
-        if failure.message.startswith("no data") and not self._curl.getinfo(pycurl.CONNECT_TIME):
+        if failure.message.startswith("no data") and not self.curl.getinfo(pycurl.CONNECT_TIME):
             return FetchFailure(ErrorKind.TIMEOUT, f"no connection within {request.connect_timeout:g} s",
                                 retryable=True)
         return failure
@@ -227,7 +237,7 @@ class CurlTransport(Transport):
         return chain
 
     def close(self) -> None:
-        self._curl.close()
+        self.curl.close()
 
 
 def _certifi_bundle() -> str:
