@@ -189,18 +189,21 @@ class CurlTransport(Transport):
         status line; the final URL is filled in by fetch() once the transfer is over.
         """
         lines = self._lines
-        start = max((i for i, line in enumerate(lines) if line.startswith(b"HTTP/")), default=-1)
+        start = len(lines) - 1
+        while start >= 0 and not lines[start].startswith(b"HTTP/"):
+            start -= 1
         if start < 0:
             raise FetchFailure(ErrorKind.CONNECT, "no HTTP status line in the response", retryable=True)
-        status_line = lines[start].decode("latin-1").split(None, 2)
+        status_line, *fields = b"".join(lines[start:]).decode("latin-1").split("\n")  # strip() drops each CR
         headers = Headers()
-        for raw in lines[start + 1:]:
-            name, sep, value = raw.decode("latin-1").partition(":")
+        for field in fields:
+            name, sep, value = field.partition(":")
             if sep:
                 key, value = name.strip().lower(), value.strip()
                 headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        reason = status_line[2].strip() if len(status_line) > 2 else ""
-        return Head(int(status_line[1]), reason, headers, "")
+        status_parts = status_line.split(None, 2)
+        reason = status_parts[2].strip() if len(status_parts) > 2 else ""
+        return Head(int(status_parts[1]), reason, headers, "")
 
     def _failure(self, code: int, message: str, request: Request) -> FetchFailure:
         """A libcurl error as the FetchFailure requests would have given for the same event."""
