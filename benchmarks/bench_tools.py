@@ -39,8 +39,8 @@ FETCHER_CONFIGS: tuple[FetcherConfig, ...] = (
     FetcherConfig.parse("thread"),
     FetcherConfig.parse("process"),
     FetcherConfig.parse("gevent"),
-    # The libcurl transport (issue 8), once it exists, is one more line:
-    # FetcherConfig.parse("thread --client curl"),
+    FetcherConfig.parse("thread --client curl"),  # the libcurl transport, an easy handle per thread
+    FetcherConfig.parse("multi --client curl"),  # libcurl's multi interface, one thread
 )
 
 
