@@ -42,12 +42,14 @@ class Request:
         guard: the attempt's deadlines (``--timeout``'s read part, ``--max-time``,
             ``--min-speed``): the transport asks it how long the next read may
             wait and what failure a timed-out read is.
+        chunk_size: the largest piece handed to the receiver at once.
     """
 
     url: str
     headers: dict[str, str]
     connect_timeout: float
     guard: TransferGuard
+    chunk_size: int = 256 * 1024
 
 
 @dataclass(slots=True)

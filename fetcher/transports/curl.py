@@ -35,7 +35,7 @@ from fetcher.transports.environment import Environment
 if TYPE_CHECKING:
     from fetcher.options import Options
 
-BUFFER_SIZE = 256 * 1024  # libcurl's receive buffer: one write callback per small body
+MAX_BUFFER_SIZE = 10 * 1024 * 1024  # libcurl's largest receive buffer (CURL_MAX_READ_SIZE)
 _HTTP_ONLY = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS
 
 # libcurl error codes -> (kind, retryable, message prefix); see fetch() for the special ones.
@@ -80,7 +80,8 @@ class CurlTransport(Transport):
         curl.setopt(pycurl.PROTOCOLS, _HTTP_ONLY)
         curl.setopt(pycurl.REDIR_PROTOCOLS, _HTTP_ONLY)
         curl.setopt(pycurl.USERAGENT, options.user_agent)
-        curl.setopt(pycurl.BUFFERSIZE, BUFFER_SIZE)
+        # The receive buffer bounds each write callback: chunk_size, as for requests' reads.
+        curl.setopt(pycurl.BUFFERSIZE, min(max(options.chunk_size, 1024), MAX_BUFFER_SIZE))
         curl.setopt(pycurl.HEADERFUNCTION, self._lines.append)
         curl.setopt(pycurl.WRITEFUNCTION, self._on_write)
         curl.setopt(pycurl.COOKIEFILE, options.cookies or "")  # "": the cookie engine on, as a Session's jar

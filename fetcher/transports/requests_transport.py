@@ -24,8 +24,6 @@ from fetcher.transports.base import Head, Receiver, Request, Transport, loop_mes
 if TYPE_CHECKING:
     from fetcher.transports.environment import Environment
 
-CHUNK_SIZE = 256 * 1024  # read1 returns what has arrived, up to this: one call per small body
-
 
 class RequestsTransport(Transport):
     """GETs through ``session``.
@@ -69,13 +67,14 @@ def _stream(response: requests.Response, receiver: Receiver, request: Request) -
     guard = request.guard
     raw = response.raw
     sock = _socket_of(raw)
-    read1 = raw.read1
+    read1, chunk_size = raw.read1, request.chunk_size
     try:
         while True:
             if sock is not None:
                 sock.settimeout(guard.next_read_timeout())
             try:
-                chunk = read1(CHUNK_SIZE, decode_content=True)
+                # read1 returns what has arrived, up to chunk_size: a small body in one or two calls
+                chunk = read1(chunk_size, decode_content=True)
             except urllib3.exceptions.ReadTimeoutError:
                 raise guard.timed_out() from None
             if not chunk:
