@@ -39,8 +39,8 @@ FETCHER_CONFIGS: tuple[FetcherConfig, ...] = (
     FetcherConfig.parse("thread"),
     FetcherConfig.parse("process"),
     FetcherConfig.parse("gevent"),
-    # The libcurl transport (issue 8), once it exists, is one more line:
-    # FetcherConfig.parse("thread --client curl"),
+    FetcherConfig.parse("thread --client curl"),  # the libcurl transport, an easy handle per thread
+    FetcherConfig.parse("multi --client curl"),  # libcurl's multi interface, one thread
 )
 
 
@@ -103,7 +103,8 @@ def tool_env() -> dict[str, str]:
 
 # fetcher names files STEM-<12 hex digits of the URL's hash>.EXT under a host folder.
 _HASHED = re.compile(r"^(?P<stem>.+)-[0-9a-f]{12}(?P<ext>\.[^.]*)?$")
-IGNORED_AT_TOP = {"manifest.jsonl", "lost+found"}
+# fetcher's manifest and journal folder (.fetcher/: lock, SQLite journal), the filesystem's lost+found.
+IGNORED_AT_TOP = {"manifest.jsonl", ".fetcher", "lost+found"}
 
 
 def _source_name(filename: str, expected: dict[str, int]) -> str:

@@ -190,7 +190,7 @@ def reference_jobs(args: argparse.Namespace, installer: Installer) -> tuple[list
 LIBS_SNIPPET = """
 import importlib.metadata as m
 found = []
-for name in ("requests", "urllib3", "gevent"):
+for name in ("requests", "urllib3", "gevent", "pycurl"):
     try:
         found.append(f"{name} {m.version(name)}")
     except m.PackageNotFoundError:

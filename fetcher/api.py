@@ -64,6 +64,12 @@ def _options(out: str | None, backend: str, pool: int, memory: bool, settings: d
     return options
 
 
+def _check_factory(options: Options, session_factory: SessionFactory | None) -> None:
+    if session_factory is not None and options.client != "requests":
+        raise ConfigError(f"session_factory builds requests Sessions, so it cannot be combined with "
+                          f"client={options.client!r}; drop one of them")
+
+
 class _Converter:
     """API items (URL strings or Tasks) → the engine's tasks, keeping ``meta`` on this side."""
 
@@ -131,6 +137,7 @@ def fetch(urls: Iterable[str | Task | None], out: str | None = "downloads", *, b
         ConfigError: a bad option, an unknown backend, or a folder in use.
     """
     options = _options(out, backend, pool, memory, settings)
+    _check_factory(options, session_factory)
     use_journal = (not memory) if journal is None else journal and not memory
     job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory, quiet=True,
               session_factory=session_factory, retry_failed=retry_failed)
@@ -193,6 +200,7 @@ class Fetcher:
                  on_result: Callable[[Result], None] | None = None, keep_results: bool = True,
                  retry_failed: bool = True, **settings: Any) -> None:
         options = _options(out, backend, pool, memory, settings)
+        _check_factory(options, session_factory)
         use_journal = (not memory) if journal is None else journal and not memory
         self._job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory,
                         quiet=True, session_factory=session_factory, retry_failed=retry_failed)

@@ -118,6 +118,9 @@ def _add_fetching_rules(parser: argparse.ArgumentParser) -> None:
                             "also start with the right magic bytes (default: anything)")
     check.add_argument("--max-redirects", type=_non_negative_int, default=10, metavar="N",
                        help="redirects followed per URL (default: 10)")
+    parser.add_argument("--client", default="requests", metavar="NAME",
+                        help="HTTP transport: requests (default), or curl: libcurl through pycurl, much less "
+                             "CPU per request; needs pip install 'fetcher[curl]'; not with --backend gevent")
 
 
 def _rule_options(args: argparse.Namespace) -> dict[str, object]:
@@ -129,7 +132,7 @@ def _rule_options(args: argparse.Namespace) -> dict[str, object]:
         "per_host": args.per_host, "delay": args.delay, "user_agent": args.user_agent,
         "headers": args.header, "cookies": args.cookies, "insecure": args.insecure,
         "max_size": args.max_size, "min_size": args.min_size, "accept": args.accept,
-        "max_redirects": args.max_redirects,
+        "max_redirects": args.max_redirects, "client": args.client,
     }
 
 

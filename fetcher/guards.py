@@ -81,6 +81,10 @@ class TransferGuard:
             raise FetchFailure(ErrorKind.TOO_LARGE, f"body is over --max-size {self.max_size} bytes")
         self._check_time(time.monotonic())
 
+    def check(self, now: float) -> None:
+        """Fail if the deadline has passed or the last speed window was too slow (no bytes needed)."""
+        self._check_time(now)
+
     def timed_out(self) -> FetchFailure:
         """The failure to report when a read hit the timeout this guard set."""
         now = time.monotonic()

@@ -29,6 +29,7 @@ import hashlib
 import os
 import posixpath
 import re
+import stat
 import string
 from dataclasses import dataclass
 from functools import lru_cache
@@ -253,17 +254,36 @@ def join_within(root: str, relative: str) -> str:
     """Join ``relative`` under ``root``; raise ValueError if it would escape.
 
     Like pip's ``join_within_directory``: the result can never point outside root,
-    not even through a symbolic link planted inside it (links are resolved and
-    the real path checked too).
+    not even through a symbolic link planted inside it. Only the components
+    below ``root`` are looked at (one ``lstat`` each, stopping at the first that
+    does not exist); a link among them is resolved and the real path checked.
+    Runs several times per download, so it avoids ``realpath``'s lstat of every
+    component from ``/``. (The root itself may be a link: it is the user's choice.)
     """
     root = os.path.abspath(root)
     if os.path.isabs(relative) or "\x00" in relative:
         raise ValueError(f"unsafe relative path {relative!r}")
     target = os.path.abspath(os.path.join(root, relative))
-    if os.path.commonpath([root, target]) != root or target == root:
+    # Both are normalised absolute paths, so "inside" is a prefix up to a separator.
+    if not target.startswith(root if root.endswith(os.sep) else root + os.sep) or target == root:
         raise ValueError(f"path {relative!r} escapes {root!r}")
-    real_root = os.path.realpath(root)
-    real_target = os.path.realpath(target)
-    if os.path.commonpath([real_root, real_target]) != real_root or real_target == real_root:
-        raise ValueError(f"path {relative!r} leads out of {root!r} through a symbolic link")
+    if _has_link_below(root, target):
+        real_root = os.path.realpath(root)
+        real_target = os.path.realpath(target)
+        if os.path.commonpath([real_root, real_target]) != real_root or real_target == real_root:
+            raise ValueError(f"path {relative!r} leads out of {root!r} through a symbolic link")
     return target
+
+
+def _has_link_below(root: str, target: str) -> bool:
+    path = root
+    for part in target[len(root):].strip(os.sep).split(os.sep):
+        path = os.path.join(path, part)
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return True
+        except FileNotFoundError:
+            return False  # nothing below a missing folder exists either
+        except OSError:
+            return True  # unknown: take the slow, thorough path
+    return False

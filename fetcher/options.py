@@ -26,6 +26,7 @@ class Options:
     out: str = "downloads"
     manifest: str | None = None
     backend: str = "thread"
+    client: str = "requests"  # the HTTP transport: requests | curl (transports/)
     pool: int = 8
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
@@ -33,7 +34,7 @@ class Options:
     backoff: float = 0.5
     backoff_cap: float = 30.0
     max_retry_after: float = 300.0
-    chunk_size: int = 64 * 1024
+    chunk_size: int = 256 * 1024  # largest read; a read returns what has arrived, so small bodies take one
     in_flight: int = 0  # 0 means "a few times the pool"
     # deadlines
     max_time: float = 0.0  # whole download, 0: none
@@ -109,6 +110,24 @@ class Options:
         if self.cookies is not None and not os.path.isfile(self.cookies):
             raise ConfigError(f"cookies file {self.cookies!r} does not exist")
         self._check_inputs_and_naming()
+        self._check_client()
+
+    def _check_client(self) -> None:
+        from fetcher.transports import CLIENTS, CURL_INSTALL_HINT
+
+        if self.client not in CLIENTS:
+            raise ConfigError(f"client must be one of {', '.join(CLIENTS)}, not {self.client!r}")
+        if self.backend == "multi" and self.client != "curl":
+            raise ConfigError("--backend multi drives libcurl's multi interface: use it with --client curl")
+        if self.client != "curl":
+            return
+        if self.backend == "gevent":
+            raise ConfigError("--client curl cannot run under the gevent backend: libcurl's transfers would "
+                              "block gevent's event loop; use --backend thread or process, or --client requests")
+        import importlib.util
+
+        if importlib.util.find_spec("pycurl") is None:
+            raise ConfigError(f"--client curl needs pycurl, which is not installed: {CURL_INSTALL_HINT}")
 
     def _check_inputs_and_naming(self) -> None:
         if self.input_format not in INPUT_FORMATS:

@@ -6,6 +6,12 @@ the rest with ``Range`` and ``If-Range``: a server that still has the same
 representation answers 206 and the download continues; one whose file changed,
 or that ignores ranges, answers 200 and the download restarts cleanly. A part
 without meta cannot be resumed and is simply overwritten.
+
+The meta is written when a download starts if it is expected to be large (see
+``download.EAGER_META_BYTES``), so that even a killed run resumes it, and
+otherwise only when an attempt fails transiently or is cancelled: for small
+files, one more file created and deleted per download cost more than fetching
+them again after a crash.
 """
 
 from __future__ import annotations
@@ -13,49 +19,107 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from typing import IO
 
 from fetcher.naming import PART_SUFFIX
 
 META_SUFFIX = ".meta"
+WRITE_BUFFER = 128 * 1024
 
 
 def meta_path(part: str) -> str:
     return part + META_SUFFIX
 
 
-def resume_point(part: str, url: str) -> tuple[int, str] | None:
-    """``(bytes already on disk, If-Range validator)`` if ``part`` can be resumed for ``url``."""
+def read_meta(part: str, url: str) -> tuple[tuple[int, str] | None, bool]:
+    """``((bytes already on disk, If-Range validator) or None, whether a meta file exists)``.
+
+    The first is None unless ``part`` can be resumed for ``url``; a meta file
+    that exists but does not fit must be discarded before ``part`` is rewritten.
+    """
     try:
         with open(meta_path(part), encoding="utf-8") as handle:
             meta = json.load(handle)
-        size = os.path.getsize(part)
+    except FileNotFoundError:
+        return None, False  # the common case: one failed open, no other system call
     except (OSError, ValueError):
-        return None
+        return None, True
+    try:
+        size = os.path.getsize(part)
+    except OSError:
+        return None, True
     validator = meta.get("validator") if isinstance(meta, dict) else None
     if meta.get("url") != url or not isinstance(validator, str) or size <= 0:
-        return None
-    return size, validator
+        return None, True
+    return (size, validator), True
 
 
-def remember(part: str, url: str, headers: Mapping[str, str]) -> None:
-    """Write the meta of a fresh download if its response can be resumed later.
+def open_part(part: str, offset: int) -> IO[bytes]:
+    """Open ``part`` for writing from ``offset`` (0: a new, empty file), making its folder if needed.
+
+    A symbolic link planted under the part's name is never followed (O_NOFOLLOW).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    if not offset:
+        flags |= os.O_TRUNC
+    folder = os.path.dirname(part)
+    ensure_folder(folder)
+    try:
+        fd = os.open(part, flags, 0o666)
+    except FileNotFoundError:  # the folder was removed since this process made it
+        _made.discard(folder)
+        ensure_folder(folder)
+        fd = os.open(part, flags, 0o666)
+    # The buffer gathers the few reads of a small body into one write(2) at close.
+    handle = open(fd, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115 - the caller closes it
+    if offset:
+        handle.seek(offset)
+        handle.truncate()
+    return handle
+
+
+_made: set[str] = set()  # folders this process made or found: os.makedirs once per folder, not per file
+_MADE_LIMIT = 65_536
+
+
+def ensure_folder(folder: str) -> None:
+    """``os.makedirs(folder, exist_ok=True)``, remembered so the next file in it costs nothing."""
+    if folder in _made:
+        return
+    os.makedirs(folder, exist_ok=True)
+    if len(_made) >= _MADE_LIMIT:  # a crawl over millions of hosts: stay bounded
+        _made.clear()
+    _made.add(folder)
+
+
+def remember(part: str, url: str, headers: Mapping[str, str]) -> bool:
+    """Write the meta of a download if its response can be resumed later; True if written.
 
     If-Range needs a strong validator: a weak ETag (``W/"..."``) does not count,
     Last-Modified does. An encoded body (gzip) is not resumable: ranges would
     count encoded bytes while the part holds decoded ones.
     """
-    if headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
-        return
-    etag = headers.get("ETag", "")
-    validator = etag if etag and not etag.startswith("W/") else headers.get("Last-Modified", "")
-    if not validator or headers.get("Accept-Ranges", "bytes").strip().lower() == "none":
-        return
+    if (headers.get("Content-Encoding") or "identity").strip().lower() not in ("", "identity"):
+        return False
+    etag = headers.get("ETag") or ""
+    validator = etag if etag and not etag.startswith("W/") else (headers.get("Last-Modified") or "")
+    if not validator or (headers.get("Accept-Ranges") or "bytes").strip().lower() == "none":
+        return False
     with open(meta_path(part), "w", encoding="utf-8") as handle:
         json.dump({"url": url, "validator": validator}, handle)
+    return True
 
 
 def is_resumable(part: str) -> bool:
     return os.path.exists(meta_path(part)) and os.path.exists(part)
+
+
+def discard_meta(part: str) -> None:
+    """Remove the meta of a part that has been placed under its final name."""
+    try:
+        os.remove(meta_path(part))
+    except OSError:
+        pass
 
 
 def discard(part: str) -> None:

@@ -27,17 +27,23 @@ from collections.abc import Iterator
 from fetcher.checksum import file_matches
 from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
 from fetcher.naming import join_within
+from fetcher.partial import ensure_folder
 
 MAX_COPIES = 1000
 
 
-def kept_file(task: Task, name: str, out: str, on_exists: str, attempts: int) -> Result | None:
+def kept_file(task: Task, name: str, out: str, on_exists: str, attempts: int,
+              target: str | None = None) -> Result | None:
     """With ``skip``, the Result for a file already at ``name``; None when the download should go on.
 
-    ``attempts`` is 0 when no request was made, else the task's attempt.
+    ``attempts`` is 0 when no request was made, else the task's attempt;
+    ``target`` is ``join_within(out, name)`` when the caller has it already.
     """
-    target = join_within(out, name)
-    if on_exists != "skip" or not os.path.isfile(target):
+    if on_exists != "skip":
+        return None
+    if target is None:
+        target = join_within(out, name)
+    if not os.path.isfile(target):
         return None
     # Called before fetch_one's error translation: a disk error must still be a Result.
     try:
@@ -62,8 +68,10 @@ def taken_meanwhile(task: Task, name: str, out: str) -> Result:
     return kept or failed(task, ErrorKind.IO, f"{name} is taken by something that is not a file")
 
 
-def place(part: str, out: str, name: str, on_exists: str) -> str | None:
+def place(part: str, out: str, name: str, on_exists: str, target: str | None = None) -> str | None:
     """Move a complete, verified ``.part`` file to ``name`` under ``out``.
+
+    ``target`` is ``join_within(out, name)`` when the caller has it already.
 
     Returns:
         The name used (``rename`` may add `` (N)``), or None when ``skip`` found
@@ -72,15 +80,16 @@ def place(part: str, out: str, name: str, on_exists: str) -> str | None:
     Raises:
         OSError: the disk refused, or ``rename`` ran out of copy numbers.
     """
-    target = join_within(out, name)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if target is None:
+        target = join_within(out, name)
+    ensure_folder(os.path.dirname(target))
     if on_exists == "overwrite":
         os.replace(part, target)
         return name
     candidates = copy_names(name) if on_exists == "rename" else iter([name])
     try:
         for candidate in candidates:
-            if _link_no_clobber(part, join_within(out, candidate)):
+            if _link_no_clobber(part, target if candidate == name else join_within(out, candidate)):
                 return candidate
     finally:
         _remove_quietly(part)

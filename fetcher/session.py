@@ -1,4 +1,8 @@
-"""How fetcher builds a ``requests.Session``: one place, so every backend agrees."""
+"""What each worker fetches through: one place, so every backend agrees.
+
+``make_session`` returns the transport that ``options.client`` names (see
+transports/), ready for ``fetch_one``; backends only create and close it.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,47 @@ import http.cookiejar
 from typing import TYPE_CHECKING
 
 from fetcher.errors import ConfigError
+from fetcher.transports import CURL_INSTALL_HINT
 
 if TYPE_CHECKING:
     import requests
 
     from fetcher.options import Options
+    from fetcher.transports.base import Transport
 
-def make_session(options: Options, pool_maxsize: int = 1) -> requests.Session:
-    """A Session with fetcher's headers and a connection pool of ``pool_maxsize`` per host.
+
+def make_session(options: Options, pool_maxsize: int = 1) -> Transport:
+    """A transport for one worker (or, for gevent, one shared by the whole pool).
 
     Args:
-        options: the run's options (user agent, ...).
-        pool_maxsize: connections kept per host; a session shared by N workers
-            needs N, or urllib3 discards (and later re-opens) the extras.
+        options: the run's options (client, user agent, headers, cookies, ...).
+        pool_maxsize: connections kept per host (requests); a session shared by
+            N workers needs N, or urllib3 discards (and later re-opens) the extras.
+
+    Raises:
+        ConfigError: ``--client curl`` without pycurl, or in a gevent-patched
+            process (libcurl would block the event loop), or an unreadable cookies file.
+    """
+    from fetcher.transports.environment import Environment
+
+    environment = Environment.read()  # once per worker, not once per request
+    if options.client == "curl":
+        return _curl_transport(options, environment)
+    from fetcher.transports.requests_transport import RequestsTransport
+
+    return RequestsTransport(requests_session(options, pool_maxsize, environment.ca_bundle), environment)
+
+
+def requests_session(options: Options, pool_maxsize: int = 1, ca_bundle: str | None = None) -> requests.Session:
+    """A Session with fetcher's headers and a connection pool of ``pool_maxsize`` per host.
+
+    ``trust_env`` is off: proxies and netrc come from environment.py, read once.
     """
     import requests
     from requests.adapters import HTTPAdapter
 
     session = requests.Session()
+    session.trust_env = False
     session.headers["User-Agent"] = options.user_agent
     session.headers.update(dict(options.headers))
     session.max_redirects = options.max_redirects
@@ -33,12 +60,31 @@ def make_session(options: Options, pool_maxsize: int = 1) -> requests.Session:
 
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         session.verify = False
+    elif ca_bundle:
+        session.verify = ca_bundle
     if options.cookies:
         session.cookies = _load_cookies(options.cookies)  # type: ignore[assignment]
     adapter = HTTPAdapter(pool_connections=16, pool_maxsize=max(pool_maxsize, 1), max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def _curl_transport(options: Options, environment: object) -> Transport:
+    import sys
+
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("socket"):
+        raise ConfigError("--client curl cannot run in a gevent-patched process: libcurl's transfers would "
+                          "block the event loop; use --client requests, or the thread or process backend")
+    try:
+        from fetcher.transports.curl import CurlTransport
+    except ImportError as exc:
+        raise ConfigError(f"--client curl needs pycurl, which is not installed ({exc}): "
+                          f"{CURL_INSTALL_HINT}") from None
+    if options.cookies:
+        _load_cookies(options.cookies)  # the same check, and the same error, as for requests
+    return CurlTransport(options, environment)  # type: ignore[arg-type]
 
 
 def _load_cookies(path: str) -> http.cookiejar.MozillaCookieJar:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,31 @@ def server() -> Iterator[TestServer]:
         yield srv
     finally:
         srv.stop()
+
+
+HAVE_PYCURL = importlib.util.find_spec("pycurl") is not None
+_NEEDS_PYCURL = pytest.mark.skipif(not HAVE_PYCURL,
+                                   reason="pycurl is not installed: pip install -e '.[test]' (or '.[curl]')")
+# Every transport (--client) the fetch-rule tests run on. pycurl is in the test extra, so CI
+# runs both; a checkout installed without it skips the curl half and says why.
+CLIENTS = ["requests", pytest.param("curl", marks=_NEEDS_PYCURL)]
+# ... and the ways to run them: (backend, client). The multi backend drives libcurl itself.
+SETUPS = [pytest.param(("thread", "requests"), id="requests"),
+          pytest.param(("thread", "curl"), id="curl", marks=_NEEDS_PYCURL),
+          pytest.param(("multi", "curl"), id="multi-curl", marks=_NEEDS_PYCURL)]
+
+
+@pytest.fixture(params=CLIENTS)
+def client(request) -> str:
+    """The ``--client`` a contract test runs on."""
+    return request.param
+
+
+@pytest.fixture(params=SETUPS)
+def setup(request) -> list[str]:
+    """CLI flags for each transport and backend that fetches differently: the rules must hold on all."""
+    backend, client = request.param
+    return ["--backend", backend, "--client", client]
 
 
 @pytest.fixture

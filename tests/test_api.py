@@ -65,7 +65,7 @@ def test_a_generator_can_feed_itself_while_results_come_back(server, out):
     assert seen >= 10 and len(produced) == seen
 
 
-def test_tasks_carry_names_headers_checksums_and_meta(server, out):
+def test_tasks_carry_names_headers_checksums_and_meta(server, out, client):
     import hashlib
 
     good = hashlib.sha256(body_for("c.jpg", 1000)).hexdigest()
@@ -75,7 +75,7 @@ def test_tasks_carry_names_headers_checksums_and_meta(server, out):
         Task(server.url("/files/d.jpg"), checksum="sha256:" + "0" * 64),
         Task(server.url("/files/e.jpg"), checksum="sha1:abc"),
     ]
-    results = {r.url: r for r in fetch(tasks, out=out)}
+    results = {r.url: r for r in fetch(tasks, out=out, client=client)}
     echo = results[server.url("/echo")]
     assert echo.path == "sub/echo.json" and echo.meta == ("row", 1)
     with open(os.path.join(out, "sub", "echo.json"), encoding="utf-8") as handle:
@@ -85,10 +85,10 @@ def test_tasks_carry_names_headers_checksums_and_meta(server, out):
     assert results[server.url("/files/e.jpg")].error.kind == "invalid-input"
 
 
-def test_in_memory_mode_writes_nothing_and_caps_size(server, tmp_path, monkeypatch):
+def test_in_memory_mode_writes_nothing_and_caps_size(server, tmp_path, monkeypatch, client):
     monkeypatch.chdir(tmp_path)
     small, big = server.url("/files/m.bin?size=3000"), server.url("/files/big.bin?size=300000")
-    results = {r.url: r for r in fetch([small, big], memory=True, max_size="100K")}
+    results = {r.url: r for r in fetch([small, big], memory=True, max_size="100K", client=client)}
     assert results[small].content == body_for("m.bin", 3000) and results[small].path is None
     assert results[big].error.kind == "too-large" and results[big].content is None
     assert list(tmp_path.iterdir()) == []
@@ -174,6 +174,8 @@ def test_an_exception_in_the_block_cancels(server, out):
     ({"backend": "nope"}, "unknown backend 'nope'"),
     ({"pool": 0}, "pool must be"),
     ({"max_size": "huge"}, "max-size must be a size"),
+    ({"client": "wget"}, "client must be one of requests, curl"),
+    ({"client": "curl", "session_factory": requests.Session}, "cannot be combined with client='curl'"),
 ])
 def test_misuse_raises_config_error(kwargs, message):
     with pytest.raises(ConfigError, match=message):

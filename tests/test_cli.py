@@ -34,9 +34,9 @@ def all_files(root: str) -> list[str]:
                   if ".fetcher" not in os.path.relpath(d, root).split(os.sep))
 
 
-def test_downloads_every_url_and_writes_the_manifest(server, out, tmp_path, capsys):
+def test_downloads_every_url_and_writes_the_manifest(server, out, tmp_path, capsys, setup):
     urls = [server.url(f"/files/img{i}.jpg?size={1000 + i * 37}") for i in range(40)]
-    args = [write_list(tmp_path, ["# my list", ""] + urls + urls[:5]), "-o", out, "--pool", "8"]
+    args = [write_list(tmp_path, ["# my list", ""] + urls + urls[:5]), "-o", out, "--pool", "8", *setup]
     assert main(args) == 0
     records = manifest(out)
     assert set(records) == set(urls)
@@ -55,11 +55,12 @@ def test_downloads_every_url_and_writes_the_manifest(server, out, tmp_path, caps
     assert sum(server.stats.requests.values()) == 40  # duplicates fetched once
 
 
-def test_failures_are_reported_and_the_rest_still_runs(server, out, tmp_path, capsys):
+def test_failures_are_reported_and_the_rest_still_runs(server, out, tmp_path, capsys, setup):
     good = server.url("/files/good.png")
     lines = [good, server.url("/status/404"), server.url("/status/500"), server.url("/reset/r"),
              server.url("/truncate/t?size=5000"), "file:///etc/passwd", "not a url", "ftp://h/x"]
-    assert main([write_list(tmp_path, lines), "-o", out, "--retries", "1", "--timeout", "5"]) == 1
+    assert main([write_list(tmp_path, lines), "-o", out, "--retries", "1", "--timeout", "5",
+                 *setup]) == 1
     records = manifest(out)
     assert len(records) == len(lines)
     kinds = {url: (r["error"] or {}).get("kind") for url, r in records.items()}

@@ -69,9 +69,9 @@ def test_failed_urls_are_retried_on_a_rerun_unless_told_not_to(server, out, tmp_
     assert server.stats.requests["/status/404"] == 2
 
 
-def test_an_interrupted_download_resumes_with_range(server, out, tmp_path):
+def test_an_interrupted_download_resumes_with_range(server, out, tmp_path, setup):
     url = server.url("/ranged/big.bin?size=2000000&cut=700000")
-    assert main([write_list(tmp_path, [url]), "-o", out, "-q", "--backoff", "0"]) == 0
+    assert main([write_list(tmp_path, [url]), "-o", out, "-q", "--backoff", "0", *setup]) == 0
     assert server.stats.ranges["/ranged/big.bin"] == [None, "bytes=700000-"]
     record = records(out)[url]
     assert record["attempts"] == 2 and record["bytes"] == 2000000
@@ -80,17 +80,17 @@ def test_an_interrupted_download_resumes_with_range(server, out, tmp_path):
     assert leftovers(out) == []
 
 
-def test_a_server_that_ignores_range_restarts_cleanly(server, out, tmp_path):
+def test_a_server_that_ignores_range_restarts_cleanly(server, out, tmp_path, setup):
     url = server.url("/ranged/ign.bin?size=500000&cut=200000&ignore_range=1")
-    assert main([write_list(tmp_path, [url]), "-o", out, "-q", "--backoff", "0"]) == 0
+    assert main([write_list(tmp_path, [url]), "-o", out, "-q", "--backoff", "0", *setup]) == 0
     record = records(out)[url]
     with open(os.path.join(out, record["path"]), "rb") as handle:
         assert handle.read() == body_for("v1-ign.bin", 500000)
 
 
-def test_a_changed_etag_restarts_with_the_new_file(server, out, tmp_path):
+def test_a_changed_etag_restarts_with_the_new_file(server, out, tmp_path, setup):
     url = server.url("/ranged/chg.bin?size=500000&cut=200000&change_after=1")
-    assert main([write_list(tmp_path, [url]), "-o", out, "-q", "--backoff", "0"]) == 0
+    assert main([write_list(tmp_path, [url]), "-o", out, "-q", "--backoff", "0", *setup]) == 0
     assert server.stats.ranges["/ranged/chg.bin"][1] == "bytes=200000-"  # asked, but If-Range failed
     record = records(out)[url]
     with open(os.path.join(out, record["path"]), "rb") as handle:

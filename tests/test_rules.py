@@ -1,5 +1,11 @@
 """Fetching rules end to end against the loopback server: retries, deadlines,
-politeness, validation, redirects, request headers."""
+politeness, validation, redirects, request headers.
+
+Every test runs on every transport (``--client``) and on the multi backend,
+which drives libcurl itself (the ``setup`` fixture): the rules must hold
+identically on all. Tests of scheduling policy alone, which no transport is
+involved in, pin the thread backend with requests to keep the suite fast.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,20 @@ import pytest
 from conftest import write_list
 from server import TestServer, image_body
 
-from fetcher.cli import main
+from fetcher.cli import main as cli_main
+
+_setup: list[list[str]] = [[]]
+policy_only = pytest.mark.parametrize("setup", [[]], ids=["requests"])
+
+
+@pytest.fixture(autouse=True)
+def _on_setup(setup):
+    _setup[0] = setup
+
+
+def main(argv: list[str]) -> int:
+    """The CLI, on this test's transport and backend."""
+    return cli_main([*argv, *_setup[0]])
 
 
 def run(tmp_path, urls: list[str], *flags: str) -> tuple[int, dict[str, dict]]:
@@ -84,6 +103,7 @@ def test_a_silent_server_hits_the_read_timeout(server, tmp_path):
 
 # -- politeness -----------------------------------------------------------------
 
+@policy_only
 def test_per_host_cap_holds(server, tmp_path):
     urls = [server.url(f"/slow/p{i}.bin?delay=0.1") for i in range(24)]
     code, _ = run(tmp_path, urls, "--pool", "16", "--per-host", "3")
@@ -91,6 +111,7 @@ def test_per_host_cap_holds(server, tmp_path):
     assert server.stats.max_active <= 3
 
 
+@policy_only
 def test_a_slow_host_does_not_starve_the_others(server, tmp_path):
     other = TestServer().start()
     try:
@@ -105,6 +126,7 @@ def test_a_slow_host_does_not_starve_the_others(server, tmp_path):
         other.stop()
 
 
+@policy_only
 def test_delay_spaces_requests_to_one_host(server, tmp_path):
     urls = [server.url(f"/files/d{i}.bin") for i in range(3)]
     assert run(tmp_path, urls, "--pool", "4", "--delay", "0.5")[0] == 0

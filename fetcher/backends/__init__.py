@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 BACKENDS: dict[str, str] = {
     "thread": "fetcher.backends.thread:ThreadBackend",
+    "multi": "fetcher.backends.multi:MultiBackend",  # libcurl's multi interface, one thread; --client curl
 }
 
 

@@ -20,10 +20,12 @@ from fetcher.models import ErrorKind, Result, Task, failed
 if TYPE_CHECKING:
     import requests
 
-    from fetcher.streaming import CancelFlag
     from fetcher.options import Options
+    from fetcher.streaming import CancelFlag
+    from fetcher.transports.base import Transport
 
-SessionFactory = Callable[[], "requests.Session"]
+# Returns what fetch_one fetches through: a transport (session.make_session) or a requests.Session.
+SessionFactory = Callable[[], "Transport | requests.Session"]
 
 
 class Backend(ABC):
@@ -89,7 +91,7 @@ class Backend(ABC):
         self._results.put(result)
 
 
-def run_task(task: Task, session: requests.Session, options: Options,
+def run_task(task: Task, session: Transport | requests.Session, options: Options,
              cancel: CancelFlag | None = None) -> Result:
     """``fetch_one`` with a last safety net: a bug becomes an ``internal`` Result.
 

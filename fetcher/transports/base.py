@@ -1,0 +1,127 @@
+"""The transport seam: one HTTP GET, streamed into a receiver that may refuse it or stop it.
+
+    fetch_one ── Download: names, resume, size caps, content checks, checksums, atomic writes
+                   │ Request                       ▲ on_head(head), then write(chunk) ...
+                   ▼                               │
+                 Transport.fetch ── requests (default) | curl (libcurl easy handle)
+
+A transport only moves bytes: it sends the request (headers, timeouts, proxy,
+TLS, cookies, redirects limited to http/https), calls ``receiver.on_head`` once
+with the final response's status and headers, then ``receiver.write`` with the
+decoded body chunk by chunk. Every rule that can refuse a download lives in the
+receiver, so both transports enforce the same rules by construction; whatever
+the receiver raises ends the transfer and propagates unchanged. Failures of the
+transfer itself come out as ``FetchFailure`` with the same kinds on both.
+Model: httpx's ``BaseTransport`` (``handle_request``, ``close``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from fetcher.guards import TransferGuard
+
+# What both transports ask for and can decode (requests' default without brotli/zstd).
+ACCEPT_ENCODING = "gzip, deflate"
+
+
+@dataclass(slots=True)
+class Request:
+    """One GET.
+
+    Attributes:
+        url: an http(s) URL.
+        headers: headers for this request only (per-task headers, Range/If-Range,
+            Accept-Encoding), on top of the transport's own (User-Agent, --header).
+        connect_timeout: seconds to establish the connection.
+        guard: the attempt's deadlines (``--timeout``'s read part, ``--max-time``,
+            ``--min-speed``): the transport asks it how long the next read may
+            wait and what failure a timed-out read is.
+        chunk_size: the largest piece handed to the receiver at once.
+    """
+
+    url: str
+    headers: dict[str, str]
+    connect_timeout: float
+    guard: TransferGuard
+    chunk_size: int = 256 * 1024
+
+
+@dataclass(slots=True)
+class Head:
+    """The final response's status line and headers (after redirects).
+
+    ``headers.get`` is case-insensitive; repeated headers are joined with ``", "``.
+    """
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    url: str
+
+
+class Receiver(Protocol):
+    """What a transport streams into; both methods may raise to stop the transfer."""
+
+    def on_head(self, head: Head) -> None:
+        """Called once, before the first body byte (also for an empty body)."""
+
+    def write(self, chunk: bytes) -> None:
+        """Called with each non-empty chunk of the decoded body."""
+
+
+class Transport(ABC):
+    """Performs GETs for one worker; not shared between threads (gevent shares one per process).
+
+    Use as a context manager, or call ``close``. A backend gets one from
+    ``session.make_session(options, pool_maxsize)``, which picks the class for
+    ``options.client``.
+    """
+
+    client: ClassVar[str]
+
+    @abstractmethod
+    def fetch(self, request: Request, receiver: Receiver) -> Head:
+        """Perform ``request``, streaming the response into ``receiver``; return its Head.
+
+        Raises:
+            FetchFailure: the transfer failed (connect, timeout, truncated, redirect...).
+            Whatever ``receiver`` raised, unchanged.
+        """
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class Headers(dict[str, str]):
+    """Response headers keyed by lower-case name, so ``get`` is case-insensitive."""
+
+    __slots__ = ()
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        return dict.get(self, key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        return dict.__getitem__(self, key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key.lower() if isinstance(key, str) else key)
+
+
+def loop_message(chain: list[str]) -> str | None:
+    """``redirect loop: a -> b -> a`` when a URL repeats in a redirect chain, else None."""
+    if len(set(chain)) < len(chain):
+        return f"redirect loop: {' -> '.join(chain[-4:])}"
+    return None

@@ -1,0 +1,151 @@
+"""The default transport: a ``requests.Session``.
+
+requests is what gevent's monkey-patching makes cooperative, what ``responses``
+mocks in tests, and what API users configure (auth, adapters) and hand in
+through ``session_factory``. The body is read with ``raw.read1``, which returns
+whatever has arrived, so the receiver sees every chunk as it comes and each
+read's socket timeout can be cut to the time the guard has left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import requests
+import urllib3.exceptions
+
+from fetcher.guards import FetchFailure
+from fetcher.models import ErrorKind
+from fetcher.transports.base import Head, Receiver, Request, Transport, loop_message
+
+if TYPE_CHECKING:
+    from fetcher.transports.environment import Environment
+
+
+class RequestsTransport(Transport):
+    """GETs through ``session``.
+
+    Args:
+        session: made by ``session.make_session`` (``trust_env`` off), or the
+            caller's own, used as it is.
+        environment: proxies and netrc resolved once (see environment.py);
+            None for a caller's session, which keeps its own way of finding them.
+    """
+
+    client = "requests"
+
+    def __init__(self, session: requests.Session, environment: Environment | None = None) -> None:
+        self.session = session
+        self._environment = environment
+        self._netrc = environment is not None and environment.netrc is not None
+
+    def fetch(self, request: Request, receiver: Receiver) -> Head:
+        guard = request.guard
+        extra: dict[str, Any] = {}
+        if self._environment is not None and self._environment.proxies:
+            proxy = self._environment.proxy_for(request.url)
+            extra["proxies"] = {"http": proxy, "https": proxy} if proxy else {}
+        if self._netrc:
+            extra["auth"] = _netrc_auth(request.url.split("/", 3)[2], self._environment.netrc)  # type: ignore[union-attr]
+        with _translate_errors():
+            with self.session.get(request.url, stream=True, headers=request.headers,
+                                  timeout=(request.connect_timeout, guard.read_timeout), **extra) as response:
+                head = Head(response.status_code, response.reason or "", response.headers, response.url)
+                receiver.on_head(head)
+                _stream(response, receiver, request)
+                return head
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _stream(response: requests.Response, receiver: Receiver, request: Request) -> None:
+    """Hand the decoded body to ``receiver``, each read's timeout cut to what the guard allows."""
+    guard = request.guard
+    raw = response.raw
+    sock = _socket_of(raw)
+    read1, chunk_size = raw.read1, request.chunk_size
+    try:
+        while True:
+            if sock is not None:
+                sock.settimeout(guard.next_read_timeout())
+            try:
+                # read1 returns what has arrived, up to chunk_size: a small body in one or two calls
+                chunk = read1(chunk_size, decode_content=True)
+            except urllib3.exceptions.ReadTimeoutError:
+                raise guard.timed_out() from None
+            if not chunk:
+                return
+            receiver.write(chunk)
+    finally:
+        if sock is not None:
+            try:
+                sock.settimeout(guard.read_timeout)  # the pooled connection's next request starts afresh
+            except OSError:
+                pass
+
+
+def _socket_of(raw: object) -> Any:
+    """The socket under a urllib3 response, to cut its timeout to the deadline (None if unknown)."""
+    connection = getattr(raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    return sock if hasattr(sock, "settimeout") else None
+
+
+@lru_cache(maxsize=1024)
+def _netrc_auth(netloc: str, path: str) -> tuple[str, str] | None:
+    """requests' own netrc lookup (``$NETRC``, else ``~/.netrc``: where ``path`` came from),
+    once per host instead of once per request."""
+    return requests.utils.get_netrc_auth(f"http://{netloc}/")
+
+
+@contextmanager
+def _translate_errors() -> Iterator[None]:
+    """Map requests/urllib3 errors to (kind, retryable) in one place; others pass through."""
+    exc_module = requests.exceptions
+    try:
+        yield
+    except exc_module.Timeout as exc:
+        raise FetchFailure(ErrorKind.TIMEOUT, short(exc), retryable=True) from None
+    except exc_module.SSLError as exc:
+        raise FetchFailure(ErrorKind.CONNECT, f"TLS error: {short(exc)}") from None
+    except exc_module.ConnectionError as exc:
+        raise FetchFailure(ErrorKind.CONNECT, short(exc), retryable=True) from None
+    except exc_module.ChunkedEncodingError as exc:
+        raise FetchFailure(ErrorKind.TRUNCATED, f"body ended early: {short(exc)}", retryable=True) from None
+    except exc_module.ContentDecodingError as exc:
+        raise FetchFailure(ErrorKind.BAD_CONTENT, f"cannot decode body: {short(exc)}") from None
+    except exc_module.TooManyRedirects as exc:
+        raise FetchFailure(ErrorKind.REDIRECT, _redirect_message(exc)) from None
+    except (exc_module.InvalidSchema, exc_module.MissingSchema) as exc:
+        raise FetchFailure(ErrorKind.REDIRECT, f"redirected to an unsupported URL: {short(exc)}") from None
+    except (exc_module.InvalidURL, exc_module.InvalidHeader, UnicodeError) as exc:
+        raise FetchFailure(ErrorKind.INVALID_URL, short(exc)) from None
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise FetchFailure(ErrorKind.TIMEOUT, short(exc), retryable=True) from None
+    except urllib3.exceptions.DecodeError as exc:
+        raise FetchFailure(ErrorKind.BAD_CONTENT, f"cannot decode body: {short(exc)}") from None
+    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.IncompleteRead) as exc:
+        raise FetchFailure(ErrorKind.TRUNCATED, f"body ended early: {short(exc)}", retryable=True) from None
+    except urllib3.exceptions.SSLError as exc:
+        raise FetchFailure(ErrorKind.CONNECT, f"TLS error: {short(exc)}") from None
+    except urllib3.exceptions.HTTPError as exc:
+        raise FetchFailure(ErrorKind.CONNECT, short(exc), retryable=True) from None
+
+
+def _redirect_message(exc: requests.TooManyRedirects) -> str:
+    response = exc.response
+    if response is not None:
+        chain = [r.url for r in response.history] + [response.url]
+        loop = loop_message(chain)
+        if loop:
+            return loop
+    return short(exc)
+
+
+def short(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
