@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 
 from fetcher import partial
 from fetcher.backends import get_backend
-from fetcher.backends.base import Backend, SessionFactory
+from fetcher.backends.base import Backend, BackendFactory, SessionFactory
 from fetcher.collector import Collector
 from fetcher.models import Result, Status, Task
 from fetcher.naming import PART_SUFFIX, join_within
@@ -21,15 +21,17 @@ MAX_WAIT_S = 1.0
 
 
 def run(items: Iterator[Task | Result], options: Options, collector: Collector,
-        session_factory: SessionFactory | None = None) -> None:
+        session_factory: SessionFactory | None = None, backend_factory: BackendFactory | None = None) -> None:
     """Fetch every item, reporting each final Result to ``collector`` exactly once.
+
+    ``backend_factory`` replaces ``options.backend`` (``fetcher serve`` passes its RemoteBackend).
 
     Returns when every item is final. On an exception (KeyboardInterrupt
     included) the backend is cancelled, the ``.part`` files of unfinished
     downloads are removed unless a later run can resume them, and the
     exception propagates; what finished has already reached the collector.
     """
-    backend_class = get_backend(options.backend)
+    backend_class = backend_factory or get_backend(options.backend)
     scheduler = Scheduler(items, options)
     in_flight: dict[int, Task] = {}
     try:
@@ -43,7 +45,8 @@ def run(items: Iterator[Task | Result], options: Options, collector: Collector,
 def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task],
            collector: Collector, window: int, out: str) -> None:
     while True:
-        while len(in_flight) < window:
+        limit = backend.capacity(window)
+        while len(in_flight) < limit:
             item = scheduler.next_ready()
             if item is None:
                 break

@@ -20,7 +20,7 @@ from fetcher.journal import JOURNAL_DIR, Journal
 from fetcher.resume import admit_all
 
 if TYPE_CHECKING:
-    from fetcher.backends.base import SessionFactory
+    from fetcher.backends.base import BackendFactory, SessionFactory
     from fetcher.models import Result, Task
     from fetcher.options import Options
     from fetcher.progress import Progress
@@ -30,8 +30,12 @@ def run_job(items: Iterator[Task | Result], options: Options, progress: Progress
             verbose: bool = False, quiet: bool = False, retry_failed: bool = True,
             on_result: Callable[[Result], None] | None = None,
             session_factory: SessionFactory | None = None,
-            counts: dict[str, int] | None = None) -> Summary:
+            counts: dict[str, int] | None = None, backend_factory: BackendFactory | None = None,
+            local_files: bool = True) -> Summary:
     """Fetch ``items`` (unique or not) into ``options.out``, resuming any earlier run there.
+
+    ``backend_factory`` replaces ``options.backend``; with ``local_files=False`` (the
+    files live on remote workers) what the journal calls done is not checked on disk.
 
     Returns the Summary; Ctrl-C ends the run early with ``summary.interrupted``.
 
@@ -48,15 +52,15 @@ def run_job(items: Iterator[Task | Result], options: Options, progress: Progress
                                   on_result=on_result, journal=journal)
             interrupted = False
             try:
-                engine.run(admit_all(items, journal, options.out, retry_failed, counts), options, collector,
-                           session_factory)
+                engine.run(admit_all(items, journal, options.out, retry_failed, counts, local_files), options,
+                           collector, session_factory, backend_factory)
             except KeyboardInterrupt:
                 interrupted = True
             summary = collector.close(interrupted=interrupted)
             summary.duplicates += counts.get("duplicates", 0)
             if not interrupted:
                 journal.finish_run()
-                if earlier_interrupted:
+                if earlier_interrupted and local_files:
                     partial.sweep(options.out)  # leftovers of runs that never finished
         finally:
             journal.close()

@@ -29,17 +29,19 @@ ADMIT_BATCH = 256  # input items looked up in the journal at a time
 
 
 def admit_all(items: Iterable[Task | Result], journal: Journal, out: str, retry_failed: bool = True,
-              counts: dict[str, int] | None = None) -> Iterator[Task | Result]:
+              counts: dict[str, int] | None = None, local_files: bool = True) -> Iterator[Task | Result]:
     """Filter input items through the journal; yields what this run must fetch or report.
 
     Items are read ``ADMIT_BATCH`` at a time, so the input stays lazy while the
-    journal is asked once per batch rather than once per line.
+    journal is asked once per batch rather than once per line. With
+    ``local_files=False`` (distributed mode: the files are on the workers' hosts)
+    the journal is trusted as it is: nothing is looked for under ``out``.
     """
     if counts is None:
         counts = {}
     counts.setdefault("duplicates", 0)
     # Files finished but not journaled exist only if an earlier run never finished.
-    may_have_unrecorded_files = journal.interrupted_before()
+    may_have_unrecorded_files = local_files and journal.interrupted_before()
     iterator = iter(items)
     while batch := list(itertools.islice(iterator, ADMIT_BATCH)):
         verdicts = journal.admit_many([(i.url, i.name if isinstance(i, Task) else None) for i in batch])
@@ -53,19 +55,19 @@ def admit_all(items: Iterable[Task | Result], journal: Journal, out: str, retry_
                 # rename and the journal's next commit. The file is whole by construction.
                 yield (_recover(item, out) if may_have_unrecorded_files else None) or item
             else:
-                yield _decide(item, verdict, out, retry_failed)
+                yield _decide(item, verdict, out, retry_failed, local_files)
 
 
-def _decide(task: Task, entry: Entry, out: str, retry_failed: bool) -> Task | Result:
+def _decide(task: Task, entry: Entry, out: str, retry_failed: bool, local_files: bool = True) -> Task | Result:
     if entry.state == OK:
-        if entry.path and _size_on_disk(out, entry.path) == entry.bytes:
+        if not local_files or (entry.path and _size_on_disk(out, entry.path) == entry.bytes):
             return entry.as_result(task.url, Status.SKIPPED, task.index)
         if entry.path:
             _remove_damaged(out, entry.path)  # ours, and no longer whole: not a file for --on-exists to keep
         return task
     if entry.state == FAILED:
         return task if retry_failed else entry.as_result(task.url, Status.FAILED, task.index)
-    return _recover(task, out) or task
+    return (_recover(task, out) if local_files else None) or task
 
 
 def _recover(task: Task, out: str) -> Result | None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from fetcher.options import Options
 
 SessionFactory = Callable[[], "requests.Session"]
+BackendFactory = Callable[["Options", "SessionFactory | None"], "Backend"]
 
 
 class Backend(ABC):
@@ -71,6 +72,13 @@ class Backend(ABC):
     @abstractmethod
     def shutdown(self, cancel: bool = False) -> None:
         """Stop the workers; with ``cancel``, promptly, abandoning queued tasks."""
+
+    def capacity(self, window: int) -> int:
+        """How many tasks may be submitted and unfinished now: ``window`` for a local pool.
+
+        A backend whose workers come and go (remote) answers with what they can start.
+        """
+        return window
 
     def wait(self, timeout: float | None) -> list[Result]:
         """Results finished so far; blocks up to ``timeout`` seconds for the first."""
