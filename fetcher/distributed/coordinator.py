@@ -1,51 +1,35 @@
-"""The Coordinator: the server's book of queued and leased URLs.
+"""The Coordinator: the server's face to workers and to the engine, behind one lock.
 
-It has two faces behind one lock:
+- The remote methods of ``protocol.EXPOSED`` are called by workers through the
+  manager server, one thread per connection. None of them ever blocks: each
+  takes the lock, moves a batch between the dicts of the LeaseBook, and returns.
+- The engine methods (``offer``, ``collect``, ``room``, ``finish``) are called
+  by the RemoteBackend in the engine's thread.
 
-- the remote methods of ``protocol.EXPOSED``, called by workers through the
-  manager server (one thread per connection). None of them ever blocks: each
-  takes the lock, moves a batch of entries between dicts, and returns;
-- the engine methods (``offer``, ``collect``, ``room``, ``finish``), called by
-  the RemoteBackend in the engine's thread.
-
-A URL in flight is one ``_Slot``: queued, or leased to one worker until its
-lease expires. Expired leases go back to the front of the queue (checked
-lazily on every ``lease`` and ``collect``: the engine calls ``collect`` at
-least once a second). The first completion of a slot wins; a completion for a
-URL that is no longer in flight changes nothing.
+The lease rules live in leases.py; this module adds who the workers are, what
+they can take (``room``), the run's state, counters and events.
 """
 
 from __future__ import annotations
 
-import heapq
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from fetcher import __version__
+from fetcher.distributed.leases import LeaseBook
 from fetcher.distributed.protocol import (PROTOCOL, Finished, Grant, Refusal, Wait, Welcome,
                                           WorkerInfo)
-from fetcher.models import Result, Status, Task
+from fetcher.models import Result, Task
 from fetcher.options import Options
 
 RUNNING, DONE, STOPPED = "running", "done", "stopped"
 MAX_GRANT = 5_000  # tasks per lease reply: bounds one message to a few hundred KiB
-EARLY_LIMIT = 50_000  # successful results kept for URLs not (yet) in flight
 POLL_HINT_S = 0.05  # "ask again in" when the queue is empty
 MAX_HEARTBEAT_S = 2.0
-
-
-@dataclass(slots=True)
-class _Slot:
-    """One URL in flight: queued (``lease`` 0) or leased to ``worker`` until ``expires``."""
-
-    task: Task
-    lease: int = 0
-    worker: str = ""
-    expires: float = 0.0
 
 
 @dataclass(slots=True)
@@ -53,7 +37,6 @@ class _Worker:
     info: WorkerInfo
     seen: float
     free: int = 0  # slots it has free: declared at each lease, grown by what it completes since
-    held: int = 0  # leases it holds now
     done: int = 0  # completions accepted from it
     told_end: bool = False
     left: bool = False
@@ -84,15 +67,8 @@ class Coordinator:
         self.total = total
         self._clock = clock
         self._cond = threading.Condition()
-        self._slots: dict[str, _Slot] = {}
-        self._queue: deque[str] = deque()  # URLs; entries whose slot is gone or leased are skipped
-        self._queued = 0  # slots really waiting in the queue
-        self._leases: dict[int, str] = {}  # lease id -> URL
-        self._expiry: list[tuple[float, int]] = []  # heap of (expires, lease id), renewed lazily
-        self._next_lease = epoch << 32
+        self._book = LeaseBook(lease_timeout, epoch << 32)
         self._finished: list[Result] = []  # accepted, not yet collected by the engine
-        self._early: dict[str, Result] = {}
-        self._claims: dict[str, tuple[str, int, float]] = {}  # URL -> (worker, its lease id, until)
         self._workers: dict[str, _Worker] = {}
         self._state = RUNNING
         self._counts: Counter[str] = Counter()
@@ -123,7 +99,8 @@ class Coordinator:
                 worker.told_end = True
                 return Finished(self._state == STOPPED)
             self._reap(now)
-            granted = self._grant(worker, max(0, min(n, MAX_GRANT)), now)
+            granted = self._book.grant(worker_id, max(0, min(n, MAX_GRANT)), now)
+            self._counts["leased"] += len(granted)
             worker.free = max(0, n - len(granted))
             if worker.free:
                 self._cond.notify_all()  # room for more: wake the engine to submit
@@ -137,14 +114,7 @@ class Coordinator:
             if self._state != RUNNING:
                 worker.told_end = True
                 return Finished(self._state == STOPPED)
-            lost = []
-            for lease_id in lease_ids:
-                slot = self._leased(lease_id)
-                if slot is None or slot.worker != worker_id:
-                    lost.append(lease_id)
-                else:
-                    slot.expires = now + self.lease_timeout
-            return lost
+            return self._book.renew(worker_id, lease_ids, now)
 
     def complete(self, worker_id: str, items: list[tuple[int, Result]]) -> int:
         """Take finished attempts; returns how many were accepted (the others were late duplicates)."""
@@ -167,33 +137,14 @@ class Coordinator:
         """
         with self._cond:
             now = self._clock()
-            worker = self._touch(worker_id, now)
-            held = 0
-            for lease_id, url in holding:
-                slot = self._slots.get(url)
-                if slot is None:
-                    self._claims[url] = (worker_id, lease_id, now + self.lease_timeout)
-                    if len(self._claims) > EARLY_LIMIT:
-                        del self._claims[next(iter(self._claims))]
-                elif slot.lease == lease_id or not slot.lease:
-                    if not slot.lease:
-                        self._queued -= 1  # its queue entry is skipped from now on
-                        self._lease_slot(slot, worker, lease_id, now)
-                    slot.expires = now + self.lease_timeout
-                    held += 1
-            return held
+            self._touch(worker_id, now)
+            return self._book.adopt(worker_id, holding, now)
 
     def release(self, worker_id: str, lease_ids: list[int], leaving: bool = False) -> int:
         """Put leases back in the queue now (a worker stopping); returns how many were still held."""
         with self._cond:
             worker = self._touch(worker_id, self._clock())
-            returned = 0
-            for lease_id in lease_ids:
-                slot = self._leased(lease_id)
-                if slot is not None:
-                    self._drop_lease(slot)
-                    self._requeue(slot)
-                    returned += 1
+            returned = self._book.release(lease_ids)
             self._counts["released"] += returned
             if leaving:
                 worker.left = True
@@ -205,27 +156,21 @@ class Coordinator:
         with self._cond:
             now = self._clock()
             workers = [{"id": w.info.id, "host": w.info.host, "pid": w.info.pid, "out": w.info.out,
-                        "backend": w.info.backend, "pool": w.info.pool, "held": w.held, "done": w.done,
-                        "seen_s_ago": round(now - w.seen, 1)}
+                        "backend": w.info.backend, "pool": w.info.pool, "held": self._book.held[w.info.id],
+                        "done": w.done, "seen_s_ago": round(now - w.seen, 1)}
                        for w in self._workers.values() if self._live(w, now)]
             return {"run_id": self.run_id, "epoch": self.epoch, "state": self._state, "total": self.total,
-                    "final": dict(self._final), "queued": self._queued, "leased": len(self._leases),
+                    "final": dict(self._final), "queued": self._book.queued, "leased": self._book.leased,
                     "counts": dict(self._counts), "workers": workers, "lease_timeout": self.lease_timeout}
 
     # -- engine methods (the RemoteBackend, in the engine's thread) -------------------------------
 
     def offer(self, task: Task) -> None:
-        """Make a task leasable (or finish it at once if a worker already sent its result)."""
+        """Make a task leasable (or finish it at once if a worker already sent its success)."""
         with self._cond:
-            early = self._early.pop(task.url, None)
-            if early is not None:
-                self._finished.append(replace(early, index=task.index))
-                return
-            slot = self._slots[task.url] = _Slot(task)
-            if self._claims and self._claimed(slot):
-                return
-            self._queue.append(task.url)
-            self._queued += 1
+            kept = self._book.offer(task, self._clock())
+            if kept is not None:
+                self._finished.append(replace(kept, index=task.index))
 
     def collect(self, timeout: float | None) -> list[Result]:
         """Accepted results; waits up to ``timeout`` for one, or for a worker asking for more."""
@@ -246,13 +191,19 @@ class Coordinator:
         with self._cond:
             now = self._clock()
             free = sum(w.free for w in self._workers.values() if self._live(w, now))
-            return max(free - self._queued, 1 - self._queued, 0)
+            queued = self._book.queued
+            return max(free - queued, 1 - queued, 0)
 
     def finish(self, interrupted: bool) -> None:
         """End the run: every worker's next call is answered with ``Finished``."""
         with self._cond:
             self._state = STOPPED if interrupted else DONE
             self._cond.notify_all()
+
+    @property
+    def running(self) -> bool:
+        with self._cond:
+            return self._state == RUNNING
 
     def everyone_told(self) -> bool:
         """True once every connected worker has heard that the run is over."""
@@ -284,53 +235,14 @@ class Coordinator:
     def _live(self, worker: _Worker, now: float) -> bool:
         return not worker.left and now - worker.seen <= self.live_s
 
-    def _leased(self, lease_id: int) -> _Slot | None:
-        url = self._leases.get(lease_id)
-        slot = self._slots.get(url) if url is not None else None
-        return slot if slot is not None and slot.lease == lease_id else None
-
-    def _grant(self, worker: _Worker, n: int, now: float) -> list[tuple[int, Task]]:
-        granted: list[tuple[int, Task]] = []
-        while len(granted) < n and self._queue:
-            slot = self._slots.get(self._queue.popleft())
-            if slot is None or slot.lease:  # completed or leased since it was queued
-                continue
-            self._queued -= 1
-            self._lease_slot(slot, worker, self._next_lease, now)
-            self._next_lease += 1
-            granted.append((slot.lease, slot.task))
-        self._counts["leased"] += len(granted)
-        return granted
-
-    def _lease_slot(self, slot: _Slot, worker: _Worker, lease_id: int, now: float) -> None:
-        slot.lease, slot.worker, slot.expires = lease_id, worker.info.id, now + self.lease_timeout
-        self._leases[lease_id] = slot.task.url
-        heapq.heappush(self._expiry, (slot.expires, lease_id))
-        worker.held += 1
-
-    def _claimed(self, slot: _Slot) -> bool:
-        """Lease a newly offered slot to the worker that said it is still fetching its URL."""
-        claim = self._claims.pop(slot.task.url, None)
-        now = self._clock()
-        if claim is None or claim[2] < now or claim[0] not in self._workers:
-            return False
-        self._lease_slot(slot, self._workers[claim[0]], claim[1], now)
-        return True
-
     def _accept(self, worker: _Worker, lease_id: int, result: Result) -> int:
-        slot = self._slots.get(result.url)
-        # A success is final whoever made it; a failure counts only from the current lease.
-        if slot is None or (slot.lease != lease_id and result.status is Status.FAILED):
+        task = self._book.accept(lease_id, result)
+        if task is None:
             self._counts["duplicates"] += 1
-            if slot is None and result.status is not Status.FAILED:
-                self._remember_early(self._labelled(result, worker, result.index))
+            if result.ok and not self._book.in_flight(result.url):
+                self._book.remember(self._labelled(result, worker, result.index))
             return 0
-        if slot.lease:
-            self._drop_lease(slot)
-        else:
-            self._queued -= 1
-        del self._slots[result.url]
-        self._finished.append(self._labelled(result, worker, slot.task.index))
+        self._finished.append(self._labelled(result, worker, task.index))
         worker.done += 1
         return 1
 
@@ -338,37 +250,8 @@ class Coordinator:
         """The result as the engine needs it: its task's index, and which worker holds the file."""
         return replace(result, index=index, extra={**result.extra, "worker": worker.info.label})
 
-    def _remember_early(self, result: Result) -> None:
-        """A success for a URL not in flight: after a server restart, one not yet read from the input."""
-        self._early[result.url] = result
-        if len(self._early) > EARLY_LIMIT:
-            del self._early[next(iter(self._early))]
-
-    def _drop_lease(self, slot: _Slot) -> None:
-        del self._leases[slot.lease]
-        owner = self._workers.get(slot.worker)
-        if owner is not None:
-            owner.held -= 1
-        slot.lease, slot.worker = 0, ""
-
-    def _requeue(self, slot: _Slot) -> None:
-        self._queue.appendleft(slot.task.url)
-        self._queued += 1
-
     def _reap(self, now: float) -> None:
-        expired: Counter[str] = Counter()
-        while self._expiry and self._expiry[0][0] <= now:
-            lease_id = heapq.heappop(self._expiry)[1]
-            slot = self._leased(lease_id)
-            if slot is None:
-                continue
-            if slot.expires > now:  # renewed by a heartbeat since it was pushed
-                heapq.heappush(self._expiry, (slot.expires, lease_id))
-                continue
-            expired[slot.worker] += 1
-            self._drop_lease(slot)
-            self._requeue(slot)
-        for worker_id, count in expired.items():
+        for worker_id, count in self._book.reap(now).items():
             self._counts["expired"] += count
             self._events.append(f"{count} leases of worker {worker_id} expired (no heartbeat for "
                                 f"{self.lease_timeout:g} s): handed out again")

@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from fetcher.collector import Summary
-from fetcher.distributed.coordinator import RUNNING, Coordinator
+from fetcher.distributed.coordinator import Coordinator
 from fetcher.distributed.protocol import EXPOSED, format_address
 from fetcher.distributed.remote import RemoteBackend
 from fetcher.distributed.rpc import RpcServer
@@ -71,7 +71,7 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
         workers = coordinator.stats()["workers"]
         _linger(coordinator, coordinator.heartbeat_s + LINGER_SLACK_S)
     finally:
-        if coordinator.stats()["state"] == RUNNING:  # the run never started (e.g. the folder is in use)
+        if coordinator.running:  # the run never started (e.g. the folder is in use)
             coordinator.finish(interrupted=True)
         server.stop()
     return Served(summary, workers)

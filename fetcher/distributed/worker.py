@@ -13,34 +13,28 @@ still in flight, whatever lease it came under.
 from __future__ import annotations
 
 import os
-import random
 import socket
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from secrets import token_hex
 
-from fetcher import __version__
 from fetcher.backends.base import Backend, BackendFactory
-from fetcher.distributed.protocol import (PROTOCOL, Finished, Grant, Refusal, Wait, Welcome, WorkerInfo,
-                                          format_address)
-from fetcher.distributed.rpc import Link, LinkError
+from fetcher.distributed.client import FIRST, RESTARTED, ServerConnection
+from fetcher.distributed.outbox import BATCH, Outbox
+from fetcher.distributed.protocol import Finished, Grant, Wait, WorkerInfo, format_address
+from fetcher.distributed.rpc import LinkError
 from fetcher.errors import ConfigError
 from fetcher.models import ErrorKind, Result, Task
 from fetcher.options import Options
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-BACKOFF_FIRST_S, BACKOFF_CAP_S = 0.1, 5.0  # reconnecting
 MAX_IDLE_POLL_S = 0.25  # longest wait between lease calls when the server has nothing: an idle call costs it ~50 µs
 MAX_PAUSE_S = 0.5  # longest the loop waits on the local backend
 FLUSH_AFTER_S = 0.05  # a finished result waits at most this long for others to share its call
-COMPLETE_BATCH = 1000
 GOODBYE_TIMEOUT_S = 3.0
-# A server killed outright loses its journal's last uncommitted batch (up to 0.5 s of
-# results): successes acknowledged this recently are sent again to a restarted server.
-RESEND_RECENT_S, RESEND_RECENT_MAX = 30.0, 20_000
 # After a server restart, new leases wait this long, so that workers reconnecting a
 # little later can first claim back the downloads they still run (see adopt).
 RESTART_SETTLE_S = 2.0
@@ -88,16 +82,11 @@ class Worker:
         self._log = (lambda line: None) if quiet else self._warn
         self._where = format_address(config.address)
         self._batch = max(1, config.prefetch)
-        self._link: Link | None = None
-        self._welcome: Welcome | None = None
+        self._server = ServerConnection(config.address, config.authkey, self.info, config.rpc_timeout, self._log)
         self._held: dict[int, Task] = {}  # lease id -> task running here
         self._running: dict[str, int] = {}  # URL -> the lease it runs under now
-        self._outbox: list[tuple[int, Result]] = []
-        self._outbox_since = 0.0
-        self._acked: deque[tuple[float, int, Result]] = deque(maxlen=RESEND_RECENT_MAX)
-        self._down_since: float | None = time.monotonic()
-        self._failures = 0
-        self._next_connect = self._next_lease = self._next_heartbeat = 0.0
+        self._outbox = Outbox()
+        self._next_lease = self._next_heartbeat = 0.0
         self._idle = 0
         self._end: Finished | None = None
         self._done: Counter[str] = Counter()
@@ -110,9 +99,9 @@ class Worker:
         """
         if not self._first_contact():
             return EXIT_FAILED
-        assert self._welcome is not None
+        assert self._server.welcome is not None
         backend = (self._backend_factory or _registered(self.config.backend))(
-            self._local_options(self._welcome.options), None)
+            self._local_options(self._server.welcome.options), None)
         backend.__enter__()
         shut = False
         try:
@@ -125,8 +114,7 @@ class Worker:
         finally:
             if not shut:
                 backend.shutdown(cancel=True)
-            if self._link is not None:
-                self._link.close()
+            self._server.close()
         done = ", ".join(f"{n} {status}" for status, n in sorted(self._done.items())) or "nothing"
         if code != EXIT_FAILED:
             self._log(f"{'the server stopped the run' if code else 'the run is over'}; this worker finished {done}")
@@ -135,60 +123,32 @@ class Worker:
     # -- connection --------------------------------------------------------------------------
 
     def _first_contact(self) -> bool:
-        while self._link is None:
+        while not self._server.up:
             if self._gave_up():
                 return False
-            time.sleep(max(0.0, self._next_connect - time.monotonic()))
+            time.sleep(max(0.0, self._server.next_attempt - time.monotonic()))
             self._connect()
         return True
 
     def _connect(self) -> None:
-        try:
-            link = Link(self.config.address, self.config.authkey, self.config.rpc_timeout)
-            reply = link.call("hello", PROTOCOL, __version__, self.info)
-            if isinstance(reply, Welcome) and self._held:  # still fetching: keep those URLs ours
-                link.call("adopt", self.info.id, [(lease_id, task.url) for lease_id, task in self._held.items()])
-        except LinkError as exc:
-            self._lost(exc)
+        how = self._server.connect([(lease_id, task.url) for lease_id, task in self._held.items()])
+        if how is None:
             return
-        if isinstance(reply, Refusal):
-            link.close()
-            raise ConfigError(reply.reason)
-        if not isinstance(reply, Welcome):
-            link.close()
-            self._lost(LinkError(f"the server at {self._where} answered hello with {reply!r}"))
-            return
-        before, self._welcome, self._link = self._welcome, reply, link
-        self._failures, self._down_since, self._idle = 0, None, 0
+        self._idle = 0
         self._next_lease = self._next_heartbeat = time.monotonic()
-        if before is None:
-            self._log(f"connected to {self._where} (run {reply.run_id}): {self.config.backend} backend, "
-                      f"pool {self.config.pool}, files into {self.info.out}")
-        elif before.epoch != reply.epoch:
-            recent = self._recently_acked()
-            self._log(f"the server restarted; carrying on, {len(self._outbox)} results to send and "
-                      f"{len(recent)} recent successes to send again")
-            self._outbox[:0] = recent
-            self._next_lease = time.monotonic() + RESTART_SETTLE_S
+        if how == FIRST:
+            self._log(f"connected to {self._where} (run {self._server.welcome.run_id}): {self.config.backend} "
+                      f"backend, pool {self.config.pool}, files into {self.info.out}")
+        elif how == RESTARTED:
+            unsent, again = len(self._outbox), self._outbox.resend_recent()
+            self._log(f"the server restarted; carrying on, {unsent} results to send and "
+                      f"{again} recent successes to send again")
+            self._next_lease += RESTART_SETTLE_S
         else:
             self._log(f"reconnected to {self._where}")
 
-    def _lost(self, exc: Exception) -> None:
-        if self._link is not None:
-            self._link.close()
-            self._link = None
-        now = time.monotonic()
-        if self._down_since is None:
-            self._down_since = now
-            self._log(f"{exc}; reconnecting")
-        elif self._failures == 0:
-            self._log(f"waiting for the server at {self._where} ({exc})")
-        delay = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2 ** min(self._failures, 10))
-        self._next_connect = now + delay * (0.5 + random.random() / 2)  # jitter: workers do not return in step
-        self._failures += 1
-
     def _gave_up(self) -> bool:
-        if self._down_since is None or time.monotonic() - self._down_since <= self.config.give_up_after:
+        if self._server.down_for() <= self.config.give_up_after:
             return False
         self._warn(f"giving up: no answer from the server at {self._where} for {self.config.give_up_after:g} s")
         return True
@@ -197,12 +157,12 @@ class Worker:
 
     def _loop(self, backend: Backend) -> int:
         while self._end is None:
-            if self._link is None:
+            if not self._server.up:
                 if self._gave_up():
                     return EXIT_FAILED
-                if time.monotonic() >= self._next_connect:
+                if time.monotonic() >= self._server.next_attempt:
                     self._connect()
-            if self._link is not None:
+            if self._server.up:
                 self._talk(backend)
             for result in backend.wait(self._pause()):
                 self._finished(result)
@@ -211,24 +171,24 @@ class Worker:
     def _talk(self, backend: Backend) -> None:
         try:
             now = time.monotonic()
-            if self._outbox and (now - self._outbox_since >= FLUSH_AFTER_S or self._free() >= self._batch
-                                 or len(self._outbox) >= COMPLETE_BATCH):
+            if self._outbox and (now - self._outbox.since >= FLUSH_AFTER_S or self._free() >= self._batch
+                                 or len(self._outbox) >= BATCH):
                 self._flush()
             if self._held and now >= self._next_heartbeat:
                 self._heartbeat()
             if self._end is None and self._free() >= self._batch and now >= self._next_lease:
                 self._lease(backend)
-        except LinkError as exc:
-            self._lost(exc)
+        except LinkError:
+            pass  # the connection noted it and will reconnect
 
     def _pause(self) -> float:
         now = time.monotonic()
         due = [now + MAX_PAUSE_S]
-        if self._link is None:
-            due.append(self._next_connect)
+        if not self._server.up:
+            due.append(self._server.next_attempt)
         else:
             if self._outbox:
-                due.append(self._outbox_since + FLUSH_AFTER_S)
+                due.append(self._outbox.since + FLUSH_AFTER_S)
             if self._held:
                 due.append(self._next_heartbeat)
             if self._free() >= self._batch:
@@ -239,8 +199,7 @@ class Worker:
         return self.info.capacity - len(self._held)
 
     def _lease(self, backend: Backend) -> None:
-        assert self._link is not None
-        reply = self._link.call("lease", self.info.id, self._free())
+        reply = self._server.call("lease", self.info.id, self._free())
         now = time.monotonic()
         if isinstance(reply, Finished):
             self._end = reply
@@ -252,7 +211,7 @@ class Worker:
             self._idle += 1
             self._next_lease = now + min(MAX_IDLE_POLL_S, reply.seconds * 2 ** min(self._idle - 1, 6))
         else:
-            raise LinkError(f"the server at {self._where} answered a lease with {reply!r}")
+            self._server.lost(LinkError(f"the server at {self._where} answered a lease with {reply!r}"))
 
     def _start(self, backend: Backend, lease_id: int, task: Task) -> None:
         earlier = self._running.get(task.url)
@@ -268,34 +227,20 @@ class Worker:
         if lease_id is None:
             return
         self._held.pop(lease_id, None)
-        if not self._outbox:
-            self._outbox_since = time.monotonic()
-        self._outbox.append((lease_id, result))
+        self._outbox.add(lease_id, result)
         self._done[result.status.value] += 1
 
     def _flush(self) -> None:
-        assert self._link is not None
-        while self._outbox:
-            batch = self._outbox[:COMPLETE_BATCH]
-            self._link.call("complete", self.info.id, batch)
-            del self._outbox[:len(batch)]
-            now = time.monotonic()
-            self._acked.extend((now, lease_id, result) for lease_id, result in batch if result.ok)
-
-    def _recently_acked(self) -> list[tuple[int, Result]]:
-        since = time.monotonic() - RESEND_RECENT_S
-        recent = [(lease_id, result) for when, lease_id, result in self._acked if when >= since]
-        self._acked.clear()
-        return recent
+        self._outbox.flush(lambda batch: self._server.call("complete", self.info.id, batch))
 
     def _heartbeat(self) -> None:
-        assert self._link is not None and self._welcome is not None
-        reply = self._link.call("heartbeat", self.info.id, list(self._held))
+        assert self._server.welcome is not None
+        reply = self._server.call("heartbeat", self.info.id, list(self._held))
         if isinstance(reply, Finished):
             self._end = reply
         elif not isinstance(reply, list):
-            raise LinkError(f"the server at {self._where} answered a heartbeat with {reply!r}")
-        self._next_heartbeat = time.monotonic() + self._welcome.heartbeat_s
+            self._server.lost(LinkError(f"the server at {self._where} answered a heartbeat with {reply!r}"))
+        self._next_heartbeat = time.monotonic() + self._server.welcome.heartbeat_s
 
     # -- leaving -----------------------------------------------------------------------------
 
@@ -306,13 +251,9 @@ class Worker:
                 self._finished(result)
         held = list(self._held)
         try:
-            if self._link is None or self._link.broken:  # maybe interrupted mid-call: start clean
-                if self._link is not None:
-                    self._link.close()
-                self._link = Link(self.config.address, self.config.authkey, GOODBYE_TIMEOUT_S)
-            self._link.timeout = GOODBYE_TIMEOUT_S
+            self._server.fresh(GOODBYE_TIMEOUT_S)  # the interrupt may have cut a call in half
             self._flush()
-            returned = self._link.call("release", self.info.id, held, True)
+            returned = self._server.call("release", self.info.id, held, True)
         except (LinkError, ConfigError) as exc:
             self._warn(f"interrupted; could not return {len(held)} leases ({exc}): the server hands them "
                       "out again after its lease timeout")
