@@ -121,6 +121,9 @@ def serve_main(argv: list[str]) -> int:
 def _print_welcome(note: Any, address: tuple[str, int], stored: str | None) -> None:
     where = format_address(address)
     note(f"listening on {where}")
+    if not address[0].startswith("127.") and address[0] != "localhost":
+        note("warning: reachable from other hosts; calls are pickles, so anyone with the key can run code "
+             "here: use it on a network you trust, or tunnel it (ssh -L)")
     if stored is not None:
         note(f"authkey kept in {stored} (mode 0600); copy that file to each worker host, then run there:")
         note(f"  fetcher work {where} --authkey-file PATH -o DIR      (or FETCHER_AUTHKEY=\"$(cat PATH)\")")

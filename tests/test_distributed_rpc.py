@@ -39,7 +39,7 @@ def silent() -> Iterator[tuple[str, int]]:
 
 
 def test_calls_reach_the_coordinator(rpc):
-    link = Link(rpc.address, KEY, timeout=5)
+    link = Link(rpc.bound, KEY, timeout=5)
     try:
         assert link.call("stats")["run_id"] == "run"
         assert link.call("lease", "nobody", 5).seconds > 0  # Wait: nothing queued
@@ -48,7 +48,7 @@ def test_calls_reach_the_coordinator(rpc):
 
 
 def test_only_exposed_methods_can_be_called(rpc):
-    link = Link(rpc.address, KEY, timeout=5)
+    link = Link(rpc.bound, KEY, timeout=5)
     try:
         with pytest.raises(Exception, match="not in exposed"):
             link.call("offer", None)
@@ -58,7 +58,7 @@ def test_only_exposed_methods_can_be_called(rpc):
 
 def test_a_wrong_key_is_an_auth_error_naming_the_authkey(rpc):
     with pytest.raises(AuthError, match="authkey") as caught:
-        Link(rpc.address, b"some-other-key-0123456789", timeout=5)
+        Link(rpc.bound, b"some-other-key-0123456789", timeout=5)
     assert isinstance(caught.value, ConfigError)  # the CLI's exit 2
 
 
@@ -66,7 +66,7 @@ def test_no_server_is_a_link_error():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         address = probe.getsockname()  # closed again: nothing listens there
-    with pytest.raises(LinkError, match="lost the server"):
+    with pytest.raises(LinkError, match="no connection to the server"):
         Link(address, KEY, timeout=2)
 
 
@@ -79,7 +79,7 @@ def test_a_silent_server_fails_the_call_at_its_deadline(silent):
 
 def test_a_new_link_works_after_the_server_restarts_on_the_same_port(tmp_path):
     server = start(tmp_path)
-    address = server.address
+    address = server.bound
     link = Link(address, KEY, timeout=5)
     link.call("stats")
     server.stop()

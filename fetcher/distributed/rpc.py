@@ -16,6 +16,7 @@ broken Link is simply thrown away for a fresh one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import pickle
 import socket
@@ -24,6 +25,7 @@ import threading
 import time
 from multiprocessing import AuthenticationError, connection
 from multiprocessing.managers import BaseManager, Server
+from collections.abc import Iterator
 from typing import Any
 
 from fetcher.errors import ConfigError, FetcherError
@@ -55,10 +57,14 @@ class RpcServer(Server):
         authkey: the shared key; a client must prove it knows it.
     """
 
+    listener: connection.Listener  # made by Server.__init__
+
     def __init__(self, obj: object, address: tuple[str, int], authkey: bytes, exposed: tuple[str, ...]) -> None:
-        manager = type("CoordinatorManager", (BaseManager,), {})  # a registry of its own
+        manager: type[BaseManager] = type("CoordinatorManager", (BaseManager,), {})  # a registry of its own
         manager.register("coordinator", callable=functools.partial(_same, obj), exposed=exposed)
-        super().__init__(manager._registry, address, authkey, "pickle")
+        super().__init__(manager._registry, address, authkey, "pickle")  # type: ignore[attr-defined]
+        host, port = self.listener.address
+        self.bound: tuple[str, int] = (str(host), int(port))  # the real port when asked for 0
         # serve_client loops while stop_event is unset; serve_forever would make it. It is never
         # set here: a serving thread that saw it set between two requests would end by sending
         # one more ("#RETURN", None), which the client would read as the answer to its next call.
@@ -98,10 +104,8 @@ class RpcServer(Server):
     def stop(self) -> None:
         """Stop accepting and hang up on every connected client."""
         self._stopping.set()
-        try:  # wake the accepter, blocked in accept(): closing the socket would not
-            socket.create_connection(_loopback(self.address), timeout=1).close()
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # wake the accepter, blocked in accept(): closing would not
+            socket.create_connection(_loopback(self.bound), timeout=1).close()
         self._thread.join(2)
         with self._conns_lock:
             conns = list(self._conns)
@@ -265,26 +269,18 @@ class Link:
         self._channel.close()
 
 
-class _translated:
+@contextlib.contextmanager
+def _translated(address: tuple[str, int], timeout: float) -> Iterator[None]:
     """Map socket, framing and handshake errors to LinkError/AuthError in one place."""
-
-    def __init__(self, address: tuple[str, int], timeout: float) -> None:
-        self._where = f"{address[0]}:{address[1]}"
-        self._timeout = timeout
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
-        if exc is None:
-            return False
-        if isinstance(exc, AuthenticationError):
-            raise AuthError(f"the server at {self._where} rejected this authkey, or answered with another "
-                            "one: use the server's key (FETCHER_AUTHKEY or --authkey-file)") from None
-        if isinstance(exc, TimeoutError):
-            raise LinkError(f"the server at {self._where} did not answer within {self._timeout:g} s") from None
-        if isinstance(exc, (OSError, EOFError, pickle.UnpicklingError, struct.error)):
-            raise LinkError(f"lost the server at {self._where}: {exc or type(exc).__name__}") from None
-        if isinstance(exc, AssertionError):  # answer_challenge asserts the greeting: not a fetcher server
-            raise LinkError(f"{self._where} does not speak fetcher's protocol") from None
-        return False
+    where = f"{address[0]}:{address[1]}"
+    try:
+        yield
+    except AuthenticationError:
+        raise AuthError(f"the server at {where} rejected this authkey, or answered with another one: "
+                        "use the server's key (FETCHER_AUTHKEY or --authkey-file)") from None
+    except TimeoutError:
+        raise LinkError(f"the server at {where} did not answer within {timeout:g} s") from None
+    except (OSError, EOFError, pickle.UnpicklingError, struct.error) as exc:
+        raise LinkError(f"no connection to the server at {where}: {exc or type(exc).__name__}") from None
+    except AssertionError:  # answer_challenge asserts the greeting: not a fetcher server
+        raise LinkError(f"{where} does not speak fetcher's protocol") from None

@@ -62,18 +62,20 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
     except OSError as exc:
         raise ConfigError(f"cannot listen on {format_address(config.bind)}: {exc.strerror or exc}") from None
     if on_listening is not None:
-        on_listening(server.address)
+        on_listening(server.bound)
     backend = partial(RemoteBackend, coordinator=coordinator, on_event=None if quiet else progress.note)
     try:
         summary = run_job(items, options, progress, verbose=verbose, quiet=quiet, retry_failed=retry_failed,
                           on_result=coordinator.note_final, backend_factory=backend, local_files=False)
         # The engine has shut the backend down, which ended the run for the coordinator.
         workers = coordinator.stats()["workers"]
-        _linger(coordinator, coordinator.heartbeat_s + LINGER_SLACK_S)
     finally:
         if coordinator.running:  # the run never started (e.g. the folder is in use)
             coordinator.finish(interrupted=True)
-        server.stop()
+        try:  # also after an error: workers told to stop do not wait minutes for a server that is gone
+            _linger(coordinator, coordinator.heartbeat_s + LINGER_SLACK_S)
+        finally:
+            server.stop()
     return Served(summary, workers)
 
 

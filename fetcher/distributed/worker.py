@@ -137,6 +137,7 @@ class Worker:
         self._idle = 0
         self._next_lease = self._next_heartbeat = time.monotonic()
         if how == FIRST:
+            assert self._server.welcome is not None
             self._log(f"connected to {self._where} (run {self._server.welcome.run_id}): {self.config.backend} "
                       f"backend, pool {self.config.pool}, files into {self.info.out}")
         elif how == RESTARTED:
