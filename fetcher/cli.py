@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="fetcher",
         description="Download every URL of a list concurrently into a folder, with a manifest.",
-        epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 130 interrupted.",
+        epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 130 interrupted. "
+               "Also: 'fetcher status', and distributed mode: 'fetcher serve' and 'fetcher work' "
+               "(each has --help).",
     )
     parser.add_argument("input", help="URL list: text (one URL per line), CSV, TSV or JSONL with a 'url' "
                                       "column, optionally .gz; '-' reads stdin")

@@ -93,6 +93,9 @@ def serve_main(argv: list[str]) -> int:
     options = Options.create(out=args.out, manifest=args.manifest, input_format=args.input_format,
                              naming=args.naming, on_exists=args.on_exists, **_rule_options(args))
     bind = parse_address(args.bind)
+    if options.insecure:
+        note("warning: --insecure: no worker verifies TLS certificates; anyone between a worker and a "
+             "site can change what it downloads")
     key, stored = auth.server_key(args.authkey_file, options.out, note)
     rows = inputs.read_rows(args.input, options.input_format)
     first = next(rows, None)  # opens the file now: a missing file or 'url' column is a usage error
@@ -148,7 +151,7 @@ def _work_parser() -> argparse.ArgumentParser:
                         help="concurrent downloads on this worker (default: 8)")
     parser.add_argument("--prefetch", type=int, default=None, metavar="N",
                         help="URLs leased beyond the pool, so it never waits for the server; also the "
-                             "batch size of lease calls (default: pool/4; 0: lease one by one)")
+                             "batch size of lease calls (default: pool/4, at least 1; 0: lease one by one)")
     parser.add_argument("-o", "--out", default="downloads", metavar="DIR",
                         help="folder the files go to (default: ./downloads)")
     parser.add_argument("--authkey-file", metavar="PATH",

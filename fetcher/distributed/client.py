@@ -46,6 +46,7 @@ class ServerConnection:
         self.down_since: float | None = time.monotonic()  # not connected yet counts as down
         self.next_attempt = 0.0
         self._failures = 0
+        self._leaving = False
 
     @property
     def up(self) -> bool:
@@ -93,6 +94,8 @@ class ServerConnection:
     def lost(self, exc: Exception) -> None:
         self.close()
         now = time.monotonic()
+        if self._leaving:  # last words failed: the worker says so itself, it will not reconnect
+            return
         if self.down_since is None:
             self.down_since = now
             self._log(f"{exc}; reconnecting")
@@ -112,6 +115,7 @@ class ServerConnection:
             LinkError, ConfigError: the server cannot be reached, or refuses the key.
         """
         self.close()
+        self._leaving = True
         self._link = Link(self.address, self._authkey, timeout)
 
     def close(self) -> None:

@@ -53,7 +53,7 @@ class RpcServer(Server):
 
     Args:
         obj: the object whose ``exposed`` methods workers may call.
-        address: ``(host, port)``; port 0 picks a free one (see ``address``).
+        address: ``(host, port)``; port 0 picks a free one (see ``bound``).
         authkey: the shared key; a client must prove it knows it.
     """
 
@@ -70,6 +70,7 @@ class RpcServer(Server):
         # one more ("#RETURN", None), which the client would read as the answer to its next call.
         # Connections end instead when stop() shuts their sockets down.
         self.stop_event = threading.Event()
+        self.public = ["create", "accept_connection"]  # all Link uses; not "shutdown", which sets stop_event
         self._stopping = threading.Event()
         self._conns: set[connection.Connection] = set()
         self._conns_lock = threading.Lock()

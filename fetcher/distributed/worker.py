@@ -102,9 +102,9 @@ class Worker:
         assert self._server.welcome is not None
         backend = (self._backend_factory or _registered(self.config.backend))(
             self._local_options(self._server.welcome.options), None)
-        backend.__enter__()
         shut = False
         try:
+            backend.__enter__()
             code = self._loop(backend)
         except KeyboardInterrupt:
             backend.shutdown(cancel=True)
