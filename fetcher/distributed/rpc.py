@@ -95,7 +95,7 @@ class RpcServer(Server):
                 self._conns.add(conn)
             threading.Thread(target=self.handle_request, args=(conn,), daemon=True).start()
 
-    def handle_request(self, conn: connection.Connection) -> None:  # type: ignore[override]
+    def handle_request(self, conn: connection.Connection) -> None:
         try:
             super().handle_request(conn)
         finally:
