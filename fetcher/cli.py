@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="fetcher",
         description="Download every URL of a list concurrently into a folder, with a manifest.",
-        epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 130 interrupted.",
+        epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 130 interrupted. "
+               "Also: 'fetcher status', and distributed mode: 'fetcher serve' and 'fetcher work' "
+               "(each has --help).",
     )
     parser.add_argument("input", help="URL list: text (one URL per line), CSV, TSV or JSONL with a 'url' "
                                       "column, optionally .gz; '-' reads stdin")
@@ -166,12 +168,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_OK
 
 
-SUBCOMMANDS = ("status",)
+SUBCOMMANDS = ("status", "serve", "work")
 
 
 def _main(argv: list[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
-        return _status(argv[1:])
+        if argv[0] == "status":
+            return _status(argv[1:])
+        from fetcher import cli_distributed
+
+        return cli_distributed.serve_main(argv[1:]) if argv[0] == "serve" else cli_distributed.work_main(argv[1:])
     args = build_parser().parse_args(argv)
     from fetcher.options import Options
 
@@ -225,15 +231,26 @@ def _count_lines(path: str) -> int | None:
 
 
 def _status(argv: list[str]) -> int:
-    """``fetcher status -o DIR``: what the journal of a folder knows, without downloading."""
+    """``fetcher status -o DIR``: what the journal of a folder knows, without downloading;
+    ``fetcher status HOST:PORT``: what a running ``fetcher serve`` knows."""
     import time
 
     from fetcher.journal import Journal, journal_path
 
-    parser = _Parser(prog="fetcher status", description="Show the state of an output folder's journal.")
-    parser.add_argument("-o", "--out", default="downloads", metavar="DIR",
-                        help="output folder (default: ./downloads)")
+    parser = _Parser(prog="fetcher status", description="Show the state of an output folder's journal, "
+                                                        "or of a running `fetcher serve`.")
+    parser.add_argument("server", nargs="?", metavar="HOST:PORT", help="a running server to ask instead")
+    parser.add_argument("-o", "--out", metavar="DIR", help="output folder (default: ./downloads)")
+    parser.add_argument("--authkey-file", metavar="PATH", help="with HOST:PORT: the server's key "
+                                                               "(default: $FETCHER_AUTHKEY)")
     args = parser.parse_args(argv)
+    if args.server is not None:
+        if args.out is not None:
+            raise ConfigError("give either HOST:PORT or -o DIR, not both")
+        from fetcher.cli_distributed import remote_status
+
+        return remote_status(args.server, args.authkey_file)
+    args.out = args.out or "downloads"
     journal = Journal(args.out, readonly=True)
     try:
         counts = journal.counts()

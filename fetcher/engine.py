@@ -11,7 +11,7 @@ from contextlib import closing
 
 from fetcher import partial
 from fetcher.backends import get_backend
-from fetcher.backends.base import Backend, SessionFactory
+from fetcher.backends.base import Backend, BackendFactory, SessionFactory
 from fetcher.collector import Collector
 from fetcher.errors import Interrupted
 from fetcher.models import Result, Status, Task
@@ -24,12 +24,12 @@ MAX_WAIT_S = 0.25  # also the longest a cancel waits to be seen
 
 
 def run(items: Iterator[Task | Result | None], options: Options, collector: Collector,
-        session_factory: SessionFactory | None = None) -> None:
+        session_factory: SessionFactory | None = None, backend_factory: BackendFactory | None = None) -> None:
     """Fetch every item, reporting each final Result to ``collector`` exactly once.
 
     Returns when every item is final; see ``results`` for the rest.
     """
-    with closing(results(items, options, session_factory)) as finals:
+    with closing(results(items, options, session_factory, backend_factory=backend_factory)) as finals:
         for result in finals:
             collector.record(result)
 
@@ -37,7 +37,8 @@ def run(items: Iterator[Task | Result | None], options: Options, collector: Coll
 def results(items: Iterator[Task | Result | None], options: Options,
             session_factory: SessionFactory | None = None,
             wait_for_more: Callable[[float], bool] | None = None,
-            cancel: CancelFlag | None = None) -> Generator[Result, None, None]:
+            cancel: CancelFlag | None = None,
+            backend_factory: BackendFactory | None = None) -> Generator[Result, None, None]:
     """Fetch every item and yield each final Result once, as downloads finish.
 
     ``items`` is pulled lazily, only when a worker is free. An item may be
@@ -48,11 +49,12 @@ def results(items: Iterator[Task | Result | None], options: Options,
     returns False when no more will ever come (``Fetcher`` uses this).
 
     ``cancel``, checked at least every ``MAX_WAIT_S``, stops the run by raising
-    Interrupted. On an exception (KeyboardInterrupt included), or when the
+    Interrupted. ``backend_factory`` replaces ``options.backend`` (``fetcher
+    serve`` passes its RemoteBackend). On an exception (KeyboardInterrupt included), or when the
     consumer stops early, the backend is cancelled and the ``.part`` files of unfinished
     downloads are removed unless a later run can resume them.
     """
-    backend_class = get_backend(options.backend)
+    backend_class = backend_factory or get_backend(options.backend)
     scheduler = Scheduler(items, options)
     in_flight: dict[int, Task] = {}
     try:
@@ -68,7 +70,8 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], w
     while True:
         if cancel is not None and cancel.is_set():
             raise Interrupted("cancelled")
-        while len(in_flight) < window:
+        limit = backend.capacity(window)
+        while len(in_flight) < limit:
             item = scheduler.next_ready()
             if item is None:
                 break

@@ -20,7 +20,7 @@ from fetcher.journal import JOURNAL_DIR, Journal
 from fetcher.resume import admit_all
 
 if TYPE_CHECKING:
-    from fetcher.backends.base import SessionFactory
+    from fetcher.backends.base import BackendFactory, SessionFactory
     from fetcher.models import Result, Task
     from fetcher.options import Options
     from fetcher.progress import Progress
@@ -39,13 +39,19 @@ class Job:
         verbose, quiet, on_result: as for Collector.
         retry_failed: on a rerun, try again URLs that failed before.
         session_factory: builds each worker's requests.Session.
+        backend_factory: replaces ``options.backend`` (``fetcher serve`` passes its RemoteBackend).
+        local_files: the files are in ``options.out`` here; False when they live on
+            remote workers: what the journal calls done is then not checked on disk.
     """
 
     def __init__(self, options: Options, progress: Progress, *, journal: bool = True, manifest: bool = True,
                  verbose: bool = False, quiet: bool = False, retry_failed: bool = True,
                  on_result: Callable[[Result], None] | None = None,
-                 session_factory: SessionFactory | None = None) -> None:
+                 session_factory: SessionFactory | None = None, backend_factory: BackendFactory | None = None,
+                 local_files: bool = True) -> None:
         self.options = options
+        self.backend_factory = backend_factory
+        self.local_files = local_files
         self.progress = progress
         self.use_journal = journal
         self.manifest = manifest
@@ -79,13 +85,14 @@ class Job:
                 stack.callback(journal.close)
                 journal.start_run()
                 earlier_interrupted = journal.interrupted_before()
-                items = admit_all(items, journal, options.out, self.retry_failed, counts, repeat)
+                items = admit_all(items, journal, options.out, self.retry_failed, counts, repeat,
+                                  local_files=self.local_files)
             collector = Collector(options.manifest_path if self.manifest else None, self.progress,
                                   verbose=self.verbose, quiet=self.quiet, on_result=self.on_result, journal=journal)
             completed = False
             try:
                 finals = stack.enter_context(closing(engine.results(items, options, self.session_factory,
-                                                                    wait_for_more, cancel)))
+                                                                    wait_for_more, cancel, self.backend_factory)))
                 for result in finals:
                     collector.record(result)
                     yield result
@@ -95,20 +102,22 @@ class Job:
                 self.summary.duplicates += counts["duplicates"]
             if journal is not None:
                 journal.finish_run()
-                if earlier_interrupted:
+                if earlier_interrupted and self.local_files:
                     partial.sweep(options.out)  # leftovers of runs that never finished
 
 
 def run_job(items: Iterator[Task | Result | None], options: Options, progress: Progress, *,
             verbose: bool = False, quiet: bool = False, retry_failed: bool = True,
             on_result: Callable[[Result], None] | None = None,
-            session_factory: SessionFactory | None = None) -> Summary:
+            session_factory: SessionFactory | None = None, backend_factory: BackendFactory | None = None,
+            local_files: bool = True) -> Summary:
     """Fetch ``items`` into ``options.out``, resuming any earlier run there; return the Summary.
 
     Ctrl-C ends the run early with ``summary.interrupted`` set, instead of raising.
     """
     job = Job(options, progress, verbose=verbose, quiet=quiet, retry_failed=retry_failed,
-              on_result=on_result, session_factory=session_factory)
+              on_result=on_result, session_factory=session_factory, backend_factory=backend_factory,
+              local_files=local_files)
     try:
         for _ in job.results(items):
             pass

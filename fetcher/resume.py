@@ -28,7 +28,8 @@ ADMIT_BATCH = 256  # input items looked up in the journal at a time
 
 
 def admit_all(items: Iterable[Task | Result | None], journal: Journal, out: str, retry_failed: bool = True,
-              counts: dict[str, int] | None = None, repeat: bool = False) -> Iterator[Task | Result | None]:
+              counts: dict[str, int] | None = None, repeat: bool = False,
+              local_files: bool = True) -> Iterator[Task | Result | None]:
     """Filter input items through the journal; yields what this run must fetch or report.
 
     Items are read up to ``ADMIT_BATCH`` at a time (a ``None`` item, "nothing
@@ -36,17 +37,20 @@ def admit_all(items: Iterable[Task | Result | None], journal: Journal, out: str,
     while the journal is asked once per batch rather than once per line. With
     ``repeat``, a URL this run already had is decided like one of an earlier
     run (skipped if its file is there) instead of dropped: for callers that
-    ask for a URL again only once its first result is back.
+    ask for a URL again only once its first result is back. With
+    ``local_files=False`` (distributed mode: the files are on the workers' hosts)
+    the journal is trusted as it is: nothing is looked for under ``out``.
     """
     if counts is None:
         counts = {}
     counts.setdefault("duplicates", 0)
     # Files finished but not journaled exist only if an earlier run never finished.
-    may_have_unrecorded_files = journal.interrupted_before()
+    may_have_unrecorded_files = local_files and journal.interrupted_before()
     iterator = iter(items)
     while True:
         batch, starved, ended = _next_batch(iterator)
-        yield from _admit_batch(batch, journal, out, retry_failed, counts, may_have_unrecorded_files, repeat)
+        yield from _admit_batch(batch, journal, out, retry_failed, counts, may_have_unrecorded_files, repeat,
+                                local_files)
         if starved:
             yield None
         if ended:
@@ -66,7 +70,8 @@ def _next_batch(iterator: Iterator[Task | Result | None]) -> tuple[list[Task | R
 
 
 def _admit_batch(batch: list[Task | Result], journal: Journal, out: str, retry_failed: bool,
-                 counts: dict[str, int], may_have_unrecorded_files: bool, repeat: bool) -> Iterator[Task | Result]:
+                 counts: dict[str, int], may_have_unrecorded_files: bool, repeat: bool,
+                 local_files: bool) -> Iterator[Task | Result]:
     if batch:
         verdicts = journal.admit_many([(i.url, i.name if isinstance(i, Task) else None) for i in batch], repeat)
         for item, verdict in zip(batch, verdicts, strict=True):
@@ -79,19 +84,19 @@ def _admit_batch(batch: list[Task | Result], journal: Journal, out: str, retry_f
                 # rename and the journal's next commit. The file is whole by construction.
                 yield (_recover(item, out) if may_have_unrecorded_files else None) or item
             else:
-                yield _decide(item, verdict, out, retry_failed)
+                yield _decide(item, verdict, out, retry_failed, local_files)
 
 
-def _decide(task: Task, entry: Entry, out: str, retry_failed: bool) -> Task | Result:
+def _decide(task: Task, entry: Entry, out: str, retry_failed: bool, local_files: bool = True) -> Task | Result:
     if entry.state == OK:
-        if entry.path and _size_on_disk(out, entry.path) == entry.bytes:
+        if not local_files or (entry.path and _size_on_disk(out, entry.path) == entry.bytes):
             return entry.as_result(task.url, Status.SKIPPED, task.index)
         if entry.path:
             _remove_damaged(out, entry.path)  # ours, and no longer whole: not a file for --on-exists to keep
         return task
     if entry.state == FAILED:
         return task if retry_failed else entry.as_result(task.url, Status.FAILED, task.index)
-    return _recover(task, out) or task
+    return (_recover(task, out) if local_files else None) or task
 
 
 def _recover(task: Task, out: str) -> Result | None:

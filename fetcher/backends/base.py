@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 # Returns what fetch_one fetches through: a transport (session.make_session) or a requests.Session.
 SessionFactory = Callable[[], "Transport | requests.Session"]
+BackendFactory = Callable[["Options", "SessionFactory | None"], "Backend"]
 
 
 class Backend(ABC):
@@ -73,6 +74,13 @@ class Backend(ABC):
     @abstractmethod
     def shutdown(self, cancel: bool = False) -> None:
         """Stop the workers; with ``cancel``, promptly, abandoning queued tasks."""
+
+    def capacity(self, window: int) -> int:
+        """How many tasks may be submitted and unfinished now: ``window`` for a local pool.
+
+        A backend whose workers come and go (remote) answers with what they can start.
+        """
+        return window
 
     def wait(self, timeout: float | None) -> list[Result]:
         """Results finished so far; blocks up to ``timeout`` seconds for the first."""

@@ -1,0 +1,126 @@
+"""What crosses the wire between ``fetcher serve`` and ``fetcher work``: plain frozen data.
+
+Every message is a small frozen dataclass (or a list of them) pickled by
+``multiprocessing.connection``, so both ends must run the same fetcher version;
+``hello`` checks that before anything else is exchanged.
+
+The Coordinator's remote methods (see ``coordinator.py``):
+
+    hello(protocol, version, info)         -> Welcome | Refusal
+    lease(worker_id, n)                    -> Grant | Wait | Finished
+    heartbeat(worker_id, lease_ids)        -> list[int] (leases no longer held) | Finished
+    complete(worker_id, [(lease_id, Result)]) -> int (how many were accepted)
+    adopt(worker_id, [(lease_id, url)])    -> int (how many it holds now; after a reconnect)
+    release(worker_id, lease_ids, leaving) -> int (how many went back to the queue)
+    stats()                                -> dict (for ``fetcher status HOST:PORT``)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fetcher.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fetcher.models import Task
+    from fetcher.options import Options
+
+PROTOCOL = 1
+DEFAULT_PORT = 8001
+EXPOSED = ("hello", "lease", "heartbeat", "complete", "adopt", "release", "stats")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """Who a worker is; its ``label`` goes into the manifest record of every file it fetched."""
+
+    id: str
+    host: str
+    pid: int
+    out: str
+    backend: str
+    pool: int
+    capacity: int  # tasks it holds at most: pool plus prefetch
+
+    @property
+    def label(self) -> dict[str, str]:
+        return {"id": self.id, "host": self.host, "out": self.out}
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The answer to ``hello``: the run's identity, its fetching rules and the lease timing.
+
+    ``epoch`` changes each time the server starts: a worker that sees a new
+    epoch knows the server restarted and that its old lease ids mean nothing.
+    """
+
+    run_id: str
+    epoch: int
+    options: Options
+    lease_timeout: float
+    heartbeat_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """``hello`` declined (another protocol or fetcher version); ``reason`` says what to do."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Leased tasks: ``(lease_id, task)`` pairs, each valid ``lease_timeout`` seconds unless renewed."""
+
+    leases: list[tuple[int, Task]]
+    lease_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Nothing to lease now; ask again in about ``seconds``."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The run is over: every URL is final (``interrupted`` False), or the server was stopped."""
+
+    interrupted: bool
+
+
+def parse_address(text: str, default_host: str = "127.0.0.1", default_port: int | None = DEFAULT_PORT,
+                  ) -> tuple[str, int]:
+    """``HOST:PORT``, ``HOST``, ``:PORT`` or ``[IPv6]:PORT`` as a ``(host, port)`` pair.
+
+    Raises:
+        ConfigError: not an address, or no port where one is required.
+    """
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ConfigError(f"address must look like HOST:PORT or [IPV6]:PORT, not {text!r}")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    host = host or default_host
+    if not port_text:
+        if default_port is None:
+            raise ConfigError(f"address {text!r} needs a port: HOST:PORT")
+        return host, default_port
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"port must be a number, not {port_text!r} (in {text!r})") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port must be between 0 and 65535, not {port}")
+    return host, port
+
+
+def format_address(address: tuple[str, int]) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

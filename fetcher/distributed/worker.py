@@ -1,0 +1,290 @@
+"""``fetcher work``: lease URLs from a server, fetch them with a local backend, send the results back.
+
+One loop in one thread (a greenlet under gevent) does all the talking, so the
+connection is never shared: lease when slots are free, send finished results
+in batches, renew held leases by heartbeat, and wait on the local backend in
+between. Every call has a deadline. When the server cannot be reached, the
+downloads in progress carry on, their results wait in the outbox, and the
+worker reconnects with jittered exponential backoff; after a server restart
+(a new epoch) it resends them, and the server accepts each success for a URL
+still in flight, whatever lease it came under.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from secrets import token_hex
+
+from fetcher.backends.base import Backend, BackendFactory
+from fetcher.distributed.client import FIRST, RESTARTED, ServerConnection
+from fetcher.distributed.outbox import BATCH, Outbox
+from fetcher.distributed.protocol import Finished, Grant, Wait, WorkerInfo, format_address
+from fetcher.distributed.rpc import LinkError
+from fetcher.errors import ConfigError
+from fetcher.models import ErrorKind, Result, Task
+from fetcher.options import Options
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+MAX_IDLE_POLL_S = 0.25  # longest wait between lease calls when the server has nothing: an idle call costs it ~50 µs
+MAX_PAUSE_S = 0.5  # longest the loop waits on the local backend
+FLUSH_AFTER_S = 0.05  # a finished result waits at most this long for others to share its call
+GOODBYE_TIMEOUT_S = 3.0
+# After a server restart, new leases wait this long, so that workers reconnecting a
+# little later can first claim back the downloads they still run (see adopt).
+RESTART_SETTLE_S = 2.0
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What ``fetcher work`` was told.
+
+    Attributes:
+        prefetch: tasks held beyond the pool so the pool never waits for a round
+            trip; the worker leases when this many slots are free (0: one by one).
+        rpc_timeout: deadline of every call to the server.
+        give_up_after: seconds without reaching the server before exiting 1.
+    """
+
+    address: tuple[str, int]
+    authkey: bytes
+    out: str
+    backend: str = "thread"
+    pool: int = 8
+    prefetch: int = 2
+    rpc_timeout: float = 10.0
+    give_up_after: float = 600.0
+
+
+class Worker:
+    """Runs until the server says the run is over (exit 0), stops it (130), or is unreachable (1).
+
+    Args:
+        config: the command's settings.
+        backend_factory: replaces ``config.backend`` (benchmarks use a backend that does no HTTP).
+        log: where progress lines and warnings go (stderr).
+        quiet: only warnings and giving up reach ``log``.
+    """
+
+    def __init__(self, config: WorkerConfig, backend_factory: BackendFactory | None = None,
+                 log: Callable[[str], None] | None = None, quiet: bool = False) -> None:
+        self.config = config
+        host, pid = socket.gethostname(), os.getpid()
+        self.info = WorkerInfo(f"{host}-{pid}-{token_hex(2)}", host, pid, os.path.abspath(config.out),
+                               config.backend, config.pool, config.pool + config.prefetch)
+        self._backend_factory = backend_factory
+        self._warn = log or _stderr
+        self._log = (lambda line: None) if quiet else self._warn
+        self._where = format_address(config.address)
+        self._batch = max(1, config.prefetch)
+        self._server = ServerConnection(config.address, config.authkey, self.info, config.rpc_timeout, self._log)
+        self._held: dict[int, Task] = {}  # lease id -> task running here
+        self._running: dict[str, int] = {}  # URL -> the lease it runs under now
+        self._outbox = Outbox()
+        self._next_lease = self._next_heartbeat = 0.0
+        self._idle = 0
+        self._end: Finished | None = None
+        self._done: Counter[str] = Counter()
+
+    def run(self) -> int:
+        """Work; returns the exit status.
+
+        Raises:
+            ConfigError: the server refused the authkey or this version.
+        """
+        if not self._first_contact():
+            return EXIT_FAILED
+        assert self._server.welcome is not None
+        backend = (self._backend_factory or _registered(self.config.backend))(
+            self._local_options(self._server.welcome.options), None)
+        shut = False
+        try:
+            backend.__enter__()
+            code = self._loop(backend)
+        except KeyboardInterrupt:
+            backend.shutdown(cancel=True)
+            shut = True
+            self._leave(backend)
+            return EXIT_INTERRUPTED
+        finally:
+            if not shut:
+                backend.shutdown(cancel=True)
+            self._server.close()
+        done = ", ".join(f"{n} {status}" for status, n in sorted(self._done.items())) or "nothing"
+        if code != EXIT_FAILED:
+            self._log(f"{'the server stopped the run' if code else 'the run is over'}; this worker finished {done}")
+        return code
+
+    # -- connection --------------------------------------------------------------------------
+
+    def _first_contact(self) -> bool:
+        while not self._server.up:
+            if self._gave_up():
+                return False
+            time.sleep(max(0.0, self._server.next_attempt - time.monotonic()))
+            self._connect()
+        return True
+
+    def _connect(self) -> None:
+        how = self._server.connect([(lease_id, task.url) for lease_id, task in self._held.items()])
+        if how is None:
+            return
+        self._idle = 0
+        self._next_lease = self._next_heartbeat = time.monotonic()
+        if how == FIRST:
+            assert self._server.welcome is not None
+            self._log(f"connected to {self._where} (run {self._server.welcome.run_id}): {self.config.backend} "
+                      f"backend, pool {self.config.pool}, files into {self.info.out}")
+        elif how == RESTARTED:
+            unsent, again = len(self._outbox), self._outbox.resend_recent()
+            self._log(f"the server restarted; carrying on, {unsent} results to send and "
+                      f"{again} recent successes to send again")
+            self._next_lease += RESTART_SETTLE_S
+        else:
+            self._log(f"reconnected to {self._where}")
+
+    def _gave_up(self) -> bool:
+        if self._server.down_for() <= self.config.give_up_after:
+            return False
+        self._warn(f"giving up: no answer from the server at {self._where} for {self.config.give_up_after:g} s")
+        return True
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _loop(self, backend: Backend) -> int:
+        while self._end is None:
+            if not self._server.up:
+                if self._gave_up():
+                    return EXIT_FAILED
+                if time.monotonic() >= self._server.next_attempt:
+                    self._connect()
+            if self._server.up:
+                self._talk(backend)
+            for result in backend.wait(self._pause()):
+                self._finished(result)
+        return EXIT_INTERRUPTED if self._end.interrupted else EXIT_OK
+
+    def _talk(self, backend: Backend) -> None:
+        try:
+            now = time.monotonic()
+            if self._outbox and (now - self._outbox.since >= FLUSH_AFTER_S or self._free() >= self._batch
+                                 or len(self._outbox) >= BATCH):
+                self._flush()
+            if self._held and now >= self._next_heartbeat:
+                self._heartbeat()
+            if self._end is None and self._free() >= self._batch and now >= self._next_lease:
+                self._lease(backend)
+        except LinkError:
+            pass  # the connection noted it and will reconnect
+
+    def _pause(self) -> float:
+        now = time.monotonic()
+        due = [now + MAX_PAUSE_S]
+        if not self._server.up:
+            due.append(self._server.next_attempt)
+        else:
+            if self._outbox:
+                due.append(self._outbox.since + FLUSH_AFTER_S)
+            if self._held:
+                due.append(self._next_heartbeat)
+            if self._free() >= self._batch:
+                due.append(self._next_lease)
+        return max(0.0, min(due) - now)
+
+    def _free(self) -> int:
+        return self.info.capacity - len(self._held)
+
+    def _lease(self, backend: Backend) -> None:
+        reply = self._server.call("lease", self.info.id, self._free())
+        now = time.monotonic()
+        if isinstance(reply, Finished):
+            self._end = reply
+        elif isinstance(reply, Grant):
+            self._idle, self._next_lease = 0, now
+            for lease_id, task in reply.leases:
+                self._start(backend, lease_id, task)
+        elif isinstance(reply, Wait):  # back off while the server has nothing, so idle workers cost it little
+            self._idle += 1
+            self._next_lease = now + min(MAX_IDLE_POLL_S, reply.seconds * 2 ** min(self._idle - 1, 6))
+        else:
+            self._server.lost(LinkError(f"the server at {self._where} answered a lease with {reply!r}"))
+
+    def _start(self, backend: Backend, lease_id: int, task: Task) -> None:
+        earlier = self._running.get(task.url)
+        self._held[lease_id] = task
+        self._running[task.url] = lease_id
+        if earlier is not None:  # leased again while still running here: one download, under the new lease
+            self._held.pop(earlier, None)
+            return
+        backend.submit(task)
+
+    def _finished(self, result: Result) -> None:
+        lease_id = self._running.pop(result.url, None)
+        if lease_id is None:
+            return
+        self._held.pop(lease_id, None)
+        self._outbox.add(lease_id, result)
+        self._done[result.status.value] += 1
+
+    def _flush(self) -> None:
+        self._outbox.flush(lambda batch: self._server.call("complete", self.info.id, batch))
+
+    def _heartbeat(self) -> None:
+        assert self._server.welcome is not None
+        reply = self._server.call("heartbeat", self.info.id, list(self._held))
+        if isinstance(reply, Finished):
+            self._end = reply
+        elif not isinstance(reply, list):
+            self._server.lost(LinkError(f"the server at {self._where} answered a heartbeat with {reply!r}"))
+        self._next_heartbeat = time.monotonic() + self._server.welcome.heartbeat_s
+
+    # -- leaving -----------------------------------------------------------------------------
+
+    def _leave(self, backend: Backend) -> None:
+        """Ctrl-C: send what finished, give back what did not, so no URL waits for a lease timeout."""
+        for result in _drain(backend):
+            if result.error is None or result.error.kind != ErrorKind.CANCELLED.value:
+                self._finished(result)
+        held = list(self._held)
+        try:
+            self._server.fresh(GOODBYE_TIMEOUT_S)  # the interrupt may have cut a call in half
+            self._flush()
+            returned = self._server.call("release", self.info.id, held, True)
+        except (LinkError, ConfigError) as exc:
+            self._warn(f"interrupted; could not return {len(held)} leases ({exc}): the server hands them "
+                      "out again after its lease timeout")
+            return
+        self._log(f"interrupted; returned {returned} unfinished leases to the server")
+
+    def _local_options(self, options: Options) -> Options:
+        """The server's fetching rules, with this worker's folder, backend and pool."""
+        local = replace(options, out=os.path.abspath(self.config.out), backend=self.config.backend,
+                        pool=self.config.pool, in_flight=0, manifest=None)
+        if local.cookies and not os.path.isfile(local.cookies):
+            self._warn(f"warning: the server's cookies file {local.cookies!r} is not on this host; "
+                      "fetching without cookies")
+            local = replace(local, cookies=None)
+        return local
+
+
+def _registered(name: str) -> BackendFactory:
+    from fetcher.backends import get_backend
+
+    return get_backend(name)
+
+
+def _drain(backend: Backend, rounds: int = 1000) -> Iterator[Result]:
+    for _ in range(rounds):
+        results = backend.wait(0)
+        if not results:
+            return
+        yield from results
+
+
+def _stderr(line: str) -> None:
+    print(f"fetcher work: {line}", file=sys.stderr, flush=True)
