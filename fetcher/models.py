@@ -33,6 +33,7 @@ class ErrorKind(str, enum.Enum):
     REDIRECT = "redirect"
     IO = "io"
     CANCELLED = "cancelled"
+    WORKER_DIED = "worker-died"
     INTERNAL = "internal"
 
 
