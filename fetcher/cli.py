@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    _prepare_backend(args.backend)
     from fetcher.options import Options
 
     options = Options.create(backend=args.backend, pool=args.pool, out=args.out,
@@ -102,6 +103,13 @@ def _main(argv: list[str]) -> int:
 
     get_backend(options.backend)  # an unknown name is a usage error before anything is written
     return _run(args, options)
+
+
+def _prepare_backend(name: str) -> None:
+    """Process-wide setup first, before anything imports requests (gevent monkey-patches here)."""
+    from fetcher.backends import prepare_process
+
+    prepare_process(name)
 
 
 def _run(args: argparse.Namespace, options: Options) -> int:
