@@ -3,10 +3,12 @@
 Why not ``ProcessPoolExecutor``: when one of its children dies, the whole
 executor breaks, every pending future fails with ``BrokenProcessPool``, and
 nothing says which task the dead child was running. Here each worker talks to
-the parent over its own pipe and holds at most ``PREFETCH`` tasks, so the
-parent knows what a dead worker was doing: it starts a replacement, tries the
-running task again (reporting it as ``worker-died`` once it has killed
-``MAX_CRASHES`` workers) and hands the queued ones on untouched. No lock is
+the parent over its own pipe and is given one task at a time, so the parent
+knows what a dead worker was doing: it starts a replacement and tries that
+task again, reporting it as ``worker-died`` once it has killed
+``MAX_CRASHES`` workers; no other task is touched. (Queueing a second task per
+worker saved nothing measurable and let a quick task wait behind a slow one
+while another worker sat idle.) No lock is
 shared between processes, so a child killed at any instant cannot leave its
 siblings or the parent blocked: the cancel flag is a lock-free shared byte,
 not a ``multiprocessing.Event``, whose internal lock a SIGKILLed child may
@@ -34,7 +36,7 @@ import pickle
 import signal
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from multiprocessing import connection
 from typing import TYPE_CHECKING, Any
@@ -51,7 +53,6 @@ if TYPE_CHECKING:
     from fetcher.options import Options
 
 START_METHOD_ENV = "FETCHER_START_METHOD"
-PREFETCH = 2  # tasks held per worker, so the next one starts without a round trip
 MAX_CRASHES = 2  # a task that killed this many workers is reported, not tried again
 MAX_STARTUP_FAILURES = 3  # workers in a row that died before they were ready
 CANCEL_GRACE_S = 1.0  # after this, workers still busy on a cancel are terminated
@@ -96,7 +97,7 @@ class _Worker:
     process: BaseProcess
     conn: connection.Connection
     ready: bool = False
-    tasks: deque[Task] = field(default_factory=deque)  # sent, not answered; the first is running
+    task: Task | None = None  # sent and not yet answered
 
 
 class ProcessBackend(Backend):
@@ -165,8 +166,8 @@ class ProcessBackend(Backend):
             while worker.conn.poll():
                 message = worker.conn.recv()
                 if isinstance(message, Result):
-                    task = worker.tasks.popleft()
-                    self._crashes.pop(task.index, None)
+                    worker.task = None
+                    self._crashes.pop(message.index, None)
                     self._finished.append(message)
                 elif message[0] == _READY:
                     worker.ready = True
@@ -178,48 +179,44 @@ class ProcessBackend(Backend):
         return worker.process.is_alive()
 
     def _replace(self, worker: _Worker) -> None:
-        """A worker died: start another, retry or report its task, hand on its queue."""
+        """A worker died: start another, and retry or report the task it was running."""
         code = _reap(worker)
         if not worker.ready:
             self._startup_failures += 1
             if self._startup_failures >= MAX_STARTUP_FAILURES:
                 raise BackendError(f"{self._startup_failures} worker processes in a row exited before they were "
                                    f"ready ({_describe_exit(code)}; start method {self.start_method})")
-        if worker.tasks:
-            running = worker.tasks.popleft()
-            crashes = self._crashes.get(running.index, 0) + 1
+        if (task := worker.task) is not None:
+            crashes = self._crashes.get(task.index, 0) + 1
             if crashes >= MAX_CRASHES:
-                self._crashes.pop(running.index, None)
+                self._crashes.pop(task.index, None)
                 self._finished.append(failed(
-                    running, ErrorKind.WORKER_DIED,
+                    task, ErrorKind.WORKER_DIED,
                     f"the worker process fetching this URL died {crashes} times ({_describe_exit(code)})"))
             else:
-                self._crashes[running.index] = crashes
-                worker.tasks.appendleft(running)
-            self._pending.extendleft(reversed(worker.tasks))
+                self._crashes[task.index] = crashes
+                self._pending.appendleft(task)
         self._workers[self._workers.index(worker)] = self._spawn()
 
     def _dispatch(self) -> None:
-        # Idle workers first, then a second task each, so the pool fills evenly.
-        for depth in range(PREFETCH):
-            for worker in self._workers:
-                if not self._pending:
-                    return
-                if worker.ready and len(worker.tasks) <= depth:
-                    task = self._pending.popleft()
-                    try:
-                        worker.conn.send(task)
-                    except OSError:  # it is dying; _poll will see it and hand its tasks on
-                        self._pending.appendleft(task)
-                        continue
-                    worker.tasks.append(task)
+        for worker in self._workers:
+            if not self._pending:
+                return
+            if worker.ready and worker.task is None:
+                task = self._pending.popleft()
+                try:
+                    worker.conn.send(task)
+                except OSError:  # it is dying; _poll will see that and replace it
+                    self._pending.appendleft(task)
+                    continue
+                worker.task = task
 
     def shutdown(self, cancel: bool = False) -> None:
         if cancel:
             self._cancel.set()
             self._pending.clear()
         else:
-            while self._pending or any(worker.tasks for worker in self._workers):
+            while self._pending or any(worker.task is not None for worker in self._workers):
                 self._poll(None)
         for worker in self._workers:
             try:
