@@ -125,6 +125,7 @@ def test_all_ok_exits_0_and_reuses_connections(variant, server, tmp_path, out) -
     assert all(record["status"] == "ok" for record in records)
     assert server.stats.max_active <= pool
     assert server.stats.connections <= 2 * pool  # keep-alive: about one connection per worker
+    assert "Connection pool is full" not in result.stderr  # urllib3: a session pool too small
     assert part_files(out) == []
 
 
