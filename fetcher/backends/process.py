@@ -181,6 +181,7 @@ class ProcessBackend(Backend):
     def _replace(self, worker: _Worker) -> None:
         """A worker died: start another, and retry or report the task it was running."""
         code = _reap(worker)
+        self._workers.remove(worker)
         if not worker.ready:
             self._startup_failures += 1
             if self._startup_failures >= MAX_STARTUP_FAILURES:
@@ -196,7 +197,7 @@ class ProcessBackend(Backend):
             else:
                 self._crashes[task.index] = crashes
                 self._pending.appendleft(task)
-        self._workers[self._workers.index(worker)] = self._spawn()
+        self._workers.append(self._spawn())
 
     def _dispatch(self) -> None:
         for worker in self._workers:
@@ -212,12 +213,19 @@ class ProcessBackend(Backend):
                 worker.task = task
 
     def shutdown(self, cancel: bool = False) -> None:
+        interrupted = True
+        try:
+            while not cancel and (self._pending or any(w.task is not None for w in self._workers)):
+                self._poll(None)
+            interrupted = cancel
+        finally:
+            # Draining failed (Ctrl-C, a BackendError): stop as promptly as a cancel would.
+            self._stop(cancel=interrupted)
+
+    def _stop(self, cancel: bool) -> None:
         if cancel:
             self._cancel.set()
             self._pending.clear()
-        else:
-            while self._pending or any(worker.task is not None for worker in self._workers):
-                self._poll(None)
         for worker in self._workers:
             try:
                 worker.conn.send(None)
