@@ -118,8 +118,11 @@ class ProcessBackend(Backend):
         self._factory = self.session_factory or partial(make_session, self.options, 1)
         if self.start_method != "fork":
             _check_picklable(self._factory, self.start_method)
+        # Import requests once where workers come from, not once per worker.
         if self.start_method == "forkserver":
             self._ctx.set_forkserver_preload(["fetcher.backends.process", "fetcher.fetch"])
+        elif self.start_method == "fork":
+            import fetcher.fetch  # noqa: F401
         self._cancel = SharedFlag(self._ctx)
         try:
             for _ in range(self.options.pool):
