@@ -48,7 +48,7 @@ def _run_all(backend: ProcessBackend, tasks: list[Task]) -> dict[str, Result]:
 @pytest.mark.parametrize("start_method", [None, "fork", "spawn"], ids=["default", "fork", "spawn"])
 def test_a_worker_killed_mid_download_is_replaced_and_its_url_fetched_again(
         start_method, server, tmp_path, out) -> None:
-    victim = server.url("/slow/victim.bin?delay=1&size=100")
+    victim = server.url("/slow/victim.bin?delay=2&size=100")  # time to find and kill its worker
     others = [server.url(f"/files/other{i}.bin?size=100") for i in range(4)]
     variant = Variant("process", start_method)
     # --retries 0: fetching the victim again is the backend's doing, not a scheduler retry.
