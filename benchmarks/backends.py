@@ -1,6 +1,7 @@
 """Measure every backend on many small files from the local test server: files/s and peak memory.
 
     python benchmarks/backends.py [--files 1000] [--size 10000] [--pools 8,64] [--repeat 5]
+    python benchmarks/backends.py --delay 0.5 --pools 500 --backends thread,gevent   # slow hosts
 
 The test server (tests/server.py) runs as its own process on 127.0.0.1, and
 each run is ``python -m fetcher LIST --backend B --pool N`` in a fresh process,
@@ -140,23 +141,32 @@ def main() -> None:
     parser.add_argument("--pools", default="8,64")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per case")
     parser.add_argument("--memory-runs", type=int, default=1, help="sampled runs per case")
+    parser.add_argument("--delay", type=float, default=0.0,
+                        help="seconds the server waits before each response (slow hosts)")
+    parser.add_argument("--backends", default="", help="comma-separated subset, e.g. thread,gevent")
     args = parser.parse_args()
     pools = [int(p) for p in args.pools.split(",")]
+    chosen = set(args.backends.split(",")) if args.backends else None
+    variants = [v for v in VARIANTS if chosen is None or v[0] in chosen]
 
     server, port = start_server()
     workdir = tempfile.mkdtemp(prefix="fetcher-bench-list-")
     list_path = os.path.join(workdir, "urls.txt")
     with open(list_path, "w", encoding="utf-8") as handle:
         for i in range(args.files):
-            handle.write(f"http://127.0.0.1:{port}/files/bench{i}.jpg?size={args.size}\n")
-    print(f"{args.files} files of {args.size} bytes from tests/server.py (its own process); "
+            if args.delay:
+                handle.write(f"http://127.0.0.1:{port}/slow/bench{i}.jpg?size={args.size}&delay={args.delay}\n")
+            else:
+                handle.write(f"http://127.0.0.1:{port}/files/bench{i}.jpg?size={args.size}\n")
+    delay = f", each delayed {args.delay} s" if args.delay else ""
+    print(f"{args.files} files of {args.size} bytes{delay} from tests/server.py (its own process); "
           f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; medians of {args.repeat} timed and "
           f"{args.memory_runs} sampled runs; load average before: {_load()}\n")
     print("| backend | pool | wall s | wall files/s | run files/s | peak RSS (tree) | peak PSS (tree) | processes |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     try:
         for pool in pools:
-            for backend, start_method in VARIANTS:
+            for backend, start_method in variants:
                 runs = [run_once(list_path, backend, start_method, pool, args.files, sample=False)
                         for _ in range(args.repeat)]
                 sampled = [run_once(list_path, backend, start_method, pool, args.files, sample=True)
