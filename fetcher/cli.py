@@ -179,6 +179,7 @@ def _main(argv: list[str]) -> int:
 
         return cli_distributed.serve_main(argv[1:]) if argv[0] == "serve" else cli_distributed.work_main(argv[1:])
     args = build_parser().parse_args(argv)
+    _prepare_backend(args.backend)
     from fetcher.options import Options
 
     options = Options.create(backend=args.backend, pool=args.pool, out=args.out,
@@ -191,6 +192,13 @@ def _main(argv: list[str]) -> int:
         print("fetcher: warning: --insecure: TLS certificates are NOT verified; anyone between you and "
               "the server can change what you download", file=sys.stderr)
     return _run(args, options)
+
+
+def _prepare_backend(name: str) -> None:
+    """Process-wide setup first, before anything imports requests (gevent monkey-patches here)."""
+    from fetcher.backends import prepare_process
+
+    prepare_process(name)
 
 
 def _run(args: argparse.Namespace, options: Options) -> int:

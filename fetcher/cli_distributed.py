@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from fetcher.cli import (EXIT_FAILED, EXIT_OK, _add_fetching_rules, _add_input_and_naming_arguments, _chain,
-                         _count_lines, _Parser, _positive_int, _rule_options)
+                         _count_lines, _Parser, _positive_int, _prepare_backend, _rule_options)
 from fetcher.distributed.protocol import DEFAULT_PORT, format_address, parse_address
 from fetcher.errors import ConfigError
 
@@ -181,15 +181,6 @@ def work_main(argv: list[str]) -> int:
                           args.rpc_timeout, args.give_up_after)
     with _sigterm_interrupts():
         return Worker(config, log=note, quiet=args.quiet).run()
-
-
-def _prepare_backend(name: str) -> None:
-    """Process-wide setup a backend needs first (gevent's monkey-patching), where the registry offers it."""
-    from fetcher import backends
-
-    prepare = getattr(backends, "prepare_process", None)
-    if prepare is not None:
-        prepare(name)
 
 
 # -- status HOST:PORT ----------------------------------------------------------------------

@@ -37,6 +37,7 @@ class ErrorKind(str, enum.Enum):
     REDIRECT = "redirect"
     IO = "io"
     CANCELLED = "cancelled"
+    WORKER_DIED = "worker-died"
     INTERNAL = "internal"
 
 

@@ -34,7 +34,7 @@ class Progress:
         self._bytes = 0
         self._failed = 0
         if enabled:
-            from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs in the test extra
+            from tqdm import tqdm
 
             self._bar = tqdm(total=total, unit="file", file=self._stream, dynamic_ncols=True,
                              mininterval=0.2, smoothing=0.1)

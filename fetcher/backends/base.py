@@ -45,7 +45,8 @@ class Backend(ABC):
       and remove their ``.part`` files).
 
     Subclasses implement ``_start``, ``submit`` and ``shutdown`` and report
-    each Result through ``_deliver``, from any thread.
+    each Result through ``_deliver``, from any thread, or override ``wait``
+    to collect Results on the caller's thread.
     """
 
     name: ClassVar[str]

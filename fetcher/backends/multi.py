@@ -20,7 +20,7 @@ from functools import partial
 from collections import deque
 from collections.abc import Callable
 
-import pycurl  # type: ignore[import-untyped]  # no stubs shipped
+import pycurl
 
 from fetcher.backends.base import Backend
 from fetcher.download import Download, prepare

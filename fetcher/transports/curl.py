@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
-import pycurl  # type: ignore[import-untyped]  # no stubs shipped
+import pycurl
 
 from fetcher.guards import FetchFailure
 from fetcher.models import ErrorKind

@@ -1,0 +1,124 @@
+"""The process backend beyond the contract: dead workers, session factories, start methods.
+
+In-process cases use forkserver and spawn only: forking this multi-threaded
+pytest process (the server runs on a thread) is what those two avoid. fork is
+covered through the CLI, in a fresh single-threaded process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from functools import partial
+
+import pytest
+from conftest import write_list
+from proc_helpers import (
+    HAVE_PROC, KILL_MARKER, RUN_TIMEOUT_S, Variant, cli_command, kill_group, read_manifest,
+    suicidal_session, wait_until, worker_pids,
+)
+
+from fetcher.backends.process import MAX_CRASHES, ProcessBackend
+from fetcher.errors import BackendError
+from fetcher.models import Result, Task
+from fetcher.naming import name_for_url
+from fetcher.options import Options
+
+IN_PROCESS_METHODS = ["forkserver", "spawn"]
+
+
+def _task(url: str, index: int) -> Task:
+    return Task(url=url, name=name_for_url(url), index=index)
+
+
+def _run_all(backend: ProcessBackend, tasks: list[Task]) -> dict[str, Result]:
+    for task in tasks:
+        backend.submit(task)
+    results: dict[str, Result] = {}
+    for _ in range(RUN_TIMEOUT_S):  # bounded: wait() returns after at most 1 s
+        if len(results) == len(tasks):
+            break
+        results.update((result.url, result) for result in backend.wait(1.0))
+    assert len(results) == len(tasks), "not every task came back"
+    return results
+
+
+@pytest.mark.skipif(not HAVE_PROC, reason="finds the worker through /proc")
+@pytest.mark.parametrize("start_method", [None, "fork", "spawn"], ids=["default", "fork", "spawn"])
+def test_a_worker_killed_mid_download_is_replaced_and_its_url_fetched_again(
+        start_method, server, tmp_path, out) -> None:
+    victim = server.url("/slow/victim.bin?delay=2&size=100")  # time to find and kill its worker
+    others = [server.url(f"/files/other{i}.bin?size=100") for i in range(4)]
+    variant = Variant("process", start_method)
+    # --retries 0: fetching the victim again is the backend's doing, not a scheduler retry.
+    args = [write_list(tmp_path, [victim, *others]), "-o", out, "--pool", "1", "--retries", "0", "-q"]
+    process = subprocess.Popen(cli_command(variant, args), env=variant.env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                               start_new_session=True)
+    try:
+        wait_until(lambda: server.stats.requests["/slow/victim.bin"] == 1, what="the victim's request")
+        workers = worker_pids(process.pid)
+        assert len(workers) == 1, workers
+        os.kill(workers[0], signal.SIGKILL)
+        _stdout, stderr = process.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        kill_group(process)
+
+    assert process.returncode == 0, stderr
+    records = read_manifest(os.path.join(out, "manifest.jsonl"))
+    assert sorted(record["url"] for record in records) == sorted([victim, *others])
+    assert all(record["status"] == "ok" for record in records)
+    assert server.stats.requests["/slow/victim.bin"] == 2
+
+
+@pytest.mark.parametrize("start_method", IN_PROCESS_METHODS)
+def test_a_url_that_keeps_killing_workers_is_reported_and_the_rest_finish(
+        start_method, server, out) -> None:
+    options = Options.create(out=out, pool=2, backend="process")
+    killer = server.url(KILL_MARKER + "crash.bin")
+    urls = [server.url(f"/files/fine{i}.bin?size=100") for i in range(6)]
+    tasks = [_task(url, index) for index, url in enumerate([killer, *urls])]
+
+    with ProcessBackend(options, partial(suicidal_session, options), start_method=start_method) as backend:
+        results = _run_all(backend, tasks)
+
+    crashed = results.pop(killer)
+    assert crashed.error is not None and crashed.error.kind == "worker-died"
+    assert f"died {MAX_CRASHES} times" in crashed.error.message
+    assert "SIGKILL" in crashed.error.message
+    assert crashed.retryable is False
+    assert all(result.ok for result in results.values()), results
+
+
+def test_an_unpicklable_session_factory_is_refused_before_any_worker_starts(out) -> None:
+    options = Options.create(out=out, pool=2, backend="process")
+    backend = ProcessBackend(options, lambda: None, start_method="spawn")  # type: ignore[arg-type, return-value]
+
+    with pytest.raises(BackendError, match="must pickle"):
+        backend.__enter__()
+
+
+def _broken_factory() -> None:
+    raise RuntimeError("no certificates here")
+
+
+@pytest.mark.parametrize("start_method", IN_PROCESS_METHODS)
+def test_a_session_factory_failing_in_the_worker_stops_the_run_with_its_message(
+        start_method, server, out) -> None:
+    options = Options.create(out=out, pool=2, backend="process")
+    task = _task(server.url("/files/a.bin"), 0)
+
+    with pytest.raises(BackendError, match="RuntimeError: no certificates here"):
+        with ProcessBackend(options, _broken_factory, start_method=start_method) as backend:  # type: ignore[arg-type]
+            backend.submit(task)
+            for _ in range(RUN_TIMEOUT_S):
+                backend.wait(1.0)
+    assert server.stats.requests == {}
+
+
+def test_an_unknown_start_method_names_the_choices(monkeypatch, out) -> None:
+    monkeypatch.setenv("FETCHER_START_METHOD", "teleport")
+
+    with pytest.raises(BackendError, match="'teleport'.*spawn"):
+        ProcessBackend(Options.create(out=out, backend="process"))
