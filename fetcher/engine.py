@@ -67,6 +67,7 @@ def results(items: Iterator[Task | Result | None], options: Options,
 
 def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], window: int, out: str,
            wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None) -> Iterator[Result]:
+    asked_again = False  # see below: the input's "nothing right now" is confirmed once before the end
     while True:
         if cancel is not None and cancel.is_set():
             raise Interrupted("cancelled")
@@ -75,14 +76,23 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], w
             item = scheduler.next_ready()
             if item is None:
                 break
+            asked_again = False
             if isinstance(item, Result):  # a bad input line: final already
                 yield item
                 continue
             in_flight[item.index] = item
             backend.submit(item)
         if not in_flight and scheduler.idle:
-            if scheduler.done or wait_for_more is None:
+            if scheduler.done:
                 return
+            if wait_for_more is None:
+                # A None may have been read before the last results came back (the
+                # journal reads the input in batches), while the caller has added
+                # URLs since: ask once more before calling the run over.
+                if asked_again:
+                    return
+                asked_again = True
+                continue
             if not wait_for_more(MAX_WAIT_S):
                 return
             continue
@@ -95,6 +105,7 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], w
                 continue
             if final.status is Status.FAILED:
                 _discard_partial(out, task)  # kept for a retry that will not come
+            asked_again = False
             yield final
 
 
