@@ -69,7 +69,7 @@ def prepare(task: Task, options: Options, cancel: CancelFlag | None = None) -> D
         target = join_within(options.out, task.name)
     except ValueError as exc:
         return failed(task, ErrorKind.INVALID_URL, str(exc))
-    if not task.provisional_name:  # --on-exists skip: no request when the final name is known
+    if not task.provisional_name and not options.in_memory:  # --on-exists skip: no request when the name is known
         kept = placement.kept_file(task, task.name, options.out, options.on_exists, attempts=0, target=target)
         if kept is not None:
             return kept

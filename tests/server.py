@@ -115,13 +115,26 @@ class Handler(BaseHTTPRequestHandler):
             stats.ranges.setdefault(parts.path, []).append(self.headers.get("Range"))
             stats.active += 1
             stats.max_active = max(stats.max_active, stats.active)
+        self._counted = True
         try:
             self._route(parts.path, query)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
-            with stats.lock:
-                stats.active -= 1
+            self._uncount()
+
+    def _uncount(self) -> None:
+        """This request no longer counts as active (once per request).
+
+        Called before the last bytes of a response go out, too: once the client
+        has them it may start its next request, possibly on another connection
+        and thread, before this one's ``finally`` runs; counting both then would
+        report one request more at once than the client ever had.
+        """
+        if self._counted:
+            self._counted = False
+            with self.server.stats.lock:
+                self.server.stats.active -= 1
 
     def _route(self, path: str, query: dict[str, str]) -> None:
         segments = path.split("/", 2)  # ["", kind, name]
@@ -194,6 +207,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
+        self._uncount()
         self.end_headers()
         self.wfile.write(body)
 

@@ -187,3 +187,12 @@ def test_misuse_raises_config_error(kwargs, message):
 def test_bad_items_are_type_errors(out):
     with pytest.raises(TypeError):
         list(fetch([42], out=out))
+
+
+def test_in_memory_ignores_files_on_disk(server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = server.url("/files/both.bin?size=700")
+    (on_disk,) = fetch([url])  # into ./downloads
+    assert on_disk.ok and os.path.exists(os.path.join("downloads", on_disk.path))
+    (in_memory,) = fetch([url], memory=True)
+    assert in_memory.status is Status.OK and in_memory.content == body_for("both.bin", 700)
