@@ -102,6 +102,18 @@ def _netrc_auth(netloc: str, path: str) -> tuple[str, str] | None:
     return requests.utils.get_netrc_auth(f"http://{netloc}/")
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost reason requests wraps: "Failed to resolve 'host'" rather than
+    "HTTPSConnectionPool(...): Max retries exceeded ... (Caused by ...)"."""
+    reason: BaseException = exc
+    for _ in range(4):  # requests error -> MaxRetryError -> NameResolutionError/NewConnectionError
+        inner = getattr(reason, "reason", None) or (reason.args[0] if reason.args else None)
+        if not isinstance(inner, BaseException):
+            break
+        reason = inner
+    return reason
+
+
 @contextmanager
 def _translate_errors() -> Iterator[None]:
     """Map requests/urllib3 errors to (kind, retryable) in one place; others pass through."""
@@ -109,11 +121,11 @@ def _translate_errors() -> Iterator[None]:
     try:
         yield
     except exc_module.Timeout as exc:
-        raise FetchFailure(ErrorKind.TIMEOUT, short(exc), retryable=True) from None
+        raise FetchFailure(ErrorKind.TIMEOUT, short(_root_cause(exc)), retryable=True) from None
     except exc_module.SSLError as exc:
-        raise FetchFailure(ErrorKind.CONNECT, f"TLS error: {short(exc)}") from None
+        raise FetchFailure(ErrorKind.CONNECT, f"TLS error: {short(_root_cause(exc))}") from None
     except exc_module.ConnectionError as exc:
-        raise FetchFailure(ErrorKind.CONNECT, short(exc), retryable=True) from None
+        raise FetchFailure(ErrorKind.CONNECT, short(_root_cause(exc)), retryable=True) from None
     except exc_module.ChunkedEncodingError as exc:
         raise FetchFailure(ErrorKind.TRUNCATED, f"body ended early: {short(exc)}", retryable=True) from None
     except exc_module.ContentDecodingError as exc:
