@@ -69,14 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--manifest", metavar="PATH",
                         help="where to write the JSONL manifest (default: OUT/manifest.jsonl)")
     _add_fetching_rules(parser)
-    parser.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
-                        help="on a rerun, keep URLs that failed before as failed instead of trying them again")
-    noise = parser.add_mutually_exclusive_group()
-    noise.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    noise.add_argument("-v", "--verbose", action="store_true", help="print a line for every URL, not only failures")
+    _add_run_reporting(parser, "rerun")
     parser.add_argument("--version", action="version", version=f"fetcher {__version__}")
     _add_input_and_naming_arguments(parser)
     return parser
+
+
+def _add_run_reporting(parser: argparse.ArgumentParser, rerun: str) -> None:
+    """--no-retry-failed, -q and -v: shared by ``fetcher`` and ``fetcher serve``."""
+    parser.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
+                        help=f"on a {rerun}, keep URLs that failed before as failed instead of trying them again")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    noise.add_argument("-v", "--verbose", action="store_true", help="print a line for every URL, not only failures")
 
 
 def _add_fetching_rules(parser: argparse.ArgumentParser) -> None:

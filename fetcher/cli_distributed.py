@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from fetcher.cli import (EXIT_FAILED, EXIT_OK, _add_fetching_rules, _add_input_and_naming_arguments, _chain,
-                         _count_lines, _Parser, _positive_int, _prepare_backend, _rule_options)
+                         _add_run_reporting, _count_lines, _Parser, _positive_int, _prepare_backend, _rule_options)
 from fetcher.distributed.protocol import DEFAULT_PORT, format_address, parse_address
 from fetcher.errors import ConfigError
 
@@ -72,11 +72,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lease-timeout", type=_positive_float, default=60.0, metavar="S",
                         help="seconds before a URL leased to a silent worker is handed to another (default: 60)")
     _add_fetching_rules(parser)
-    parser.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
-                        help="on a restart, keep URLs that failed before as failed")
-    noise = parser.add_mutually_exclusive_group()
-    noise.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    noise.add_argument("-v", "--verbose", action="store_true", help="print a line for every URL")
+    _add_run_reporting(parser, "restart")
     _add_input_and_naming_arguments(parser)
     return parser
 
