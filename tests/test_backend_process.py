@@ -19,7 +19,8 @@ from proc_helpers import (
     suicidal_session, wait_until, worker_pids,
 )
 
-from fetcher.backends.process import MAX_CRASHES, ProcessBackend
+from fetcher import fetch
+from fetcher.backends.process import ProcessBackend
 from fetcher.errors import BackendError
 from fetcher.models import Result, Task
 from fetcher.naming import name_for_url
@@ -51,8 +52,9 @@ def test_a_worker_killed_mid_download_is_replaced_and_its_url_fetched_again(
     victim = server.url("/slow/victim.bin?delay=2&size=100")  # time to find and kill its worker
     others = [server.url(f"/files/other{i}.bin?size=100") for i in range(4)]
     variant = Variant("process", start_method)
-    # --retries 0: fetching the victim again is the backend's doing, not a scheduler retry.
-    args = [write_list(tmp_path, [victim, *others]), "-o", out, "--pool", "1", "--retries", "0", "-q"]
+    # The backend reports the victim as a retryable worker-died; the scheduler tries it again.
+    args = [write_list(tmp_path, [victim, *others]), "-o", out, "--pool", "1", "--retries", "1",
+            "--backoff", "0", "-q"]
     process = subprocess.Popen(cli_command(variant, args), env=variant.env(), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                                start_new_session=True)
@@ -70,6 +72,7 @@ def test_a_worker_killed_mid_download_is_replaced_and_its_url_fetched_again(
     assert sorted(record["url"] for record in records) == sorted([victim, *others])
     assert all(record["status"] == "ok" for record in records)
     assert server.stats.requests["/slow/victim.bin"] == 2
+    assert [r["attempts"] for r in records if r["url"] == victim] == [2]
 
 
 @pytest.mark.parametrize("start_method", IN_PROCESS_METHODS)
@@ -85,10 +88,19 @@ def test_a_url_that_keeps_killing_workers_is_reported_and_the_rest_finish(
 
     crashed = results.pop(killer)
     assert crashed.error is not None and crashed.error.kind == "worker-died"
-    assert f"died {MAX_CRASHES} times" in crashed.error.message
     assert "SIGKILL" in crashed.error.message
-    assert crashed.retryable is False
+    assert crashed.retryable is True  # the scheduler decides whether to try again
     assert all(result.ok for result in results.values()), results
+
+
+def test_the_scheduler_retries_a_url_that_killed_its_worker_within_retries(server, out) -> None:
+    options = Options.create(out=out, pool=2, backend="process")
+    killer = server.url(KILL_MARKER + "again.bin")
+    fine = server.url("/files/fine.bin?size=100")
+    results = {r.url: r for r in fetch([killer, fine], out=out, backend="process", pool=2, retries=1,
+                                       backoff=0, session_factory=partial(suicidal_session, options))}
+    assert results[killer].error.kind == "worker-died" and results[killer].attempts == 2
+    assert results[fine].ok
 
 
 def test_an_unpicklable_session_factory_is_refused_before_any_worker_starts(out) -> None:

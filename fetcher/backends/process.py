@@ -4,9 +4,10 @@ Why not ``ProcessPoolExecutor``: when one of its children dies, the whole
 executor breaks, every pending future fails with ``BrokenProcessPool``, and
 nothing says which task the dead child was running. Here each worker talks to
 the parent over its own pipe and is given one task at a time, so the parent
-knows what a dead worker was doing: it starts a replacement and tries that
-task again, reporting it as ``worker-died`` once it has killed
-``MAX_CRASHES`` workers; no other task is touched. (Queueing a second task per
+knows what a dead worker was doing: it starts a replacement and reports that
+task as a retryable ``worker-died`` failure; whether to try it again is the
+scheduler's decision (``--retries``, with backoff), as for any transient
+failure, and no other task is touched. (Queueing a second task per
 worker saved nothing measurable and let a quick task wait behind a slow one
 while another worker sat idle.) No lock is
 shared between processes, so a child killed at any instant cannot leave its
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
     from fetcher.options import Options
 
 START_METHOD_ENV = "FETCHER_START_METHOD"
-MAX_CRASHES = 2  # a task that killed this many workers is reported, not tried again
 MAX_STARTUP_FAILURES = 3  # workers in a row that died before they were ready
 CANCEL_GRACE_S = 1.0  # after this, workers still busy on a cancel are terminated
 PARENT_CHECK_S = 1.0  # how often an idle worker checks that its parent still lives
@@ -110,7 +110,6 @@ class ProcessBackend(Backend):
         self._workers: list[_Worker] = []
         self._pending: deque[Task] = deque()
         self._finished: list[Result] = []
-        self._crashes: dict[int, int] = {}  # task index -> workers it was running when they died
         self._startup_failures = 0
 
     def _start(self) -> None:
@@ -171,7 +170,6 @@ class ProcessBackend(Backend):
                 message = worker.conn.recv()
                 if isinstance(message, Result):
                     worker.task = None
-                    self._crashes.pop(message.index, None)
                     self._finished.append(message)
                 elif message[0] == _READY:
                     worker.ready = True
@@ -183,7 +181,7 @@ class ProcessBackend(Backend):
         return worker.process.is_alive()
 
     def _replace(self, worker: _Worker) -> None:
-        """A worker died: start another, and retry or report the task it was running."""
+        """A worker died: start another, and report the task it was running (the scheduler may retry it)."""
         code = _reap(worker)
         self._workers.remove(worker)
         if not worker.ready:
@@ -192,15 +190,9 @@ class ProcessBackend(Backend):
                 raise BackendError(f"{self._startup_failures} worker processes in a row exited before they were "
                                    f"ready ({_describe_exit(code)}; start method {self.start_method})")
         if (task := worker.task) is not None:
-            crashes = self._crashes.get(task.index, 0) + 1
-            if crashes >= MAX_CRASHES:
-                self._crashes.pop(task.index, None)
-                self._finished.append(failed(
-                    task, ErrorKind.WORKER_DIED,
-                    f"the worker process fetching this URL died {crashes} times ({_describe_exit(code)})"))
-            else:
-                self._crashes[task.index] = crashes
-                self._pending.appendleft(task)
+            self._finished.append(failed(task, ErrorKind.WORKER_DIED,
+                                         f"the worker process fetching this URL died ({_describe_exit(code)})",
+                                         retryable=True))
         self._workers.append(self._spawn())
 
     def _dispatch(self) -> None:
