@@ -95,9 +95,8 @@ class Coordinator:
         with self._cond:
             now = self._clock()
             worker = self._touch(worker_id, now)
-            if self._state != RUNNING:
-                worker.told_end = True
-                return Finished(self._state == STOPPED)
+            if (ended := self._end_for(worker)) is not None:
+                return ended
             self._reap(now)
             granted = self._book.grant(worker_id, max(0, min(n, MAX_GRANT)), now)
             self._counts["leased"] += len(granted)
@@ -106,14 +105,19 @@ class Coordinator:
                 self._cond.notify_all()  # room for more: wake the engine to submit
         return Grant(granted, self.lease_timeout) if granted else Wait(POLL_HINT_S)
 
+    def _end_for(self, worker: _Worker) -> Finished | None:
+        """Finished (and the worker marked as told) once the run is no longer running; else None."""
+        if self._state == RUNNING:
+            return None
+        worker.told_end = True
+        return Finished(self._state == STOPPED)
+
     def heartbeat(self, worker_id: str, lease_ids: list[int]) -> list[int] | Finished:
         """Renew leases; returns those the worker no longer holds (expired, or completed by another)."""
         with self._cond:
             now = self._clock()
-            worker = self._touch(worker_id, now)
-            if self._state != RUNNING:
-                worker.told_end = True
-                return Finished(self._state == STOPPED)
+            if (ended := self._end_for(self._touch(worker_id, now))) is not None:
+                return ended
             return self._book.renew(worker_id, lease_ids, now)
 
     def complete(self, worker_id: str, items: list[tuple[int, Result]]) -> int:
