@@ -56,7 +56,10 @@ class Job:
 
 def fetcher_job(config: FetcherConfig, launcher: list[str]) -> Job:
     def command(dataset: Dataset, out: str, pool: int) -> list[str]:
-        return [*launcher, dataset.url_list, *config.args, "--pool", str(pool), "-o", out, "--quiet"]
+        # Every URL of a dataset is on one host: lift fetcher's polite per-host cap
+        # (default 8) to the pool, as curl, wget2 and aria2c open that many too.
+        return [*launcher, dataset.url_list, *config.args, "--pool", str(pool),
+                "--per-host", str(pool), "-o", out, "--quiet"]
 
     return Job(config.label, command)
 
