@@ -12,7 +12,7 @@ Routes (query parameters in brackets):
     /reset/NAME                     closes the connection with a TCP reset, no response
     /truncate/NAME[?size=N]         declares N bytes, sends half, closes
     /flaky/NAME[?fail=K&code=C]     fails K times with C (default 503), then the file
-    /redirect/NAME[?to=URL]         302 to URL (default /files/NAME)
+    /redirect/NAME[?to=URL&cookie=C]  302 to URL (default /files/NAME), with Set-Cookie: C if given
     /loop/NAME                      302 to itself
     /image/NAME[?format=F&size=N]   a body starting with F's magic bytes (png, jpeg, gif), served as image/F
     /html/NAME[?type=T]             an HTML error page served as T (default image/jpeg)
@@ -177,7 +177,10 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, body, query.get("type", "application/octet-stream"),
                        {"Content-Disposition": _disposition(query)})
         elif kind == "redirect":
-            self._send(302, b"", "text/plain", {"Location": query.get("to", f"/files/{name}")})
+            headers = {"Location": query.get("to", f"/files/{name}")}
+            if "cookie" in query:
+                headers["Set-Cookie"] = query["cookie"] + "; Path=/"
+            self._send(302, b"", "text/plain", headers)
         elif kind == "image":
             fmt = query.get("format", "png")
             self._send(200, image_body(name, fmt, size), f"image/{fmt}")

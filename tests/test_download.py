@@ -163,3 +163,26 @@ def test_provisional_name_is_completed_from_the_headers(options, session):
     result = fetch_one(Task(url=url, name=provisional, provisional_name=True), session, options)
     assert result.path == provisional + ".jpg"
     assert files_under(options.out) == [provisional + ".jpg"]
+
+
+
+def test_our_session_keeps_requests_cookie_and_credential_handling(server, options, session):
+    """The prepared-request path (requests_transport._prepare) sends what Session.get would:
+    credentials in the URL as Basic auth, a cookie set by a redirect along the chain, and
+    that cookie again on the session's later requests."""
+    import json
+
+    memory = Options.create(out=options.out, in_memory=True)
+
+    def echoed(url: str) -> dict[str, str]:
+        result = fetch_one(task(url), session, memory)
+        assert result.status is Status.OK, result.error
+        return json.loads(result.content)
+
+    host = server.url("/").split("//")[1].rstrip("/")
+    with_credentials = echoed(f"http://u:p%40ss@{host}/redirect/x?to=/echo&cookie=first%3D1")
+    assert with_credentials["Authorization"] == "Basic dTpwQHNz"  # u:p@ss
+    assert with_credentials["Cookie"] == "first=1"
+    assert echoed(server.url("/redirect/y?to=/echo&cookie=second%3D2"))["Cookie"] == "second=2"
+    later = echoed(server.url("/echo"))
+    assert later["Cookie"] == "second=2" and "Authorization" not in later

@@ -5,6 +5,13 @@ mocks in tests, and what API users configure (auth, adapters) and hand in
 through ``session_factory``. The body is read with ``raw.read1``, which returns
 whatever has arrived, so the receiver sees every chunk as it comes and each
 read's socket timeout can be cut to the time the guard has left.
+
+A session made by ``session.make_session`` is driven through ``Session.send``
+with a request prepared here: redirects, cookie persistence, hooks and the
+adapter's connection pool are requests' own, but the per-request merging that
+``Session.request`` repeats (session settings, environment, hooks) is done once.
+That cut 0.1–0.25 ms of the ~0.7 ms of CPU a small download costs (issue 8). A
+caller's own session goes through ``Session.get``, exactly as they configured it.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 import urllib3.exceptions
+from requests.models import PreparedRequest
+from requests.structures import CaseInsensitiveDict
 
 from fetcher.guards import FetchFailure
 from fetcher.models import ErrorKind
@@ -43,23 +52,53 @@ class RequestsTransport(Transport):
         self._netrc = environment is not None and environment.netrc is not None
 
     def fetch(self, request: Request, receiver: Receiver) -> Head:
-        guard = request.guard
-        extra: dict[str, Any] = {}
-        if self._environment is not None and self._environment.proxies:
-            proxy = self._environment.proxy_for(request.url)
-            extra["proxies"] = {"http": proxy, "https": proxy} if proxy else {}
-        if self._netrc:
-            extra["auth"] = _netrc_auth(request.url.split("/", 3)[2], self._environment.netrc)  # type: ignore[union-attr]
         with _translate_errors():
-            with self.session.get(request.url, stream=True, headers=request.headers,
-                                  timeout=(request.connect_timeout, guard.read_timeout), **extra) as response:
+            with self._open(request) as response:
                 head = Head(response.status_code, response.reason or "", response.headers, response.url)
                 receiver.on_head(head)
                 _stream(response, receiver, request)
                 return head
 
+    def _open(self, request: Request) -> requests.Response:
+        timeout = (request.connect_timeout, request.guard.read_timeout)
+        environment, session = self._environment, self.session
+        if environment is None:  # the caller's session: requests' whole machinery, as they set it up
+            return session.get(request.url, stream=True, headers=request.headers, timeout=timeout)
+        proxies: dict[str, str] = {}
+        if environment.proxies and (proxy := environment.proxy_for(request.url)):
+            proxies = {"http": proxy, "https": proxy}
+        auth = _netrc_auth(request.url.split("/", 3)[2], environment.netrc) if self._netrc else None
+        headers = CaseInsensitiveDict(session.headers)
+        headers.update(request.headers)
+        return session.send(_prepare(request.url, headers, session.cookies, auth), stream=True, timeout=timeout,
+                            proxies=proxies, verify=session.verify, cert=session.cert)
+
     def close(self) -> None:
         self.session.close()
+
+
+def _prepare(url: str, headers: CaseInsensitiveDict[str | bytes], cookies: requests.cookies.RequestsCookieJar,
+             auth: tuple[str, str] | None) -> PreparedRequest:
+    """``PreparedRequest.prepare`` for a GET, minus the steps that cost and do nothing here.
+
+    An empty cookie jar gets no ``Cookie`` header, so its (costly) lookup is
+    skipped, but the request still carries a jar: requests' redirect handling
+    collects cookies set along the chain into it. Credentials in the URL are
+    looked for only when the URL can hold them.
+    """
+    prepared = PreparedRequest()
+    prepared.prepare_method("GET")
+    prepared.prepare_url(url, None)
+    prepared.prepare_headers(headers)
+    if len(cookies):
+        prepared.prepare_cookies(cookies)
+    else:
+        prepared._cookies = requests.cookies.RequestsCookieJar()  # type: ignore[attr-defined]
+    prepared.prepare_body(None, None)
+    if auth is not None or "@" in url:
+        prepared.prepare_auth(auth, url)
+    prepared.prepare_hooks({})
+    return prepared
 
 
 def _stream(response: requests.Response, receiver: Receiver, request: Request) -> None:
