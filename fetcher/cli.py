@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"how downloads run concurrently: {', '.join(BACKENDS)} (default: thread)")
     parser.add_argument("--pool", type=_positive_int, default=8, metavar="N",
                         help="number of concurrent downloads (default: 8)")
+    parser.add_argument("--processes", type=_positive_int, default=0, metavar="N",
+                        help="--backend process: worker processes the pool is spread over "
+                             "(default: one per CPU, at most the pool)")
     parser.add_argument("-o", "--out", default="downloads", metavar="DIR",
                         help="output folder (default: ./downloads)")
     parser.add_argument("--manifest", metavar="PATH",
@@ -187,7 +190,7 @@ def _main(argv: list[str]) -> int:
     _prepare_backend(args.backend)
     from fetcher.options import Options
 
-    options = Options.create(backend=args.backend, pool=args.pool, out=args.out,
+    options = Options.create(backend=args.backend, pool=args.pool, processes=args.processes, out=args.out,
                              manifest=args.manifest, input_format=args.input_format, naming=args.naming,
                              on_exists=args.on_exists, **_rule_options(args))
     from fetcher.backends import get_backend

@@ -28,6 +28,7 @@ class Options:
     backend: str = "thread"
     client: str = "requests"  # the HTTP transport: requests | curl (transports/)
     pool: int = 8
+    processes: int = 0  # process backend: worker processes sharing the pool; 0: one per CPU
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     retries: int = 3
@@ -89,6 +90,10 @@ class Options:
             raise ConfigError(f"pool must be a whole number of at least 1, not {self.pool!r}")
         if self.pool > 10_000:
             raise ConfigError(f"pool of {self.pool} is more than the 10000 this machine can hold")
+        if not isinstance(self.processes, int) or self.processes < 0:
+            raise ConfigError(f"processes must be a whole number, 0 for one per CPU, not {self.processes!r}")
+        if self.processes and self.backend != "process":
+            raise ConfigError(f"processes applies to the process backend only, not to {self.backend!r}")
         if self.retries < 0:
             raise ConfigError(f"retries must be 0 or more, not {self.retries!r}")
         if self.connect_timeout <= 0 or self.read_timeout <= 0:

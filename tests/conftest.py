@@ -25,15 +25,15 @@ def server() -> Iterator[TestServer]:
 
 
 HAVE_PYCURL = importlib.util.find_spec("pycurl") is not None
-_NEEDS_PYCURL = pytest.mark.skipif(not HAVE_PYCURL,
+NEEDS_PYCURL = pytest.mark.skipif(not HAVE_PYCURL,
                                    reason="pycurl is not installed: pip install -e '.[test]' (or '.[curl]')")
 # Every transport (--client) the fetch-rule tests run on. pycurl is in the test extra, so CI
 # runs both; a checkout installed without it skips the curl half and says why.
-CLIENTS = ["requests", pytest.param("curl", marks=_NEEDS_PYCURL)]
+CLIENTS = ["requests", pytest.param("curl", marks=NEEDS_PYCURL)]
 # ... and the ways to run them: (backend, client). The multi backend drives libcurl itself.
 SETUPS = [pytest.param(("thread", "requests"), id="requests"),
-          pytest.param(("thread", "curl"), id="curl", marks=_NEEDS_PYCURL),
-          pytest.param(("multi", "curl"), id="multi-curl", marks=_NEEDS_PYCURL)]
+          pytest.param(("thread", "curl"), id="curl", marks=NEEDS_PYCURL),
+          pytest.param(("multi", "curl"), id="multi-curl", marks=NEEDS_PYCURL)]
 
 
 @pytest.fixture(params=CLIENTS)

@@ -26,14 +26,16 @@ RUN_TIMEOUT_S = 60  # a hang guard, not a timing assertion
 
 @dataclass(frozen=True)
 class Variant:
-    """One backend as the contract runs it: a name and, for process, a start method."""
+    """One backend as the contract runs it: a name, for process a start method, and extra flags."""
 
     backend: str
     start_method: str | None = None
+    flags: tuple[str, ...] = ()  # e.g. ("--client", "curl"): process workers then run libcurl multi loops
 
     @property
     def id(self) -> str:
-        return self.backend + (f"-{self.start_method}" if self.start_method else "")
+        return "-".join([self.backend, *([self.start_method] if self.start_method else []),
+                         *(flag.lstrip("-") for flag in self.flags)])
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -44,7 +46,7 @@ class Variant:
 
 
 def cli_command(variant: Variant, args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "fetcher", *args, "--backend", variant.backend]
+    return [sys.executable, "-m", "fetcher", *args, "--backend", variant.backend, *variant.flags]
 
 
 def run_cli(variant: Variant, args: Sequence[str]) -> subprocess.CompletedProcess[str]:

@@ -134,3 +134,46 @@ def test_an_unknown_start_method_names_the_choices(monkeypatch, out) -> None:
 
     with pytest.raises(BackendError, match="'teleport'.*spawn"):
         ProcessBackend(Options.create(out=out, backend="process"))
+
+
+@pytest.mark.parametrize("pool,processes,expected", [(8, 2, [4, 4]), (5, 2, [3, 2]), (1, 4, [1]),
+                                                      (3, 0, [1, 1, 1]), (2, 8, [1, 1])])
+def test_the_pool_is_shared_over_the_worker_processes(pool, processes, expected) -> None:
+    from fetcher.backends.process import shares
+
+    assert shares(pool, processes or 3) == expected
+    assert sum(expected) == pool
+
+
+@pytest.mark.parametrize("start_method", IN_PROCESS_METHODS)
+def test_a_dead_worker_reports_every_task_it_was_running(start_method, server, out) -> None:
+    """One process, three slots: the URL that kills it takes the two slow ones in flight with it."""
+    options = Options.create(out=out, pool=3, processes=1, backend="process")
+    killer = server.url(KILL_MARKER + "together.bin")
+    slow = [server.url(f"/slow/s{i}.bin?delay=3&size=100") for i in range(2)]
+    tasks = [_task(url, index) for index, url in enumerate([*slow, killer])]
+
+    with ProcessBackend(options, partial(suicidal_session, options), start_method=start_method) as backend:
+        results = _run_all(backend, tasks)
+
+    assert {url: r.error.kind for url, r in results.items() if r.error} == dict.fromkeys([*slow, killer],
+                                                                                         "worker-died")
+    assert all(r.retryable for r in results.values())
+
+
+def test_one_process_runs_the_whole_pool_at_once(server, tmp_path, out) -> None:
+    urls = [server.url(f"/slow/p{i}?delay=0.5&size=10") for i in range(6)]
+    args = [write_list(tmp_path, urls), "-o", out, "--pool", "3", "--processes", "1", "-q"]
+    done = subprocess.run(cli_command(Variant("process"), args), capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert 2 <= server.stats.max_active <= 3
+
+
+def test_processes_is_refused_for_other_backends(tmp_path, out) -> None:
+    done = subprocess.run(cli_command(Variant("thread"), [write_list(tmp_path, ["http://127.0.0.1:9/x"]),
+                                                          "-o", out, "--processes", "2"]),
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("fetcher: error: processes applies to the process backend only, "
+                                   "not to 'thread'")

@@ -13,7 +13,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import write_list
+from conftest import NEEDS_PYCURL, write_list
 from proc_helpers import (
     HAVE_PROC, RUN_TIMEOUT_S, Variant, cli_command, descendants, interrupt_group, kill_group, part_files,
     read_manifest, run_cli, still_running, wait_until,
@@ -23,10 +23,11 @@ from server import body_for
 from fetcher.naming import name_for_url
 
 VARIANTS = [Variant("thread"), Variant("process"), Variant("process", "fork"),
-            Variant("process", "spawn"), Variant("gevent")]
+            Variant("process", "spawn"), Variant("gevent"),
+            pytest.param(Variant("process", flags=("--client", "curl")), marks=NEEDS_PYCURL)]
 
 
-@pytest.fixture(params=VARIANTS, ids=lambda variant: variant.id)
+@pytest.fixture(params=VARIANTS, ids=lambda variant: variant.id if isinstance(variant, Variant) else None)
 def variant(request: pytest.FixtureRequest) -> Variant:
     return request.param
 

@@ -13,14 +13,15 @@ import subprocess
 import time
 
 import pytest
-from conftest import write_list
+from conftest import NEEDS_PYCURL, write_list
 from proc_helpers import RUN_TIMEOUT_S, Variant, cli_command, kill_group, part_files, read_manifest, run_cli, wait_until
 from server import body_for
 
-VARIANTS = [Variant("thread"), Variant("process"), Variant("gevent")]
+VARIANTS = [Variant("thread"), Variant("process"), Variant("gevent"),
+            pytest.param(Variant("process", flags=("--client", "curl")), marks=NEEDS_PYCURL)]
 
 
-@pytest.fixture(params=VARIANTS, ids=lambda variant: variant.id)
+@pytest.fixture(params=VARIANTS, ids=lambda variant: variant.id if isinstance(variant, Variant) else None)
 def variant(request: pytest.FixtureRequest) -> Variant:
     return request.param
 

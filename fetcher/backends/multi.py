@@ -14,11 +14,13 @@ and ``Download`` around the same ``CurlTransport``. Needs ``--client curl``.
 
 from __future__ import annotations
 
+import select
 import time
 import traceback
-from functools import partial
 from collections import deque
 from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
 
 import pycurl
 
@@ -31,11 +33,23 @@ from fetcher.streaming import Cancelled
 from fetcher.transports.base import Head
 from fetcher.transports.curl import CurlTransport
 
+if TYPE_CHECKING:
+    from fetcher.streaming import CancelFlag
+
 IDLE_POLL_S = 1.0  # longest select() when libcurl has no timer of its own
 
 
 class MultiBackend(Backend):
+    """Attributes set before entering, for a host that drives this backend (a process-backend worker):
+
+    - ``wake_fds``: file descriptors that end a ``wait`` early when readable
+      (the worker's pipe to its parent), so new tasks never wait for a timeout.
+    - ``cancel``: a flag every download checks between chunks.
+    """
+
     name = "multi"
+    wake_fds: tuple[int, ...] = ()
+    cancel: CancelFlag | None = None
 
     def _start(self) -> None:
         if self.session_factory is not None:
@@ -62,11 +76,28 @@ class MultiBackend(Backend):
             remaining = IDLE_POLL_S if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            if not self._active:  # nothing in flight: the engine is waiting for a retry's time
-                time.sleep(remaining)
-                continue
-            suggested = self._multi.timeout()  # ms until libcurl's next timer; -1: none
-            self._multi.select(min(remaining, suggested / 1000 if suggested >= 0 else IDLE_POLL_S))
+            if self._sleep(remaining):
+                return []  # a wake fd is readable: the host has something to say
+
+    def _sleep(self, remaining: float) -> bool:
+        """Block until libcurl has work, its next timer, or ``remaining`` s; True if a wake fd woke us."""
+        if not self._active and not self.wake_fds:  # nothing in flight: the engine waits for a retry's time
+            time.sleep(remaining)
+            return False
+        suggested = self._multi.timeout()  # ms until libcurl's next timer; -1: none
+        timeout = min(remaining, suggested / 1000 if suggested >= 0 else IDLE_POLL_S)
+        if not self.wake_fds:
+            self._multi.select(timeout)
+            return False
+        # poll, not select: no FD_SETSIZE limit on a big pool's descriptors
+        poller = select.poll()
+        reads, writes, _ = self._multi.fdset() if self._active else ([], [], [])
+        for fd in {*reads, *writes}:
+            poller.register(fd, (select.POLLIN if fd in reads else 0) | (select.POLLOUT if fd in writes else 0))
+        for fd in self.wake_fds:
+            poller.register(fd, select.POLLIN)
+        ready = poller.poll(timeout * 1000)
+        return any(fd in self.wake_fds for fd, _ in ready)
 
     def shutdown(self, cancel: bool = False) -> None:
         if cancel:
@@ -85,7 +116,7 @@ class MultiBackend(Backend):
     def _start_pending(self) -> None:
         while self._pending and self._free:
             task = self._pending.popleft()
-            download = _settled(task, partial(prepare, task, self.options))
+            download = _settled(task, partial(prepare, task, self.options, self.cancel))
             if isinstance(download, Result):  # decided before any request (a bad name, a kept file)
                 self._done.append(download)
                 continue
