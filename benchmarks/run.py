@@ -42,6 +42,7 @@ from bench_tools import (FETCHER_CONFIGS, FetcherConfig, Job, aria2c_job, curl_j
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 PROBE_TIMEOUT_S = 120.0
+LATENCY_CONFIGS = ("gevent", "multi --client curl")
 EXIT_USAGE = 2  # what fetcher answers to a backend or flag it does not know
 
 
@@ -58,8 +59,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tools", default="curl,wget2,aria2c",
                         help="reference tools to run where installed (default curl,wget2,aria2c; '' for none)")
     parser.add_argument("--datasets", default="small,large,mixed", help="which datasets (default all)")
-    parser.add_argument("--latency-backend", default="gevent", metavar="'BACKEND [ARGS]'",
-                        help="fetcher configuration for the latency-bound scenario (default gevent)")
+    parser.add_argument("--latency-backend", action="append", metavar="'BACKEND [ARGS]'",
+                        help="a fetcher configuration for the latency-bound scenario, repeatable "
+                             f"(default: {', '.join(LATENCY_CONFIGS)})")
     parser.add_argument("--latency-pools", default="100,1000", help="pools for it (default 100,1000)")
     parser.add_argument("--latency-delay", type=float, default=0.2, help="server delay in s (default 0.2)")
     parser.add_argument("--latency-rounds", type=int,
@@ -85,6 +87,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--save", metavar="FILE", help="also write the report to FILE")
     args = parser.parse_args(argv)
     args.reps = args.reps or (1 if args.quick else 3)
+    args.latency_backends = args.latency_backend or list(LATENCY_CONFIGS)
     args.latency_rounds = args.latency_rounds or (5 if args.quick else 10)
     args.pools = _int_list(parser, "--pool", args.pool)
     args.latency_pool_list = _int_list(parser, "--latency-pools", args.latency_pools)
@@ -265,20 +268,44 @@ def warm_memory(specs: Sequence[DatasetSpec]) -> None:
 
 
 def run_latency(bench: Bench, stack: contextlib.ExitStack, lists_dir: str) -> list[LatencyCell]:
-    """The latency-bound scenario: one cell per pool, skipped if fetcher lacks the backend."""
+    """The latency-bound scenario: one cell per configuration and pool, skipped if fetcher lacks it."""
     args = bench.args
-    config = FetcherConfig.parse(args.latency_backend)
     size = 64
     server = DelayServer(args.python, args.latency_delay, size, os.path.join(bench.workdir, "delay.log"))
     server.start()
     stack.callback(server.stop)
-    why = probe_fetcher(bench, config, f"{server.base_url}/probe/p.bin")
-    cells = [LatencyCell(config.label, pool, args.latency_delay) for pool in args.latency_pool_list]
-    if why is not None:
-        for cell in cells:
-            cell.skipped = why
-        log(f"latency scenario skipped: {config.label}: {why}")
-        return cells
+    runs: list[tuple[Job, LatencyCell]] = []
+    for spec in args.latency_backends:
+        config = FetcherConfig.parse(spec)
+        cells = [LatencyCell(config.label, pool, args.latency_delay) for pool in args.latency_pool_list]
+        why = probe_fetcher(bench, config, f"{server.base_url}/probe/p.bin")
+        if why is not None:
+            for cell in cells:
+                cell.skipped = why
+            log(f"latency scenario skipped: {config.label}: {why}")
+        job = fetcher_job(config, bench.launcher)
+        runs += [(job, cell) for cell in cells]
+    for rep in range(1, args.reps + 1):  # interleaved, like the main table
+        for job, cell in runs:
+            if cell.failure is not None or cell.skipped:
+                continue
+            dataset = latency_dataset(server.base_url, cell.pool * args.latency_rounds, size, lists_dir,
+                                      cell.pool)
+            wait_idle(server)
+            server.reset()
+            measurement, failure = bench.measure(job, dataset, cell.pool, f"latency-{cell.pool}-r{rep}")
+            stats = server.stats()
+            window = float(stats.get("window_s") or 0.0)
+            log(f"[{rep}/{args.reps}] latency pool {cell.pool:<5} {cell.label:<16} "
+                f"{measurement.wall_s:6.2f} s  server window {window:5.2f} s  "
+                f"max open {stats.get('max_open')}  rss {measurement.peak_rss / 2**20:5.0f} MiB"
+                + (f"  FAILED: {failure}" if failure else ""))
+            if failure is not None:
+                cell.failure = failure
+                continue
+            cell.samples.append(LatencySample(measurement, dataset.count, window,
+                                              int(stats.get("max_open") or 0)))
+    return [cell for _, cell in runs]
     job = fetcher_job(config, bench.launcher)
     for rep in range(1, args.reps + 1):
         for cell in cells:
