@@ -10,7 +10,7 @@ threads with an easy handle each, whose callbacks and hand-offs queue for the GI
 
 The loop uses libcurl's socket interface (``socket_action`` with socket and
 timer callbacks), not ``perform`` with ``fdset``: libcurl says which sockets to
-watch as they change, an epoll selector waits on them, and each wake-up costs
+watch as they change, epoll waits on them, and each wake-up costs
 work for the sockets that are ready rather than for every transfer in flight.
 ``fdset`` also silently leaves out descriptors above 1,023, which a pool of a
 thousand reaches, so those transfers would only move on timeouts.
@@ -21,7 +21,7 @@ and ``Download`` around the same ``CurlTransport``. Needs ``--client curl``.
 
 from __future__ import annotations
 
-import selectors
+import select
 import time
 import traceback
 from collections import deque
@@ -44,7 +44,52 @@ if TYPE_CHECKING:
     from fetcher.streaming import CancelFlag
 
 IDLE_POLL_S = 1.0  # longest wait when libcurl has no timer of its own
-_WAKE, _SOCKET = "wake", "socket"  # what a registered descriptor is, in the selector's key.data
+_READABLE = select.POLLIN | select.POLLHUP | select.POLLERR  # a hang-up or error is for libcurl to read
+
+
+class _Poller:
+    """epoll where the platform has it, else poll(): the same calls, no FD_SETSIZE limit.
+
+    Raw, not ``selectors``: libcurl changes what it watches on almost every
+    request, and the selectors layer costs several Python calls per change.
+    """
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._poll = select.poll() if self._epoll is None else None
+        self._watched: set[int] = set()
+
+    def register(self, fd: int, events: int) -> None:
+        self.watch(fd, events)
+
+    def watch(self, fd: int, events: int) -> None:
+        poller = self._epoll or self._poll
+        assert poller is not None
+        if fd in self._watched:
+            try:
+                poller.modify(fd, events)
+                return
+            except FileNotFoundError:  # closed and reused since: epoll dropped the old one
+                pass
+        poller.register(fd, events)
+        self._watched.add(fd)
+
+    def unregister(self, fd: int) -> None:
+        if fd in self._watched:
+            self._watched.discard(fd)
+            try:
+                (self._epoll or self._poll).unregister(fd)  # type: ignore[union-attr]
+            except (OSError, KeyError):  # already closed: epoll forgot it by itself
+                pass
+
+    def poll(self, timeout_s: float) -> list[tuple[int, int]]:
+        if self._epoll is not None:
+            return self._epoll.poll(timeout_s)
+        return self._poll.poll(timeout_s * 1000)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
 
 
 class MultiBackend(Backend):
@@ -65,12 +110,12 @@ class MultiBackend(Backend):
         if self.options.client != "curl":
             raise BackendError("the multi backend drives libcurl's multi interface: use it with --client curl")
         self._multi = pycurl.CurlMulti()
-        self._selector = selectors.DefaultSelector()  # epoll on Linux
+        self._poller = _Poller()
         self._timer_at: float | None = None  # when libcurl wants socket_action(SOCKET_TIMEOUT)
         self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
         self._multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
         for fd in self.wake_fds:
-            self._selector.register(fd, selectors.EVENT_READ, _WAKE)
+            self._poller.register(fd, select.POLLIN)
         self._free: list[CurlTransport] = [make_session(self.options) for _ in range(self.options.pool)]  # type: ignore[misc]
         self._active: dict[pycurl.Curl, tuple[CurlTransport, Download]] = {}
         self._pending: deque[Task] = deque()
@@ -102,29 +147,24 @@ class MultiBackend(Backend):
         if self._timer_at is not None:
             timeout = min(timeout, max(0.0, self._timer_at - time.monotonic()))
         woken = False
-        for key, mask in self._selector.select(timeout):
-            if key.data is _WAKE:
+        wake_fds = self.wake_fds
+        for fd, events in self._poller.poll(timeout):
+            if fd in wake_fds:
                 woken = True
                 continue
-            flags = ((pycurl.CSELECT_IN if mask & selectors.EVENT_READ else 0)
-                     | (pycurl.CSELECT_OUT if mask & selectors.EVENT_WRITE else 0))
-            self._multi.socket_action(key.fd, flags)
+            flags = ((pycurl.CSELECT_IN if events & _READABLE else 0)
+                     | (pycurl.CSELECT_OUT if events & select.POLLOUT else 0)
+                     | (pycurl.CSELECT_ERR if events & select.POLLERR else 0))
+            self._multi.socket_action(fd, flags)
         return woken
 
     def _on_socket(self, what: int, fd: int, _multi: object, _data: object) -> None:
         """libcurl's socket callback: start, change or stop watching ``fd``."""
         if what == pycurl.POLL_REMOVE:
-            try:
-                self._selector.unregister(fd)
-            except (KeyError, ValueError):
-                pass
-            return
-        events = ((selectors.EVENT_READ if what & pycurl.POLL_IN else 0)
-                  | (selectors.EVENT_WRITE if what & pycurl.POLL_OUT else 0))
-        try:
-            self._selector.modify(fd, events, _SOCKET)
-        except KeyError:
-            self._selector.register(fd, events, _SOCKET)
+            self._poller.unregister(fd)
+        else:
+            self._poller.watch(fd, (select.POLLIN if what & pycurl.POLL_IN else 0)
+                               | (select.POLLOUT if what & pycurl.POLL_OUT else 0))
 
     def _on_timer(self, timeout_ms: int) -> None:
         """libcurl's timer callback: call socket_action(SOCKET_TIMEOUT) in ``timeout_ms`` (-1: never)."""
@@ -143,7 +183,7 @@ class MultiBackend(Backend):
         for transport in self._free:
             transport.close()
         self._multi.close()
-        self._selector.close()
+        self._poller.close()
 
     def _start_pending(self) -> None:
         while self._pending and self._free:
