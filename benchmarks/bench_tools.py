@@ -37,10 +37,11 @@ class FetcherConfig:
 
 FETCHER_CONFIGS: tuple[FetcherConfig, ...] = (
     FetcherConfig.parse("thread"),
-    FetcherConfig.parse("process"),
+    FetcherConfig.parse("process"),  # one worker per CPU, threads with requests inside
     FetcherConfig.parse("gevent"),
     FetcherConfig.parse("thread --client curl"),  # the libcurl transport, an easy handle per thread
     FetcherConfig.parse("multi --client curl"),  # libcurl's multi interface, one thread
+    FetcherConfig.parse("process --client curl"),  # a multi loop in each of one worker per CPU
 )
 
 
