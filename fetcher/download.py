@@ -19,7 +19,7 @@ import io
 import os
 import time
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from fetcher import partial, placement
 from fetcher.checksum import Verifier
@@ -100,7 +100,7 @@ class Download:
             self.resume, self.has_meta = partial.read_meta(self.part, task.url)
         self.head: Head | None = None
         self.name = task.name
-        self.sink: IO[bytes] | None = None
+        self.sink: partial.PartFile | io.BytesIO | None = None
         self.offset = 0
         self.sniffed: bytes | None = None  # the body's first bytes while --accept still has to check them
         self.digest = hashlib.sha256()
