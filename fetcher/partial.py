@@ -21,7 +21,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from fetcher.naming import PART_SUFFIX
+from fetcher.naming import PART_SUFFIX, forget_folders
 
 META_SUFFIX = ".meta"
 WRITE_BUFFER = 128 * 1024
@@ -68,6 +68,7 @@ def open_part(part: str, offset: int) -> PartFile:
         fd = os.open(part, flags, 0o666)
     except FileNotFoundError:  # the folder was removed since this process made it
         _made.discard(folder)
+        forget_folders()  # and whatever else was known of the folders: check them all again
         ensure_folder(folder)
         fd = os.open(part, flags, 0o666)
     if offset:
