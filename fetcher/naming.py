@@ -34,7 +34,7 @@ import string
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from fetcher.errors import ConfigError
 from fetcher.filenames import WINDOWS_DEVICES, clean_component, disposition_filename, extension_for_type
@@ -84,9 +84,18 @@ def safe_component(text: str, limit: int = MAX_STEM) -> str:
     return cleaned
 
 
+@lru_cache(maxsize=4096)
 def host_folder(netloc_host: str | None, port: int | None) -> str:
+    """The folder of a host (cached: a list holds many URLs per host)."""
     host = safe_component((netloc_host or "").lower(), limit=253) or "_"
     return f"{host}_{port}" if port else host
+
+
+@lru_cache(maxsize=4096)
+def _netloc_folder(netloc: str) -> str:
+    """``host_folder`` of a netloc, whose host and port urllib would parse again per URL."""
+    parts = SplitResult("", netloc, "", "", "")
+    return host_folder(parts.hostname, parts.port)
 
 
 def url_extension(url: str) -> str:
@@ -106,9 +115,12 @@ def name_for_url(url: str, ext: str | None = None) -> str:
     if ext is None:
         ext = url_ext.lstrip(".")
     ext = safe_component(ext, limit=MAX_EXT).lower()
-    stem = safe_component(stem) or "index"
-    filename = f"{stem}-{url_digest(url)}" + (f".{ext}" if ext else "")
-    return f"{host_folder(parts.hostname, parts.port)}/{filename}"
+    return _url_name(url, parts.netloc, stem, ext)
+
+
+def _url_name(url: str, netloc: str, stem: str, safe_ext: str) -> str:
+    filename = f"{safe_component(stem) or 'index'}-{url_digest(url)}" + (f".{safe_ext}" if safe_ext else "")
+    return f"{_netloc_folder(netloc)}/{filename}"
 
 
 @lru_cache(maxsize=64)
@@ -158,9 +170,13 @@ def initial_name(url: str, index: int, spec: str) -> tuple[str, bool]:
     ``content-disposition``.
     """
     naming = parse_naming(spec)
-    ext = url_extension(url)
+    parts = urlsplit(url)
+    stem, dot_ext = posixpath.splitext(posixpath.basename(unquote(parts.path)))
+    ext = safe_component(dot_ext.lstrip("."), limit=MAX_EXT).lower()  # url_extension(url), from one split
     provisional = naming.mode == "content-disposition" or (
         naming.uses_ext and (not ext or ext in SCRIPT_EXTENSIONS))
+    if naming.mode == "url":  # the default: name_for_url(url, ext) without splitting the URL again
+        return _url_name(url, parts.netloc, stem, "" if provisional else ext), provisional
     return _render(naming, url, index, "" if provisional else ext), provisional
 
 
