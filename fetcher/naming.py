@@ -329,6 +329,7 @@ def _inspect(root: str, target: str) -> str:
 # can replace (with a link, say) while this process runs: lstat'ed once, not once per file.
 _verified: dict[str, set[str]] = {}
 _VERIFIED_LIMIT = 65_536
+_VERIFIED_ROOTS = 64  # a long-lived API process may write to many output folders: stay bounded
 
 
 def _walk_folders(root: str, folder: str) -> str | None:
@@ -349,6 +350,8 @@ def _walk_folders(root: str, folder: str) -> str | None:
         guarded = _guarded(os.stat(root))
     except OSError:
         guarded = False
+    if root not in _verified and len(_verified) >= _VERIFIED_ROOTS:
+        _verified.clear()
     verified = _verified.setdefault(root, set())
     path = root
     for part in folder[len(root):].strip(os.sep).split(os.sep):
