@@ -23,6 +23,9 @@ from fetcher.progress import Progress, human_bytes
 if TYPE_CHECKING:
     from fetcher.journal import Journal
 
+# One encoder for every line: json.dumps(..., ensure_ascii=False) builds a new one per call.
+_MANIFEST_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
 
 @dataclass
 class Summary:
@@ -113,7 +116,7 @@ class Collector:
         if self._journal is not None:
             self._journal.record(result)
         if self._manifest is not None:
-            self._manifest.write(json.dumps(result.to_record(), ensure_ascii=False) + "\n")
+            self._manifest.write(_MANIFEST_ENCODER.encode(result.to_record()) + "\n")
         self._progress.update(result.bytes, failed=result.status is Status.FAILED)
         self._note(result)
         if self._on_result is not None:

@@ -19,13 +19,13 @@ import io
 import os
 import time
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from fetcher import partial, placement
 from fetcher.checksum import Verifier
 from fetcher.guards import FetchFailure, TransferGuard, check_content_type, check_magic
 from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
-from fetcher.naming import PART_SUFFIX, finalize_name, join_within
+from fetcher.naming import FOUND, NO_FOLDER, PART_SUFFIX, finalize_name, join_within, locate
 from fetcher.streaming import MAGIC_BYTES, CancelFlag, Cancelled, check_complete, hash_prefix, is_encoded
 from fetcher.transports import as_transport
 from fetcher.transports.base import Head, Request
@@ -66,14 +66,15 @@ def prepare(task: Task, options: Options, cancel: CancelFlag | None = None) -> D
     """The checks before any request: a Download to perform, or already a Result."""
     started = time.monotonic()
     try:
-        target = join_within(options.out, task.name)
+        target, presence = locate(options.out, task.name)
     except ValueError as exc:
         return failed(task, ErrorKind.INVALID_URL, str(exc))
-    if not task.provisional_name and not options.in_memory:  # --on-exists skip: no request when the name is known
+    # --on-exists skip: no request when the name is known and taken (the safety walk saw if it is free).
+    if presence == FOUND and not task.provisional_name and not options.in_memory:
         kept = placement.kept_file(task, task.name, options.out, options.on_exists, attempts=0, target=target)
         if kept is not None:
             return kept
-    return Download(task, options, cancel, started, target)
+    return Download(task, options, cancel, started, target, may_resume=presence != NO_FOLDER)
 
 
 class _Kept(Exception):
@@ -88,7 +89,7 @@ class Download:
     """One attempt at one task: the receiver a transport streams into, and the Result it makes."""
 
     def __init__(self, task: Task, options: Options, cancel: CancelFlag | None, started: float,
-                 target: str) -> None:
+                 target: str, may_resume: bool = True) -> None:
         self.task, self.options, self.cancel, self.started = task, options, cancel, started
         self.target = target  # join_within(out, name), kept in step with self.name
         self.part = target + PART_SUFFIX  # the provisional name's, so a resume finds it before any request
@@ -96,11 +97,11 @@ class Download:
                                    options.min_speed_time, options.memory_cap, started)
         self.resume: tuple[int, str] | None = None
         self.has_meta = False  # NAME.part.meta exists (from an earlier attempt, or written by this one)
-        if not options.in_memory:
+        if may_resume and not options.in_memory:  # False: the part's folder does not exist yet
             self.resume, self.has_meta = partial.read_meta(self.part, task.url)
         self.head: Head | None = None
         self.name = task.name
-        self.sink: IO[bytes] | None = None
+        self.sink: partial.PartFile | io.BytesIO | None = None
         self.offset = 0
         self.sniffed: bytes | None = None  # the body's first bytes while --accept still has to check them
         self.digest = hashlib.sha256()

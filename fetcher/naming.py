@@ -34,7 +34,7 @@ import string
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from fetcher.errors import ConfigError
 from fetcher.filenames import WINDOWS_DEVICES, clean_component, disposition_filename, extension_for_type
@@ -84,9 +84,18 @@ def safe_component(text: str, limit: int = MAX_STEM) -> str:
     return cleaned
 
 
+@lru_cache(maxsize=4096)
 def host_folder(netloc_host: str | None, port: int | None) -> str:
+    """The folder of a host (cached: a list holds many URLs per host)."""
     host = safe_component((netloc_host or "").lower(), limit=253) or "_"
     return f"{host}_{port}" if port else host
+
+
+@lru_cache(maxsize=4096)
+def _netloc_folder(netloc: str) -> str:
+    """``host_folder`` of a netloc, whose host and port urllib would parse again per URL."""
+    parts = SplitResult("", netloc, "", "", "")
+    return host_folder(parts.hostname, parts.port)
 
 
 def url_extension(url: str) -> str:
@@ -106,9 +115,12 @@ def name_for_url(url: str, ext: str | None = None) -> str:
     if ext is None:
         ext = url_ext.lstrip(".")
     ext = safe_component(ext, limit=MAX_EXT).lower()
-    stem = safe_component(stem) or "index"
-    filename = f"{stem}-{url_digest(url)}" + (f".{ext}" if ext else "")
-    return f"{host_folder(parts.hostname, parts.port)}/{filename}"
+    return _url_name(url, parts.netloc, stem, ext)
+
+
+def _url_name(url: str, netloc: str, stem: str, safe_ext: str) -> str:
+    filename = f"{safe_component(stem) or 'index'}-{url_digest(url)}" + (f".{safe_ext}" if safe_ext else "")
+    return f"{_netloc_folder(netloc)}/{filename}"
 
 
 @lru_cache(maxsize=64)
@@ -158,9 +170,13 @@ def initial_name(url: str, index: int, spec: str) -> tuple[str, bool]:
     ``content-disposition``.
     """
     naming = parse_naming(spec)
-    ext = url_extension(url)
+    parts = urlsplit(url)
+    stem, dot_ext = posixpath.splitext(posixpath.basename(unquote(parts.path)))
+    ext = safe_component(dot_ext.lstrip("."), limit=MAX_EXT).lower()  # url_extension(url), from one split
     provisional = naming.mode == "content-disposition" or (
         naming.uses_ext and (not ext or ext in SCRIPT_EXTENSIONS))
+    if naming.mode == "url":  # the default: name_for_url(url, ext) without splitting the URL again
+        return _url_name(url, parts.netloc, stem, "" if provisional else ext), provisional
     return _render(naming, url, index, "" if provisional else ext), provisional
 
 
@@ -254,11 +270,27 @@ def join_within(root: str, relative: str) -> str:
     """Join ``relative`` under ``root``; raise ValueError if it would escape.
 
     Like pip's ``join_within_directory``: the result can never point outside root,
-    not even through a symbolic link planted inside it. Only the components
-    below ``root`` are looked at (one ``lstat`` each, stopping at the first that
-    does not exist); a link among them is resolved and the real path checked.
-    Runs several times per download, so it avoids ``realpath``'s lstat of every
-    component from ``/``. (The root itself may be a link: it is the user's choice.)
+    not even through a symbolic link planted inside it. See ``locate``.
+    """
+    return locate(root, relative)[0]
+
+
+# What ``locate`` learned about the target on its way, for callers that can skip a system call:
+FOUND = "found"  # something is at the target's name, or it is not known
+NO_FILE = "no-file"  # the target's name is free (its folder exists)
+NO_FOLDER = "no-folder"  # a folder of the target is missing: neither it nor its .part can exist
+_LINK = "link"  # a link, or something odd, below root: the thorough check decides
+
+
+def locate(root: str, relative: str) -> tuple[str, str]:
+    """``join_within``, and whether the target exists: ``FOUND``, ``NO_FILE`` or ``NO_FOLDER``.
+
+    Only the components below ``root`` are looked at, one ``lstat`` each (it stops
+    at the first that does not exist), avoiding ``realpath``'s lstat of every
+    component from ``/``; a link among them is resolved and the real path
+    checked. (The root itself may be a link: it is the user's choice.) Folders
+    that no other user can replace are remembered (see ``_walk_folders``), so a
+    download into a known folder costs one ``lstat``, of the target itself.
     """
     root = os.path.abspath(root)
     if os.path.isabs(relative) or "\x00" in relative:
@@ -267,23 +299,84 @@ def join_within(root: str, relative: str) -> str:
     # Both are normalised absolute paths, so "inside" is a prefix up to a separator.
     if not target.startswith(root if root.endswith(os.sep) else root + os.sep) or target == root:
         raise ValueError(f"path {relative!r} escapes {root!r}")
-    if _has_link_below(root, target):
+    presence = _inspect(root, target)
+    if presence == _LINK:
         real_root = os.path.realpath(root)
         real_target = os.path.realpath(target)
         if os.path.commonpath([real_root, real_target]) != real_root or real_target == real_root:
             raise ValueError(f"path {relative!r} leads out of {root!r} through a symbolic link")
-    return target
+        return target, FOUND
+    return target, presence
 
 
-def _has_link_below(root: str, target: str) -> bool:
+def _inspect(root: str, target: str) -> str:
+    """``_LINK`` if a component below ``root`` is a link (or cannot be looked at), else the target's presence."""
+    folder = os.path.dirname(target)
+    if folder != root and folder not in _verified.get(root, ()):
+        presence = _walk_folders(root, folder)
+        if presence is not None:
+            return presence
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return NO_FILE
+    except OSError:
+        return _LINK  # unknown: take the slow, thorough path
+    return _LINK if stat.S_ISLNK(mode) else FOUND
+
+
+# By output folder, the folders below it known to be real directories that no other user
+# can replace (with a link, say) while this process runs: lstat'ed once, not once per file.
+_verified: dict[str, set[str]] = {}
+_VERIFIED_LIMIT = 65_536
+_VERIFIED_ROOTS = 64  # a long-lived API process may write to many output folders: stay bounded
+
+
+def _walk_folders(root: str, folder: str) -> str | None:
+    """lstat each folder from ``root`` down to ``folder``: None if all are real directories.
+
+    Else ``NO_FOLDER`` (one is missing) or ``_LINK`` (one is a link, or not a
+    folder, or cannot be looked at).
+
+    A folder is remembered only when every folder above it, up to and including
+    ``root``, is ``_guarded``: replacing a directory by a link needs write access
+    to its parent, so only this user (or root) could, and this user's processes
+    are outside what any path check can defend against; fetcher itself never
+    removes or renames a folder. The check before remembering is the same as
+    the check each file used to make; it only stops being repeated. Folders
+    under a group- or world-writable one are looked at for every file, as before.
+    """
+    try:
+        guarded = _guarded(os.stat(root))
+    except OSError:
+        guarded = False
+    if root not in _verified and len(_verified) >= _VERIFIED_ROOTS:
+        _verified.clear()
+    verified = _verified.setdefault(root, set())
     path = root
-    for part in target[len(root):].strip(os.sep).split(os.sep):
+    for part in folder[len(root):].strip(os.sep).split(os.sep):
         path = os.path.join(path, part)
         try:
-            if stat.S_ISLNK(os.lstat(path).st_mode):
-                return True
+            info = os.lstat(path)
         except FileNotFoundError:
-            return False  # nothing below a missing folder exists either
+            return NO_FOLDER  # nothing below a missing folder exists either
         except OSError:
-            return True  # unknown: take the slow, thorough path
-    return False
+            return _LINK
+        if not stat.S_ISDIR(info.st_mode):
+            return _LINK
+        if guarded:
+            if len(verified) >= _VERIFIED_LIMIT:  # a crawl over millions of folders: stay bounded
+                verified.clear()
+            verified.add(path)
+            guarded = _guarded(info)
+    return None
+
+
+def _guarded(info: os.stat_result) -> bool:
+    """Only this user (or root) can add, remove or rename entries of this directory."""
+    return info.st_uid in (os.geteuid(), 0) and not info.st_mode & 0o022
+
+
+def forget_folders() -> None:
+    """Look at every folder again: one was removed while this process ran (see ``partial.open_part``)."""
+    _verified.clear()

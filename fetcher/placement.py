@@ -11,18 +11,22 @@
   ``NAME (2).EXT``, ... Spaces and parentheses never occur in the names
   fetcher derives from URLs, so a renamed copy can never take another URL's name.
 
-Except with ``overwrite``, the final step is a no-clobber hard link (``os.link``
-fails if the name exists), so a file that appears while a download runs
-(another process, another URL of the same list with the same ``filename``) is
-never overwritten either. Where hard links are not supported, a
-check-then-rename is used, with a small race window.
+Except with ``overwrite``, the final step is a no-clobber rename, so a file that
+appears while a download runs (another process, another URL of the same list
+with the same ``filename``) is never overwritten either. On Linux that is one
+``renameat2(RENAME_NOREPLACE)`` call; where the kernel, the C library or the
+filesystem lacks it, a hard link (``os.link`` fails if the name exists) and an
+unlink of the ``.part``; where hard links are not supported either, a
+check-then-rename, with a small race window.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 
 from fetcher.checksum import file_matches
 from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
@@ -87,12 +91,15 @@ def place(part: str, out: str, name: str, on_exists: str, target: str | None = N
         os.replace(part, target)
         return name
     candidates = copy_names(name) if on_exists == "rename" else iter([name])
+    placed = False
     try:
         for candidate in candidates:
-            if _link_no_clobber(part, target if candidate == name else join_within(out, candidate)):
+            if _name_no_clobber(part, target if candidate == name else join_within(out, candidate)):
+                placed = True
                 return candidate
     finally:
-        _remove_quietly(part)
+        if not placed:  # skip found the name taken, rename ran out, or the disk refused
+            _remove_quietly(part)
     if on_exists == "skip":
         return None
     raise OSError(f"{name} and its first {MAX_COPIES} numbered copies all exist")
@@ -107,8 +114,88 @@ def copy_names(name: str) -> Iterator[str]:
         yield posixpath.join(folder, f"{stem} ({number}){ext}")
 
 
+def _name_no_clobber(source: str, destination: str) -> bool:
+    """Rename ``source`` to ``destination`` unless that name exists.
+
+    True: done, ``source`` is gone. False: the name is taken, ``source`` is untouched.
+    """
+    renamed = _rename_no_clobber(source, destination)
+    if renamed is not None:
+        return renamed
+    if not _link_no_clobber(source, destination):
+        return False
+    _remove_quietly(source)  # gone already if the link fell back to a rename
+    return True
+
+
+# renameat2(2) from the C library, or None where there is none (not Linux, or glibc older than 2.28).
+_RenameAt2 = Callable[[int, bytes, int, bytes, int], int]
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+# errno values meaning "RENAME_NOREPLACE is not available here", not "this rename failed".
+_NO_NOREPLACE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
+
+
+def _load_renameat2() -> _RenameAt2 | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # here, not at the top: it costs a few ms at start, and only placing needs it
+
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+class _NotLoaded:
+    """``_renameat2`` before its first use."""
+
+
+_NOT_LOADED = _NotLoaded()
+_renameat2: _RenameAt2 | None | _NotLoaded = _NOT_LOADED
+
+
+def renameat2() -> _RenameAt2 | None:
+    """The C library's renameat2, looked up on first use; None where there is none."""
+    global _renameat2
+    if isinstance(_renameat2, _NotLoaded):
+        _renameat2 = _load_renameat2()
+    return _renameat2
+
+
+def _rename_no_clobber(source: str, destination: str) -> bool | None:
+    """One atomic ``renameat2(RENAME_NOREPLACE)``: True if renamed, False if the name is taken.
+
+    None when that call is not available (the caller falls back to a hard link).
+    The first refusal by the kernel or the filesystem turns it off for the rest
+    of the process: the fallback is as safe, only one system call dearer.
+    """
+    global _renameat2
+    function = renameat2()
+    if function is None:
+        return None
+    if function(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(destination), _RENAME_NOREPLACE) == 0:
+        return True
+    code = _ctypes_errno()
+    if code == errno.EEXIST:
+        return False
+    if code in _NO_NOREPLACE:
+        _renameat2 = None
+        return None
+    raise OSError(code, os.strerror(code), source, None, destination)
+
+
+def _ctypes_errno() -> int:
+    import ctypes  # loaded already by renameat2()
+
+    return ctypes.get_errno()
+
+
 def _link_no_clobber(source: str, destination: str) -> bool:
-    """Give ``source`` the name ``destination`` unless that name exists; True on success."""
+    """Give ``source`` the name ``destination`` too, unless that name exists; True on success."""
     try:
         os.link(source, destination)
         return True

@@ -15,7 +15,8 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit, urlunsplit
+from functools import lru_cache
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from fetcher.checksum import ALGORITHMS, parse_checksum
 from fetcher.errors import ConfigError
@@ -56,7 +57,7 @@ def canonical_url(text: str) -> str:
         raise InvalidURL(ErrorKind.INVALID_URL, "URL contains whitespace or control characters")
     try:
         parts = urlsplit(text)
-        port = parts.port
+        host, port, netloc_auth = _netloc_parts(parts.netloc)
     except ValueError as exc:
         raise InvalidURL(ErrorKind.INVALID_URL, f"cannot parse URL: {exc}") from None
     scheme = parts.scheme.lower()
@@ -64,16 +65,24 @@ def canonical_url(text: str) -> str:
         raise InvalidURL(ErrorKind.INVALID_URL, "not a URL: it has no http:// or https:// scheme")
     if scheme not in ALLOWED_SCHEMES:
         raise InvalidURL(ErrorKind.UNSUPPORTED_SCHEME, f"scheme {scheme!r} is not fetched; only http and https are")
-    host = parts.hostname
     if not host:
         raise InvalidURL(ErrorKind.INVALID_URL, "URL has no host")
-    if parts.username is not None or parts.password is not None:
-        netloc_auth = parts.netloc.rsplit("@", 1)[0] + "@"
-    else:
-        netloc_auth = ""
     host_text = f"[{host}]" if ":" in host else host
     netloc = netloc_auth + host_text + (f":{port}" if port is not None and port != DEFAULT_PORTS[scheme] else "")
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+@lru_cache(maxsize=4096)
+def _netloc_parts(netloc: str) -> tuple[str | None, int | None, str]:
+    """(host, port, ``user:password@`` or ``""``) of a netloc; raises ValueError for a bad port.
+
+    Cached: a list holds many URLs per host, and urllib's netloc properties
+    parse the netloc again on each access (a few microseconds per URL).
+    """
+    parts = SplitResult("", netloc, "", "", "")
+    port = parts.port
+    auth = parts.netloc.rsplit("@", 1)[0] + "@" if parts.username is not None or parts.password is not None else ""
+    return parts.hostname, port, auth
 
 
 def read_lines(path: str) -> Iterator[tuple[int, bytes]]:
@@ -162,16 +171,20 @@ def _url_of(row: Row, column: dict[str, Any], meta: dict[str, Any],
     if not isinstance(text, str):
         return None, _bad_row(row, f"url must be a string, not {type(text).__name__}", index, extra)
     text = text.strip()
-    key = _digest(text.encode("utf-8", "surrogatepass"))
+    # A bad line's key is the digest of its text; a good one's, of its canonical URL (computed only then).
     if not _is_text(text):
-        return key, failed(_display(text), ErrorKind.INVALID_URL, f"line {row.line}: not valid UTF-8",
-                           attempts=0, index=index, extra=extra)
+        return _text_key(text), failed(_display(text), ErrorKind.INVALID_URL, f"line {row.line}: not valid UTF-8",
+                                       attempts=0, index=index, extra=extra)
     try:
         url = canonical_url(text)
     except InvalidURL as exc:
-        return key, failed(text, exc.kind, f"line {row.line}: {exc.message}", attempts=0, index=index,
-                           extra=extra)
+        return _text_key(text), failed(text, exc.kind, f"line {row.line}: {exc.message}", attempts=0,
+                                       index=index, extra=extra)
     return _digest(url.encode()), url
+
+
+def _text_key(text: str) -> int:
+    return _digest(text.encode("utf-8", "surrogatepass"))
 
 
 def _task(row: Row, url: str, column: dict[str, Any], meta: dict[str, Any], index: int,

@@ -11,8 +11,9 @@ import pytest
 from fetcher.errors import ConfigError
 from fetcher.filenames import clean_component, disposition_filename, extension_for_type
 from fetcher.models import Task
-from fetcher.naming import (finalize_name, initial_name, join_within, name_for_url, parse_naming,
-                            safe_component, url_digest)
+from fetcher import naming, partial
+from fetcher.naming import (FOUND, NO_FILE, NO_FOLDER, finalize_name, initial_name, join_within, locate,
+                            name_for_url, parse_naming, safe_component, url_digest)
 
 
 @pytest.mark.parametrize("url", [
@@ -218,3 +219,100 @@ def test_an_output_folder_that_is_itself_a_link_is_fine(tmp_path):
     real.mkdir()
     (tmp_path / "link").symlink_to(real, target_is_directory=True)
     assert join_within(str(tmp_path / "link"), "h/x.jpg") == str(tmp_path / "link" / "h" / "x.jpg")
+
+
+# --- locate: what the safety walk learns, and the folders it remembers -------------------
+
+def _counting_lstat(monkeypatch) -> list[str]:
+    seen: list[str] = []
+    real = os.lstat
+
+    def lstat(path, *args, **kwargs):
+        seen.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    return seen
+
+
+def test_locate_says_whether_the_target_and_its_folder_exist(tmp_path):
+    root = str(tmp_path)
+    assert locate(root, "h/x.jpg") == (str(tmp_path / "h" / "x.jpg"), NO_FOLDER)
+    (tmp_path / "h").mkdir()
+    assert locate(root, "h/x.jpg")[1] == NO_FILE
+    (tmp_path / "h" / "x.jpg").write_bytes(b"x")
+    assert locate(root, "h/x.jpg")[1] == FOUND
+    assert locate(root, "top.jpg")[1] == NO_FILE
+
+
+def test_a_remembered_folder_costs_one_lstat_per_file(tmp_path, monkeypatch):
+    (tmp_path / "h").mkdir()
+    seen = _counting_lstat(monkeypatch)
+    join_within(str(tmp_path), "h/a.jpg")
+    assert seen == [str(tmp_path / "h"), str(tmp_path / "h" / "a.jpg")]
+    seen.clear()
+    join_within(str(tmp_path), "h/b.jpg")
+    assert seen == [str(tmp_path / "h" / "b.jpg")]  # the file itself is always looked at
+
+
+def test_a_file_in_a_remembered_folder_is_still_checked_for_links(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    root = tmp_path / "out"
+    (root / "h").mkdir(parents=True)
+    join_within(str(root), "h/a.jpg")  # h is remembered
+    (root / "h" / "b.jpg").symlink_to(outside / "b.jpg")
+    with pytest.raises(ValueError, match="symbolic link"):
+        join_within(str(root), "h/b.jpg")
+
+
+def test_a_missing_folder_is_not_remembered(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    root = tmp_path / "out"
+    root.mkdir()
+    assert locate(str(root), "h/a.jpg")[1] == NO_FOLDER
+    (root / "h").symlink_to(outside, target_is_directory=True)  # planted after the first look
+    with pytest.raises(ValueError, match="symbolic link"):
+        join_within(str(root), "h/a.jpg")
+
+
+@pytest.mark.parametrize("writable", ["root", "middle"])
+def test_folders_others_can_write_to_are_looked_at_for_every_file(tmp_path, writable):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    root = tmp_path / "out"
+    (root / "a" / "b").mkdir(parents=True)
+    (root if writable == "root" else root / "a").chmod(0o777)  # anyone could swap what is inside
+    join_within(str(root), "a/b/x.jpg")
+    (root / "a" / "b").rmdir()
+    (root / "a" / "b").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValueError, match="symbolic link"):
+        join_within(str(root), "a/b/x.jpg")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown needs root")
+def test_a_folder_owned_by_another_user_is_looked_at_for_every_file(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    root = tmp_path / "out"
+    (root / "h").mkdir(parents=True)
+    os.chown(root, 12345, 12345)  # its owner could swap h for a link at any time
+    join_within(str(root), "h/x.jpg")
+    (root / "h").rmdir()
+    (root / "h").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValueError, match="symbolic link"):
+        join_within(str(root), "h/x.jpg")
+
+
+def test_a_folder_removed_under_a_download_is_checked_again(tmp_path):
+    import shutil
+
+    root = tmp_path / "out"
+    (root / "h").mkdir(parents=True)
+    join_within(str(root), "h/a.jpg")
+    assert naming._verified[str(root)]
+    shutil.rmtree(root / "h")
+    partial._made.add(str(root / "h"))  # as if this process had made it earlier
+    partial.open_part(str(root / "h" / "a.jpg.part"), 0).close()  # recreates it ...
+    assert not naming._verified.get(str(root))  # ... and forgets every remembered folder

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import errno
 import hashlib
 import os
 
@@ -120,11 +122,63 @@ def test_place_without_hard_links_falls_back(tmp_path, monkeypatch):
     def no_links(src: str, dst: str) -> None:
         raise PermissionError(1, "Operation not permitted")
 
+    monkeypatch.setattr(placement, "_renameat2", None)  # no renameat2 either: the last fallback
     monkeypatch.setattr(os, "link", no_links)
     (tmp_path / "taken.jpg").write_bytes(OLD)
     (tmp_path / "x.part").write_bytes(NEW)
     assert placement.place(str(tmp_path / "x.part"), str(tmp_path), "taken.jpg", "rename") == "taken (1).jpg"
     assert read(tmp_path / "taken (1).jpg") == NEW and read(tmp_path / "taken.jpg") == OLD
+
+
+needs_renameat2 = pytest.mark.skipif(placement.renameat2() is None, reason="no renameat2 in this C library")
+
+
+@needs_renameat2
+def test_place_renames_in_one_call_where_renameat2_exists(tmp_path, monkeypatch):
+    def no_links(src: str, dst: str) -> None:
+        raise AssertionError("renameat2 should have placed the file")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "x.part").write_bytes(NEW)
+    assert placement.place(str(tmp_path / "x.part"), str(tmp_path), "h/new.jpg", "skip") == "h/new.jpg"
+    assert read(tmp_path / "h" / "new.jpg") == NEW and not (tmp_path / "x.part").exists()
+    # A taken name is never clobbered by it: skip keeps the old file, rename numbers the new one.
+    (tmp_path / "y.part").write_bytes(NEW)
+    assert placement.place(str(tmp_path / "y.part"), str(tmp_path), "h/new.jpg", "rename") == "h/new (1).jpg"
+    (tmp_path / "z.part").write_bytes(OLD)
+    assert placement.place(str(tmp_path / "z.part"), str(tmp_path), "h/new.jpg", "skip") is None
+    assert read(tmp_path / "h" / "new.jpg") == NEW and not (tmp_path / "z.part").exists()
+
+
+def _refusing_renameat2(code: int, calls: list[int]):
+    def renameat2(olddirfd: int, old: bytes, newdirfd: int, new: bytes, flags: int) -> int:
+        calls.append(flags)
+        ctypes.set_errno(code)
+        return -1
+
+    return renameat2
+
+
+@pytest.mark.parametrize("code", [errno.EINVAL, errno.ENOSYS])
+def test_place_falls_back_to_a_link_where_renameat2_is_refused(tmp_path, monkeypatch, code):
+    calls: list[int] = []
+    monkeypatch.setattr(placement, "_renameat2", _refusing_renameat2(code, calls))
+    (tmp_path / "taken.jpg").write_bytes(OLD)
+    for part in ("x.part", "y.part"):
+        (tmp_path / part).write_bytes(NEW)
+    assert placement.place(str(tmp_path / "x.part"), str(tmp_path), "taken.jpg", "skip") is None
+    assert placement.place(str(tmp_path / "y.part"), str(tmp_path), "taken.jpg", "rename") == "taken (1).jpg"
+    assert read(tmp_path / "taken.jpg") == OLD and read(tmp_path / "taken (1).jpg") == NEW
+    assert not (tmp_path / "x.part").exists() and not (tmp_path / "y.part").exists()
+    assert calls == [1] and placement._renameat2 is None  # asked once, then never again
+
+
+def test_place_reports_a_real_rename_failure(tmp_path, monkeypatch):
+    monkeypatch.setattr(placement, "_renameat2", _refusing_renameat2(errno.EACCES, []))
+    (tmp_path / "x.part").write_bytes(NEW)
+    with pytest.raises(PermissionError):
+        placement.place(str(tmp_path / "x.part"), str(tmp_path), "new.jpg", "skip")
+    assert not (tmp_path / "x.part").exists() and not (tmp_path / "new.jpg").exists()
 
 
 def test_copy_names():

@@ -196,12 +196,15 @@ class CurlTransport(Transport):
         if start < 0:
             raise FetchFailure(ErrorKind.CONNECT, "no HTTP status line in the response", retryable=True)
         status_line, *fields = b"".join(lines[start:]).decode("latin-1").split("\n")  # strip() drops each CR
-        headers = Headers()
+        # A plain dict while parsing: Headers' case-folding get/contains are Python calls, per field.
+        fields_by_name: dict[str, str] = {}
         for field in fields:
             name, sep, value = field.partition(":")
             if sep:
                 key, value = name.strip().lower(), value.strip()
-                headers[key] = f"{headers[key]}, {value}" if key in headers else value
+                earlier = fields_by_name.get(key)
+                fields_by_name[key] = value if earlier is None else f"{earlier}, {value}"
+        headers = Headers(fields_by_name)
         status_parts = status_line.split(None, 2)
         reason = status_parts[2].strip() if len(status_parts) > 2 else ""
         return Head(int(status_parts[1]), reason, headers, "")

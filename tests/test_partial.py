@@ -1,0 +1,81 @@
+"""partial.open_part and PartFile: the raw-descriptor sink a download writes its body into."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from fetcher import partial
+
+
+def test_a_small_body_is_one_write_at_close(tmp_path, monkeypatch):
+    writes: list[int] = []
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: writes.append(len(data)) or real_write(fd, data))
+    part = str(tmp_path / "h" / "x.bin.part")  # its folder is made
+    sink = partial.open_part(part, 0)
+    for piece in (b"abc", b"def", b"g" * 1000):
+        sink.write(piece)
+    assert writes == [] and os.path.getsize(part) == 0
+    sink.close()
+    sink.close()  # a second close does nothing (settle closes again after _finish)
+    assert writes == [1006]
+    assert (tmp_path / "h" / "x.bin.part").read_bytes() == b"abcdef" + b"g" * 1000
+
+
+def test_a_large_body_is_written_as_the_buffer_fills(tmp_path):
+    part = str(tmp_path / "x.part")
+    sink = partial.open_part(part, 0)
+    chunk = bytes(range(256)) * 64  # 16 KiB
+    for _ in range(20):
+        sink.write(chunk)
+    assert os.path.getsize(part) >= partial.WRITE_BUFFER  # flushed before close
+    sink.close()
+    assert (tmp_path / "x.part").read_bytes() == chunk * 20
+
+
+def test_a_short_write_is_continued(tmp_path, monkeypatch):
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:7])))
+    part = str(tmp_path / "x.part")
+    sink = partial.open_part(part, 0)
+    sink.write(b"0123456789" * 5)
+    sink.close()
+    assert (tmp_path / "x.part").read_bytes() == b"0123456789" * 5
+
+
+def test_a_write_that_makes_no_progress_fails_instead_of_looping(tmp_path, monkeypatch):
+    real_write = os.write
+    calls = iter([3])
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:next(calls, 0)])))
+    sink = partial.open_part(str(tmp_path / "x.part"), 0)
+    sink.write(b"abcdef")
+    with pytest.raises(OSError):
+        sink.close()
+
+
+def test_open_part_resumes_at_the_offset_and_cuts_what_follows(tmp_path):
+    part = tmp_path / "x.part"
+    part.write_bytes(b"keep" + b"stale tail")
+    sink = partial.open_part(str(part), 4)
+    sink.write(b"+new")
+    sink.close()
+    assert part.read_bytes() == b"keep+new"
+
+
+def test_open_part_starts_over_without_an_offset(tmp_path):
+    part = tmp_path / "x.part"
+    part.write_bytes(b"old bytes")
+    sink = partial.open_part(str(part), 0)
+    sink.close()
+    assert part.read_bytes() == b""
+
+
+def test_open_part_never_follows_a_link_planted_under_the_part_name(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (tmp_path / "x.part").symlink_to(victim)
+    with pytest.raises(OSError):
+        partial.open_part(str(tmp_path / "x.part"), 0)
+    assert victim.read_bytes() == b"precious"
