@@ -43,6 +43,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import select
 import signal
 import threading
 import time
@@ -388,11 +389,14 @@ def _serve_multi(conn: connection.Connection, options: Options, cancel: SharedFl
         conn.send((_INIT_FAILED, f"{type(exc).__name__}: {exc}"))
         return
     stopping = False
+    # Connection.poll(0) builds a selector per call; one poll object, made once, answers the same.
+    incoming = select.poll()
+    incoming.register(conn.fileno(), select.POLLIN)
     try:
         conn.send((_READY, None))
         checked = time.monotonic()
         while not stopping:
-            while conn.poll():
+            while incoming.poll(0):
                 batch = conn.recv()
                 if batch is None:
                     stopping = True
