@@ -306,28 +306,6 @@ def run_latency(bench: Bench, stack: contextlib.ExitStack, lists_dir: str) -> li
             cell.samples.append(LatencySample(measurement, dataset.count, window,
                                               int(stats.get("max_open") or 0)))
     return [cell for _, cell in runs]
-    job = fetcher_job(config, bench.launcher)
-    for rep in range(1, args.reps + 1):
-        for cell in cells:
-            if cell.failure is not None:
-                continue
-            dataset = latency_dataset(server.base_url, cell.pool * args.latency_rounds, size, lists_dir,
-                                      cell.pool)
-            wait_idle(server)
-            server.reset()
-            measurement, failure = bench.measure(job, dataset, cell.pool, f"latency-{cell.pool}-r{rep}")
-            stats = server.stats()
-            window = float(stats.get("window_s") or 0.0)
-            log(f"[{rep}/{args.reps}] latency pool {cell.pool:<5} {config.label:<16} "
-                f"{measurement.wall_s:6.2f} s  server window {window:5.2f} s  "
-                f"max open {stats.get('max_open')}  rss {measurement.peak_rss / 2**20:5.0f} MiB"
-                + (f"  FAILED: {failure}" if failure else ""))
-            if failure is not None:
-                cell.failure = failure
-                continue
-            cell.samples.append(LatencySample(measurement, dataset.count, window,
-                                              int(stats.get("max_open") or 0)))
-    return cells
 
 
 def main(argv: Sequence[str] | None = None) -> int:
