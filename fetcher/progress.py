@@ -36,8 +36,10 @@ class Progress:
         if enabled:
             from tqdm import tqdm
 
+            # monitor_interval=0: no monitor thread. The bar is updated by every result anyway, and a
+            # single-threaded process may start the process backend's workers with fork (process.py).
             self._bar = tqdm(total=total, unit="file", file=self._stream, dynamic_ncols=True,
-                             mininterval=0.2, smoothing=0.1)
+                             mininterval=0.2, smoothing=0.1, monitor_interval=0)
 
     def update(self, nbytes: int, failed: bool) -> None:
         self._bytes += nbytes

@@ -1,8 +1,9 @@
 """The process backend beyond the contract: dead workers, session factories, start methods.
 
 In-process cases use forkserver and spawn only: forking this multi-threaded
-pytest process (the server runs on a thread) is what those two avoid. fork is
-covered through the CLI, in a fresh single-threaded process.
+pytest process (the server runs on a thread) is what those two avoid, and the
+default chooses forkserver here for that reason. fork, the default of the
+single-threaded fetcher command, is covered through the CLI.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fetcher.errors import BackendError
 from fetcher.models import Result, Task
 from fetcher.naming import name_for_url
 from fetcher.options import Options
+from fetcher.session import make_session
 
 IN_PROCESS_METHODS = ["forkserver", "spawn"]
 
@@ -46,7 +48,7 @@ def _run_all(backend: ProcessBackend, tasks: list[Task]) -> dict[str, Result]:
 
 
 @pytest.mark.skipif(not HAVE_PROC, reason="finds the worker through /proc")
-@pytest.mark.parametrize("start_method", [None, "fork", "spawn"], ids=["default", "fork", "spawn"])
+@pytest.mark.parametrize("start_method", [None, "forkserver", "spawn"], ids=["default", "forkserver", "spawn"])
 def test_a_worker_killed_mid_download_is_replaced_and_its_url_fetched_again(
         start_method, server, tmp_path, out) -> None:
     victim = server.url("/slow/victim.bin?delay=2&size=100")  # time to find and kill its worker
@@ -177,3 +179,30 @@ def test_processes_is_refused_for_other_backends(tmp_path, out) -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == ("fetcher: error: processes applies to the process backend only, "
                                    "not to 'thread'")
+
+
+def test_the_default_start_method_forks_only_a_single_threaded_parent(monkeypatch) -> None:
+    import threading
+
+    from fetcher.backends import process
+
+    monkeypatch.delenv("FETCHER_START_METHOD", raising=False)
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert process.default_start_method() == "fork"
+    assert ProcessBackend(Options.create(backend="process")).start_method == "fork"
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    assert process.default_start_method() == "forkserver"
+    monkeypatch.setenv("FETCHER_START_METHOD", "spawn")
+    assert ProcessBackend(Options.create(backend="process")).start_method == "spawn"
+
+
+def test_an_unpicklable_factory_is_refused_even_when_the_default_would_fork(monkeypatch, out) -> None:
+    """Picklability does not depend on whether the parent happens to run a thread today."""
+    import threading
+
+    monkeypatch.delenv("FETCHER_START_METHOD", raising=False)
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    options = Options.create(out=out, pool=1, backend="process")
+    with pytest.raises(BackendError, match="must pickle"):
+        with ProcessBackend(options, lambda: make_session(options)):
+            pass

@@ -22,7 +22,9 @@ from server import body_for
 
 from fetcher.naming import name_for_url
 
-VARIANTS = [Variant("thread"), Variant("process"), Variant("process", "fork"),
+# The fetcher command runs one thread, so "process" starts its workers with fork; forkserver
+# and spawn are what a threaded parent (or FETCHER_START_METHOD) gets.
+VARIANTS = [Variant("thread"), Variant("process"), Variant("process", "forkserver"),
             Variant("process", "spawn"), Variant("gevent"),
             pytest.param(Variant("process", flags=("--client", "curl")), marks=NEEDS_PYCURL)]
 
