@@ -37,6 +37,10 @@ TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 # A download expected to be at least this large writes its resume meta when it starts, so that
 # even a killed run can resume it; smaller ones write it only if they fail transiently.
 EAGER_META_BYTES = 1 << 20
+# An error response's body up to this size is read and dropped, so its keep-alive connection
+# serves the next URL instead of being closed: a list with many 404s costs the server one
+# connection, not one per 404 (and, over TLS, one handshake each). A bigger body is cut off.
+DRAIN_BYTES = 64 * 1024
 
 
 def fetch_one(task: Task, session: Any, options: Options, cancel: CancelFlag | None = None) -> Result:
@@ -106,6 +110,8 @@ class Download:
         self.sniffed: bytes | None = None  # the body's first bytes while --accept still has to check them
         self.digest = hashlib.sha256()
         self.verifier = Verifier(task.checksum)
+        self.rejected: FetchFailure | None = None  # the response's status failed: its body is drained
+        self.drained = 0
 
     def request(self) -> Request:
         options = self.options
@@ -131,7 +137,8 @@ class Download:
             partial.discard(self.part)
             return kept.result
         except FetchFailure as failure:
-            return self._failed(failure)
+            # A status already refused is the reason, whatever then befell its drained body.
+            return self._failed(self.rejected or failure)
         except Cancelled:
             return self._failed(None)
         except OSError as exc:
@@ -148,12 +155,14 @@ class Download:
         status, headers = head.status, head.headers
         if status == 416 and self.resume is not None:
             partial.discard(self.part)  # the part no longer fits the file: start over on the retry
-            raise FetchFailure(ErrorKind.HTTP_STATUS, "HTTP 416 for a resumed download; restarting",
-                               retryable=True)
+            self._reject(FetchFailure(ErrorKind.HTTP_STATUS, "HTTP 416 for a resumed download; restarting",
+                                      retryable=True))
+            return
         if status >= 400:
-            raise FetchFailure(ErrorKind.HTTP_STATUS, f"HTTP {status} {head.reason}".strip(),
-                               retryable=status in TRANSIENT_STATUSES,
-                               retry_after=parse_retry_after(headers.get("Retry-After")))
+            self._reject(FetchFailure(ErrorKind.HTTP_STATUS, f"HTTP {status} {head.reason}".strip(),
+                                      retryable=status in TRANSIENT_STATUSES,
+                                      retry_after=parse_retry_after(headers.get("Retry-After"))))
+            return
         check_content_type(headers.get("Content-Type"), self.options.accept)
         if self.options.in_memory:
             self.guard.check_declared_size(headers.get("Content-Length"), is_encoded(headers))
@@ -166,6 +175,11 @@ class Download:
     def write(self, chunk: bytes) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled()
+        if self.rejected is not None:
+            self.drained += len(chunk)
+            if self.drained > DRAIN_BYTES:
+                raise self.rejected  # too much to drain: give the connection up instead
+            return
         self.guard.account(len(chunk))
         if self.sniffed is not None:
             self.sniffed += chunk
@@ -177,6 +191,13 @@ class Download:
         self.verifier.update(chunk)
 
     # -- steps -----------------------------------------------------------------------
+
+    def _reject(self, failure: FetchFailure) -> None:
+        """Fail this response; drain its body first if it is small enough (see DRAIN_BYTES)."""
+        declared = self.head.headers.get("Content-Length") if self.head is not None else None
+        if declared is not None and (not declared.isdigit() or int(declared) > DRAIN_BYTES):
+            raise failure
+        self.rejected = failure
 
     def _open_part(self, head: Head) -> None:
         """Name the file, apply --on-exists, and open ``NAME.part`` (resuming it on a matching 206)."""
@@ -212,6 +233,8 @@ class Download:
 
     def _finish(self, head: Head) -> Result:
         """Every check of a complete body, then the file under its final name."""
+        if self.rejected is not None:
+            raise self.rejected
         guard, status = self.guard, head.status
         if self.sniffed is not None:
             check_magic(head.headers.get("Content-Type"), self.sniffed)

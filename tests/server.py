@@ -6,7 +6,7 @@ that need it in another process.
 
 Routes (query parameters in brackets):
     /files/NAME[?size=N&type=T]     deterministic body of N bytes (default 1000)
-    /status/CODE[?retry_after=S]    that status, a short body
+    /status/CODE[?retry_after=S&size=N]   that status, a short body (N bytes with size)
     /slow/NAME[?delay=S&size=N]     waits S seconds, then the file
     /drip/NAME[?size=N&interval=S]  declares N bytes, sends one byte every S seconds
     /reset/NAME                     closes the connection with a TCP reset, no response
@@ -146,7 +146,8 @@ class Handler(BaseHTTPRequestHandler):
         elif kind == "status":
             code = int(name)
             headers = {"Retry-After": query["retry_after"]} if "retry_after" in query else {}
-            self._send(code, f"status {code}\n".encode(), "text/plain", headers)
+            body = body_for(name, size) if "size" in query else f"status {code}\n".encode()
+            self._send(code, body, "text/plain", headers)
         elif kind == "slow":
             time.sleep(float(query.get("delay", 1.0)))
             self._send_file(name, size, "application/octet-stream")

@@ -76,6 +76,22 @@ def test_permanent_4xx_is_not_retried(server, tmp_path):
     assert code == 1 and records[server.url("/status/403")]["attempts"] == 1
 
 
+def test_error_bodies_are_drained_so_the_connection_serves_the_next_url(server, tmp_path):
+    """Twenty 404s and five files over one keep-alive connection: a list full of dead links
+    costs the server one connection, not one per dead link. A big error body is cut off."""
+    dead = [server.url(f"/status/404?i={i}") for i in range(20)]
+    big = server.url("/status/500?size=300000")
+    files = [server.url(f"/files/k{i}.jpg") for i in range(5)]
+    code, records = run(tmp_path, [*dead, *files], "--pool", "1", "--retries", "0")
+    assert code == 1
+    assert [kind(records[url]) for url in dead] == ["http-status"] * 20
+    assert all(records[url]["status"] == "ok" for url in files)
+    assert server.stats.connections == 1
+    code, records = run(tmp_path, [big], "--retries", "0")
+    assert kind(records[big]) == "http-status" and records[big]["http_status"] == 500
+    assert "HTTP 500" in records[big]["error"]["message"]
+
+
 # -- deadlines -----------------------------------------------------------------
 
 def test_a_dripping_server_is_cut_off_by_max_time(server, tmp_path):
