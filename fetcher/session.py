@@ -17,15 +17,18 @@ if TYPE_CHECKING:
 
     from fetcher.options import Options
     from fetcher.transports.base import Transport
+    from fetcher.transports.environment import Environment
 
 
-def make_session(options: Options, pool_maxsize: int = 1) -> Transport:
+def make_session(options: Options, pool_maxsize: int = 1, environment: Environment | None = None) -> Transport:
     """A transport for one worker (or, for gevent, one shared by the whole pool).
 
     Args:
         options: the run's options (client, user agent, headers, cookies, ...).
         pool_maxsize: connections kept per host (requests); a session shared by
             N workers needs N, or urllib3 discards (and later re-opens) the extras.
+        environment: proxies, CA bundle and netrc already read (the multi backend
+            makes a thousand transports at once); None reads them now.
 
     Raises:
         ConfigError: ``--client curl`` without pycurl, or in a gevent-patched
@@ -33,7 +36,7 @@ def make_session(options: Options, pool_maxsize: int = 1) -> Transport:
     """
     from fetcher.transports.environment import Environment
 
-    environment = Environment.read()  # once per worker, not once per request
+    environment = environment or Environment.read()  # once per worker, not once per request
     if options.client == "curl":
         return _curl_transport(options, environment)
     from fetcher.transports.requests_transport import RequestsTransport

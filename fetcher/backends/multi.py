@@ -39,6 +39,7 @@ from fetcher.session import make_session
 from fetcher.streaming import Cancelled
 from fetcher.transports.base import Head
 from fetcher.transports.curl import CurlTransport
+from fetcher.transports.environment import Environment
 
 if TYPE_CHECKING:
     from fetcher.streaming import CancelFlag
@@ -116,7 +117,9 @@ class MultiBackend(Backend):
         self._multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
         for fd in self.wake_fds:
             self._poller.register(fd, select.POLLIN)
-        self._free: list[CurlTransport] = [make_session(self.options) for _ in range(self.options.pool)]  # type: ignore[misc]
+        environment = Environment.read()  # once, not once per handle
+        self._free: list[CurlTransport] = [make_session(self.options, 1, environment)  # type: ignore[misc]
+                                           for _ in range(self.options.pool)]
         self._active: dict[pycurl.Curl, tuple[CurlTransport, Download]] = {}
         self._pending: deque[Task] = deque()
         self._done: list[Result] = []
