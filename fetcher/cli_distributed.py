@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fetcher.cli import (EXIT_FAILED, EXIT_OK, _add_fetching_rules, _add_input_and_naming_arguments, _chain,
-                         _add_run_reporting, _count_lines, _Parser, _positive_int, _prepare_backend, _rule_options)
+from fetcher.cli_common import (EXIT_FAILED, EXIT_OK, Parser, add_fetching_rules, add_input_and_naming_arguments,
+                                add_run_reporting, chain, count_lines, positive_int, prepare_backend, rule_options)
 from fetcher.distributed.protocol import DEFAULT_PORT, format_address, parse_address
 from fetcher.errors import ConfigError
 
@@ -56,7 +56,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 def _serve_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fetcher serve", description="Hold a URL list's work for `fetcher work` processes "
+    parser = Parser(prog="fetcher serve", description="Hold a URL list's work for `fetcher work` processes "
                      "on any hosts; write the manifest when every URL is final.",
                      epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 130 interrupted.")
     parser.add_argument("input", help="URL list, as for `fetcher` (text, CSV, TSV or JSONL, optionally .gz)")
@@ -71,9 +71,9 @@ def _serve_parser() -> argparse.ArgumentParser:
                              "OUT/.fetcher/authkey)")
     parser.add_argument("--lease-timeout", type=_positive_float, default=60.0, metavar="S",
                         help="seconds before a URL leased to a silent worker is handed to another (default: 60)")
-    _add_fetching_rules(parser)
-    _add_run_reporting(parser, "restart")
-    _add_input_and_naming_arguments(parser)
+    add_fetching_rules(parser)
+    add_run_reporting(parser, "restart")
+    add_input_and_naming_arguments(parser)
     return parser
 
 
@@ -87,7 +87,7 @@ def serve_main(argv: list[str]) -> int:
     args = _serve_parser().parse_args(argv)
     note = _note("fetcher serve")
     options = Options.create(out=args.out, manifest=args.manifest, input_format=args.input_format,
-                             naming=args.naming, on_exists=args.on_exists, **_rule_options(args))
+                             naming=args.naming, on_exists=args.on_exists, **rule_options(args))
     bind = parse_address(args.bind)
     if options.insecure:
         note("warning: --insecure: no worker verifies TLS certificates; anyone between a worker and a "
@@ -95,8 +95,8 @@ def serve_main(argv: list[str]) -> int:
     key, stored = auth.server_key(args.authkey_file, options.out, note)
     rows = inputs.read_rows(args.input, options.input_format)
     first = next(rows, None)  # opens the file now: a missing file or 'url' column is a usage error
-    total = _count_lines(args.input)
-    items = sources.iter_rows(_chain(first, rows), naming=options.naming, dedupe=False)
+    total = count_lines(args.input)
+    items = sources.iter_rows(chain(first, rows), naming=options.naming, dedupe=False)
     progress = Progress(total, enabled=not args.quiet and sys.stderr.isatty())
 
     def listening(address: tuple[str, int]) -> None:
@@ -136,14 +136,14 @@ def _print_welcome(note: Any, address: tuple[str, int], stored: str | None) -> N
 def _work_parser() -> argparse.ArgumentParser:
     from fetcher.backends import BACKENDS
 
-    parser = _Parser(prog="fetcher work", description="Fetch URLs leased from a `fetcher serve` server "
+    parser = Parser(prog="fetcher work", description="Fetch URLs leased from a `fetcher serve` server "
                      "into a local folder, until the server says the run is over.",
                      epilog="Exit status: 0 the run is over, 1 the server could not be reached, "
                             "2 usage error or wrong authkey, 130 interrupted (here or at the server).")
     parser.add_argument("server", metavar="HOST:PORT", help=f"the server's address (port default: {DEFAULT_PORT})")
     parser.add_argument("--backend", default="thread", metavar="NAME",
                         help=f"how downloads run here: {', '.join(BACKENDS)} (default: thread)")
-    parser.add_argument("--pool", type=_positive_int, default=8, metavar="N",
+    parser.add_argument("--pool", type=positive_int, default=8, metavar="N",
                         help="concurrent downloads on this worker (default: 8)")
     parser.add_argument("--prefetch", type=int, default=None, metavar="N",
                         help="URLs leased beyond the pool, so it never waits for the server; also the "
@@ -164,7 +164,7 @@ def work_main(argv: list[str]) -> int:
     args = _work_parser().parse_args(argv)
     if args.prefetch is not None and args.prefetch < 0:
         raise ConfigError(f"--prefetch must be 0 or more, not {args.prefetch}")
-    _prepare_backend(args.backend)  # before anything imports requests: gevent patches first
+    prepare_backend(args.backend)  # before anything imports requests: gevent patches first
     from fetcher.backends import get_backend
     from fetcher.distributed import auth
     from fetcher.distributed.worker import Worker, WorkerConfig
