@@ -42,7 +42,7 @@ from bench_tools import (FETCHER_CONFIGS, FetcherConfig, Job, aria2c_job, curl_j
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 PROBE_TIMEOUT_S = 120.0
-LATENCY_CONFIGS = ("gevent", "multi --client curl")
+LATENCY_CONFIGS = ("gevent", "gevent --client curl", "multi --client curl")
 EXIT_USAGE = 2  # what fetcher answers to a backend or flag it does not know
 
 

@@ -95,7 +95,7 @@ def add_fetching_rules(parser: argparse.ArgumentParser) -> None:
                        help="redirects followed per URL (default: 10)")
     parser.add_argument("--client", default="requests", metavar="NAME",
                         help="HTTP transport: requests (default), or curl: libcurl through pycurl, much less "
-                             "CPU per request; needs pip install 'fetcher[curl]'; not with --backend gevent")
+                             "CPU per request; needs pip install 'fetcher[curl]'")
 
 
 def rule_options(args: argparse.Namespace) -> dict[str, object]:

@@ -126,9 +126,6 @@ class Options:
             raise ConfigError("--backend multi drives libcurl's multi interface: use it with --client curl")
         if self.client != "curl":
             return
-        if self.backend == "gevent":
-            raise ConfigError("--client curl cannot run under the gevent backend: libcurl's transfers would "
-                              "block gevent's event loop; use --backend thread or process, or --client requests")
         import importlib.util
 
         if importlib.util.find_spec("pycurl") is None:

@@ -78,8 +78,9 @@ def _curl_transport(options: Options, environment: object) -> Transport:
 
     gevent_monkey = sys.modules.get("gevent.monkey")
     if gevent_monkey is not None and gevent_monkey.is_module_patched("socket"):
-        raise ConfigError("--client curl cannot run in a gevent-patched process: libcurl's transfers would "
-                          "block the event loop; use --client requests, or the thread or process backend")
+        raise ConfigError("a blocking libcurl transfer cannot run in a gevent-patched process: it would "
+                          "block the event loop; use --backend gevent (its libcurl runs on the loop), "
+                          "or --client requests")
     try:
         from fetcher.transports.curl import CurlTransport
     except ImportError as exc:

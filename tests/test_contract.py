@@ -26,7 +26,8 @@ from fetcher.naming import name_for_url
 # and spawn are what a threaded parent (or FETCHER_START_METHOD) gets.
 VARIANTS = [Variant("thread"), Variant("process"), Variant("process", "forkserver"),
             Variant("process", "spawn"), Variant("gevent"),
-            pytest.param(Variant("process", flags=("--client", "curl")), marks=NEEDS_PYCURL)]
+            pytest.param(Variant("process", flags=("--client", "curl")), marks=NEEDS_PYCURL),
+            pytest.param(Variant("gevent", flags=("--client", "curl")), marks=NEEDS_PYCURL)]
 
 
 @pytest.fixture(params=VARIANTS, ids=lambda variant: variant.id if isinstance(variant, Variant) else None)

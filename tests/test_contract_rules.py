@@ -18,7 +18,8 @@ from proc_helpers import RUN_TIMEOUT_S, Variant, cli_command, kill_group, part_f
 from server import body_for
 
 VARIANTS = [Variant("thread"), Variant("process"), Variant("gevent"),
-            pytest.param(Variant("process", flags=("--client", "curl")), marks=NEEDS_PYCURL)]
+            pytest.param(Variant("process", flags=("--client", "curl")), marks=NEEDS_PYCURL),
+            pytest.param(Variant("gevent", flags=("--client", "curl")), marks=NEEDS_PYCURL)]
 
 
 @pytest.fixture(params=VARIANTS, ids=lambda variant: variant.id if isinstance(variant, Variant) else None)
