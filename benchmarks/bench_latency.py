@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 
+from bench_tools import Job
 from bench_data import Dataset, DatasetSpec
 from bench_nginx import _die_with_parent
 
@@ -74,14 +75,51 @@ class DelayServer:
 
 
 def latency_dataset(base_url: str, count: int, size: int, lists_dir: str, pool: int) -> Dataset:
-    """A URL list of ``count`` distinct paths; the server makes up every body, nothing on disk."""
+    """A URL list of ``count`` distinct paths; the server makes up every body, nothing on disk.
+
+    Also the list as ``curl --config`` files, one per curl process of the
+    reference run (``curl_processes``), each holding an equal share.
+    """
     spec = DatasetSpec(f"latency-{pool}", "d", count, size, size, "fixed")
     files = {f"d{i:06d}.bin": size for i in range(1, count + 1)}
     url_list = os.path.join(lists_dir, f"{spec.name}.txt")
-    with open(url_list, "w", encoding="ascii") as handle:
-        for name in files:
-            handle.write(f"{base_url}/{spec.name}/{name}\n")
-    return Dataset(spec, files, url_list, curl_config="")
+    curl_config = os.path.join(lists_dir, f"{spec.name}.curl")
+    processes = curl_processes(pool)
+    configs = [open(f"{curl_config}.{k}", "w", encoding="ascii") for k in range(processes)]
+    try:
+        with open(url_list, "w", encoding="ascii") as handle:
+            for i, name in enumerate(files):
+                url = f"{base_url}/{spec.name}/{name}"
+                handle.write(url + "\n")
+                configs[i % processes].write(f'url = "{url}"\noutput = "{name}"\n')
+    finally:
+        for config in configs:
+            config.close()
+    return Dataset(spec, files, url_list, curl_config=curl_config)
+
+
+CURL_PARALLEL_MAX = 300  # curl --parallel-max refuses more
+
+
+def curl_processes(pool: int) -> int:
+    """How many curl processes hold ``pool`` transfers between them."""
+    return -(-pool // CURL_PARALLEL_MAX)
+
+
+def curl_latency_job(binary: str) -> Job:
+    """curl as the latency scenario's reference: enough processes for the pool, their shares in parallel.
+
+    A run fails if any of them fails (the shell waits for each and keeps the worst code).
+    """
+    def command(dataset: Dataset, out: str, pool: int) -> list[str]:
+        processes = curl_processes(pool)
+        each = -(-pool // processes)
+        script = " ".join(f'"$0" -q --parallel --parallel-max {each} --no-progress-meter --show-error --fail '
+                          f'--config "$1.{k}" & p{k}=$!;' for k in range(processes))
+        script += " rc=0;" + "".join(f" wait $p{k} || rc=$?;" for k in range(processes)) + " exit $rc"
+        return ["sh", "-c", script, binary, dataset.curl_config]
+
+    return Job("curl --parallel", command, is_reference=True, version_argv=(binary, "--version"))
 
 
 def wait_idle(server: DelayServer, timeout_s: float = 10.0) -> None:

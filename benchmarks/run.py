@@ -30,7 +30,7 @@ from types import FrameType
 
 from bench_data import FULL_SPECS, MIB, QUICK_SPECS, Dataset, DatasetSpec, build_dataset, draw_sizes
 from bench_fs import FreshFilesystems, image_dir
-from bench_latency import DelayServer, latency_dataset, wait_idle
+from bench_latency import DelayServer, curl_latency_job, curl_processes, latency_dataset, wait_idle
 from bench_measure import Measurement, become_subreaper, run_measured
 from bench_nginx import Nginx
 from bench_report import Cell, LatencyCell, LatencySample, Sample, latency_table, main_table
@@ -267,14 +267,23 @@ def warm_memory(specs: Sequence[DatasetSpec]) -> None:
     log(f"touched {nbytes / 2**30:.1f} GiB of RAM in {seconds:.1f} s (first-touch costs paid up front)")
 
 
-def run_latency(bench: Bench, stack: contextlib.ExitStack, lists_dir: str) -> list[LatencyCell]:
-    """The latency-bound scenario: one cell per configuration and pool, skipped if fetcher lacks it."""
+def run_latency(bench: Bench, stack: contextlib.ExitStack, lists_dir: str,
+                curl: str | None) -> list[LatencyCell]:
+    """The latency-bound scenario: one cell per configuration and pool, skipped if fetcher lacks it.
+
+    With ``curl``, curl runs it too (as many processes as its parallel cap needs): what a
+    C client reaches against the same server on the same machine, the scenario's real ceiling.
+    """
     args = bench.args
     size = 64
     server = DelayServer(args.python, args.latency_delay, size, os.path.join(bench.workdir, "delay.log"))
     server.start()
     stack.callback(server.stop)
     runs: list[tuple[Job, LatencyCell]] = []
+    if curl is not None:
+        job = curl_latency_job(curl)
+        runs += [(job, LatencyCell(f"curl --parallel (×{curl_processes(pool)})", pool, args.latency_delay))
+                 for pool in args.latency_pool_list]
     for spec in args.latency_backends:
         config = FetcherConfig.parse(spec)
         cells = [LatencyCell(config.label, pool, args.latency_delay) for pool in args.latency_pool_list]
@@ -409,7 +418,8 @@ def _run(args: argparse.Namespace, installer: Installer, nginx_binary: str, work
         report += ["", "Skipped:", *(f"- {line}" for line in skipped)]
 
     if not args.no_latency:
-        latency_cells = run_latency(bench, stack, lists_dir)
+        curl = next((job.version_argv[0] for job in jobs if job.label == "curl --parallel"), None)
+        latency_cells = run_latency(bench, stack, lists_dir, curl)
         report += ["", f"Latency-bound: every response delayed {args.latency_delay * 1000:.0f} ms, "
                        f"{args.latency_rounds} × pool URLs of 64 bytes, medians of {args.reps}. "
                        "Server window = first request received to last response sent (steady state); "
