@@ -114,9 +114,10 @@ def fetch(urls: Iterable[str | Task | None], out: str | None = "downloads", *, b
             next result, and the run ends when it has nothing while nothing is
             in flight.
         out: output folder; each file's path is ``result.path`` under it.
-        backend: ``thread``, ``process`` or ``gevent`` (gevent needs a
-            monkey-patched process).
-        pool: concurrent downloads.
+        backend: ``thread``, ``process``, ``gevent`` (needs a monkey-patched
+            process) or ``multi`` (needs ``client="curl"``).
+        pool: concurrent downloads (the process backend spreads them over
+            ``processes`` workers, one per CPU by default).
         memory: bodies come back in ``result.content`` instead of files
             (capped by ``max_size``, else 100 MiB); no folder, journal or manifest.
         progress: draw a progress bar on stderr.
