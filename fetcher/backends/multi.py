@@ -38,7 +38,7 @@ from fetcher.models import ErrorKind, Result, Task, failed
 from fetcher.session import make_session
 from fetcher.streaming import Cancelled
 from fetcher.transports.base import Head
-from fetcher.transports.curl import CurlTransport
+from fetcher.transports.curl import CurlTransport, ended_transfers
 from fetcher.transports.environment import Environment
 
 if TYPE_CHECKING:
@@ -205,14 +205,8 @@ class MultiBackend(Backend):
         if self._timer_at is not None and self._timer_at <= time.monotonic():
             self._timer_at = None
             self._multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
-        while True:
-            queued, ended, errors = self._multi.info_read()
-            for curl in ended:
-                self._complete(curl, 0, "")
-            for curl, code, message in errors:
-                self._complete(curl, code, message)
-            if not queued:
-                break
+        for curl, code, message in ended_transfers(self._multi):
+            self._complete(curl, code, message)
         self._start_pending()
 
     def _complete(self, curl: pycurl.Curl, code: int, message: str) -> None:

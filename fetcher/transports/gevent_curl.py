@@ -20,7 +20,7 @@ import gevent
 import gevent.event
 import pycurl
 
-from fetcher.transports.curl import CurlTransport
+from fetcher.transports.curl import CurlTransport, ended_transfers
 
 if TYPE_CHECKING:
     from fetcher.options import Options
@@ -97,14 +97,8 @@ class CurlHub:
         """Let libcurl move, then wake the greenlets whose transfers ended."""
         try:
             self._multi.socket_action(fd, flags)
-            while True:
-                queued, ended, errors = self._multi.info_read()
-                for curl in ended:
-                    self._wake(curl, 0, "")
-                for curl, code, message in errors:
-                    self._wake(curl, code, message)
-                if not queued:
-                    break
+            for curl, code, message in ended_transfers(self._multi):
+                self._wake(curl, code, message)
         except Exception as exc:  # noqa: BLE001 - on the hub, an exception would only be printed
             for curl in list(self._waiting):
                 waiter = self._waiting.pop(curl)
