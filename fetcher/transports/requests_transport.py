@@ -107,10 +107,14 @@ def _stream(response: requests.Response, receiver: Receiver, request: Request) -
     raw = response.raw
     sock = _socket_of(raw)
     read1, chunk_size = raw.read1, request.chunk_size
+    # settimeout is an ioctl that releases the GIL: with eight threads, each release is a futex
+    # round trip, so it is made only when the timeout changes (--max-time, --min-speed).
+    current = sock.gettimeout() if sock is not None else None
     try:
         while True:
-            if sock is not None:
-                sock.settimeout(guard.next_read_timeout())
+            if sock is not None and (timeout := guard.next_read_timeout()) != current:
+                sock.settimeout(timeout)
+                current = timeout
             try:
                 # read1 returns what has arrived, up to chunk_size: a small body in one or two calls
                 chunk = read1(chunk_size, decode_content=True)
@@ -120,7 +124,7 @@ def _stream(response: requests.Response, receiver: Receiver, request: Request) -
                 return
             receiver.write(chunk)
     finally:
-        if sock is not None:
+        if sock is not None and current != guard.read_timeout:
             try:
                 sock.settimeout(guard.read_timeout)  # the pooled connection's next request starts afresh
             except OSError:
