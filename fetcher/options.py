@@ -14,6 +14,9 @@ INPUT_FORMATS = ("auto", "txt", "csv", "tsv", "jsonl")
 ON_EXISTS = ("skip", "overwrite", "rename")
 
 
+MAX_PROCESSES = 256  # worker processes of the process backend; the pool itself may be far larger
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     """Everything that shapes a run.
@@ -92,6 +95,9 @@ class Options:
             raise ConfigError(f"pool of {self.pool} is more than the 10000 this machine can hold")
         if not isinstance(self.processes, int) or self.processes < 0:
             raise ConfigError(f"processes must be a whole number, 0 for one per CPU, not {self.processes!r}")
+        if self.processes > MAX_PROCESSES:
+            raise ConfigError(f"processes of {self.processes} is more than the {MAX_PROCESSES} worker processes "
+                              f"fetcher starts (each costs ~25 MiB; a larger --pool needs no more of them)")
         if self.processes and self.backend != "process":
             raise ConfigError(f"processes applies to the process backend only, not to {self.backend!r}")
         if self.retries < 0:

@@ -206,3 +206,11 @@ def test_an_unpicklable_factory_is_refused_even_when_the_default_would_fork(monk
     with pytest.raises(BackendError, match="must pickle"):
         with ProcessBackend(options, lambda: make_session(options)):
             pass
+
+
+def test_processes_are_capped_whatever_the_pool(tmp_path, out) -> None:
+    done = subprocess.run(cli_command(Variant("process"), [write_list(tmp_path, ["http://127.0.0.1:9/x"]),
+                                                           "-o", out, "--pool", "1000", "--processes", "300"]),
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert "more than the 256 worker processes" in done.stderr and done.stderr.count("\n") == 1

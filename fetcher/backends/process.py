@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 from fetcher.backends.base import Backend, SessionFactory, run_task
 from fetcher.errors import BackendError
 from fetcher.models import ErrorKind, Result, Task, failed
+from fetcher.options import MAX_PROCESSES
 from fetcher.session import make_session
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ class ProcessBackend(Backend):
             multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
         self._cancel = SharedFlag(multiprocessing.get_context())
         try:
-            for slots in shares(self.options.pool, self.options.processes or default_processes()):
+            for slots in shares(self.options.pool, self.options.processes or min(default_processes(), MAX_PROCESSES)):
                 self._workers.append(self._spawn(slots))
         except BaseException:
             self.shutdown(cancel=True)
