@@ -1,9 +1,13 @@
 """The latency-bound scenario: every response is held back a fixed delay by delay_server.py.
 
 A client keeping ``pool`` requests in flight can at best do ``pool / delay``
-requests per second. Two rates are reported against that ceiling: the one the
-server saw (first request in → last response out), which is the client's
-steady state, and the whole run including interpreter start-up and ramp-up.
+requests per second. Three rates are reported against that ceiling:
+
+- mid-run: from the end of the first round to the start of the last, as the
+  server saw it: the client's steady state, without the ramp-up of ``pool``
+  connections or the tail of the last round (needs 3 rounds or more);
+- server window: first request in → last response out, ramp-up and tail included;
+- whole run: the client's wall time, interpreter start-up included.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
+from typing import Any
 
 from bench_tools import Job
 from bench_data import Dataset, DatasetSpec
@@ -52,15 +58,15 @@ class DelayServer:
             raise RuntimeError(f"delay server did not start (see {self.log_path})")
         self.port = int(line)
 
-    def _get(self, path: str) -> dict[str, float | int | None]:
+    def _get(self, path: str) -> dict[str, Any]:
         with self._opener.open(self.base_url + path, timeout=10) as response:
-            data: dict[str, float | int | None] = json.loads(response.read())
+            data: dict[str, Any] = json.loads(response.read())
             return data
 
     def reset(self) -> None:
         self._get("/_reset")
 
-    def stats(self) -> dict[str, float | int | None]:
+    def stats(self) -> dict[str, Any]:
         return self._get("/_stats")
 
     def stop(self) -> None:
@@ -120,6 +126,22 @@ def curl_latency_job(binary: str) -> Job:
         return ["sh", "-c", script, binary, dataset.curl_config]
 
     return Job("curl --parallel", command, is_reference=True, version_argv=(binary, "--version"))
+
+
+def mid_run_rate(sent_s: Sequence[float], pool: int) -> float | None:
+    """Responses per second between the end of the first round and the start of the last.
+
+    ``sent_s``: when each response went out, in order. The first ``pool``
+    responses close the first round (connections being opened, a burst of
+    requests); the last ``pool`` are the final round, which ends as unevenly as
+    the client's pace allows. What lies between is the steady state. None with
+    fewer than 3 rounds.
+    """
+    count = len(sent_s)
+    if pool <= 0 or count < 3 * pool:
+        return None
+    span = sent_s[count - pool - 1] - sent_s[pool - 1]
+    return (count - 2 * pool) / span if span > 0 else None
 
 
 def wait_idle(server: DelayServer, timeout_s: float = 10.0) -> None:

@@ -103,7 +103,7 @@ def main_table(cells: Sequence[Cell]) -> list[str]:
     for cell in cells:
         head = [f"{cell.dataset} ({cell.describe})", cell.label, str(cell.pool)]
         if cell.failure is not None or not cell.samples:
-            rows.append(head + [f"**FAILED**: {cell.failure or 'no run'}", "", "", "", ""])
+            rows.append(head + [f"**FAILED**: {cell.failure or 'no run'}", "", "", "", "", ""])
             continue
         reference = references.get((cell.dataset, cell.pool))
         figures = []
@@ -124,6 +124,7 @@ class LatencySample:
     requests: int
     server_window_s: float  # first request received → last response sent, as the server saw it
     max_open: int
+    mid_run_rate: float | None = None  # requests/s between the first round and the last (bench_latency)
 
 
 @dataclass
@@ -142,7 +143,8 @@ class LatencyCell:
     def median(self, fn: str) -> float:
         values = {
             "whole": [s.requests / s.measurement.wall_s for s in self.samples],
-            "steady": [s.requests / s.server_window_s for s in self.samples if s.server_window_s > 0],
+            "window": [s.requests / s.server_window_s for s in self.samples if s.server_window_s > 0],
+            "mid": [s.mid_run_rate for s in self.samples if s.mid_run_rate is not None],
             "rss": [s.measurement.peak_rss / MIB for s in self.samples],
             "cpu": [s.measurement.cpu_s for s in self.samples],
             "open": [float(s.max_open) for s in self.samples],
@@ -156,19 +158,21 @@ def latency_table(cells: Sequence[LatencyCell]) -> list[str]:
         requests = cell.samples[0].requests if cell.samples else 0
         head = [cell.label, f"{cell.pool:,}", f"{requests:,}" if requests else "", f"{cell.ideal:,.0f}"]
         if cell.skipped is not None:
-            rows.append(head + [f"skipped: {cell.skipped}", "", "", "", ""])
+            rows.append(head + [f"skipped: {cell.skipped}", "", "", "", "", ""])
             continue
         if cell.failure is not None or not cell.samples:
-            rows.append(head + [f"**FAILED**: {cell.failure or 'no run'}", "", "", "", ""])
+            rows.append(head + [f"**FAILED**: {cell.failure or 'no run'}", "", "", "", "", ""])
             continue
-        steady, whole = cell.median("steady"), cell.median("whole")
+        mid, window, whole = cell.median("mid"), cell.median("window"), cell.median("whole")
         rows.append(head + [
-            f"{steady:,.0f} ({steady / cell.ideal:.0%})",
+            f"{mid:,.0f} ({mid / cell.ideal:.0%})" if mid else "(under 3 rounds)",
+            f"{window:,.0f} ({window / cell.ideal:.0%})",
             f"{whole:,.0f} ({whole / cell.ideal:.0%})",
             f"{cell.median('open'):,.0f}",
             _number(cell.median("cpu")),
             _number(cell.median("rss")),
         ])
-    header = ["tool", "pool", "requests", "pool ÷ delay req/s", "achieved req/s, server window",
+    header = ["tool", "pool", "requests", "pool ÷ delay req/s", "achieved req/s, mid-run",
+              "achieved req/s, server window",
               "achieved req/s, whole run", "max open conns", "CPU s", "peak RSS MiB"]
     return markdown_table(header, rows, 1)

@@ -13,7 +13,8 @@ prints its port on the first line of stdout, then serves until killed, until its
 parent process goes away, or after ``--max-seconds``.
 
 Routes: any path → ``--size`` bytes after the delay; ``/_stats`` → JSON
-counters at once; ``/_reset`` → zero the counters at once.
+counters at once, with the time of every response since the first request
+(``sent_s``, for the harness's mid-run rate); ``/_reset`` → zero the counters at once.
 """
 
 from __future__ import annotations
@@ -41,12 +42,15 @@ class Stats:
         self.first_request: float | None = None  # monotonic seconds
         self.last_response: float | None = None
         self.max_open = self.open
+        self.sent_at: list[float] = []  # monotonic time of every counted response, in order
 
     def as_json(self) -> bytes:
         window = (None if self.first_request is None or self.last_response is None
                   else self.last_response - self.first_request)
         return json.dumps({"responses": self.responses, "window_s": window,
-                           "open": self.open, "max_open": self.max_open}).encode()
+                           "open": self.open, "max_open": self.max_open,
+                           "sent_s": [round(t - self.first_request, 5) for t in self.sent_at]
+                           if self.first_request is not None else []}).encode()
 
 
 class DelayProtocol(asyncio.Protocol):
@@ -102,7 +106,8 @@ class DelayProtocol(asyncio.Protocol):
         self.transport.write(head + body)
         if count:
             self.stats.responses += 1
-            self.stats.last_response = time.monotonic()
+            self.stats.last_response = now = time.monotonic()
+            self.stats.sent_at.append(now)
         if close:
             self.transport.close()
 

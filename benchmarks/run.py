@@ -30,7 +30,8 @@ from types import FrameType
 
 from bench_data import FULL_SPECS, MIB, QUICK_SPECS, Dataset, DatasetSpec, build_dataset, draw_sizes
 from bench_fs import FreshFilesystems, image_dir
-from bench_latency import DelayServer, curl_latency_job, curl_processes, latency_dataset, wait_idle
+from bench_latency import (DelayServer, curl_latency_job, curl_processes, latency_dataset, mid_run_rate,
+                           wait_idle)
 from bench_measure import Measurement, become_subreaper, run_measured
 from bench_nginx import Nginx
 from bench_report import Cell, LatencyCell, LatencySample, Sample, latency_table, main_table
@@ -305,15 +306,17 @@ def run_latency(bench: Bench, stack: contextlib.ExitStack, lists_dir: str,
             measurement, failure = bench.measure(job, dataset, cell.pool, f"latency-{cell.pool}-r{rep}")
             stats = server.stats()
             window = float(stats.get("window_s") or 0.0)
+            mid = mid_run_rate(stats.get("sent_s") or [], cell.pool)
             log(f"[{rep}/{args.reps}] latency pool {cell.pool:<5} {cell.label:<16} "
                 f"{measurement.wall_s:6.2f} s  server window {window:5.2f} s  "
-                f"max open {stats.get('max_open')}  rss {measurement.peak_rss / 2**20:5.0f} MiB"
+                + (f"mid-run {mid / (cell.pool / args.latency_delay):4.0%}  " if mid else "")
+                + f"max open {stats.get('max_open')}  rss {measurement.peak_rss / 2**20:5.0f} MiB"
                 + (f"  FAILED: {failure}" if failure else ""))
             if failure is not None:
                 cell.failure = failure
                 continue
             cell.samples.append(LatencySample(measurement, dataset.count, window,
-                                              int(stats.get("max_open") or 0)))
+                                              int(stats.get("max_open") or 0), mid))
     return [cell for _, cell in runs]
 
 
@@ -422,8 +425,10 @@ def _run(args: argparse.Namespace, installer: Installer, nginx_binary: str, work
         latency_cells = run_latency(bench, stack, lists_dir, curl)
         report += ["", f"Latency-bound: every response delayed {args.latency_delay * 1000:.0f} ms, "
                        f"{args.latency_rounds} × pool URLs of 64 bytes, medians of {args.reps}. "
-                       "Server window = first request received to last response sent (steady state); "
-                       "whole run includes interpreter start-up. In parentheses: fraction of pool ÷ delay.",
+                       "Mid-run = from the end of the first round to the start of the last, as the server "
+                       "saw it (the steady state); server window = first request received to last response "
+                       "sent (ramp-up and tail included); whole run = the client's wall time (start-up "
+                       "included). In parentheses: fraction of pool ÷ delay.",
                    "", *latency_table(latency_cells)]
     elapsed = time.monotonic() - started
     report += ["", f"({'quick' if args.quick else 'full'} run, {elapsed:.0f} s in all)"]
