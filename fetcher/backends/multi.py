@@ -45,6 +45,13 @@ if TYPE_CHECKING:
     from fetcher.streaming import CancelFlag
 
 IDLE_POLL_S = 1.0  # longest wait when libcurl has no timer of its own
+# Sockets handed to libcurl per wake-up before the finished transfers go back to the engine
+# and their slots get new URLs. Unbounded, a burst of a thousand responses was all read and
+# settled before the first next request went out: at pool 1,000 and 200 ms per response,
+# 16 took the steady state from 78-80% to 86-88% of pool ÷ delay. epoll hands the rest out
+# on the next calls, in turn (a reported socket goes to the back of its ready list), so no
+# socket starves.
+EVENTS_PER_WAKE = 16
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR  # a hang-up or error is for libcurl to read
 
 
@@ -85,7 +92,8 @@ class _Poller:
 
     def poll(self, timeout_s: float) -> list[tuple[int, int]]:
         if self._epoll is not None:
-            return self._epoll.poll(timeout_s)
+            return self._epoll.poll(timeout_s, EVENTS_PER_WAKE)
+        # poll() lists by descriptor: a cap would serve the lowest ones first every time.
         return self._poll.poll(timeout_s * 1000)  # type: ignore[union-attr]
 
     def close(self) -> None:
