@@ -65,15 +65,19 @@ class CurlHub:
     # -- libcurl's callbacks (inside add_handle / socket_action: never switch) ----------
 
     def _on_socket(self, what: int, fd: int, _multi: object, _data: object) -> None:
-        old = self._watchers.pop(fd, None)
-        if old is not None:
-            old.stop()
+        watcher = self._watchers.get(fd)
         if what == pycurl.POLL_REMOVE:
+            if watcher is not None:
+                watcher.stop()
+                del self._watchers[fd]
             return
         events = (_READ if what & pycurl.POLL_IN else 0) | (_WRITE if what & pycurl.POLL_OUT else 0)
-        watcher = self._loop.io(fd, events)
+        if watcher is None:
+            watcher = self._watchers[fd] = self._loop.io(fd, events)
+        else:  # the same socket, now waiting for something else: re-arm, no new watcher
+            watcher.stop()
+            watcher.events = events
         watcher.start(self._on_io, fd, pass_events=True)
-        self._watchers[fd] = watcher
 
     def _on_timer(self, timeout_ms: int) -> None:
         if self._timer is not None:
