@@ -123,6 +123,11 @@ class _Worker:
     slots: int  # its share of the pool
     ready: bool = False
     tasks: dict[int, Task] = field(default_factory=dict)  # sent and not yet answered, by index
+    # Whether its pipe has a message: Connection.poll(0) would build a selector per call.
+    inbox: Any = field(default_factory=select.poll)
+
+    def __post_init__(self) -> None:
+        self.inbox.register(self.conn.fileno(), select.POLLIN)
 
     @property
     def free(self) -> int:
@@ -155,6 +160,10 @@ class ProcessBackend(Backend):
         self._pending: deque[Task] = deque()
         self._finished: list[Result] = []
         self._startup_failures = 0
+        # Every worker's pipe and process sentinel, in one poll set kept across waits
+        # (connection.wait would build a selector for all of them on every call).
+        self._watch = select.poll()
+        self._owners: dict[int, _Worker] = {}  # watched fd -> its worker
 
     @property
     def start_method(self) -> str:
@@ -192,7 +201,11 @@ class ProcessBackend(Backend):
                               args=(child_end, self._factory, self.options, self._cancel, slots, self._multi))
         process.start()
         child_end.close()  # so that a dead child's pipe reads as EOF here
-        return _Worker(process, parent_end, slots)
+        worker = _Worker(process, parent_end, slots)
+        for fd in (parent_end.fileno(), process.sentinel):
+            self._watch.register(fd, select.POLLIN)
+            self._owners[fd] = worker
+        return worker
 
     def submit(self, task: Task) -> None:
         # Sent in wait(), which the engine calls after each round of submits: one message per worker.
@@ -211,18 +224,19 @@ class ProcessBackend(Backend):
 
     def _poll(self, timeout: float | None) -> None:
         """Wait for any worker to answer or die, handle that, and refill idle workers."""
-        owners: dict[Any, _Worker] = {}
-        for worker in self._workers:
-            owners[worker.conn] = owners[worker.process.sentinel] = worker
-        for worker in {owners[ready] for ready in connection.wait(list(owners), timeout)}:
-            if not self._receive(worker):
+        ready: dict[_Worker, bool] = {}  # worker -> whether its process sentinel fired
+        for fd, _events in self._watch.poll(None if timeout is None else max(0, int(timeout * 1000) + 1)):
+            worker = self._owners[fd]
+            ready[worker] = ready.get(worker, False) or fd == worker.process.sentinel
+        for worker, ended in ready.items():
+            if not self._receive(worker) or (ended and not worker.process.is_alive()):
                 self._replace(worker)
         self._dispatch()
 
     def _receive(self, worker: _Worker) -> bool:
-        """Handle every message waiting from ``worker``; False once it is gone."""
+        """Handle every message waiting from ``worker``; False once its pipe is closed."""
         try:
-            while worker.conn.poll():
+            while worker.inbox.poll(0):
                 message = worker.conn.recv()
                 if isinstance(message, list):
                     for result in message:
@@ -235,10 +249,11 @@ class ProcessBackend(Backend):
                     raise BackendError(f"the session factory failed in a worker process: {message[1]}")
         except (EOFError, OSError):
             return False
-        return worker.process.is_alive()
+        return True
 
     def _replace(self, worker: _Worker) -> None:
         """A worker died: start another, and report the tasks it was running (the scheduler may retry them)."""
+        self._forget(worker)
         code = _reap(worker)
         self._workers.remove(worker)
         if not worker.ready:
@@ -291,8 +306,15 @@ class ProcessBackend(Backend):
         for worker in self._workers:
             worker.process.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         for worker in self._workers:
+            self._forget(worker)
             _reap(worker)
         self._workers.clear()
+
+    def _forget(self, worker: _Worker) -> None:
+        """Stop watching ``worker``'s pipe and sentinel (before they are closed, and their numbers reused)."""
+        for fd in [fd for fd, owner in self._owners.items() if owner is worker]:
+            self._watch.unregister(fd)
+            del self._owners[fd]
 
 
 def _reap(worker: _Worker) -> int | None:
