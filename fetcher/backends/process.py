@@ -123,11 +123,10 @@ class _Worker:
     slots: int  # its share of the pool
     ready: bool = False
     tasks: dict[int, Task] = field(default_factory=dict)  # sent and not yet answered, by index
-    # Whether its pipe has a message: Connection.poll(0) would build a selector per call.
-    inbox: Any = field(default_factory=select.poll)
+    inbox: Any = None  # whether its pipe has a message (see _watching)
 
     def __post_init__(self) -> None:
-        self.inbox.register(self.conn.fileno(), select.POLLIN)
+        self.inbox = _watching(self.conn)
 
     @property
     def free(self) -> int:
@@ -364,13 +363,23 @@ def _worker_main(conn: connection.Connection, factory: SessionFactory, options: 
         return  # the parent went away
 
 
-def _next_batch(conn: connection.Connection, parent: int) -> list[Task] | None:
-    """The next message from the parent: a batch of tasks, or None for "stop" (also when orphaned)."""
-    while not conn.poll(PARENT_CHECK_S):
+def _next_batch(conn: connection.Connection, incoming: Any, parent: int) -> list[Task] | None:
+    """The next message from the parent: a batch of tasks, or None for "stop" (also when orphaned).
+
+    ``incoming``: a poll object watching ``conn`` (Connection.poll would build a selector per call).
+    """
+    while not incoming.poll(PARENT_CHECK_S * 1000):
         if os.getppid() != parent:  # orphaned: the parent died without stopping us
             return None
     batch: list[Task] | None = conn.recv()
     return batch
+
+
+def _watching(conn: connection.Connection) -> Any:
+    """A poll object that says when ``conn`` has a message (or is closed)."""
+    incoming = select.poll()
+    incoming.register(conn.fileno(), select.POLLIN)
+    return incoming
 
 
 def _serve_threads(conn: connection.Connection, factory: SessionFactory, options: Options,
@@ -405,7 +414,8 @@ def _serve_threads(conn: connection.Connection, factory: SessionFactory, options
     with send_lock:
         conn.send((_READY, None))
     try:
-        while (batch := _next_batch(conn, parent)) is not None:
+        incoming = _watching(conn)
+        while (batch := _next_batch(conn, incoming, parent)) is not None:
             for task in batch:
                 inbox.put(task)
     finally:
@@ -429,9 +439,7 @@ def _serve_multi(conn: connection.Connection, options: Options, cancel: SharedFl
         conn.send((_INIT_FAILED, f"{type(exc).__name__}: {exc}"))
         return
     stopping = False
-    # Connection.poll(0) builds a selector per call; one poll object, made once, answers the same.
-    incoming = select.poll()
-    incoming.register(conn.fileno(), select.POLLIN)
+    incoming = _watching(conn)
     try:
         conn.send((_READY, None))
         checked = time.monotonic()
