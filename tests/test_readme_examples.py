@@ -58,3 +58,12 @@ def test_examples_import_only_public_names(name):
     imported = re.findall(r"from fetcher(?:\.\w+)? import ([\w, ]+)", examples()[name])
     for names in imported:
         assert set(n.strip() for n in names.split(",")) <= {"fetch", "Fetcher", "Task", "Result"}
+
+
+def test_ci_runs_the_readme_test_command_as_written():
+    with open(README, encoding="utf-8") as handle:
+        section = handle.read().split("Run the tests", 1)[1]
+    command = re.search(r"```\n(.*?)\n```", section, flags=re.S).group(1).strip()  # type: ignore[union-attr]
+    with open(os.path.join(os.path.dirname(README), ".ci", "run"), encoding="utf-8") as handle:
+        steps = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
+    assert steps[-1] == command
