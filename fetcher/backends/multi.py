@@ -15,31 +15,23 @@ work for the sockets that are ready rather than for every transfer in flight.
 ``fdset`` also silently leaves out descriptors above 1,023, which a pool of a
 thousand reaches, so those transfers would only move on timeouts.
 
-Every rule is the same code as on the other backends: ``download.prepare``
-and ``Download`` around the same ``CurlTransport``. Needs ``--client curl``.
+The downloads themselves (easy handles, tasks, Results) are ``CurlTransfers``
+(curl_transfers.py), which the gevent backend's ``--client curl`` drives from
+gevent's loop instead. Needs ``--client curl``.
 """
 
 from __future__ import annotations
 
 import select
 import time
-import traceback
-from collections import deque
-from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING
 
 import pycurl
 
 from fetcher.backends.base import Backend
-from fetcher.download import Download, prepare
+from fetcher.backends.curl_transfers import CurlTransfers
 from fetcher.errors import BackendError
-from fetcher.models import ErrorKind, Result, Task, failed
-from fetcher.session import make_session
-from fetcher.streaming import Cancelled
-from fetcher.transports.base import Head
-from fetcher.transports.curl import CurlTransport, ended_transfers
-from fetcher.transports.environment import Environment
+from fetcher.models import Result, Task
 
 if TYPE_CHECKING:
     from fetcher.streaming import CancelFlag
@@ -118,30 +110,22 @@ class MultiBackend(Backend):
             raise BackendError("the multi backend makes its own libcurl handles: it takes no session_factory")
         if self.options.client != "curl":
             raise BackendError("the multi backend drives libcurl's multi interface: use it with --client curl")
-        self._multi = pycurl.CurlMulti()
         self._poller = _Poller()
         self._timer_at: float | None = None  # when libcurl wants socket_action(SOCKET_TIMEOUT)
-        self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
-        self._multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
         for fd in self.wake_fds:
             self._poller.register(fd, select.POLLIN)
-        environment = Environment.read()  # once, not once per handle
-        self._free: list[CurlTransport] = [make_session(self.options, 1, environment)  # type: ignore[misc]
-                                           for _ in range(self.options.pool)]
-        self._active: dict[pycurl.Curl, tuple[CurlTransport, Download]] = {}
-        self._pending: deque[Task] = deque()
-        self._done: list[Result] = []
+        self._transfers = CurlTransfers(self.options, self._on_socket, self._on_timer, self.cancel)
 
     def submit(self, task: Task) -> None:
-        self._pending.append(task)
-        self._start_pending()
+        self._transfers.submit(task)
 
     def wait(self, timeout: float | None) -> list[Result]:
         deadline = None if timeout is None else time.monotonic() + timeout
+        transfers = self._transfers
         while True:
             self._drive()
-            if self._done:
-                done, self._done = self._done, []
+            if transfers.done:
+                done, transfers.done = transfers.done, []
                 return done
             remaining = IDLE_POLL_S if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
@@ -159,6 +143,7 @@ class MultiBackend(Backend):
             timeout = min(timeout, max(0.0, self._timer_at - time.monotonic()))
         woken = False
         wake_fds = self.wake_fds
+        multi = self._transfers.multi
         for fd, events in self._poller.poll(timeout):
             if fd in wake_fds:
                 woken = True
@@ -166,7 +151,7 @@ class MultiBackend(Backend):
             flags = ((pycurl.CSELECT_IN if events & _READABLE else 0)
                      | (pycurl.CSELECT_OUT if events & select.POLLOUT else 0)
                      | (pycurl.CSELECT_ERR if events & select.POLLERR else 0))
-            self._multi.socket_action(fd, flags)
+            multi.socket_action(fd, flags)
         return woken
 
     def _on_socket(self, what: int, fd: int, _multi: object, _data: object) -> None:
@@ -183,57 +168,15 @@ class MultiBackend(Backend):
 
     def shutdown(self, cancel: bool = False) -> None:
         if cancel:
-            self._pending.clear()
-            for curl, (transport, download) in list(self._active.items()):
-                self._multi.remove_handle(curl)
-                _settled(download.task, partial(download.settle, _cancelled))  # removes its .part
-                self._free.append(transport)
-            self._active.clear()
-        while self._active or self._pending:  # let queued work finish, as the thread backend does
+            self._transfers.cancel_all()
+        while self._transfers.busy:  # let queued work finish, as the thread backend does
             self.wait(IDLE_POLL_S)
-        for transport in self._free:
-            transport.close()
-        self._multi.close()
+        self._transfers.close()
         self._poller.close()
-
-    def _start_pending(self) -> None:
-        while self._pending and self._free:
-            task = self._pending.popleft()
-            download = _settled(task, partial(prepare, task, self.options, self.cancel))
-            if isinstance(download, Result):  # decided before any request (a bad name, a kept file)
-                self._done.append(download)
-                continue
-            transport = self._free.pop()
-            transport.start(download.request(), download)
-            self._multi.add_handle(transport.curl)
-            self._active[transport.curl] = (transport, download)
 
     def _drive(self) -> None:
         """Run libcurl's due timer; settle the transfers that ended; start pending ones."""
         if self._timer_at is not None and self._timer_at <= time.monotonic():
             self._timer_at = None
-            self._multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
-        for curl, code, message in ended_transfers(self._multi):
-            self._complete(curl, code, message)
-        self._start_pending()
-
-    def _complete(self, curl: pycurl.Curl, code: int, message: str) -> None:
-        self._multi.remove_handle(curl)
-        transport, download = self._active.pop(curl)
-        result = _settled(download.task, partial(download.settle, partial(transport.finish, code, message)))
-        assert isinstance(result, Result), "settle() returns a Result"
-        self._done.append(result)
-        self._free.append(transport)
-
-
-def _cancelled() -> Head:
-    raise Cancelled()
-
-
-def _settled(task: Task, step: Callable[[], Result | Download]) -> Result | Download:
-    """``step()``, with ``run_task``'s safety net: a bug becomes an ``internal`` Result, not a stopped run."""
-    try:
-        return step()
-    except Exception as exc:  # noqa: BLE001 - one URL's bug must not stop the others
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        return failed(task, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})")
+            self._transfers.multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
+        self._transfers.settle_ended()

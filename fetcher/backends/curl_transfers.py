@@ -1,0 +1,118 @@
+"""The downloads of one libcurl multi handle: tasks in, transfers through libcurl, Results out.
+
+What the multi backend and the gevent backend's ``--client curl`` share. Neither
+runs a thread or a greenlet per download: ``submit`` starts a transfer on a free
+easy handle (one per pool slot, each a ``CurlTransport``), libcurl moves every
+transfer when its driver calls ``socket_action``, and ``settle_ended`` turns the
+transfers libcurl reports over into Results. The driver decides only how to
+wait for sockets and for libcurl's timer: epoll in the multi backend, gevent's
+own loop under gevent (transports/gevent_curl.py).
+
+Every rule is the same code as on the other backends: ``download.prepare`` and
+``Download`` around the same ``CurlTransport``.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import pycurl
+
+from fetcher.download import Download, prepare
+from fetcher.models import ErrorKind, Result, Task, failed
+from fetcher.session import make_session
+from fetcher.streaming import Cancelled
+from fetcher.transports.base import Head
+from fetcher.transports.curl import CurlTransport, ended_transfers
+from fetcher.transports.environment import Environment
+
+if TYPE_CHECKING:
+    from fetcher.options import Options
+    from fetcher.streaming import CancelFlag
+
+
+class CurlTransfers:
+    """Up to ``options.pool`` downloads at once on one ``CurlMulti``.
+
+    Args:
+        options: the run's options; ``pool`` easy handles are made.
+        on_socket, on_timer: libcurl's socket and timer callbacks, the driver's.
+        cancel: the flag every download checks between chunks.
+    """
+
+    def __init__(self, options: Options, on_socket: Callable[..., Any], on_timer: Callable[[int], Any],
+                 cancel: CancelFlag | None = None) -> None:
+        self.options, self.cancel = options, cancel
+        self.multi = pycurl.CurlMulti()
+        self.multi.setopt(pycurl.M_SOCKETFUNCTION, on_socket)
+        self.multi.setopt(pycurl.M_TIMERFUNCTION, on_timer)
+        environment = Environment.read()  # once, not once per handle
+        self._free: list[CurlTransport] = [make_session(options, 1, environment)  # type: ignore[misc]
+                                           for _ in range(options.pool)]
+        self._active: dict[pycurl.Curl, tuple[CurlTransport, Download]] = {}
+        self._pending: deque[Task] = deque()
+        self.done: list[Result] = []  # settled, not yet handed back by the driver
+
+    @property
+    def busy(self) -> bool:
+        """Some task is queued or transferring."""
+        return bool(self._active or self._pending)
+
+    def submit(self, task: Task) -> None:
+        self._pending.append(task)
+        self.start_pending()
+
+    def start_pending(self) -> None:
+        """Start queued tasks while easy handles are free (libcurl's timer then asks to be run)."""
+        while self._pending and self._free:
+            task = self._pending.popleft()
+            download = _settled(task, partial(prepare, task, self.options, self.cancel))
+            if isinstance(download, Result):  # decided before any request (a bad name, a kept file)
+                self.done.append(download)
+                continue
+            transport = self._free.pop()
+            transport.start(download.request(), download)
+            self.multi.add_handle(transport.curl)
+            self._active[transport.curl] = (transport, download)
+
+    def settle_ended(self) -> None:
+        """Settle every transfer libcurl reports over (after ``socket_action``), then start queued tasks."""
+        for curl, code, message in ended_transfers(self.multi):
+            self.multi.remove_handle(curl)
+            transport, download = self._active.pop(curl)
+            result = _settled(download.task, partial(download.settle, partial(transport.finish, code, message)))
+            assert isinstance(result, Result), "settle() returns a Result"
+            self.done.append(result)
+            self._free.append(transport)
+        self.start_pending()
+
+    def cancel_all(self) -> None:
+        """Drop queued tasks; stop every transfer now, its ``.part`` removed unless resumable."""
+        self._pending.clear()
+        for curl, (transport, download) in list(self._active.items()):
+            self.multi.remove_handle(curl)
+            _settled(download.task, partial(download.settle, _cancelled))
+            self._free.append(transport)
+        self._active.clear()
+
+    def close(self) -> None:
+        for transport in self._free:
+            transport.close()
+        self.multi.close()
+
+
+def _cancelled() -> Head:
+    raise Cancelled()
+
+
+def _settled(task: Task, step: Callable[[], Result | Download]) -> Result | Download:
+    """``step()``, with ``run_task``'s safety net: a bug becomes an ``internal`` Result, not a stopped run."""
+    try:
+        return step()
+    except Exception as exc:  # noqa: BLE001 - one URL's bug must not stop the others
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return failed(task, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})")
