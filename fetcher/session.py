@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from fetcher.options import Options
     from fetcher.transports.base import Transport
+    from fetcher.transports.curl import CurlTransport
     from fetcher.transports.environment import Environment
 
 
@@ -127,7 +128,13 @@ def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
-def _curl_transport(options: Options, environment: object) -> Transport:
+def _curl_transport(options: Options, environment: Environment) -> Transport:
+    refuse_blocking_curl()
+    return curl_transport(options, environment)
+
+
+def refuse_blocking_curl() -> None:
+    """Raise ConfigError in a gevent-patched process: libcurl driven there by anything but the hub blocks it."""
     import sys
 
     gevent_monkey = sys.modules.get("gevent.monkey")
@@ -135,6 +142,14 @@ def _curl_transport(options: Options, environment: object) -> Transport:
         raise ConfigError("a blocking libcurl transfer cannot run in a gevent-patched process: it would "
                           "block the event loop; use --backend gevent (its libcurl runs on the loop), "
                           "or --client requests")
+
+
+def curl_transport(options: Options, environment: Environment) -> CurlTransport:
+    """A libcurl easy handle, for a driver that never lets it block (a multi handle), or for ``perform``.
+
+    Raises:
+        ConfigError: no pycurl, or an unreadable cookies file.
+    """
     try:
         from fetcher.transports.curl import CurlTransport
     except ImportError as exc:
@@ -142,7 +157,7 @@ def _curl_transport(options: Options, environment: object) -> Transport:
                           f"{CURL_INSTALL_HINT}") from None
     if options.cookies:
         _load_cookies(options.cookies)  # the same check, and the same error, as for requests
-    return CurlTransport(options, environment)  # type: ignore[arg-type]
+    return CurlTransport(options, environment)
 
 
 def _load_cookies(path: str) -> http.cookiejar.MozillaCookieJar:

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from conftest import write_list
+from conftest import NEEDS_PYCURL, write_list
 from proc_helpers import RUN_TIMEOUT_S, Variant, read_manifest, run_cli
 
 
@@ -129,3 +129,57 @@ with GeventBackend(Options.create(out=sys.argv[1], pool=37, backend="gevent")) a
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "37"
+
+
+CURL_HUB_VARIANT = """
+import sys
+from gevent import monkey
+
+monkey.patch_all()
+import fetcher.backends.curl_transfers as transfers
+import fetcher.backends.gevent_curl as gevent_curl
+
+if sys.argv[1] == "no-epoll":  # as on a platform without epoll: an io watcher per socket
+    gevent_curl.unpatched_epoll = lambda: None
+else:  # libcurl itself fails once, in the middle of the run
+    settle_ended, calls = transfers.CurlTransfers.settle_ended, []
+
+    def failing_once(self):
+        calls.append(len(self._active))
+        if len(calls) == 6:  # transfers are in flight by then
+            raise RuntimeError("libcurl broke")
+        settle_ended(self)
+
+    transfers.CurlTransfers.settle_ended = failing_once
+from fetcher.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@NEEDS_PYCURL
+def test_gevent_curl_without_epoll_watches_each_socket(server, tmp_path, out) -> None:
+    urls = [server.url(f"/files/w{i}.jpg?size=3000") for i in range(60)]
+
+    result = _python(CURL_HUB_VARIANT, "no-epoll", write_list(tmp_path, urls), "-o", out, "--backend", "gevent",
+                     "--client", "curl", "--pool", "8", "-q")
+
+    assert result.returncode == 0, result.stderr
+    records = read_manifest(os.path.join(out, "manifest.jsonl"))
+    assert sorted(r["status"] for r in records) == ["ok"] * 60
+
+
+@NEEDS_PYCURL
+def test_gevent_curl_reports_every_transfer_when_libcurl_fails(server, tmp_path, out) -> None:
+    # Transfers in flight when libcurl fails end as internal failures: nothing waits forever.
+    urls = [server.url(f"/files/f{i}.jpg?size=3000") for i in range(40)]
+
+    result = _python(CURL_HUB_VARIANT, "fail-once", write_list(tmp_path, urls), "-o", out, "--backend", "gevent",
+                     "--client", "curl", "--pool", "8", "--retries", "0", "-q")
+
+    records = read_manifest(os.path.join(out, "manifest.jsonl"))
+    assert len(records) == 40, result.stderr
+    internal = [r for r in records if r["status"] == "failed"]
+    assert internal and all(r["error"]["kind"] == "internal" for r in internal), internal
+    assert "libcurl broke" in internal[0]["error"]["message"]
+    assert len(internal) + sum(r["status"] == "ok" for r in records) == 40
+    assert result.returncode == 1

@@ -6,7 +6,7 @@ easy handle (one per pool slot, each a ``CurlTransport``), libcurl moves every
 transfer when its driver calls ``socket_action``, and ``settle_ended`` turns the
 transfers libcurl reports over into Results. The driver decides only how to
 wait for sockets and for libcurl's timer: epoll in the multi backend, gevent's
-own loop under gevent (transports/gevent_curl.py).
+own loop under gevent (gevent_curl.py).
 
 Every rule is the same code as on the other backends: ``download.prepare`` and
 ``Download`` around the same ``CurlTransport``.
@@ -24,7 +24,7 @@ import pycurl
 
 from fetcher.download import Download, prepare
 from fetcher.models import ErrorKind, Result, Task, failed
-from fetcher.session import make_session
+from fetcher.session import curl_transport
 from fetcher.streaming import Cancelled
 from fetcher.transports.base import Head
 from fetcher.transports.curl import CurlTransport, ended_transfers
@@ -51,8 +51,7 @@ class CurlTransfers:
         self.multi.setopt(pycurl.M_SOCKETFUNCTION, on_socket)
         self.multi.setopt(pycurl.M_TIMERFUNCTION, on_timer)
         environment = Environment.read()  # once, not once per handle
-        self._free: list[CurlTransport] = [make_session(options, 1, environment)  # type: ignore[misc]
-                                           for _ in range(options.pool)]
+        self._free: list[CurlTransport] = [curl_transport(options, environment) for _ in range(options.pool)]
         self._active: dict[pycurl.Curl, tuple[CurlTransport, Download]] = {}
         self._pending: deque[Task] = deque()
         self.done: list[Result] = []  # settled, not yet handed back by the driver
@@ -96,6 +95,19 @@ class CurlTransfers:
         for curl, (transport, download) in list(self._active.items()):
             self.multi.remove_handle(curl)
             _settled(download.task, partial(download.settle, _cancelled))
+            self._free.append(transport)
+        self._active.clear()
+
+    def fail_all(self, error: Exception) -> None:
+        """libcurl itself failed (not one transfer): every transfer ends as an ``internal`` Result."""
+        def fail() -> Head:
+            raise error
+
+        for curl, (transport, download) in list(self._active.items()):
+            self.multi.remove_handle(curl)
+            result = _settled(download.task, partial(download.settle, fail))
+            assert isinstance(result, Result), "settle() returns a Result"
+            self.done.append(result)
             self._free.append(transport)
         self._active.clear()
 

@@ -7,9 +7,10 @@ with urllib3's default of 10, a larger pool would open connections only to
 throw them away. A custom ``session_factory`` is called once and should size
 its adapter the same way.
 
-With ``--client curl`` the greenlets share one libcurl multi handle instead,
-driven by gevent's loop (transports/gevent_curl.py), and each takes an easy
-handle from a free list of ``pool`` for the download it runs.
+With ``--client curl`` there are no worker greenlets: the downloads are the
+multi backend's (one libcurl multi handle, an easy handle per pool slot),
+driven from gevent's loop (gevent_curl.py), so the application's greenlets
+run whenever the transfers wait.
 
 The process must be monkey-patched before requests is imported: the CLI does
 it for ``--backend gevent``; from the API, call ``gevent.monkey.patch_all()``
@@ -33,7 +34,7 @@ from fetcher.models import Task
 from fetcher.session import make_session
 
 if TYPE_CHECKING:
-    from fetcher.transports.gevent_curl import CurlHub
+    from fetcher.backends.gevent_curl import CurlHub
 
 KILL_TIMEOUT_S = 2.0
 
@@ -43,7 +44,7 @@ NOT_PATCHED = ("the gevent backend needs a monkey-patched process, and this one 
 
 
 class GeventBackend(Backend):
-    """``pool`` long-lived greenlets taking tasks from one queue.
+    """``pool`` long-lived greenlets taking tasks from one queue; with ``--client curl``, a CurlHub.
 
     Long-lived, not a greenlet spawned per task: at a pool of 1,000, spawning
     (gevent's Pool.spawn and Group.add) was a tenth of the run's CPU.
@@ -55,15 +56,12 @@ class GeventBackend(Backend):
         if not monkey.is_module_patched("socket"):
             raise BackendError(NOT_PATCHED)
         self._curl_hub: CurlHub | None = None
-        self._transports: list[Any] = []  # --client curl: an easy handle per greenlet
+        self._session: Any = None
+        self._cancel = gevent.event.Event()
         if self.session_factory is None and self.options.client == "curl":
-            from fetcher.transports.environment import Environment
-            from fetcher.transports.gevent_curl import CurlHub, GeventCurlTransport
+            from fetcher.backends.gevent_curl import CurlHub
 
-            self._curl_hub, environment = CurlHub(), Environment.read()
-            self._transports = [GeventCurlTransport(self.options, environment, self._curl_hub)
-                                for _ in range(self.options.pool)]
-            self._session: Any = None
+            self._curl_hub = CurlHub(self.options, self._deliver, self._cancel)
         else:
             factory = self.session_factory or partial(make_session, self.options, self.options.pool)
             self._session = factory()
@@ -71,17 +69,19 @@ class GeventBackend(Backend):
         # The base class's wait() blocks on this queue: make it gevent's, because a
         # stdlib queue blocks the hub itself unless threading was patched too.
         self._results = gevent.queue.Queue()
-        self._cancel = gevent.event.Event()
         # Ctrl-C reaches the main greenlet as KeyboardInterrupt either way, and the
         # engine handles it; the hub would also print it as if it were a crash.
         self._gevent_hub = gevent.get_hub()
         self._hub_not_error = self._gevent_hub.NOT_ERROR
         self._gevent_hub.NOT_ERROR = (*self._hub_not_error, KeyboardInterrupt)
-        self._greenlets = [gevent.spawn(self._work, self._transports[i] if self._transports else self._session)
-                           for i in range(self.options.pool)]
+        self._greenlets = ([] if self._curl_hub is not None else
+                           [gevent.spawn(self._work, self._session) for _ in range(self.options.pool)])
 
     def submit(self, task: Task) -> None:
-        self._tasks.put(task)
+        if self._curl_hub is not None:
+            self._curl_hub.submit(task)
+        else:
+            self._tasks.put(task)
 
     def _work(self, session: Any) -> None:
         while (task := self._tasks.get()) is not None:
@@ -89,18 +89,21 @@ class GeventBackend(Backend):
                 self._deliver(run_task(task, session, self.options, self._cancel))
 
     def shutdown(self, cancel: bool = False) -> None:
+        hub = self._curl_hub
         if cancel:
             self._cancel.set()
+            if hub is not None:
+                hub.cancel()  # every transfer stops now; each .part goes unless resumable
             # GreenletExit lands in each download's blocking read; fetch_one removes its .part.
             gevent.killall(self._greenlets, timeout=KILL_TIMEOUT_S)
         else:
+            while hub is not None and hub.busy:  # let queued work finish, as the thread backend does
+                self.wait(KILL_TIMEOUT_S)
             for _ in self._greenlets:
                 self._tasks.put(None)
             gevent.joinall(self._greenlets)
         if self._session is not None:
             self._session.close()
-        for transport in self._transports:
-            transport.close()
-        if self._curl_hub is not None:
-            self._curl_hub.close()
+        if hub is not None:
+            hub.close()
         self._gevent_hub.NOT_ERROR = self._hub_not_error

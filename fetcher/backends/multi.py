@@ -10,8 +10,9 @@ threads with an easy handle each, whose callbacks and hand-offs queue for the GI
 
 The loop uses libcurl's socket interface (``socket_action`` with socket and
 timer callbacks), not ``perform`` with ``fdset``: libcurl says which sockets to
-watch as they change, epoll waits on them, and each wake-up costs
-work for the sockets that are ready rather than for every transfer in flight.
+watch as they change, epoll waits on them (curl_sockets.py, at most 16 ready
+ones per wake-up), and each wake-up costs work for the sockets that are ready
+rather than for every transfer in flight.
 ``fdset`` also silently leaves out descriptors above 1,023, which a pool of a
 thousand reaches, so those transfers would only move on timeouts.
 
@@ -29,68 +30,16 @@ from typing import TYPE_CHECKING
 import pycurl
 
 from fetcher.backends.base import Backend
+from fetcher.backends.curl_sockets import SocketPoller, curl_flags
 from fetcher.backends.curl_transfers import CurlTransfers
 from fetcher.errors import BackendError
 from fetcher.models import Result, Task
+from fetcher.session import refuse_blocking_curl
 
 if TYPE_CHECKING:
     from fetcher.streaming import CancelFlag
 
 IDLE_POLL_S = 1.0  # longest wait when libcurl has no timer of its own
-# Sockets handed to libcurl per wake-up before the finished transfers go back to the engine
-# and their slots get new URLs. Unbounded, a burst of a thousand responses was all read and
-# settled before the first next request went out: at pool 1,000 and 200 ms per response,
-# 16 took the steady state from 78-80% to 86-88% of pool ÷ delay. epoll hands the rest out
-# on the next calls, in turn (a reported socket goes to the back of its ready list), so no
-# socket starves.
-EVENTS_PER_WAKE = 16
-_READABLE = select.POLLIN | select.POLLHUP | select.POLLERR  # a hang-up or error is for libcurl to read
-
-
-class _Poller:
-    """epoll where the platform has it, else poll(): the same calls, no FD_SETSIZE limit.
-
-    Raw, not ``selectors``: libcurl changes what it watches on almost every
-    request, and the selectors layer costs several Python calls per change.
-    """
-
-    def __init__(self) -> None:
-        self._epoll = select.epoll() if hasattr(select, "epoll") else None
-        self._poll = select.poll() if self._epoll is None else None
-        self._watched: set[int] = set()
-
-    def register(self, fd: int, events: int) -> None:
-        self.watch(fd, events)
-
-    def watch(self, fd: int, events: int) -> None:
-        poller = self._epoll or self._poll
-        assert poller is not None
-        if fd in self._watched:
-            try:
-                poller.modify(fd, events)
-                return
-            except FileNotFoundError:  # closed and reused since: epoll dropped the old one
-                pass
-        poller.register(fd, events)
-        self._watched.add(fd)
-
-    def unregister(self, fd: int) -> None:
-        if fd in self._watched:
-            self._watched.discard(fd)
-            try:
-                (self._epoll or self._poll).unregister(fd)  # type: ignore[union-attr]
-            except (OSError, KeyError):  # already closed: epoll forgot it by itself
-                pass
-
-    def poll(self, timeout_s: float) -> list[tuple[int, int]]:
-        if self._epoll is not None:
-            return self._epoll.poll(timeout_s, EVENTS_PER_WAKE)
-        # poll() lists by descriptor: a cap would serve the lowest ones first every time.
-        return self._poll.poll(timeout_s * 1000)  # type: ignore[union-attr]
-
-    def close(self) -> None:
-        if self._epoll is not None:
-            self._epoll.close()
 
 
 class MultiBackend(Backend):
@@ -110,11 +59,12 @@ class MultiBackend(Backend):
             raise BackendError("the multi backend makes its own libcurl handles: it takes no session_factory")
         if self.options.client != "curl":
             raise BackendError("the multi backend drives libcurl's multi interface: use it with --client curl")
-        self._poller = _Poller()
+        refuse_blocking_curl()  # its epoll wait would stall every greenlet
+        self._poller = SocketPoller()
         self._timer_at: float | None = None  # when libcurl wants socket_action(SOCKET_TIMEOUT)
         for fd in self.wake_fds:
-            self._poller.register(fd, select.POLLIN)
-        self._transfers = CurlTransfers(self.options, self._on_socket, self._on_timer, self.cancel)
+            self._poller.watch(fd, select.POLLIN)
+        self._transfers = CurlTransfers(self.options, self._poller.on_socket, self._on_timer, self.cancel)
 
     def submit(self, task: Task) -> None:
         self._transfers.submit(task)
@@ -148,19 +98,8 @@ class MultiBackend(Backend):
             if fd in wake_fds:
                 woken = True
                 continue
-            flags = ((pycurl.CSELECT_IN if events & _READABLE else 0)
-                     | (pycurl.CSELECT_OUT if events & select.POLLOUT else 0)
-                     | (pycurl.CSELECT_ERR if events & select.POLLERR else 0))
-            multi.socket_action(fd, flags)
+            multi.socket_action(fd, curl_flags(events))
         return woken
-
-    def _on_socket(self, what: int, fd: int, _multi: object, _data: object) -> None:
-        """libcurl's socket callback: start, change or stop watching ``fd``."""
-        if what == pycurl.POLL_REMOVE:
-            self._poller.unregister(fd)
-        else:
-            self._poller.watch(fd, (select.POLLIN if what & pycurl.POLL_IN else 0)
-                               | (select.POLLOUT if what & pycurl.POLL_OUT else 0))
 
     def _on_timer(self, timeout_ms: int) -> None:
         """libcurl's timer callback: call socket_action(SOCKET_TIMEOUT) in ``timeout_ms`` (-1: never)."""
