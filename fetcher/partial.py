@@ -37,11 +37,16 @@ def read_meta(part: str, url: str) -> tuple[tuple[int, str] | None, bool]:
     The first is None unless ``part`` can be resumed for ``url``; a meta file
     that exists but does not fit must be discarded before ``part`` is rewritten.
     """
+    path = meta_path(part)
+    # The common case: no meta. access() answers it with one system call and no exception
+    # raised and caught (half the CPU of a failed open(), issue 8).
+    if not os.access(path, os.F_OK):
+        return None, False
     try:
-        with open(meta_path(part), encoding="utf-8") as handle:
+        with open(path, encoding="utf-8") as handle:
             meta = json.load(handle)
     except FileNotFoundError:
-        return None, False  # the common case: one failed open, no other system call
+        return None, False  # removed since
     except (OSError, ValueError):
         return None, True
     try:
