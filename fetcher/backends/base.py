@@ -111,6 +111,10 @@ def run_task(task: Task, session: Transport | requests.Session, options: Options
     try:
         return fetch_one(task, session, options, cancel)
     except Exception as exc:  # noqa: BLE001 - the pool must survive any bug
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        return failed(task, ErrorKind.INTERNAL,
-                      f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})")
+        return internal_failure(task, exc)
+
+
+def internal_failure(task: Task, exc: Exception) -> Result:
+    """A bug met while fetching ``task``, as its failed Result: the type, message and where it was raised."""
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    return failed(task, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})")

@@ -14,7 +14,6 @@ Every rule is the same code as on the other backends: ``download.prepare`` and
 
 from __future__ import annotations
 
-import traceback
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -22,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import pycurl
 
+from fetcher.backends.base import internal_failure
 from fetcher.download import Download, prepare
-from fetcher.models import ErrorKind, Result, Task, failed
+from fetcher.models import Result, Task
 from fetcher.session import curl_transport
 from fetcher.streaming import Cancelled
 from fetcher.transports.base import Head
@@ -92,22 +92,23 @@ class CurlTransfers:
     def cancel_all(self) -> None:
         """Drop queued tasks; stop every transfer now, its ``.part`` removed unless resumable."""
         self._pending.clear()
-        for curl, (transport, download) in list(self._active.items()):
-            self.multi.remove_handle(curl)
-            _settled(download.task, partial(download.settle, _cancelled))
-            self._free.append(transport)
-        self._active.clear()
+        self._end_all(_cancelled, report=False)
 
     def fail_all(self, error: Exception) -> None:
         """libcurl itself failed (not one transfer): every transfer ends as an ``internal`` Result."""
         def fail() -> Head:
             raise error
 
+        self._end_all(fail, report=True)
+
+    def _end_all(self, ending: Callable[[], Head], report: bool) -> None:
+        """End every transfer in flight as ``ending`` says (it raises); keep the Results if ``report``."""
         for curl, (transport, download) in list(self._active.items()):
             self.multi.remove_handle(curl)
-            result = _settled(download.task, partial(download.settle, fail))
-            assert isinstance(result, Result), "settle() returns a Result"
-            self.done.append(result)
+            result = _settled(download.task, partial(download.settle, ending))
+            if report:
+                assert isinstance(result, Result), "settle() returns a Result"
+                self.done.append(result)
             self._free.append(transport)
         self._active.clear()
 
@@ -126,5 +127,4 @@ def _settled(task: Task, step: Callable[[], Result | Download]) -> Result | Down
     try:
         return step()
     except Exception as exc:  # noqa: BLE001 - one URL's bug must not stop the others
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        return failed(task, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})")
+        return internal_failure(task, exc)
