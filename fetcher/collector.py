@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING
 from fetcher.models import Result, Status
 from fetcher.naming import PART_SUFFIX
 from fetcher.progress import Progress, human_bytes
+from fetcher.redact import mask
 
 if TYPE_CHECKING:
     from fetcher.journal import Journal
@@ -126,9 +127,10 @@ class Collector:
         if self._quiet:
             return
         if result.error is not None:
-            self._progress.note(f"failed {result.url}: {result.error.kind}: {result.error.message}")
+            self._progress.note(mask(f"failed {result.url}: {result.error.kind}: {result.error.message}"))
         elif self._verbose:
-            self._progress.note(f"{result.status.value} {result.url} -> {result.path} ({human_bytes(result.bytes)})")
+            self._progress.note(mask(f"{result.status.value} {result.url} -> {result.path} "
+                                     f"({human_bytes(result.bytes)})"))
 
     def close(self, interrupted: bool = False) -> Summary:
         """Finish the manifest and the bar; return the run's Summary."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fetcher.errors import ConfigError
+from fetcher.redact import remember_header
 
 MEMORY_CAP = 100 * 1024 * 1024  # in-memory bodies, unless max_size says otherwise
 DEFAULT_USER_AGENT = "fetcher/{version} (+https://pypi.org/project/fetcher/)"
@@ -82,6 +83,8 @@ class Options:
             kwargs["headers"] = tuple(kwargs["headers"].items())
         options = replace(cls(), **kwargs)
         options._check()
+        for name, value in options.headers:  # a secret header's value is masked in every message
+            remember_header(name, value)
         if not options.user_agent:
             from fetcher import __version__
 
@@ -208,5 +211,7 @@ def parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     name = name.strip()
     if not sep or not name or any(c.isspace() for c in name) or "\r" in value or "\n" in value:
-        raise ConfigError(f"header must look like 'Name: value'; got {text!r}")
+        # Never the value itself: it may be a token (a missing colon leaves no name to judge by).
+        shown = f"{name}: ..." if sep else f"{len(text)} characters without a colon"
+        raise ConfigError(f"header must look like 'Name: value'; got {shown!r}")
     return name, value.strip()

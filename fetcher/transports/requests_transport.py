@@ -28,7 +28,8 @@ from requests.structures import CaseInsensitiveDict
 
 from fetcher.guards import FetchFailure
 from fetcher.models import ErrorKind
-from fetcher.transports.base import Head, Receiver, Request, Transport, loop_message
+from fetcher.redact import has_userinfo
+from fetcher.transports.base import Head, Receiver, Request, Transport, credentials_rule, loop_message
 
 if TYPE_CHECKING:
     from fetcher.transports.environment import Environment
@@ -62,15 +63,19 @@ class RequestsTransport(Transport):
     def _open(self, request: Request) -> requests.Response:
         timeout = (request.connect_timeout, request.guard.read_timeout)
         environment, session = self._environment, self.session
-        if environment is None:  # the caller's session: requests' whole machinery, as they set it up
-            return session.get(request.url, stream=True, headers=request.headers, timeout=timeout)
-        proxies: dict[str, str] = {}
-        if environment.proxies and (proxy := environment.proxy_for(request.url)):
-            proxies = {"http": proxy, "https": proxy}
-        auth = _netrc_auth(request.url.split("/", 3)[2], environment.netrc) if self._netrc else None
         headers = CaseInsensitiveDict(session.headers)
         headers.update(request.headers)
-        return session.send(_prepare(request.url, headers, session.cookies, auth), stream=True, timeout=timeout,
+        url = credentials_rule(request.url, "Authorization" in headers)
+        if environment is None:  # the caller's session: requests' whole machinery, as they set it up
+            return session.get(url, stream=True, headers=request.headers, timeout=timeout)
+        proxies: dict[str, str] = {}
+        if environment.proxies and (proxy := environment.proxy_for(url)):
+            proxies = {"http": proxy, "https": proxy}
+        # netrc only when neither a header nor the URL gives credentials, as libcurl does (NETRC_OPTIONAL).
+        auth = None
+        if self._netrc and "Authorization" not in headers and not has_userinfo(url):
+            auth = _netrc_auth(url.split("/", 3)[2], environment.netrc)
+        return session.send(_prepare(url, headers, session.cookies, auth), stream=True, timeout=timeout,
                             proxies=proxies, verify=session.verify, cert=session.cert)
 
     def close(self) -> None:
