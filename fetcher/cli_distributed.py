@@ -78,7 +78,7 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def serve_main(argv: list[str]) -> int:
-    from fetcher import inputs, sources
+    from fetcher import cookie_transfer, inputs, sources
     from fetcher.distributed import auth
     from fetcher.distributed.server import ServeConfig, serve
     from fetcher.options import Options
@@ -88,6 +88,7 @@ def serve_main(argv: list[str]) -> int:
     note = _note("fetcher serve")
     options = Options.create(out=args.out, manifest=args.manifest, input_format=args.input_format,
                              naming=args.naming, on_exists=args.on_exists, **rule_options(args))
+    options = cookie_transfer.pack(options)  # workers get the cookies through the broker, not a path
     bind = parse_address(args.bind)
     if options.insecure:
         note("warning: --insecure: no worker verifies TLS certificates; anyone between a worker and a "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fetcher.errors import ConfigError
@@ -55,8 +55,9 @@ class Options:
     delay: float = 0.0
     # request shape
     user_agent: str = ""
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold a token: never printed
     cookies: str | None = None
+    cookies_text: str | None = field(default=None, repr=False)  # serve -> workers: the file's content
     insecure: bool = False
     # Python API: bodies in Result.content instead of files (capped by max_size, else MEMORY_CAP)
     in_memory: bool = False
