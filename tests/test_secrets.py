@@ -120,12 +120,14 @@ def basic(userinfo: str) -> str:
     return "Basic " + base64.b64encode(userinfo.encode()).decode()
 
 
-def test_header_beats_url_credentials_which_beat_netrc(pair, server, tmp_path, monkeypatch) -> None:
+def test_header_beats_url_credentials_which_beat_netrc_and_none_follows_a_redirect(pair, server, tmp_path, monkeypatch) -> None:
     netrc = tmp_path / "netrc"
     netrc.write_text("machine 127.0.0.1 login nina password netrcpw\n", encoding="utf-8")
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))  # run_cli's subprocess inherits it
-    listing = write_list(tmp_path, [with_user(server.url("/echo?url"), "alice:pw"), server.url("/echo?netrc")])
+    elsewhere = server.url("/echo?redirected").replace("127.0.0.1", "localhost")  # another host name
+    listing = write_list(tmp_path, [with_user(server.url("/echo?url"), "alice:pw"), server.url("/echo?netrc"),
+                                    with_user(server.url(f"/redirect/r?to={elsewhere}"), "alice:pw")])
     header = tmp_path / "headers.txt"
     header.write_text("Authorization: Bearer explicit\n", encoding="utf-8")
 
@@ -134,9 +136,9 @@ def test_header_beats_url_credentials_which_beat_netrc(pair, server, tmp_path, m
 
     assert plain.returncode == explicit.returncode == 0, plain.stderr + explicit.stderr
     assert {query: seen.get("Authorization") for query, seen in echoed(str(tmp_path / "plain")).items()} == {
-        "url": basic("alice:pw"), "netrc": basic("nina:netrcpw")}
+        "url": basic("alice:pw"), "netrc": basic("nina:netrcpw"), "redirected": None}
     assert {query: seen.get("Authorization") for query, seen in echoed(str(tmp_path / "explicit")).items()} == {
-        "url": "Bearer explicit", "netrc": "Bearer explicit"}
+        "url": "Bearer explicit", "netrc": "Bearer explicit", "redirected": None}  # never to another host
 
 
 @pytest.fixture
@@ -167,6 +169,8 @@ def test_serve_and_work_keep_secrets_and_ship_headers_and_cookies(server, cluste
     listing = write_list(tmp_path, [*secret_lines(server), echo, slow])
     out, worker_out = str(tmp_path / "srv"), str(tmp_path / "worker")
     srv = cluster.serve(listing, out, "-v", "--retries", "0", "--header", header, "--cookies", cookies)
+    os.remove(cookies)  # read by serve at start: a worker gets headers and cookies only through the broker
+    os.remove(header[1:])
     worker = cluster.work(srv.port, worker_out, "--backend", "process", "--pool", "3")
     wait_until(lambda: server.stats.active >= 1, what="the slow download")
     running = command_lines([srv.proc.pid, worker.proc.pid, *descendants(worker.proc.pid)])
