@@ -41,6 +41,12 @@ _MIN_SECRET = 4  # shorter header values are not scrubbed from messages: "a" wou
 # scheme:// then the userinfo: everything up to the netloc's last "@" (a password may hold a raw "@",
 # and a bad input line may hold a space). Masking a little too much in a message is harmless.
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)((?:[^/?#\r\n@]*@)+)")
+# A userinfo without a scheme, as in a bad input line "alice:s3cret@host/x" (a bare "user@host"
+# without a colon is left alone: it reads as a mail address as often as a credential; so does
+# "mailto:me@host", whose "mailto" is a scheme, not a user).
+_BARE_USERINFO = re.compile(r"(?<![\w.+-])(?!(?:mailto|sips?|xmpp|im|pres):)([^\s/?#@:'\"]+):[^\s/?#@]+@(?=[^\s@])",
+                            re.IGNORECASE)
+_BARE_MASKED = rf"\1:{MASK}@"
 _remembered: set[str] = set()
 
 
@@ -52,7 +58,7 @@ def _masked_userinfo(match: re.Match[str]) -> str:
 def mask(text: str) -> str:
     """``text`` with every URL password (or lone user name) and every remembered secret masked."""
     if "@" in text:
-        text = _USERINFO.sub(_masked_userinfo, text)
+        text = _BARE_USERINFO.sub(_BARE_MASKED, _USERINFO.sub(_masked_userinfo, text))
     if _remembered:
         for value in _remembered:
             if value in text:
@@ -72,9 +78,9 @@ def mask_extra(extra: dict[str, Any]) -> dict[str, Any]:
     return {**extra, "input": {k: mask(v) if isinstance(v, str) else v for k, v in columns.items()}}
 
 
-def has_credentials(url: str) -> bool:
-    """Whether ``url`` (or any text) holds a URL with userinfo."""
-    return "@" in url and _USERINFO.search(url) is not None
+def has_credentials(text: str) -> bool:
+    """Whether ``text`` (a URL, or a bad input line) holds anything ``mask`` hides."""
+    return mask(text) != text
 
 
 def has_userinfo(url: str) -> bool:

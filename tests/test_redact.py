@@ -25,10 +25,13 @@ from fetcher.options import Options
     ("https://TOKEN@github.com/x.git", "https://***@github.com/x.git"),  # a lone user name is the credential
     ("http://alice:p@ss@host/x", "http://alice:***@host/x"),  # a raw "@" in the password
     ("http://alice:se cret@host/x", "http://alice:***@host/x"),  # a bad input line with a space
-    ("failed http://a:pw@h/x: refused; mail admin@example.com", "failed http://a:***@h/x: refused; mail admin@example.com"),
+    ("failed http://a:pw@h/x: refused; mail admin@example.com",
+     "failed http://a:***@h/x: refused; mail admin@example.com"),
     ("http://h/?next=http://a:b@c/", "http://h/?next=http://a:***@c/"),
     ("http://h/path@v2?user=me@x", "http://h/path@v2?user=me@x"),  # "@" after the host is not a userinfo
     ("mailto:someone@example.com", "mailto:someone@example.com"),
+    ("alice:s3cret@host/x", "alice:***@host/x"),  # a bad line without a scheme
+    ("see me@example.com at 10:30", "see me@example.com at 10:30"),
     ("no url here", "no url here"),
 ])
 def test_mask_hides_every_userinfo_password(text: str, shown: str) -> None:

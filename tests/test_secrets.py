@@ -78,7 +78,8 @@ def secret_lines(server) -> list[str]:
             f"http://{auth}@127.0.0.1:1/refused",
             f"http://{auth}@127.0.0.1:notaport/x",
             f"ftp://{auth}@127.0.0.1/x",
-            f"http://alice:{PASSWORD} @exa mple.com/x"]
+            f"http://alice:{PASSWORD} @exa mple.com/x",
+            f"alice:{PASSWORD}@127.0.0.1/no-scheme"]
 
 
 def status_of(out: str) -> subprocess.CompletedProcess[str]:
@@ -120,7 +121,8 @@ def basic(userinfo: str) -> str:
     return "Basic " + base64.b64encode(userinfo.encode()).decode()
 
 
-def test_header_beats_url_credentials_which_beat_netrc_and_none_follows_a_redirect(pair, server, tmp_path, monkeypatch) -> None:
+def test_header_beats_url_credentials_which_beat_netrc_and_none_follows_a_redirect(pair, server, tmp_path,
+                                                                                   monkeypatch) -> None:
     netrc = tmp_path / "netrc"
     netrc.write_text("machine 127.0.0.1 login nina password netrcpw\n", encoding="utf-8")
     netrc.chmod(0o600)
