@@ -27,6 +27,7 @@ import hmac
 import os
 import re
 import secrets
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,12 +59,20 @@ def _masked_userinfo(match: re.Match[str]) -> str:
 def mask(text: str) -> str:
     """``text`` with every URL password (or lone user name) and every remembered secret masked."""
     if "@" in text:
-        text = _BARE_USERINFO.sub(_BARE_MASKED, _USERINFO.sub(_masked_userinfo, text))
+        text = _masked_at(text)
     if _remembered:
         for value in _remembered:
             if value in text:
                 text = text.replace(value, MASK)
     return text
+
+
+@lru_cache(maxsize=1024)
+def _masked_at(text: str) -> str:
+    # Cached: one URL with credentials is masked several times in a row (key, record, line).
+    if "://" in text:
+        return _USERINFO.sub(_masked_userinfo, text)
+    return _BARE_USERINFO.sub(_BARE_MASKED, text)
 
 
 def mask_optional(text: str | None) -> str | None:
@@ -140,10 +149,11 @@ class UrlKeys:
     def key(self, url: str) -> str:
         """``url`` itself when it holds no credentials (so older journals match), else
         the masked URL plus the HMAC of the full one."""
-        if not has_credentials(url):
+        masked = mask(url)
+        if masked == url:
             return url
         digest = hmac.new(self._load(), url.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
-        return f"{mask(url)}{KEY_MARK}{digest[:32]}"
+        return f"{masked}{KEY_MARK}{digest[:32]}"
 
     def _load(self) -> bytes:
         if self._secret is None:
