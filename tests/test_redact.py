@@ -172,3 +172,23 @@ def test_a_bad_header_file_names_the_line_not_its_text(tmp_path, out, capsys) ->
     assert "headers.txt line 2" in err and "missing.txt" in err
     assert "TOKEN" not in err
     assert not os.path.exists(out)
+
+
+def test_cookies_travel_in_the_options_and_land_in_a_private_file(tmp_path) -> None:
+    from fetcher import cookie_transfer
+
+    cookies = tmp_path / "cookies.txt"
+    cookies.write_text("# Netscape HTTP Cookie File\nh\tFALSE\t/\tFALSE\t0\tsid\tCOOKIESECRET\n")
+    sent = cookie_transfer.pack(Options.create(cookies=str(cookies), headers=["Authorization: Bearer T0KEN"]))
+    cookies.unlink()  # the worker's host has no copy
+
+    local, forget = cookie_transfer.unpack(sent)
+
+    assert local.cookies_text is None and local.cookies is not None
+    with open(local.cookies, encoding="utf-8") as handle:
+        assert "COOKIESECRET" in handle.read()
+    assert stat.S_IMODE(os.stat(local.cookies).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(local.cookies)).st_mode) == 0o700
+    assert "COOKIESECRET" not in repr(sent) and "T0KEN" not in repr(sent)
+    forget()
+    assert not os.path.exists(os.path.dirname(local.cookies))
