@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -54,7 +56,7 @@ def test_the_quick_start_in_a_terminal_draws_the_bar_and_a_readable_summary(serv
     # slow/: 40 URLs at 0.05 s each over a pool of 4 take ~0.5 s, so the bar redraws several times.
     code, screen = run_in_terminal([urls, "--pool", "4", "-o", out])
     assert code == 1, screen  # the 404 failed
-    assert "Traceback" not in screen and "Error" not in screen.split("failed")[0], screen
+    assert "Traceback" not in screen and "Error" not in screen, screen
     frames = [f for f in screen.replace("\r", "\n").splitlines() if "file/s" in f or "file]" in f]
     assert len(frames) >= 2, screen  # drawn, then updated
     assert any("41/41" in frame for frame in frames), screen  # the bar ends at the list's size
@@ -270,15 +272,8 @@ def test_a_binary_file_as_input_says_it_is_not_a_text_file(tmp_path):
 
 def test_status_after_an_interrupted_run_says_how_much_of_the_input_it_had_read(server, tmp_path):
     """The journal knows a URL only once the input was read that far: status says so."""
-    from fetcher import fetch
-
     urls = write_list(tmp_path, _urls(server, 600))
     out = str(tmp_path / "out")
-    from fetcher import Fetcher  # noqa: F401  (the API and the CLI share the journal)
-
-    import signal
-    import time
-
     process = subprocess.Popen(fetcher_command([urls, "-o", out, "--pool", "1", "-q"]),
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -296,4 +291,3 @@ def test_status_after_an_interrupted_run_says_how_much_of_the_input_it_had_read(
     status = _run(["status", "-o", out])
     assert status.returncode == 0
     assert "its input has about 600 lines; it had read" in status.stdout, status.stdout
-    del fetch
