@@ -75,6 +75,23 @@ def _masked_at(text: str) -> str:
     return _BARE_USERINFO.sub(_BARE_MASKED, text)
 
 
+# What a cut can leave of a credential: a URL whose netloc runs to the end, or "user:passw".
+_OPEN_NETLOC = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*$")
+_OPEN_BARE = re.compile(r"(?<![\w.+-])([^\s/?#@:'\"]+):[^\s/?#@]*$")
+
+
+def cut(text: str, limit: int) -> str:
+    """The first ``limit`` characters of ``text``, with a userinfo the cut would split hidden.
+
+    Masking after the cut would miss it (its ``@`` is gone), and masking a huge
+    line before it costs too much; so the tail of the cut is judged alone.
+    """
+    head = text[:limit]
+    if len(text) <= limit:
+        return head
+    return _OPEN_BARE.sub(rf"\1:{MASK}", _OPEN_NETLOC.sub(rf"\1{MASK}", head))
+
+
 def mask_optional(text: str | None) -> str | None:
     return None if text is None else mask(text)
 

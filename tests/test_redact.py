@@ -38,6 +38,12 @@ def test_mask_hides_every_userinfo_password(text: str, shown: str) -> None:
     assert redact.mask(text) == shown
 
 
+@pytest.mark.parametrize("text", ["http://alice:" + "p" * 300 + "@host/x", "alice:" + "p" * 300 + "@host/x"])
+def test_a_cut_never_leaves_half_a_password(text: str) -> None:
+    assert "ppp" not in redact.mask(redact.cut(text, 200))
+    assert redact.cut("http://host/" + "x" * 300, 200) == ("http://host/" + "x" * 300)[:200]  # the rest as it was
+
+
 def test_strip_credentials_touches_only_the_netloc() -> None:
     assert redact.strip_credentials("http://a:b@h:8/x?q=http://c:d@e/") == "http://h:8/x?q=http://c:d@e/"
     assert redact.strip_credentials("http://h/x@y") == "http://h/x@y"

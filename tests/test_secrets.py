@@ -79,7 +79,8 @@ def secret_lines(server) -> list[str]:
             f"http://{auth}@127.0.0.1:notaport/x",
             f"ftp://{auth}@127.0.0.1/x",
             f"http://alice:{PASSWORD} @exa mple.com/x",
-            f"alice:{PASSWORD}@127.0.0.1/no-scheme"]
+            f"alice:{PASSWORD}@127.0.0.1/no-scheme",
+            f"http://alice:{PASSWORD}{'x' * 300}@exa mple.com/a-bad-line-cut-short-in-its-password"]
 
 
 def status_of(out: str) -> subprocess.CompletedProcess[str]:
