@@ -104,11 +104,6 @@ def mask_extra(extra: dict[str, Any]) -> dict[str, Any]:
     return {**extra, "input": {k: mask(v) if isinstance(v, str) else v for k, v in columns.items()}}
 
 
-def has_credentials(text: str) -> bool:
-    """Whether ``text`` (a URL, or a bad input line) holds anything ``mask`` hides."""
-    return mask(text) != text
-
-
 def has_userinfo(url: str) -> bool:
     """Whether the netloc of the http(s) URL ``url`` holds a userinfo (not a URL in its query)."""
     return "@" in url and "@" in urlsplit(url).netloc
@@ -124,11 +119,6 @@ def strip_credentials(url: str) -> str:
 
 def is_secret_header(name: str) -> bool:
     return name.strip().lower() in SECRET_HEADERS
-
-
-def mask_header(name: str, value: str) -> str:
-    """The value to show for header ``name``."""
-    return MASK if is_secret_header(name) else value
 
 
 def remember_header(name: str, value: str) -> None:
