@@ -29,6 +29,7 @@ from fetcher.models import Task as _Work
 from fetcher.options import Options
 from fetcher.outdir import check_output
 from fetcher.progress import Progress
+from fetcher.redact import remember_header
 from fetcher.sources import row_item
 
 __all__ = ["Fetcher", "Task", "fetch"]
@@ -101,6 +102,8 @@ class _Converter:
         work = row_item(Row(line=index + 1, fields=fields, raw=public.url), index, self._naming, self._names)
         if public.headers and isinstance(work, _Work):
             work = replace(work, headers=tuple(public.headers.items()))
+            for name, value in work.headers or ():
+                remember_header(name, value)  # a task's token is masked in messages, as --header's is
         return work, public.meta
 
 

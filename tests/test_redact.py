@@ -198,3 +198,16 @@ def test_cookies_travel_in_the_options_and_land_in_a_private_file(tmp_path) -> N
     assert "COOKIESECRET" not in repr(sent) and "T0KEN" not in repr(sent)
     forget()
     assert not os.path.exists(os.path.dirname(local.cookies))
+
+
+def test_a_task_header_token_is_masked_in_its_failure(tmp_path) -> None:
+    from fetcher import Task, fetch
+
+    token = "task-t0ken-value"
+    # A header requests refuses (leading space): its error message would quote the value.
+    task = Task("http://127.0.0.1:9/x", headers={"Authorization": f" Bearer {token}"})
+
+    (result,) = fetch([task], out=str(tmp_path / "out"), retries=0)
+
+    assert result.error is not None and token in result.error.message  # the Result itself is the caller's
+    assert token not in str(result.to_record())
