@@ -75,7 +75,7 @@ def test_url_keys_are_stable_keyed_and_private(tmp_path) -> None:
     assert keys.key(plain) == plain  # no credentials: the URL itself, as older journals have it
     assert not os.path.exists(keys.path)  # no key file until a URL needs one
     key = keys.key("http://alice:s3cret@h/x")
-    assert key.startswith("http://alice:***@h/x#hmac=") and "s3cret" not in key
+    assert key.startswith("http://alice:***@h/x#mac=") and "s3cret" not in key
     assert stat.S_IMODE(os.stat(keys.path).st_mode) == 0o600
     assert redact.UrlKeys(str(tmp_path / ".fetcher")).key("http://alice:s3cret@h/x") == key  # a rerun
     assert keys.key("http://alice:other@h/x") != key  # two URLs stay two URLs
