@@ -50,9 +50,11 @@ def test_strip_credentials_touches_only_the_netloc() -> None:
 
 
 def test_a_remembered_header_value_is_masked_in_any_message() -> None:
-    Options.create(headers=["Authorization: Bearer rememb3red-token", "Referer: http://site/"])
+    Options.create(headers=["Authorization: Bearer rememb3red-token", "Referer: http://site/",
+                            "proxy-authorization: Basic cHJveHk6cHc=", "Cookie: sid=c00kie-value"])
 
     assert redact.mask("401 for token rememb3red-token") == "401 for token ***"
+    assert redact.mask("proxy said cHJveHk6cHc= and sid=c00kie-value") == "proxy said *** and ***"
     assert redact.mask("Referer http://site/ stays") == "Referer http://site/ stays"
 
 
