@@ -42,12 +42,13 @@ def write_list(path: str, base: str, count: int) -> None:
 
 def memory_child(list_path: str, out: str) -> None:
     """Runs in a child: the full pipeline over the list with an instant backend; prints its peak RSS."""
-    from fetcher import backends, sources
+    from fetcher import backends
+    from fetcher.sources import tasks as sources
     from fetcher.backends.base import Backend
-    from fetcher.job import run_job
+    from fetcher.run.job import run_job
     from fetcher.models import Result, Status, Task
     from fetcher.options import Options
-    from fetcher.progress import Progress
+    from fetcher.run.progress import Progress
 
     class InstantBackend(Backend):
         """Answers every task at once with an ok Result, as a server that answers instantly would."""
@@ -120,9 +121,9 @@ def download_once(list_path: str, out: str, journal: bool) -> tuple[float, float
         "import sys, time, resource\n"
         "from fetcher import sources, engine\n"
         "from fetcher.options import Options\n"
-        "from fetcher.collector import Collector\n"
-        "from fetcher.progress import Progress\n"
-        "from fetcher.job import run_job\n"
+        "from fetcher.run.collector import Collector\n"
+        "from fetcher.run.progress import Progress\n"
+        "from fetcher.run.job import run_job\n"
         f"o = Options.create(out={out!r}, pool=8)\n"
         "t = time.perf_counter()\n"
         f"if {journal}:\n"

@@ -19,16 +19,16 @@ from typing import Any
 
 from fetcher.backends import get_backend
 from fetcher.backends.base import SessionFactory
-from fetcher.checksum import ALGORITHMS
-from fetcher.collector import Summary
+from fetcher.download.checksum import ALGORITHMS
+from fetcher.run.collector import Summary
 from fetcher.errors import ConfigError
-from fetcher.inputs import Row
-from fetcher.job import Job
+from fetcher.sources.readers import Row
+from fetcher.run.job import Job
 from fetcher.models import ErrorKind, Result, failed
 from fetcher.models import Task as _Work
 from fetcher.options import Options
-from fetcher.progress import Progress
-from fetcher.sources import row_item
+from fetcher.run.progress import Progress
+from fetcher.sources.tasks import row_item
 
 __all__ = ["Fetcher", "Task", "fetch"]
 

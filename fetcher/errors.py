@@ -5,10 +5,19 @@
      │    └── BackendError                 unknown backend, or one that cannot run here
      └── Interrupted                       the run was cancelled (Ctrl-C): CLI exit 130
 
+    FetchFailure                           internal: one attempt failed (a rule, the network, the
+                                           disk); fetch_one turns it into a failed Result, so it
+                                           never reaches a caller
+
 Only positional arguments reach ``Exception.__init__`` so every class pickles.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fetcher.models import ErrorKind
 
 
 class FetcherError(Exception):
@@ -25,3 +34,13 @@ class BackendError(ConfigError):
 
 class Interrupted(FetcherError):
     """The run was cancelled before every URL reached a final state."""
+
+
+class FetchFailure(Exception):
+    """One attempt failed for a reason worth a manifest error (not a bug)."""
+
+    def __init__(self, kind: ErrorKind, message: str, retryable: bool = False,
+                 http_status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(kind, message)
+        self.kind, self.message, self.retryable = kind, message, retryable
+        self.http_status, self.retry_after = http_status, retry_after

@@ -24,9 +24,9 @@ from fetcher import fetch
 from fetcher.backends.process import ProcessBackend
 from fetcher.errors import BackendError
 from fetcher.models import Result, Task
-from fetcher.naming import name_for_url
+from fetcher.files.naming import name_for_url
 from fetcher.options import Options
-from fetcher.session import make_session
+from fetcher.transports.factory import make_session
 
 IN_PROCESS_METHODS = ["forkserver", "spawn"]
 

@@ -17,12 +17,12 @@ import pytest
 from cluster import KEY, Cluster, free_port, manifest, silent_server, stats, wait_until
 from conftest import write_list
 
-from fetcher import sources
-from fetcher.cli import main
+from fetcher.sources import tasks as sources
+from fetcher.cli.main import main
 from fetcher.distributed.server import ServeConfig, Served, serve
 from fetcher.distributed.worker import Worker, WorkerConfig
 from fetcher.options import Options
-from fetcher.progress import Progress
+from fetcher.run.progress import Progress
 
 
 @pytest.fixture

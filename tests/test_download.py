@@ -10,11 +10,11 @@ import pytest
 import requests
 import responses
 
-from fetcher.download import fetch_one, parse_retry_after
+from fetcher.download.attempt import fetch_one, parse_retry_after
 from fetcher.models import Status, Task
-from fetcher.naming import name_for_url
+from fetcher.files.naming import name_for_url
 from fetcher.options import Options
-from fetcher.session import make_session
+from fetcher.transports.factory import make_session
 
 URL = "http://example.test/pics/cat.jpg"
 

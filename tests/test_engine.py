@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fetcher import engine
-from fetcher.collector import Collector
+from fetcher.run import engine
+from fetcher.run.collector import Collector
 from fetcher.models import Task
-from fetcher.naming import name_for_url
+from fetcher.files.naming import name_for_url
 from fetcher.options import Options
-from fetcher.progress import Progress
+from fetcher.run.progress import Progress
 
 
 def test_input_is_pulled_as_downloads_finish_not_all_at_once(server, out):

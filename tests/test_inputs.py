@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from fetcher.errors import ConfigError
-from fetcher.inputs import Row, detect_format, read_rows
+from fetcher.sources.readers import Row, detect_format, read_rows
 from fetcher.models import Result, Status, Task
-from fetcher.sources import iter_rows
+from fetcher.sources.tasks import iter_rows
 
 
 def write(tmp_path, name: str, text: str | bytes) -> str:

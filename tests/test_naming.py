@@ -9,11 +9,12 @@ import re
 import pytest
 
 from fetcher.errors import ConfigError
-from fetcher.filenames import clean_component, disposition_filename, extension_for_type
+from fetcher.files.filenames import clean_component, disposition_filename, extension_for_type
 from fetcher.models import Task
-from fetcher import naming, partial
-from fetcher.naming import (FOUND, NO_FILE, NO_FOLDER, finalize_name, initial_name, join_within, locate,
-                            name_for_url, parse_naming, safe_component, url_digest)
+from fetcher.download import partial
+from fetcher.files import paths
+from fetcher.files.naming import finalize_name, initial_name, name_for_url, parse_naming, safe_component, url_digest
+from fetcher.files.paths import FOUND, NO_FILE, NO_FOLDER, join_within, locate
 
 
 @pytest.mark.parametrize("url", [
@@ -311,8 +312,8 @@ def test_a_folder_removed_under_a_download_is_checked_again(tmp_path):
     root = tmp_path / "out"
     (root / "h").mkdir(parents=True)
     join_within(str(root), "h/a.jpg")
-    assert naming._verified[str(root)]
+    assert paths._verified[str(root)]
     shutil.rmtree(root / "h")
-    partial._made.add(str(root / "h"))  # as if this process had made it earlier
+    paths._made.add(str(root / "h"))  # as if this process had made it earlier
     partial.open_part(str(root / "h" / "a.jpg.part"), 0).close()  # recreates it ...
-    assert not naming._verified.get(str(root))  # ... and forgets every remembered folder
+    assert not paths._verified.get(str(root))  # ... and forgets every remembered folder

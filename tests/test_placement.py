@@ -11,12 +11,12 @@ import os
 import pytest
 import responses
 
-from fetcher import placement
-from fetcher.download import fetch_one
+from fetcher.download import placement
+from fetcher.download.attempt import fetch_one
 from fetcher.models import Status, Task
-from fetcher.naming import initial_name
+from fetcher.files.naming import initial_name
 from fetcher.options import Options
-from fetcher.session import make_session
+from fetcher.transports.factory import make_session
 
 URL = "http://example.test/pics/cat.jpg"
 NEW = b"new body"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fetcher.models import ErrorKind, Result, Status, Task, failed
 from fetcher.options import Options
-from fetcher.scheduler import Scheduler
+from fetcher.run.scheduler import Scheduler
 
 
 class Clock:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fetcher.download import fetch_one
+from fetcher.download.attempt import fetch_one
 from fetcher.models import Status, Task
 from fetcher.options import Options
-from fetcher.session import make_session
+from fetcher.transports.factory import make_session
 
 
 def fetch(transport, server, out: str, name: str) -> Status:

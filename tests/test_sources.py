@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from fetcher.models import Result, Status, Task
-from fetcher.sources import InvalidURL, canonical_url, iter_inputs
+from fetcher.sources.tasks import InvalidURL, canonical_url, iter_inputs
 
 
 def numbered(lines: list[bytes]):

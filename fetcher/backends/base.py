@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import requests
 
     from fetcher.options import Options
-    from fetcher.streaming import CancelFlag
+    from fetcher.download.guards import CancelFlag
     from fetcher.transports.base import Transport
 
 # Returns what fetch_one fetches through: a transport (session.make_session) or a requests.Session.
@@ -106,7 +106,7 @@ def run_task(task: Task, session: Transport | requests.Session, options: Options
 
     A worker function that raises stops or hangs a pool, so nothing may escape.
     """
-    from fetcher.download import fetch_one
+    from fetcher.download.attempt import fetch_one
 
     try:
         return fetch_one(task, session, options, cancel)

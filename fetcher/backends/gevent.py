@@ -31,7 +31,7 @@ from gevent import monkey
 from fetcher.backends.base import Backend, run_task
 from fetcher.errors import BackendError
 from fetcher.models import Task
-from fetcher.session import make_session
+from fetcher.transports.factory import make_session
 
 if TYPE_CHECKING:
     from fetcher.backends.gevent_curl import CurlHub

@@ -29,13 +29,13 @@ import gevent
 import pycurl
 from gevent.monkey import get_original
 
-from fetcher.backends.curl_sockets import SocketPoller, curl_flags
-from fetcher.backends.curl_transfers import CurlTransfers
+from fetcher.transports.curl.sockets import SocketPoller, curl_flags
+from fetcher.transports.curl.multi import CurlTransfers
 
 if TYPE_CHECKING:
     from fetcher.models import Result, Task
     from fetcher.options import Options
-    from fetcher.streaming import CancelFlag
+    from fetcher.download.guards import CancelFlag
 
 _READ, _WRITE = 1, 2  # libev's EV_READ and EV_WRITE, as gevent's loop.io takes them
 

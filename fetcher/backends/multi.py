@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING
 import pycurl
 
 from fetcher.backends.base import Backend
-from fetcher.backends.curl_sockets import SocketPoller, curl_flags
-from fetcher.backends.curl_transfers import CurlTransfers
+from fetcher.transports.curl.sockets import SocketPoller, curl_flags
+from fetcher.transports.curl.multi import CurlTransfers
 from fetcher.errors import BackendError
 from fetcher.models import Result, Task
-from fetcher.session import refuse_blocking_curl
+from fetcher.transports.factory import refuse_blocking_curl
 
 if TYPE_CHECKING:
-    from fetcher.streaming import CancelFlag
+    from fetcher.download.guards import CancelFlag
 
 IDLE_POLL_S = 1.0  # longest wait when libcurl has no timer of its own
 

@@ -63,7 +63,7 @@ from fetcher.backends.base import Backend, SessionFactory, run_task
 from fetcher.errors import BackendError
 from fetcher.models import ErrorKind, Result, Task, failed
 from fetcher.options import MAX_PROCESSES
-from fetcher.session import make_session
+from fetcher.transports.factory import make_session
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
@@ -177,7 +177,7 @@ class ProcessBackend(Backend):
             _check_picklable(self._factory, self._requested or "forkserver")
         # Import requests (and libcurl) once where workers come from, not once per worker:
         # here for fork, in the server for forkserver (started on first use, if ever).
-        preload = ["fetcher.backends.process", "fetcher.download"]
+        preload = ["fetcher.backends.process", "fetcher.download.attempt"]
         if self._multi:
             preload.append("fetcher.backends.multi")
         for module in preload:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from fetcher.backends.base import Backend, run_task
 from fetcher.models import Task
-from fetcher.session import make_session
+from fetcher.transports.factory import make_session
 
 if TYPE_CHECKING:
     import requests

@@ -1,7 +1,7 @@
 """The rules that can fail a download while it streams, in one place.
 
-``FetchFailure`` is how every rule reports; ``fetch_one`` turns it into a failed
-Result. ``TransferGuard`` enforces deadlines and size caps chunk by chunk;
+``FetchFailure`` (errors.py) is how every rule reports; ``fetch_one`` turns it into a
+failed Result. ``CancelFlag``/``Cancelled``: a run's cancel, seen between two reads. ``TransferGuard`` enforces deadlines and size caps chunk by chunk;
 ``check_content_type``/``check_magic`` keep an HTML error page from being saved
 as an image.
 """
@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import fnmatch
 import time
+from typing import TYPE_CHECKING, Protocol
 
+from fetcher.errors import FetchFailure
 from fetcher.models import ErrorKind
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
-class FetchFailure(Exception):
-    """One attempt failed for a reason worth a manifest error (not a bug)."""
+MAGIC_BYTES = 64  # enough for every signature check_magic knows
 
-    def __init__(self, kind: ErrorKind, message: str, retryable: bool = False,
-                 http_status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(kind, message)
-        self.kind, self.message, self.retryable = kind, message, retryable
-        self.http_status, self.retry_after = http_status, retry_after
+
+class CancelFlag(Protocol):
+    """Anything with ``is_set()``: threading.Event, multiprocessing.Event, gevent Event."""
+
+    def is_set(self) -> bool: ...
+
+
+class Cancelled(Exception):
+    """The run is being cancelled: stop this download between two reads."""
+
+
 
 
 class TransferGuard:
@@ -160,3 +169,25 @@ def check_magic(content_type: str | None, head: bytes) -> None:
         return
     preview = head[:16]
     raise FetchFailure(ErrorKind.BAD_CONTENT, f"body does not look like {media}: starts with {preview!r}")
+
+
+def is_encoded(headers: Mapping[str, str]) -> bool:
+    return (headers.get("Content-Encoding") or "identity").strip().lower() not in ("", "identity")
+
+
+def check_complete(headers: Mapping[str, str], status: int, received: int) -> None:
+    """A body shorter than its Content-Length is a failure, never a saved file.
+
+    urllib3 and libcurl already enforce Content-Length on the wire; this second
+    check covers identity bodies whatever the transport or its version does.
+    """
+    declared = headers.get("Content-Length")
+    if declared is None or is_encoded(headers):
+        return
+    try:
+        expected = int(declared)
+    except ValueError:
+        return
+    if received < expected:
+        raise FetchFailure(ErrorKind.TRUNCATED, f"body ended after {received} of {expected} bytes",
+                           retryable=True, http_status=status)

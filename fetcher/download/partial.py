@@ -21,7 +21,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from fetcher.naming import PART_SUFFIX, forget_folders
+from fetcher.files.paths import PART_SUFFIX, ensure_folder, forget_folders
 
 META_SUFFIX = ".meta"
 WRITE_BUFFER = 128 * 1024
@@ -72,8 +72,7 @@ def open_part(part: str, offset: int) -> PartFile:
     try:
         fd = os.open(part, flags, 0o666)
     except FileNotFoundError:  # the folder was removed since this process made it
-        _made.discard(folder)
-        forget_folders()  # and whatever else was known of the folders: check them all again
+        forget_folders()  # so whatever else was known of the folders is checked again too
         ensure_folder(folder)
         fd = os.open(part, flags, 0o666)
     if offset:
@@ -140,20 +139,6 @@ def _write_all(fd: int, data: bytes) -> None:
         if written <= 0:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         view = view[written:]
-
-
-_made: set[str] = set()  # folders this process made or found: os.makedirs once per folder, not per file
-_MADE_LIMIT = 65_536
-
-
-def ensure_folder(folder: str) -> None:
-    """``os.makedirs(folder, exist_ok=True)``, remembered so the next file in it costs nothing."""
-    if folder in _made:
-        return
-    os.makedirs(folder, exist_ok=True)
-    if len(_made) >= _MADE_LIMIT:  # a crawl over millions of hosts: stay bounded
-        _made.clear()
-    _made.add(folder)
 
 
 def remember(part: str, url: str, headers: Mapping[str, str]) -> bool:

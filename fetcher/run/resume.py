@@ -19,9 +19,9 @@ import hashlib
 import os
 from collections.abc import Iterable, Iterator
 
-from fetcher.journal import FAILED, OK, Entry, Journal
+from fetcher.run.journal import FAILED, OK, Entry, Journal
 from fetcher.models import Result, Status, Task
-from fetcher.naming import join_within
+from fetcher.files.paths import join_within
 
 
 ADMIT_BATCH = 256  # input items looked up in the journal at a time

@@ -28,10 +28,9 @@ import posixpath
 import sys
 from collections.abc import Callable, Iterator
 
-from fetcher.checksum import file_matches
+from fetcher.download.checksum import file_matches
 from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
-from fetcher.naming import join_within
-from fetcher.partial import ensure_folder
+from fetcher.files.paths import ensure_folder, join_within
 
 MAX_COPIES = 1000
 

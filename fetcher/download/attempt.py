@@ -21,12 +21,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fetcher import partial, placement
-from fetcher.checksum import Verifier
-from fetcher.guards import FetchFailure, TransferGuard, check_content_type, check_magic
+from fetcher.download import partial, placement
+from fetcher.errors import FetchFailure
+from fetcher.download.checksum import Verifier, hash_prefix
 from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
-from fetcher.naming import FOUND, NO_FOLDER, PART_SUFFIX, finalize_name, join_within, locate
-from fetcher.streaming import MAGIC_BYTES, CancelFlag, Cancelled, check_complete, hash_prefix, is_encoded
+from fetcher.files.naming import finalize_name
+from fetcher.files.paths import FOUND, NO_FOLDER, PART_SUFFIX, join_within, locate
+from fetcher.download.guards import (MAGIC_BYTES, CancelFlag, Cancelled, TransferGuard, check_complete, check_content_type,
+                                  check_magic, is_encoded)
 from fetcher.transports import as_transport
 from fetcher.transports.base import Head, Request
 

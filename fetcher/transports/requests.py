@@ -26,7 +26,7 @@ import urllib3.exceptions
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 
-from fetcher.guards import FetchFailure
+from fetcher.errors import FetchFailure
 from fetcher.models import ErrorKind
 from fetcher.transports.base import Head, Receiver, Request, Transport, loop_message
 

@@ -62,3 +62,16 @@ def file_matches(path: str, checksum: str) -> bool:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest() == expected
+
+
+def hash_prefix(path: str, offset: int, verifier: Verifier) -> hashlib._Hash:
+    """SHA-256 state after the first ``offset`` bytes of ``path`` (a resumed download)."""
+    digest = hashlib.sha256()
+    if offset:
+        with open(path, "rb") as handle:
+            remaining = offset
+            while remaining and (block := handle.read(min(remaining, 1 << 20))):
+                digest.update(block)
+                verifier.update(block)
+                remaining -= len(block)
+    return digest

@@ -8,12 +8,11 @@ parsed, so the gevent backend can monkey-patch before requests is loaded.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from fetcher.cli_common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, add_fetching_rules,
+from fetcher.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, add_fetching_rules,
                                 add_input_and_naming_arguments, add_run_reporting, chain, count_lines,
                                 positive_int, prepare_backend, rule_options)
 from fetcher.errors import ConfigError
@@ -73,8 +72,10 @@ SUBCOMMANDS = ("status", "serve", "work")
 def _main(argv: list[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         if argv[0] == "status":
-            return _status(argv[1:])
-        from fetcher import cli_distributed
+            from fetcher.cli.status import status_main
+
+            return status_main(argv[1:])
+        from fetcher.cli import distributed as cli_distributed
 
         return cli_distributed.serve_main(argv[1:]) if argv[0] == "serve" else cli_distributed.work_main(argv[1:])
     args = build_parser().parse_args(argv)
@@ -94,9 +95,10 @@ def _main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace, options: Options) -> int:
-    from fetcher import inputs, sources
-    from fetcher.job import run_job
-    from fetcher.progress import Progress
+    from fetcher.sources import readers as inputs
+    from fetcher.sources import tasks as sources
+    from fetcher.run.job import run_job
+    from fetcher.run.progress import Progress
 
     rows = inputs.read_rows(args.input, options.input_format)
     first = next(rows, None)  # opens the file now: a missing file or 'url' column is a usage error
@@ -108,47 +110,3 @@ def _run(args: argparse.Namespace, options: Options) -> int:
     if not args.quiet:
         print(summary.describe(options.backend, options.pool))
     return summary.exit_code
-
-
-def _status(argv: list[str]) -> int:
-    """``fetcher status -o DIR``: what the journal of a folder knows, without downloading;
-    ``fetcher status HOST:PORT``: what a running ``fetcher serve`` knows."""
-    import time
-
-    from fetcher.journal import Journal, journal_path
-
-    parser = Parser(prog="fetcher status", description="Show the state of an output folder's journal, "
-                                                        "or of a running `fetcher serve`.")
-    parser.add_argument("server", nargs="?", metavar="HOST:PORT", help="a running server to ask instead")
-    parser.add_argument("-o", "--out", metavar="DIR", help="output folder (default: ./downloads)")
-    parser.add_argument("--authkey-file", metavar="PATH", help="with HOST:PORT: the server's key "
-                                                               "(default: $FETCHER_AUTHKEY)")
-    args = parser.parse_args(argv)
-    if args.server is not None:
-        if args.out is not None:
-            raise ConfigError("give either HOST:PORT or -o DIR, not both")
-        from fetcher.cli_distributed import remote_status
-
-        return remote_status(args.server, args.authkey_file)
-    args.out = args.out or "downloads"
-    journal = Journal(args.out, readonly=True)
-    try:
-        counts = journal.counts()
-        total = sum(counts.values())
-        print(f"{os.path.abspath(args.out)}: {total} URLs: " + ", ".join(
-            f"{counts.get(state, 0)} {state}" for state in ("ok", "failed", "pending")))
-        runs = journal.runs()
-        if runs:
-            number, started, finished = runs[-1]
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
-            print(f"runs: {len(runs)}; the last (#{number}) started {when} and "
-                  + ("finished." if finished else "did not finish (interrupted, or still running)."))
-        errors = journal.top_errors()
-        if errors:
-            print("failures by kind: " + ", ".join(f"{kind} {n}" for kind, n in errors))
-            for url, kind, message in journal.failed_samples():
-                print(f"  {kind}: {url}: {message}")
-        print(f"journal: {journal_path(args.out)}")
-    finally:
-        journal.close()
-    return EXIT_OK

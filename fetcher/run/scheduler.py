@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from fetcher.hosts import HostLimits, host_key
+from fetcher.run.hosts import HostLimits, host_key
 from fetcher.models import Result, Task
 
 if TYPE_CHECKING:

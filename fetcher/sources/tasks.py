@@ -18,12 +18,12 @@ from typing import Any, BinaryIO
 from functools import lru_cache
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from fetcher.checksum import ALGORITHMS, parse_checksum
+from fetcher.download.checksum import ALGORITHMS, parse_checksum
 from fetcher.errors import ConfigError
-from fetcher.filenames import clean_user_path
-from fetcher.inputs import Row, text_rows
+from fetcher.files.filenames import clean_user_path
+from fetcher.sources.readers import Row, text_rows
 from fetcher.models import ErrorKind, Result, Task, failed, input_extra
-from fetcher.naming import initial_name
+from fetcher.files.naming import initial_name
 
 SPECIAL_COLUMNS = ("url", "filename", "sha256", "md5")
 ALLOWED_SCHEMES = ("http", "https")

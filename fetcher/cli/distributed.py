@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fetcher.cli_common import (EXIT_FAILED, EXIT_OK, Parser, add_fetching_rules, add_input_and_naming_arguments,
+from fetcher.cli.common import (EXIT_FAILED, EXIT_OK, Parser, add_fetching_rules, add_input_and_naming_arguments,
                                 add_run_reporting, chain, count_lines, positive_int, prepare_backend, rule_options)
 from fetcher.distributed.protocol import DEFAULT_PORT, format_address, parse_address
 from fetcher.errors import ConfigError
@@ -78,11 +78,12 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def serve_main(argv: list[str]) -> int:
-    from fetcher import inputs, sources
+    from fetcher.sources import readers as inputs
+    from fetcher.sources import tasks as sources
     from fetcher.distributed import auth
     from fetcher.distributed.server import ServeConfig, serve
     from fetcher.options import Options
-    from fetcher.progress import Progress
+    from fetcher.run.progress import Progress
 
     args = _serve_parser().parse_args(argv)
     note = _note("fetcher serve")

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from fetcher.options import Options
     from fetcher.transports.base import Transport
-    from fetcher.transports.curl import CurlTransport
+    from fetcher.transports.curl.easy import CurlTransport
     from fetcher.transports.environment import Environment
 
 
@@ -43,7 +43,7 @@ def make_session(options: Options, pool_maxsize: int = 1, environment: Environme
     environment = environment or Environment.read()  # once per worker, not once per request
     if options.client == "curl":
         return _curl_transport(options, environment)
-    from fetcher.transports.requests_transport import RequestsTransport
+    from fetcher.transports.requests import RequestsTransport
 
     return RequestsTransport(requests_session(options, pool_maxsize, environment.ca_bundle), environment)
 
@@ -151,7 +151,7 @@ def curl_transport(options: Options, environment: Environment) -> CurlTransport:
         ConfigError: no pycurl, or an unreadable cookies file.
     """
     try:
-        from fetcher.transports.curl import CurlTransport
+        from fetcher.transports.curl.easy import CurlTransport
     except ImportError as exc:
         raise ConfigError(f"--client curl needs pycurl, which is not installed ({exc}): "
                           f"{CURL_INSTALL_HINT}") from None

@@ -22,17 +22,17 @@ from typing import TYPE_CHECKING, Any
 import pycurl
 
 from fetcher.backends.base import internal_failure
-from fetcher.download import Download, prepare
+from fetcher.download.attempt import Download, prepare
 from fetcher.models import Result, Task
-from fetcher.session import curl_transport
-from fetcher.streaming import Cancelled
+from fetcher.transports.factory import curl_transport
+from fetcher.download.guards import Cancelled
 from fetcher.transports.base import Head
-from fetcher.transports.curl import CurlTransport, ended_transfers
+from fetcher.transports.curl.easy import CurlTransport, ended_transfers
 from fetcher.transports.environment import Environment
 
 if TYPE_CHECKING:
     from fetcher.options import Options
-    from fetcher.streaming import CancelFlag
+    from fetcher.download.guards import CancelFlag
 
 
 class CurlTransfers:

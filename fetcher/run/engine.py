@@ -9,16 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
 
-from fetcher import partial
+from fetcher.download import partial
 from fetcher.backends import get_backend
 from fetcher.backends.base import Backend, BackendFactory, SessionFactory
-from fetcher.collector import Collector
+from fetcher.run.collector import Collector
 from fetcher.errors import Interrupted
 from fetcher.models import Result, Status, Task
-from fetcher.naming import PART_SUFFIX, join_within
+from fetcher.files.paths import PART_SUFFIX, join_within
 from fetcher.options import Options
-from fetcher.scheduler import Scheduler
-from fetcher.streaming import CancelFlag
+from fetcher.run.scheduler import Scheduler
+from fetcher.download.guards import CancelFlag
 
 MAX_WAIT_S = 0.25  # also the longest a cancel waits to be seen
 

@@ -28,7 +28,7 @@ from urllib.parse import urljoin
 
 import pycurl
 
-from fetcher.guards import FetchFailure
+from fetcher.errors import FetchFailure
 from fetcher.models import ErrorKind
 from fetcher.transports.base import ACCEPT_ENCODING, Head, Headers, Receiver, Request, Transport, loop_message
 from fetcher.transports.environment import Environment

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
 from fetcher.models import Result, Status
-from fetcher.naming import PART_SUFFIX
-from fetcher.progress import Progress, human_bytes
+from fetcher.files.paths import PART_SUFFIX
+from fetcher.run.progress import Progress, human_bytes
 
 if TYPE_CHECKING:
-    from fetcher.journal import Journal
+    from fetcher.run.journal import Journal
 
 # One encoder for every line: json.dumps(..., ensure_ascii=False) builds a new one per call.
 _MANIFEST_ENCODER = json.JSONEncoder(ensure_ascii=False)

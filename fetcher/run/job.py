@@ -13,18 +13,19 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from typing import TYPE_CHECKING
 
-from fetcher import engine, partial
-from fetcher.collector import Collector, Summary
+from fetcher.download import partial
+from fetcher.run import engine
+from fetcher.run.collector import Collector, Summary
 from fetcher.errors import ConfigError
-from fetcher.journal import JOURNAL_DIR, Journal
-from fetcher.resume import admit_all
+from fetcher.run.journal import JOURNAL_DIR, Journal
+from fetcher.run.resume import admit_all
 
 if TYPE_CHECKING:
     from fetcher.backends.base import BackendFactory, SessionFactory
     from fetcher.models import Result, Task
     from fetcher.options import Options
-    from fetcher.progress import Progress
-    from fetcher.streaming import CancelFlag
+    from fetcher.run.progress import Progress
+    from fetcher.download.guards import CancelFlag
 
 
 class Job:
