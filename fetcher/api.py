@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fetcher.backends import get_backend
+from fetcher.backends import backend_class
 from fetcher.backends.base import SessionFactory
 from fetcher.download.checksum import ALGORITHMS
 from fetcher.run.collector import Summary
@@ -60,7 +60,7 @@ def _options(out: str | None, backend: str, pool: int, memory: bool, settings: d
     if unknown:
         raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
     options = Options.create(out=out or "downloads", backend=backend, pool=pool, in_memory=memory, **settings)
-    get_backend(options.backend)  # an unknown backend fails here, not in the middle of a run
+    backend_class(options.backend, options.client)  # an unknown backend or pair fails here, not mid-run
     return options
 
 

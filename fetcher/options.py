@@ -128,8 +128,6 @@ class Options:
     def _check_client(self) -> None:
         if self.client not in CLIENTS:
             raise ConfigError(f"client must be one of {', '.join(CLIENTS)}, not {self.client!r}")
-        if self.backend == "multi" and self.client != "curl":
-            raise ConfigError("--backend multi drives libcurl's multi interface: use it with --client curl")
         if self.client != "curl":
             return
         import importlib.util

@@ -136,21 +136,21 @@ import sys
 from gevent import monkey
 
 monkey.patch_all()
-import fetcher.transports.curl.multi as transfers
+import fetcher.backends.multi as multi
 import fetcher.backends.gevent_curl as gevent_curl
 
 if sys.argv[1] == "no-epoll":  # as on a platform without epoll: an io watcher per socket
     gevent_curl.unpatched_epoll = lambda: None
 else:  # libcurl itself fails once, in the middle of the run
-    settle_ended, calls = transfers.CurlTransfers.settle_ended, []
+    settle_ended, calls = multi.MultiDownloads.settle_ended, []
 
     def failing_once(self):
-        calls.append(len(self._active))
+        calls.append(self.transfers.active)
         if len(calls) == 6:  # transfers are in flight by then
             raise RuntimeError("libcurl broke")
         settle_ended(self)
 
-    transfers.CurlTransfers.settle_ended = failing_once
+    multi.MultiDownloads.settle_ended = failing_once
 from fetcher.cli.main import main
 sys.exit(main(sys.argv[2:]))
 """

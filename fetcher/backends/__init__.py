@@ -6,6 +6,6 @@ pair; ``base`` is the interface. May import: download, transports, options, file
 models, errors.
 """
 
-from fetcher.backends.registry import BACKENDS, get_backend, prepare_process
+from fetcher.backends.registry import BACKENDS, backend_class, get_backend, prepare_process
 
-__all__ = ["BACKENDS", "get_backend", "prepare_process"]
+__all__ = ["BACKENDS", "backend_class", "get_backend", "prepare_process"]

@@ -85,9 +85,9 @@ def _main(argv: list[str]) -> int:
     options = Options.create(backend=args.backend, pool=args.pool, processes=args.processes, out=args.out,
                              manifest=args.manifest, input_format=args.input_format, naming=args.naming,
                              on_exists=args.on_exists, **rule_options(args))
-    from fetcher.backends import get_backend
+    from fetcher.backends import backend_class
 
-    get_backend(options.backend)  # an unknown name is a usage error before anything is written
+    backend_class(options.backend, options.client)  # an unknown backend or pair: a usage error, before any write
     if options.insecure:
         print("fetcher: warning: --insecure: TLS certificates are NOT verified; anyone between you and "
               "the server can change what you download", file=sys.stderr)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
 
 from fetcher.download import partial
-from fetcher.backends import get_backend
+from fetcher.backends import backend_class
 from fetcher.backends.base import Backend, BackendFactory, SessionFactory
 from fetcher.run.collector import Collector
 from fetcher.errors import Interrupted
@@ -54,11 +54,11 @@ def results(items: Iterator[Task | Result | None], options: Options,
     consumer stops early, the backend is cancelled and the ``.part`` files of unfinished
     downloads are removed unless a later run can resume them.
     """
-    backend_class = backend_factory or get_backend(options.backend)
+    make_backend = backend_factory or backend_class(options.backend, options.client)
     scheduler = Scheduler(items, options)
     in_flight: dict[int, Task] = {}
     try:
-        with backend_class(options, session_factory) as backend:
+        with make_backend(options, session_factory) as backend:
             yield from _drive(scheduler, backend, in_flight, options.window, options.out, wait_for_more, cancel)
     except BaseException:
         _remove_partials(options.out, in_flight.values())

@@ -1,130 +1,99 @@
-"""The downloads of one libcurl multi handle: tasks in, transfers through libcurl, Results out.
+"""A libcurl multi handle and a pool of easy handles: requests in, ended transfers out.
 
-What the multi backend and the gevent backend's ``--client curl`` share. Neither
-runs a thread or a greenlet per download: ``submit`` starts a transfer on a free
-easy handle (one per pool slot, each a ``CurlTransport``), libcurl moves every
-transfer when its driver calls ``socket_action``, and ``settle_ended`` turns the
-transfers libcurl reports over into Results. The driver decides only how to
-wait for sockets and for libcurl's timer: epoll in the multi backend, gevent's
-own loop under gevent (gevent_curl.py).
+What the multi backend and the gevent backend's ``--client curl`` drive. Neither
+runs a thread or a greenlet per download: ``start`` puts a request on a free easy
+handle (one per pool slot, each a ``CurlTransport``), libcurl moves every transfer
+when its driver calls ``socket_action`` or ``on_timeout``, and ``ended`` hands back
+the transfers libcurl reports over, each with the ``finish`` that makes its Head
+(or raises its failure). The driver decides only how to wait for sockets and for
+libcurl's timer: epoll in the multi backend, gevent's own loop under gevent.
 
-Every rule is the same code as on the other backends: ``download.prepare`` and
-``Download`` around the same ``CurlTransport``.
+Nothing here knows tasks or Results: what rides with each transfer is the
+caller's ``token`` (backends/multi.py passes its ``Download``).
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pycurl
 
-from fetcher.backends.base import internal_failure
-from fetcher.download.attempt import Download, prepare
-from fetcher.models import Result, Task
-from fetcher.transports.factory import curl_transport
-from fetcher.download.guards import Cancelled
-from fetcher.transports.base import Head
 from fetcher.transports.curl.easy import CurlTransport, ended_transfers
 from fetcher.transports.environment import Environment
+from fetcher.transports.factory import curl_transport
 
 if TYPE_CHECKING:
     from fetcher.options import Options
-    from fetcher.download.guards import CancelFlag
+    from fetcher.transports.base import Head, Receiver, Request
+
+T = TypeVar("T")
 
 
-class CurlTransfers:
-    """Up to ``options.pool`` downloads at once on one ``CurlMulti``.
+class CurlTransfers(Generic[T]):
+    """Up to ``size`` transfers at once on one ``CurlMulti``.
 
     Args:
-        options: the run's options; ``pool`` easy handles are made.
+        options: the run's options, for the easy handles.
         on_socket, on_timer: libcurl's socket and timer callbacks, the driver's.
-        cancel: the flag every download checks between chunks.
+        size: how many easy handles (the pool).
     """
 
     def __init__(self, options: Options, on_socket: Callable[..., Any], on_timer: Callable[[int], Any],
-                 cancel: CancelFlag | None = None) -> None:
-        self.options, self.cancel = options, cancel
+                 size: int) -> None:
         self.multi = pycurl.CurlMulti()
         self.multi.setopt(pycurl.M_SOCKETFUNCTION, on_socket)
         self.multi.setopt(pycurl.M_TIMERFUNCTION, on_timer)
         environment = Environment.read()  # once, not once per handle
-        self._free: list[CurlTransport] = [curl_transport(options, environment) for _ in range(options.pool)]
-        self._active: dict[pycurl.Curl, tuple[CurlTransport, Download]] = {}
-        self._pending: deque[Task] = deque()
-        self.done: list[Result] = []  # settled, not yet handed back by the driver
+        self._free: list[CurlTransport] = [curl_transport(options, environment) for _ in range(size)]
+        self._active: dict[pycurl.Curl, tuple[CurlTransport, T]] = {}
 
     @property
-    def busy(self) -> bool:
-        """Some task is queued or transferring."""
-        return bool(self._active or self._pending)
+    def free(self) -> int:
+        """Easy handles not transferring."""
+        return len(self._free)
 
-    def submit(self, task: Task) -> None:
-        self._pending.append(task)
-        self.start_pending()
+    @property
+    def active(self) -> int:
+        return len(self._active)
 
-    def start_pending(self) -> None:
-        """Start queued tasks while easy handles are free (libcurl's timer then asks to be run)."""
-        while self._pending and self._free:
-            task = self._pending.popleft()
-            download = _settled(task, partial(prepare, task, self.options, self.cancel))
-            if isinstance(download, Result):  # decided before any request (a bad name, a kept file)
-                self.done.append(download)
-                continue
-            transport = self._free.pop()
-            transport.start(download.request(), download)
-            self.multi.add_handle(transport.curl)
-            self._active[transport.curl] = (transport, download)
+    def start(self, request: Request, receiver: Receiver, token: T) -> None:
+        """Start ``request`` on a free handle (libcurl's timer then asks to be run); needs ``free``."""
+        transport = self._free.pop()
+        transport.start(request, receiver)
+        self.multi.add_handle(transport.curl)
+        self._active[transport.curl] = (transport, token)
 
-    def settle_ended(self) -> None:
-        """Settle every transfer libcurl reports over (after ``socket_action``), then start queued tasks."""
+    def socket_action(self, fd: int, flags: int) -> None:
+        """Let libcurl move the transfers on ``fd`` (``flags``: ``sockets.curl_flags``)."""
+        self.multi.socket_action(fd, flags)
+
+    def on_timeout(self) -> None:
+        """libcurl's timer has expired: let it run what was waiting on time."""
+        self.multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
+
+    def ended(self) -> Iterator[tuple[T, Callable[[], Head]]]:
+        """Every transfer libcurl reports over: its token and the ``finish`` to call (once) before the next."""
         for curl, code, message in ended_transfers(self.multi):
             self.multi.remove_handle(curl)
-            transport, download = self._active.pop(curl)
-            result = _settled(download.task, partial(download.settle, partial(transport.finish, code, message)))
-            assert isinstance(result, Result), "settle() returns a Result"
-            self.done.append(result)
-            self._free.append(transport)
-        self.start_pending()
+            transport, token = self._active.pop(curl)
+            try:
+                yield token, partial(transport.finish, code, message)
+            finally:
+                self._free.append(transport)
 
-    def cancel_all(self) -> None:
-        """Drop queued tasks; stop every transfer now, its ``.part`` removed unless resumable."""
-        self._pending.clear()
-        self._end_all(_cancelled, report=False)
-
-    def fail_all(self, error: Exception) -> None:
-        """libcurl itself failed (not one transfer): every transfer ends as an ``internal`` Result."""
-        def fail() -> Head:
-            raise error
-
-        self._end_all(fail, report=True)
-
-    def _end_all(self, ending: Callable[[], Head], report: bool) -> None:
-        """End every transfer in flight as ``ending`` says (it raises); keep the Results if ``report``."""
-        for curl, (transport, download) in list(self._active.items()):
+    def stop_all(self) -> list[T]:
+        """Stop every transfer in flight now; return their tokens, for the caller to settle."""
+        tokens = []
+        for curl, (transport, token) in list(self._active.items()):
             self.multi.remove_handle(curl)
-            result = _settled(download.task, partial(download.settle, ending))
-            if report:
-                assert isinstance(result, Result), "settle() returns a Result"
-                self.done.append(result)
+            tokens.append(token)
             self._free.append(transport)
         self._active.clear()
+        return tokens
 
     def close(self) -> None:
         for transport in self._free:
             transport.close()
         self.multi.close()
-
-
-def _cancelled() -> Head:
-    raise Cancelled()
-
-
-def _settled(task: Task, step: Callable[[], Result | Download]) -> Result | Download:
-    """``step()``, with ``run_task``'s safety net: a bug becomes an ``internal`` Result, not a stopped run."""
-    try:
-        return step()
-    except Exception as exc:  # noqa: BLE001 - one URL's bug must not stop the others
-        return internal_failure(task, exc)

@@ -1,8 +1,9 @@
 """The sockets libcurl's multi interface asks to watch, in one epoll set.
 
 Both drivers of ``CurlTransfers`` use it: the multi backend waits on it
-directly, and under gevent (gevent_curl.py) the hub watches the epoll
-descriptor itself, as one socket.
+directly, and under gevent (backends/gevent_curl.py) the hub watches the epoll
+descriptor itself, as one socket. ``wanted`` and ``curl_flags`` translate
+libcurl's socket events for a driver that watches sockets itself.
 
 Each wait hands back at most ``EVENTS_PER_WAKE`` ready sockets. At a pool of
 1,000 against a server that answers every request after 200 ms, responses come
@@ -92,3 +93,15 @@ def curl_flags(events: int) -> int:
     return ((pycurl.CSELECT_IN if events & _READABLE else 0)
             | (pycurl.CSELECT_OUT if events & select.POLLOUT else 0)
             | (pycurl.CSELECT_ERR if events & select.POLLERR else 0))
+
+
+def wanted(what: int) -> tuple[bool, bool] | None:
+    """What libcurl's socket callback asks for ``what``: (read, write), or None to stop watching."""
+    if what == pycurl.POLL_REMOVE:
+        return None
+    return bool(what & pycurl.POLL_IN), bool(what & pycurl.POLL_OUT)
+
+
+def ready_flags(readable: bool, writable: bool) -> int:
+    """The ``CSELECT_*`` flags for a socket found readable and/or writable."""
+    return (pycurl.CSELECT_IN if readable else 0) | (pycurl.CSELECT_OUT if writable else 0)
