@@ -19,16 +19,13 @@ from typing import Any
 
 from fetcher.backends import backend_class
 from fetcher.backends.base import SessionFactory
-from fetcher.download.checksum import ALGORITHMS
 from fetcher.run.collector import Summary
 from fetcher.errors import ConfigError
-from fetcher.sources.readers import Row
 from fetcher.run.job import Job
-from fetcher.models import ErrorKind, Result, failed
-from fetcher.models import Task as _Work
+from fetcher.models import FetchTask, Item, Result
 from fetcher.options import Options
 from fetcher.run.progress import Progress
-from fetcher.sources.tasks import row_item
+from fetcher.sources.tasks import Line, TaskMaker
 
 __all__ = ["Fetcher", "Task", "fetch"]
 
@@ -71,34 +68,25 @@ def _check_factory(options: Options, session_factory: SessionFactory | None) -> 
 
 
 class _Converter:
-    """API items (URL strings or Tasks) → the engine's tasks, keeping ``meta`` on this side."""
+    """API items (URL strings or Tasks) → the engine's tasks, through the readers' own TaskMaker;
+    ``meta`` stays on this side (it is never sent to workers)."""
 
     def __init__(self, naming: str) -> None:
-        self._naming = naming
+        self._maker = TaskMaker(naming)
         self._index = 0
-        self._names: set[int] = set()
 
-    def convert(self, item: str | Task) -> tuple[_Work | Result, Any]:
+    def convert(self, item: str | Task) -> tuple[FetchTask | Result, Any]:
         if isinstance(item, str):
-            fields: dict[str, Any] = {"url": item}
             public = Task(item)
         elif isinstance(item, Task):
-            fields, public = {"url": item.url}, item
+            public = item
         else:
             raise TypeError(f"expected a URL string or fetcher.Task, not {type(item).__name__}")
-        if public.name:
-            fields["filename"] = public.name
         index, self._index = self._index, self._index + 1
-        if public.checksum:
-            algorithm, _, digest = public.checksum.partition(":")
-            if algorithm not in ALGORITHMS:
-                return failed(public.url, ErrorKind.INVALID_INPUT, f"checksum must be 'sha256:HEX' or 'md5:HEX', "
-                              f"not {public.checksum[:80]!r}", attempts=0, index=index), public.meta
-            fields[algorithm] = digest
-        work = row_item(Row(line=index + 1, fields=fields, raw=public.url), index, self._naming, self._names)
-        if public.headers and isinstance(work, _Work):
-            work = replace(work, headers=tuple(public.headers.items()))
-        return work, public.meta
+        headers = tuple(public.headers.items()) if public.headers else None
+        line = Line(index + 1, public.url if isinstance(public.url, str) else repr(public.url), public.url,
+                    public.name or None, public.checksum or None, headers=headers)
+        return self._maker.make(line, index), public.meta
 
 
 def fetch(urls: Iterable[str | Task | None], out: str | None = "downloads", *, backend: str = "thread",
@@ -151,7 +139,7 @@ def _stream(job: Job, urls: Iterable[str | Task | None], naming: str, deduplicat
     metas: dict[str, Any] = {}
     seen: set[str] = set()
 
-    def items() -> Iterator[_Work | Result | None]:
+    def items() -> Iterator[Item]:
         for item in urls:
             if item is None:
                 yield None
@@ -209,7 +197,7 @@ class Fetcher:
         self._on_result = on_result
         self._keep = keep_results
         self._lock = threading.Condition()
-        self._queue: deque[_Work | Result] = deque()
+        self._queue: deque[FetchTask | Result] = deque()
         self._waiting: dict[str, list[tuple[Future[Result], Any]]] = {}
         self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._outstanding = 0
@@ -322,11 +310,11 @@ class Fetcher:
             self._abandon()
             self._done.put(_END)
 
-    def _feed(self) -> Iterator[_Work | Result | None]:
+    def _feed(self) -> Iterator[Item]:
         while True:
             with self._lock:
                 if self._queue:
-                    item: _Work | Result | None = self._queue.popleft()
+                    item: Item = self._queue.popleft()
                 elif self._closed:
                     return
                 else:

@@ -10,7 +10,7 @@ import pytest
 
 from fetcher.errors import ConfigError
 from fetcher.files.filenames import clean_component, disposition_filename, extension_for_type
-from fetcher.models import Task
+from fetcher.models import FetchTask
 from fetcher.download import partial
 from fetcher.files import paths
 from fetcher.files.naming import finalize_name, initial_name, name_for_url, parse_naming, safe_component, url_digest
@@ -131,7 +131,7 @@ def test_a_url_without_extension_is_completed_from_content_type():
     url = "http://h/photos/123"
     name, provisional = initial_name(url, 0, "url")
     assert provisional and name == name_for_url(url, ext="")
-    task = Task(url=url, name=name, provisional_name=True)
+    task = FetchTask(url=url, name=name, provisional_name=True)
     assert finalize_name(task, "image/jpeg; charset=binary", None, "url") == name + ".jpg"
     assert finalize_name(task, "application/octet-stream", None, "url") == name
     assert finalize_name(task, None, None, "url") == name
@@ -140,14 +140,14 @@ def test_a_url_without_extension_is_completed_from_content_type():
 def test_script_extensions_defer_to_content_type():
     url = "http://h/show.php?id=3"
     name, provisional = initial_name(url, 0, "url")
-    task = Task(url=url, name=name, provisional_name=provisional)
+    task = FetchTask(url=url, name=name, provisional_name=provisional)
     assert provisional
     assert finalize_name(task, "image/png", None, "url").endswith(".png")
     assert finalize_name(task, None, None, "url").endswith(".php")
 
 
 def test_a_final_name_is_never_changed_by_headers():
-    task = Task(url="http://h/a.jpg", name="mine/a.jpg")
+    task = FetchTask(url="http://h/a.jpg", name="mine/a.jpg")
     assert finalize_name(task, "text/html", 'attachment; filename="evil.exe"', "content-disposition") == \
         "mine/a.jpg"
 
@@ -181,7 +181,7 @@ def test_content_disposition_names_are_reduced_to_a_safe_base_name(header, expec
 def test_content_disposition_mode_keeps_the_hash():
     url = "http://h/download?id=1"
     name, provisional = initial_name(url, 0, "content-disposition")
-    task = Task(url=url, name=name, provisional_name=provisional)
+    task = FetchTask(url=url, name=name, provisional_name=provisional)
     final = finalize_name(task, "application/pdf", 'attachment; filename="../Report.PDF"', "content-disposition")
     assert final == f"h/Report-{url_digest(url)}.pdf"
     assert finalize_name(task, "application/pdf", None, "content-disposition") == name_for_url(url, ext="pdf")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from fetcher.download.attempt import fetch_one
-from fetcher.models import Status, Task
+from fetcher.models import Status, FetchTask
 from fetcher.options import Options
 from fetcher.transports.factory import make_session
 
 
 def fetch(transport, server, out: str, name: str) -> Status:
-    task = Task(url=server.url(f"/files/{name}?size=100"), name=name, index=0)
+    task = FetchTask(url=server.url(f"/files/{name}?size=100"), name=name, index=0)
     return fetch_one(task, transport, Options.create(out=out)).status
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar
 
-from fetcher.models import ErrorKind, Result, Task, failed
+from fetcher.models import ErrorKind, Result, FetchTask, failed
 
 if TYPE_CHECKING:
     import requests
@@ -69,7 +69,7 @@ class Backend(ABC):
         """Start the workers."""
 
     @abstractmethod
-    def submit(self, task: Task) -> None:
+    def submit(self, task: FetchTask) -> None:
         """Queue one task."""
 
     @abstractmethod
@@ -100,7 +100,7 @@ class Backend(ABC):
         self._results.put(result)
 
 
-def run_task(task: Task, session: Transport | requests.Session, options: Options,
+def run_task(task: FetchTask, session: Transport | requests.Session, options: Options,
              cancel: CancelFlag | None = None) -> Result:
     """``fetch_one`` with a last safety net: a bug becomes an ``internal`` Result.
 
@@ -114,7 +114,7 @@ def run_task(task: Task, session: Transport | requests.Session, options: Options
         return internal_failure(task, exc)
 
 
-def internal_failure(task: Task, exc: Exception) -> Result:
+def internal_failure(task: FetchTask, exc: Exception) -> Result:
     """A bug met while fetching ``task``, as its failed Result: the type, message and where it was raised."""
     where = traceback.extract_tb(exc.__traceback__)[-1]
     return failed(task, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})")

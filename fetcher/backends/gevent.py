@@ -28,7 +28,7 @@ from gevent import monkey
 
 from fetcher.backends.base import Backend, run_task
 from fetcher.errors import BackendError
-from fetcher.models import Task
+from fetcher.models import FetchTask
 from fetcher.transports.factory import make_session
 
 KILL_TIMEOUT_S = 2.0
@@ -66,7 +66,7 @@ class GeventHubBackend(Backend):
     def _stop_work(self, cancel: bool) -> None:
         raise NotImplementedError
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: FetchTask) -> None:
         raise NotImplementedError
 
     def shutdown(self, cancel: bool = False) -> None:
@@ -88,10 +88,10 @@ class GeventBackend(GeventHubBackend):
     def _start_work(self) -> None:
         factory = self.session_factory or partial(make_session, self.options, self.options.pool)
         self._session: Any = factory()
-        self._tasks: gevent.queue.Queue[Task | None] = gevent.queue.Queue()
+        self._tasks: gevent.queue.Queue[FetchTask | None] = gevent.queue.Queue()
         self._greenlets = [gevent.spawn(self._work, self._session) for _ in range(self.options.pool)]
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: FetchTask) -> None:
         self._tasks.put(task)
 
     def _work(self, session: Any) -> None:

@@ -36,7 +36,7 @@ from fetcher.transports.curl.sockets import SocketPoller, curl_flags, ready_flag
 
 if TYPE_CHECKING:
     from fetcher.download.guards import CancelFlag
-    from fetcher.models import Result, Task
+    from fetcher.models import Result, FetchTask
     from fetcher.options import Options
 
 _READ, _WRITE = 1, 2  # libev's EV_READ and EV_WRITE, as gevent's loop.io takes them
@@ -59,7 +59,7 @@ class GeventCurlBackend(GeventHubBackend):
             raise BackendError("--client curl makes its own libcurl handles: it takes no session_factory")
         self._hub = CurlHub(self.options, self._deliver, self._cancel)
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: FetchTask) -> None:
         self._hub.submit(task)
 
     def _stop_work(self, cancel: bool) -> None:
@@ -97,7 +97,7 @@ class CurlHub:
     def busy(self) -> bool:
         return self._downloads.busy
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: FetchTask) -> None:
         self._downloads.submit(task)
         self._hand_back()  # a task decided before any request (a bad name, a kept file)
 

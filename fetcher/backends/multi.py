@@ -35,7 +35,7 @@ from fetcher.backends.base import Backend, SessionFactory, internal_failure
 from fetcher.download.attempt import Download, prepare
 from fetcher.download.guards import Cancelled
 from fetcher.errors import BackendError
-from fetcher.models import Result, Task
+from fetcher.models import Result, FetchTask
 from fetcher.transports.curl.multi import CurlTransfers
 from fetcher.transports.curl.sockets import SocketPoller, curl_flags
 from fetcher.transports.factory import refuse_blocking_curl
@@ -64,7 +64,7 @@ class MultiDownloads:
                  cancel: CancelFlag | None = None) -> None:
         self.options, self.cancel = options, cancel
         self.transfers: CurlTransfers[Download] = CurlTransfers(options, on_socket, on_timer, options.pool)
-        self._pending: deque[Task] = deque()
+        self._pending: deque[FetchTask] = deque()
         self.done: list[Result] = []  # settled, not yet handed back by the driver
 
     @property
@@ -72,7 +72,7 @@ class MultiDownloads:
         """Some task is queued or transferring."""
         return bool(self.transfers.active or self._pending)
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: FetchTask) -> None:
         self._pending.append(task)
         self.start_pending()
 
@@ -122,7 +122,7 @@ def _cancelled() -> Head:
     raise Cancelled()
 
 
-def _settled(task: Task, step: Callable[[], Result | Download]) -> Result | Download:
+def _settled(task: FetchTask, step: Callable[[], Result | Download]) -> Result | Download:
     """``step()``, with ``run_task``'s safety net: a bug becomes an ``internal`` Result, not a stopped run."""
     try:
         return step()
@@ -156,7 +156,7 @@ class MultiBackend(Backend):
             self._poller.watch(fd, select.POLLIN)
         self._downloads = MultiDownloads(self.options, self._poller.on_socket, self._on_timer, self.cancel)
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: FetchTask) -> None:
         self._downloads.submit(task)
 
     def wait(self, timeout: float | None) -> list[Result]:

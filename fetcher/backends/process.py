@@ -45,7 +45,7 @@ from fetcher.backends.process_start import (START_METHOD_ENV, check_picklable, d
                                             default_start_method, resolve_start_method, shares)
 from fetcher.backends.process_worker import READY, Serve, SharedFlag, serve_multi, serve_threads, watching, worker_main
 from fetcher.errors import BackendError
-from fetcher.models import ErrorKind, Result, Task, failed
+from fetcher.models import ErrorKind, Result, FetchTask, failed
 from fetcher.options import MAX_PROCESSES
 from fetcher.transports.factory import make_session
 
@@ -66,7 +66,7 @@ class _Worker:
     conn: connection.Connection
     slots: int  # its share of the pool
     ready: bool = False
-    tasks: dict[int, Task] = field(default_factory=dict)  # sent and not yet answered, by index
+    tasks: dict[int, FetchTask] = field(default_factory=dict)  # sent and not yet answered, by index
     inbox: Any = None  # whether its pipe has a message (see _watching)
 
     def __post_init__(self) -> None:
@@ -94,7 +94,7 @@ class ProcessBackend(Backend):
         super().__init__(options, session_factory)
         self._requested = resolve_start_method(start_method)
         self._workers: list[_Worker] = []
-        self._pending: deque[Task] = deque()
+        self._pending: deque[FetchTask] = deque()
         self._finished: list[Result] = []
         self._startup_failures = 0
         # Every worker's pipe and process sentinel, in one poll set kept across waits
@@ -144,7 +144,7 @@ class ProcessBackend(Backend):
             self._owners[fd] = worker
         return worker
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: FetchTask) -> None:
         # Sent in wait(), which the engine calls after each round of submits: one message per worker.
         self._pending.append(task)
 

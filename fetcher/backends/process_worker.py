@@ -24,7 +24,7 @@ from multiprocessing import connection
 from typing import TYPE_CHECKING, Any
 
 from fetcher.backends.base import SessionFactory, run_task
-from fetcher.models import ErrorKind, Task, failed
+from fetcher.models import ErrorKind, FetchTask, failed
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
@@ -64,7 +64,7 @@ def worker_main(conn: connection.Connection, serve: Serve, factory: SessionFacto
         return  # the parent went away
 
 
-def _next_batch(conn: connection.Connection, incoming: Any, parent: int) -> list[Task] | None:
+def _next_batch(conn: connection.Connection, incoming: Any, parent: int) -> list[FetchTask] | None:
     """The next message from the parent: a batch of tasks, or None for "stop" (also when orphaned).
 
     ``incoming``: a poll object watching ``conn`` (Connection.poll would build a selector per call).
@@ -72,7 +72,7 @@ def _next_batch(conn: connection.Connection, incoming: Any, parent: int) -> list
     while not incoming.poll(PARENT_CHECK_S * 1000):
         if os.getppid() != parent:  # orphaned: the parent died without stopping us
             return None
-    batch: list[Task] | None = conn.recv()
+    batch: list[FetchTask] | None = conn.recv()
     return batch
 
 
@@ -86,7 +86,7 @@ def serve_threads(conn: connection.Connection, factory: SessionFactory | None, o
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send((INIT_FAILED, f"{type(exc).__name__}: {exc}"))
         return
-    inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+    inbox: queue.SimpleQueue[FetchTask | None] = queue.SimpleQueue()
     send_lock = threading.Lock()
 
     def work(session: Any) -> None:

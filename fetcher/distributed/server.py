@@ -23,7 +23,8 @@ from fetcher.distributed.rpc import RpcServer
 from fetcher.errors import ConfigError
 from fetcher.run.job import run_job
 from fetcher.run.journal import JOURNAL_DIR
-from fetcher.models import Result, Task
+from fetcher.models import FetchTask as Task
+from fetcher.models import Result
 from fetcher.options import Options
 from fetcher.run.progress import Progress
 

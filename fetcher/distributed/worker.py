@@ -27,7 +27,8 @@ from fetcher.distributed.outbox import BATCH, Outbox
 from fetcher.distributed.protocol import Finished, Grant, Wait, WorkerInfo, format_address
 from fetcher.distributed.rpc import LinkError
 from fetcher.errors import ConfigError
-from fetcher.models import ErrorKind, Result, Task
+from fetcher.models import ErrorKind, Result
+from fetcher.models import FetchTask as Task
 from fetcher.options import Options
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130

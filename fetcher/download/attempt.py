@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from fetcher.download import partial, placement
 from fetcher.errors import FetchFailure
 from fetcher.download.checksum import Verifier, hash_prefix
-from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
+from fetcher.models import ErrorKind, Result, Status, FetchTask, failed, input_extra
 from fetcher.files.naming import finalize_name
 from fetcher.files.paths import FOUND, NO_FOLDER, PART_SUFFIX, join_within, locate
 from fetcher.download.guards import (MAGIC_BYTES, CancelFlag, Cancelled, TransferGuard, check_complete, check_content_type,
@@ -45,7 +45,7 @@ EAGER_META_BYTES = 1 << 20
 DRAIN_BYTES = 64 * 1024
 
 
-def fetch_one(task: Task, session: Any, options: Options, cancel: CancelFlag | None = None) -> Result:
+def fetch_one(task: FetchTask, session: Any, options: Options, cancel: CancelFlag | None = None) -> Result:
     """Download ``task.url`` to ``options.out / task.name`` and describe the outcome.
 
     Args:
@@ -68,7 +68,7 @@ def fetch_one(task: Task, session: Any, options: Options, cancel: CancelFlag | N
     return download.settle(lambda: transport.fetch(download.request(), download))
 
 
-def prepare(task: Task, options: Options, cancel: CancelFlag | None = None) -> Download | Result:
+def prepare(task: FetchTask, options: Options, cancel: CancelFlag | None = None) -> Download | Result:
     """The checks before any request: a Download to perform, or already a Result."""
     started = time.monotonic()
     try:
@@ -94,7 +94,7 @@ class _Kept(Exception):
 class Download:
     """One attempt at one task: the receiver a transport streams into, and the Result it makes."""
 
-    def __init__(self, task: Task, options: Options, cancel: CancelFlag | None, started: float,
+    def __init__(self, task: FetchTask, options: Options, cancel: CancelFlag | None, started: float,
                  target: str, may_resume: bool = True) -> None:
         self.task, self.options, self.cancel, self.started = task, options, cancel, started
         self.target = target  # join_within(out, name), kept in step with self.name

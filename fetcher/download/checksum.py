@@ -1,6 +1,6 @@
 """Expected checksums from the input (``sha256`` or ``md5`` columns) and their verification.
 
-A Task carries its expectation as ``"sha256:HEX"`` or ``"md5:HEX"``. fetch_one
+A FetchTask carries its expectation as ``"sha256:HEX"`` or ``"md5:HEX"``. fetch_one
 feeds every chunk to a ``Verifier`` while it streams (sha256 is computed for
 the manifest anyway, so only md5 costs a second hash) and fails the download
 with ``bad-content`` on a mismatch.

@@ -29,13 +29,13 @@ import sys
 from collections.abc import Callable, Iterator
 
 from fetcher.download.checksum import file_matches
-from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
+from fetcher.models import ErrorKind, Result, Status, FetchTask, failed, input_extra
 from fetcher.files.paths import ensure_folder, join_within
 
 MAX_COPIES = 1000
 
 
-def kept_file(task: Task, name: str, out: str, on_exists: str, attempts: int,
+def kept_file(task: FetchTask, name: str, out: str, on_exists: str, attempts: int,
               target: str | None = None) -> Result | None:
     """With ``skip``, the Result for a file already at ``name``; None when the download should go on.
 
@@ -65,7 +65,7 @@ def kept_file(task: Task, name: str, out: str, on_exists: str, attempts: int,
                   index=task.index, extra=input_extra(task.meta))
 
 
-def taken_meanwhile(task: Task, name: str, out: str) -> Result:
+def taken_meanwhile(task: FetchTask, name: str, out: str) -> Result:
     """The Result when ``skip`` found ``name`` taken after the download began; the body is dropped."""
     kept = kept_file(task, name, out, "skip", task.attempt)
     return kept or failed(task, ErrorKind.IO, f"{name} is taken by something that is not a file")

@@ -39,7 +39,7 @@ from fetcher.errors import ConfigError
 from fetcher.files.filenames import WINDOWS_DEVICES, clean_component, disposition_filename, extension_for_type
 
 if TYPE_CHECKING:
-    from fetcher.models import Task
+    from fetcher.models import FetchTask
 
 HASH_DIGITS = 12
 MAX_STEM = 80
@@ -178,7 +178,7 @@ def initial_name(url: str, index: int, spec: str) -> tuple[str, bool]:
     return _render(naming, url, index, "" if provisional else ext), provisional
 
 
-def finalize_name(task: Task, content_type: str | None, content_disposition: str | None,
+def finalize_name(task: FetchTask, content_type: str | None, content_disposition: str | None,
                   spec: str) -> str:
     """The final name of a task once its response headers are known.
 

@@ -7,14 +7,12 @@ list of millions of URLs is read as the downloads go, never all at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import closing
 
 from fetcher.download import partial
 from fetcher.backends import backend_class
 from fetcher.backends.base import Backend, BackendFactory, SessionFactory
-from fetcher.run.collector import Collector
 from fetcher.errors import Interrupted
-from fetcher.models import Result, Status, Task
+from fetcher.models import FetchTask, Item, Result, Status
 from fetcher.files.paths import PART_SUFFIX, join_within
 from fetcher.options import Options
 from fetcher.run.scheduler import Scheduler
@@ -23,18 +21,7 @@ from fetcher.download.guards import CancelFlag
 MAX_WAIT_S = 0.25  # also the longest a cancel waits to be seen
 
 
-def run(items: Iterator[Task | Result | None], options: Options, collector: Collector,
-        session_factory: SessionFactory | None = None, backend_factory: BackendFactory | None = None) -> None:
-    """Fetch every item, reporting each final Result to ``collector`` exactly once.
-
-    Returns when every item is final; see ``results`` for the rest.
-    """
-    with closing(results(items, options, session_factory, backend_factory=backend_factory)) as finals:
-        for result in finals:
-            collector.record(result)
-
-
-def results(items: Iterator[Task | Result | None], options: Options,
+def results(items: Iterator[Item], options: Options,
             session_factory: SessionFactory | None = None,
             wait_for_more: Callable[[float], bool] | None = None,
             cancel: CancelFlag | None = None,
@@ -56,7 +43,7 @@ def results(items: Iterator[Task | Result | None], options: Options,
     """
     make_backend = backend_factory or backend_class(options.backend, options.client)
     scheduler = Scheduler(items, options)
-    in_flight: dict[int, Task] = {}
+    in_flight: dict[int, FetchTask] = {}
     try:
         with make_backend(options, session_factory) as backend:
             yield from _drive(scheduler, backend, in_flight, options.window, options.out, wait_for_more, cancel)
@@ -65,9 +52,8 @@ def results(items: Iterator[Task | Result | None], options: Options,
         raise
 
 
-def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], window: int, out: str,
+def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTask], window: int, out: str,
            wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None) -> Iterator[Result]:
-    asked_again = False  # see below: the input's "nothing right now" is confirmed once before the end
     while True:
         if cancel is not None and cancel.is_set():
             raise Interrupted("cancelled")
@@ -76,7 +62,6 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], w
             item = scheduler.next_ready()
             if item is None:
                 break
-            asked_again = False
             if isinstance(item, Result):  # a bad input line: final already
                 yield item
                 continue
@@ -85,15 +70,9 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], w
         if not in_flight and scheduler.idle:
             if scheduler.done:
                 return
-            if wait_for_more is None:
-                # A None may have been read before the last results came back (the
-                # journal reads the input in batches), while the caller has added
-                # URLs since: ask once more before calling the run over.
-                if asked_again:
-                    return
-                asked_again = True
-                continue
-            if not wait_for_more(MAX_WAIT_S):
+            # The input said "nothing right now" just now (the refill above asked it), and
+            # nothing in flight can change that: the run is over, unless more may come.
+            if wait_for_more is None or not wait_for_more(MAX_WAIT_S):
                 return
             continue
         retry_in = scheduler.seconds_until_next()
@@ -105,11 +84,10 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], w
                 continue
             if final.status is Status.FAILED:
                 _discard_partial(out, task)  # kept for a retry that will not come
-            asked_again = False
             yield final
 
 
-def _remove_partials(out: str, tasks: Iterable[Task]) -> None:
+def _remove_partials(out: str, tasks: Iterable[FetchTask]) -> None:
     for task in tasks:
         try:
             part = join_within(out, task.name) + PART_SUFFIX
@@ -119,7 +97,7 @@ def _remove_partials(out: str, tasks: Iterable[Task]) -> None:
             partial.discard(part)
 
 
-def _discard_partial(out: str, task: Task) -> None:
+def _discard_partial(out: str, task: FetchTask) -> None:
     try:
         partial.discard(join_within(out, task.name) + PART_SUFFIX)
     except ValueError:

@@ -22,7 +22,7 @@ from fetcher.run.resume import admit_all
 
 if TYPE_CHECKING:
     from fetcher.backends.base import BackendFactory, SessionFactory
-    from fetcher.models import Result, Task
+    from fetcher.models import Item, Result
     from fetcher.options import Options
     from fetcher.run.progress import Progress
     from fetcher.download.guards import CancelFlag
@@ -61,7 +61,7 @@ class Job:
         self.session_factory = session_factory
         self.summary: Summary | None = None
 
-    def results(self, items: Iterator[Task | Result | None],
+    def results(self, items: Iterator[Item],
                 wait_for_more: Callable[[float], bool] | None = None,
                 cancel: CancelFlag | None = None, repeat: bool = False) -> Generator[Result, None, None]:
         """Fetch ``items`` and yield each final Result, after it is recorded.
@@ -107,7 +107,7 @@ class Job:
                     partial.sweep(options.out)  # leftovers of runs that never finished
 
 
-def run_job(items: Iterator[Task | Result | None], options: Options, progress: Progress, *,
+def run_job(items: Iterator[Item], options: Options, progress: Progress, *,
             verbose: bool = False, quiet: bool = False, retry_failed: bool = True,
             on_result: Callable[[Result], None] | None = None,
             session_factory: SessionFactory | None = None, backend_factory: BackendFactory | None = None,

@@ -20,20 +20,20 @@ import os
 from collections.abc import Iterable, Iterator
 
 from fetcher.run.journal import FAILED, OK, Entry, Journal
-from fetcher.models import Result, Status, Task
+from fetcher.models import FetchTask, Item, Result, Status
 from fetcher.files.paths import join_within
 
 
 ADMIT_BATCH = 256  # input items looked up in the journal at a time
 
 
-def admit_all(items: Iterable[Task | Result | None], journal: Journal, out: str, retry_failed: bool = True,
+def admit_all(items: Iterable[Item], journal: Journal, out: str, retry_failed: bool = True,
               counts: dict[str, int] | None = None, repeat: bool = False,
-              local_files: bool = True) -> Iterator[Task | Result | None]:
+              local_files: bool = True) -> Iterator[Item]:
     """Filter input items through the journal; yields what this run must fetch or report.
 
     Items are read up to ``ADMIT_BATCH`` at a time (a ``None`` item, "nothing
-    right now", ends a batch early and is passed on), so the input stays lazy
+    right now", ends a batch early and is passed on once it is still true), so the input stays lazy
     while the journal is asked once per batch rather than once per line. With
     ``repeat``, a URL this run already had is decided like one of an earlier
     run (skipped if its file is there) instead of dropped: for callers that
@@ -51,15 +51,18 @@ def admit_all(items: Iterable[Task | Result | None], journal: Journal, out: str,
         batch, starved, ended = _next_batch(iterator)
         yield from _admit_batch(batch, journal, out, retry_failed, counts, may_have_unrecorded_files, repeat,
                                 local_files)
-        if starved:
-            yield None
         if ended:
             return
+        # A None read before this batch's items were handed out may be stale by now (results
+        # came back meanwhile, and the caller may have added URLs): it is passed on only when
+        # a fresh read says it again, so None always means "nothing right now", never "earlier".
+        if starved and not batch:
+            yield None
 
 
-def _next_batch(iterator: Iterator[Task | Result | None]) -> tuple[list[Task | Result], bool, bool]:
+def _next_batch(iterator: Iterator[Item]) -> tuple[list[FetchTask | Result], bool, bool]:
     """Up to ADMIT_BATCH items; then whether the input said None, and whether it ended."""
-    batch: list[Task | Result] = []
+    batch: list[FetchTask | Result] = []
     for item in iterator:
         if item is None:
             return batch, True, False
@@ -69,11 +72,11 @@ def _next_batch(iterator: Iterator[Task | Result | None]) -> tuple[list[Task | R
     return batch, False, True
 
 
-def _admit_batch(batch: list[Task | Result], journal: Journal, out: str, retry_failed: bool,
+def _admit_batch(batch: list[FetchTask | Result], journal: Journal, out: str, retry_failed: bool,
                  counts: dict[str, int], may_have_unrecorded_files: bool, repeat: bool,
-                 local_files: bool) -> Iterator[Task | Result]:
+                 local_files: bool) -> Iterator[FetchTask | Result]:
     if batch:
-        verdicts = journal.admit_many([(i.url, i.name if isinstance(i, Task) else None) for i in batch], repeat)
+        verdicts = journal.admit_many([(i.url, i.name if isinstance(i, FetchTask) else None) for i in batch], repeat)
         for item, verdict in zip(batch, verdicts, strict=True):
             if verdict is False:
                 counts["duplicates"] += 1
@@ -87,7 +90,7 @@ def _admit_batch(batch: list[Task | Result], journal: Journal, out: str, retry_f
                 yield _decide(item, verdict, out, retry_failed, local_files)
 
 
-def _decide(task: Task, entry: Entry, out: str, retry_failed: bool, local_files: bool = True) -> Task | Result:
+def _decide(task: FetchTask, entry: Entry, out: str, retry_failed: bool, local_files: bool = True) -> FetchTask | Result:
     if entry.state == OK:
         if not local_files or (entry.path and _size_on_disk(out, entry.path) == entry.bytes):
             return entry.as_result(task.url, Status.SKIPPED, task.index)
@@ -99,7 +102,7 @@ def _decide(task: Task, entry: Entry, out: str, retry_failed: bool, local_files:
     return (_recover(task, out) if local_files else None) or task
 
 
-def _recover(task: Task, out: str) -> Result | None:
+def _recover(task: FetchTask, out: str) -> Result | None:
     """A finished download whose result the journal lost (killed between rename and commit)."""
     try:
         target = join_within(out, task.name)

@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from fetcher.run.hosts import HostLimits, host_key
-from fetcher.models import Result, Task
+from fetcher.models import FetchTask, Item, Result
 
 if TYPE_CHECKING:
     from fetcher.options import Options
@@ -30,11 +30,6 @@ if TYPE_CHECKING:
 DEFAULT_MAX_PARKED = 10_000
 PAUSING_STATUSES = frozenset({429, 503})
 FORGET_EVERY = 4096
-class _Exhausted:
-    """The input's end, told apart from a ``None`` item ("nothing right now")."""
-
-
-_EXHAUSTED = _Exhausted()
 
 
 class Scheduler:
@@ -50,7 +45,7 @@ class Scheduler:
         max_parked: most tasks held back for busy hosts at once.
     """
 
-    def __init__(self, items: Iterator[Task | Result | None], options: Options,
+    def __init__(self, items: Iterator[Item], options: Options,
                  clock: Callable[[], float] = time.monotonic,
                  jitter: Callable[[], float] = random.random,
                  max_parked: int = DEFAULT_MAX_PARKED) -> None:
@@ -60,8 +55,8 @@ class Scheduler:
         self._jitter = jitter
         self._max_parked = max_parked
         self._limits = HostLimits(options.per_host, options.delay)
-        self._retries: list[tuple[float, int, Task]] = []  # (due, index, task) heap
-        self._parked: dict[str, deque[Task]] = {}
+        self._retries: list[tuple[float, int, FetchTask]] = []  # (due, index, task) heap
+        self._parked: dict[str, deque[FetchTask]] = {}
         self._parked_count = 0
         self._runnable: deque[str] = deque()  # hosts with parked tasks that may be free
         self._timed: list[tuple[float, str]] = []  # (when, host) heap: hosts waiting on a gap or pause
@@ -83,7 +78,7 @@ class Scheduler:
     def _nothing_waits(self) -> bool:
         return not self._retries and not self._parked_count
 
-    def next_ready(self) -> Task | Result | None:
+    def next_ready(self) -> Item:
         """The next task allowed to start now, or a bad-line Result; None if none is ready.
 
         The returned task holds a slot of its host until ``settle`` is called with it.
@@ -98,7 +93,7 @@ class Scheduler:
             return task
         return self._next_from_input(now)
 
-    def _next_parked(self, now: float) -> Task | None:
+    def _next_parked(self, now: float) -> FetchTask | None:
         while self._runnable:
             host = self._runnable.popleft()
             queue = self._parked.get(host)
@@ -118,11 +113,12 @@ class Scheduler:
             return task
         return None
 
-    def _next_from_input(self, now: float) -> Task | Result | None:
+    def _next_from_input(self, now: float) -> Item:
         self._starved = False
         while not self._source_done and self._parked_count < self._max_parked:
-            item = next(self._items, _EXHAUSTED)
-            if isinstance(item, _Exhausted):
+            try:
+                item = next(self._items)
+            except StopIteration:
                 self._source_done = True
                 return None
             if item is None:
@@ -144,7 +140,7 @@ class Scheduler:
             self._wait(host, blocked)
         return None
 
-    def _park(self, task: Task, front: bool = False) -> None:
+    def _park(self, task: FetchTask, front: bool = False) -> None:
         host = host_key(task.url)
         queue = self._parked.get(host)
         if queue is None:
@@ -168,7 +164,7 @@ class Scheduler:
             return None
         return max(0.0, min(times) - self._clock())
 
-    def settle(self, task: Task, result: Result) -> Result | None:
+    def settle(self, task: FetchTask, result: Result) -> Result | None:
         """Decide a finished attempt: return the final Result, or None if it will be retried.
 
         Frees the task's host slot; a 429 or 503 with Retry-After pauses the host

@@ -1,7 +1,10 @@
-"""Turn input rows into Tasks: validate and canonicalise URLs, drop duplicates, name files.
+"""Turn input lines into Tasks: validate and canonicalise URLs, drop duplicates, name files.
+
+One constructor, ``TaskMaker``, for every way in: a reader's rows (``iter_rows``) and
+the Python API's Tasks (api.py) become ``Line`` values and are built by the same code.
 
 A list of millions of lines is never held in memory: rows are read one at a
-time (``inputs.py``), and duplicates are found through a set of 8-byte digests
+time (``readers.py``), and duplicates are found through a set of 8-byte digests
 (about 60 MB for a million URLs) rather than of the URLs themselves. Names
 chosen by a ``filename`` column are remembered the same way, and only those,
 so that two rows can never claim one file.
@@ -12,17 +15,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from fetcher.download.checksum import ALGORITHMS, parse_checksum
-from fetcher.errors import ConfigError
 from fetcher.files.filenames import clean_user_path
-from fetcher.sources.readers import Row, text_rows
-from fetcher.models import ErrorKind, Result, Task, failed, input_extra
+from fetcher.sources.readers import Row
+from fetcher.models import ErrorKind, Result, FetchTask, failed, input_extra
 from fetcher.files.naming import initial_name
 
 SPECIAL_COLUMNS = ("url", "filename", "sha256", "md5")
@@ -85,36 +87,113 @@ def _netloc_parts(netloc: str) -> tuple[str | None, int | None, str]:
     return parts.hostname, port, auth
 
 
-def read_lines(path: str) -> Iterator[tuple[int, bytes]]:
-    """Yield (line number, raw line) from a file, or from stdin for ``-``.
+@dataclass(frozen=True, slots=True)
+class Line:
+    """What one line of input asks for, whoever read it: a reader's ``Row``, or a Python API ``Task``.
 
-    Raises:
-        ConfigError: the file cannot be opened.
+    Attributes:
+        number: 1-based line number (the API: the item's position + 1), for messages.
+        raw: the line's text, shown in the manifest when it has no usable url.
+        url: the url as given (anything: it is checked here).
+        name: a ``filename`` column or ``Task.name``: the file's path, to be made safe.
+        checksum: ``(algorithm, value)`` from a ``sha256``/``md5`` column, or the API's ``"ALGO:HEX"``.
+        meta: the other columns, carried into the manifest under ``"input"``.
+        headers: request headers for this URL only (the API).
+        error: why a reader could not read the row at all, or None.
     """
-    if path == "-":
-        yield from _numbered(sys.stdin.buffer)
-        return
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise ConfigError(f"cannot read URL list {path!r}: {exc.strerror or exc}") from None
-    with handle:
-        yield from _numbered(handle)
+
+    number: int
+    raw: str
+    url: Any = None
+    name: Any = None
+    checksum: tuple[str, Any] | str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    headers: tuple[tuple[str, str], ...] | None = None
+    error: str | None = None
 
 
-def _numbered(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    for number, raw in enumerate(handle, start=1):
-        yield number, raw
+def line_of(row: Row) -> Line:
+    """A reader's row as a Line: the columns fetcher reads taken out (by lower-case name), the rest carried."""
+    column: dict[str, Any] = {}
+    meta: dict[str, Any] = {}
+    for key, value in row.fields.items():
+        lowered = str(key).strip().lower()
+        if lowered in SPECIAL_COLUMNS and lowered not in column:
+            column[lowered] = value
+        else:
+            meta[str(key)] = value
+    checksum = next(((algorithm, column[algorithm]) for algorithm in ALGORITHMS
+                     if column.get(algorithm) not in (None, "")), None)
+    return Line(row.line, row.raw, column.get("url"), column.get("filename"), checksum, meta, error=row.error)
 
 
-def iter_inputs(lines: Iterable[tuple[int, bytes]], counts: dict[str, int] | None = None,
-                naming: str = "url", dedupe: bool = True) -> Iterator[Task | Result]:
-    """Turn numbered raw lines of a plain list into Tasks, or failed Results for bad lines."""
-    return iter_rows(text_rows(iter(lines)), counts, naming, dedupe)
+class TaskMaker:
+    """The one way in for a task: readers' rows (``iter_rows``) and the Python API both build through it.
+
+    ``check`` validates and canonicalises the URL (its digest is the key duplicates are
+    found by); ``build`` completes the task: checksum, a safe name (remembering the
+    names ``filename`` columns claim, so two lines never share a file), and the naming
+    scheme's name otherwise. Anything unusable comes back as a failed Result, as data:
+    ``attempts=0``, the line's number in the message.
+
+    Args:
+        naming: a ``--naming`` value, already checked by ``Options.create``.
+    """
+
+    def __init__(self, naming: str = "url") -> None:
+        self.naming = naming
+        self._names: set[int] = set()
+
+    def make(self, line: Line, index: int) -> FetchTask | Result:
+        """``check`` then ``build``: a FetchTask, or the failed Result for the line."""
+        url = self.check(line, index)[1]
+        return self.build(line, url, index) if isinstance(url, str) else url
+
+    def check(self, line: Line, index: int) -> tuple[int | None, str | Result]:
+        """(dedup key, canonical URL), or (key or None, failed Result)."""
+        extra = input_extra(line.meta) if _all_text(line.meta) else {}  # never an unwritable manifest line
+        if line.error is not None:
+            return None, _bad_line(line, line.error, index, extra)
+        text = line.url
+        if text is None or (isinstance(text, str) and not text.strip()):
+            return None, _bad_line(line, "no url", index, extra)
+        if not isinstance(text, str):
+            return None, _bad_line(line, f"url must be a string, not {type(text).__name__}", index, extra)
+        text = text.strip()
+        # A bad line's key is the digest of its text; a good one's, of its canonical URL (computed only then).
+        if not _is_text(text):
+            return _text_key(text), failed(_display(text), ErrorKind.INVALID_URL,
+                                           f"line {line.number}: not valid UTF-8", attempts=0, index=index,
+                                           extra=extra)
+        try:
+            url = canonical_url(text)
+        except InvalidURL as exc:
+            return _text_key(text), failed(text, exc.kind, f"line {line.number}: {exc.message}", attempts=0,
+                                           index=index, extra=extra)
+        return _digest(url.encode()), url
+
+    def build(self, line: Line, url: str, index: int) -> FetchTask | Result:
+        """The FetchTask for a checked URL, or a failed Result for a bad checksum, filename or column."""
+        meta = line.meta
+        extra = input_extra(meta)
+        if meta and not _all_text(meta):
+            return failed(url, ErrorKind.INVALID_INPUT, f"line {line.number}: a column is not valid UTF-8",
+                          attempts=0, index=index)
+        try:
+            checksum = _checksum(line.checksum)
+            name = _filename(line.name, self._names)
+        except ValueError as exc:
+            return failed(url, ErrorKind.INVALID_INPUT, f"line {line.number}: {exc}", attempts=0, index=index,
+                          extra=extra)
+        provisional = False
+        if name is None:
+            name, provisional = initial_name(url, index, self.naming)
+        return FetchTask(url=url, name=name, index=index, checksum=checksum, meta=meta or None,
+                    provisional_name=provisional, headers=line.headers)
 
 
 def iter_rows(rows: Iterable[Row], counts: dict[str, int] | None = None,
-              naming: str = "url", dedupe: bool = True) -> Iterator[Task | Result]:
+              naming: str = "url", dedupe: bool = True) -> Iterator[FetchTask | Result]:
     """Turn input rows into Tasks, or failed Results for bad rows, lazily.
 
     With ``dedupe``, a URL seen before is skipped (and counted in
@@ -125,116 +204,49 @@ def iter_rows(rows: Iterable[Row], counts: dict[str, int] | None = None,
     its own line number.
 
     Args:
-        rows: from ``inputs.read_rows`` (or ``inputs.text_rows``).
+        rows: from ``readers.read_rows``.
         counts: receives ``duplicates``.
         naming: a ``--naming`` value, already checked by ``Options.create``.
     """
     if counts is None:
         counts = {}
     counts.setdefault("duplicates", 0)
+    maker = TaskMaker(naming)
     seen: set[int] = set()
-    names: set[int] = set()
     index = 0
     for row in rows:
-        column, meta = _split(row.fields)
-        key, item = _url_of(row, column, meta, index)
+        line = line_of(row)
+        key, url = maker.check(line, index)
         if key is not None and dedupe:
             if key in seen:
                 counts["duplicates"] += 1
                 continue
             seen.add(key)
-        work = _task(row, item, column, meta, index, naming, names) if isinstance(item, str) else item
+        yield maker.build(line, url, index) if isinstance(url, str) else url
         index += 1
-        yield work
-
-
-def row_item(row: Row, index: int, naming: str, names: set[int]) -> Task | Result:
-    """One row as a Task, or a failed Result: what ``iter_rows`` does, without deduplication.
-
-    For the Python API, which keys its own bookkeeping by canonical URL.
-    ``names`` collects the ``filename`` values claimed so far.
-    """
-    column, meta = _split(row.fields)
-    item = _url_of(row, column, meta, index)[1]
-    return _task(row, item, column, meta, index, naming, names) if isinstance(item, str) else item
-
-
-def _url_of(row: Row, column: dict[str, Any], meta: dict[str, Any],
-            index: int) -> tuple[int | None, str | Result]:
-    """(dedup key, canonical URL), or (key or None, failed Result)."""
-    extra = input_extra(meta) if _all_text(meta) else {}  # never an unwritable manifest line
-    if row.error is not None:
-        return None, _bad_row(row, row.error, index, extra)
-    text = column.get("url")
-    if text is None or (isinstance(text, str) and not text.strip()):
-        return None, _bad_row(row, "no url", index, extra)
-    if not isinstance(text, str):
-        return None, _bad_row(row, f"url must be a string, not {type(text).__name__}", index, extra)
-    text = text.strip()
-    # A bad line's key is the digest of its text; a good one's, of its canonical URL (computed only then).
-    if not _is_text(text):
-        return _text_key(text), failed(_display(text), ErrorKind.INVALID_URL, f"line {row.line}: not valid UTF-8",
-                                       attempts=0, index=index, extra=extra)
-    try:
-        url = canonical_url(text)
-    except InvalidURL as exc:
-        return _text_key(text), failed(text, exc.kind, f"line {row.line}: {exc.message}", attempts=0,
-                                       index=index, extra=extra)
-    return _digest(url.encode()), url
 
 
 def _text_key(text: str) -> int:
     return _digest(text.encode("utf-8", "surrogatepass"))
 
 
-def _task(row: Row, url: str, column: dict[str, Any], meta: dict[str, Any], index: int,
-          naming: str, names: set[int]) -> Task | Result:
-    """The Task for a valid URL, or a failed Result for a bad checksum, filename or column."""
-    extra = input_extra(meta)
-    if meta and not _all_text(meta):
-        return failed(url, ErrorKind.INVALID_INPUT, f"line {row.line}: a column is not valid UTF-8",
-                      attempts=0, index=index)
-    try:
-        checksum = _checksum(column)
-        name = _filename(column, names)
-    except ValueError as exc:
-        return failed(url, ErrorKind.INVALID_INPUT, f"line {row.line}: {exc}", attempts=0, index=index,
-                      extra=extra)
-    provisional = False
-    if name is None:
-        name, provisional = initial_name(url, index, naming)
-    return Task(url=url, name=name, index=index, checksum=checksum, meta=meta or None,
-                provisional_name=provisional)
+def _checksum(spec: tuple[str, Any] | str | None) -> str | None:
+    """``"ALGO:hex"`` from a column's ``(algorithm, value)`` or the API's ``"ALGO:HEX"``; ValueError if malformed."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        algorithm, _, value = spec.partition(":")
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"checksum must be 'sha256:HEX' or 'md5:HEX', not {spec[:80]!r}")
+    else:
+        algorithm, value = spec
+    if not isinstance(value, str):
+        raise ValueError(f"{algorithm} must be a string, not {type(value).__name__}")
+    return parse_checksum(algorithm, value)
 
 
-def _split(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the columns fetcher reads, by lower-case name; every other column, as named)."""
-    column: dict[str, Any] = {}
-    meta: dict[str, Any] = {}
-    for key, value in fields.items():
-        lowered = str(key).strip().lower()
-        if lowered in SPECIAL_COLUMNS and lowered not in column:
-            column[lowered] = value
-        else:
-            meta[str(key)] = value
-    return column, meta
-
-
-def _checksum(column: dict[str, Any]) -> str | None:
-    """``"ALGO:hex"`` from a sha256 (preferred) or md5 column; raise ValueError if malformed."""
-    for algorithm in ALGORITHMS:
-        value = column.get(algorithm)
-        if value is None or value == "":
-            continue
-        if not isinstance(value, str):
-            raise ValueError(f"{algorithm} must be a string, not {type(value).__name__}")
-        return parse_checksum(algorithm, value)
-    return None
-
-
-def _filename(column: dict[str, Any], names: set[int]) -> str | None:
-    """The safe name a filename column asks for; raise ValueError if unusable or already taken."""
-    value = column.get("filename")
+def _filename(value: Any, names: set[int]) -> str | None:
+    """The safe name a filename column (or ``Task.name``) asks for; raise ValueError if unusable or taken."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -250,8 +262,8 @@ def _filename(column: dict[str, Any], names: set[int]) -> str | None:
     return name
 
 
-def _bad_row(row: Row, message: str, index: int, extra: dict[str, Any]) -> Result:
-    return failed(_display(row.raw), ErrorKind.INVALID_INPUT, f"line {row.line}: {message}",
+def _bad_line(line: Line, message: str, index: int, extra: dict[str, Any]) -> Result:
+    return failed(_display(line.raw), ErrorKind.INVALID_INPUT, f"line {line.number}: {message}",
                   attempts=0, index=index, extra=extra)
 
 
