@@ -1,4 +1,4 @@
-"""Exceptions fetcher raises for misuse; per-URL failures are Results, never these.
+"""Exceptions fetcher raises for misuse (per-URL failures are Results, never these), and exit statuses.
 
     FetcherError
      ├── ConfigError (also ValueError)     bad option, bad input file: CLI exit 2
@@ -14,6 +14,7 @@ Only positional arguments reach ``Exception.__init__`` so every class pickles.
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -44,3 +45,14 @@ class FetchFailure(Exception):
         super().__init__(kind, message)
         self.kind, self.message, self.retryable = kind, message, retryable
         self.http_status, self.retry_after = http_status, retry_after
+
+
+class ExitStatus(enum.IntEnum):
+    """The exit status of ``fetcher``, ``fetcher serve`` and ``fetcher work`` (README: Exit status),
+    and ``Summary.exit_code``: one definition for every command."""
+
+    OK = 0  # every URL was saved or skipped (``work``: the run is over)
+    FAILED = 1  # at least one URL failed (``work``: the server could not be reached)
+    USAGE = 2  # a usage or configuration error: nothing was downloaded
+    STORAGE = 3  # the output disk is full or read-only (issue 13)
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM: what finished is kept

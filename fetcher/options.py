@@ -146,6 +146,11 @@ class Options:
 
         parse_naming(self.naming)
 
+    def will_retry(self, attempt: int, retryable: bool) -> bool:
+        """Whether a failed ``attempt`` is tried again: the scheduler's rule, which fetch_one also
+        follows to keep a ``.part`` only for a retry that will come."""
+        return retryable and attempt <= self.retries
+
     @property
     def memory_cap(self) -> int:
         """The size cap that applies: ``max_size``, or MEMORY_CAP for in-memory bodies without one."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar
 
@@ -82,6 +82,15 @@ class Backend(ABC):
         A backend whose workers come and go (remote) answers with what they can start.
         """
         return window
+
+    def abandon(self, tasks: Iterable[FetchTask]) -> None:
+        """After a cancelled run: the tasks submitted and never answered. A download that could
+        not stop in time (a stuck read, a worker terminated) left its ``.part``: it goes, unless
+        a later run can resume it (``download.attempt.abandon``)."""
+        from fetcher.download.attempt import abandon
+
+        for task in tasks:
+            abandon(task, self.options)
 
     def wait(self, timeout: float | None) -> list[Result]:
         """Results finished so far; blocks up to ``timeout`` seconds for the first."""

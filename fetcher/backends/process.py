@@ -44,6 +44,7 @@ from fetcher.backends.base import Backend, SessionFactory
 from fetcher.backends.process_start import (START_METHOD_ENV, check_picklable, default_processes,
                                             default_start_method, resolve_start_method, shares)
 from fetcher.backends.process_worker import READY, Serve, SharedFlag, serve_multi, serve_threads, watching, worker_main
+from fetcher.download.attempt import give_up
 from fetcher.errors import BackendError
 from fetcher.models import ErrorKind, Result, FetchTask, failed
 from fetcher.options import MAX_PROCESSES
@@ -199,6 +200,8 @@ class ProcessBackend(Backend):
                 raise BackendError(f"{self._startup_failures} worker processes in a row exited before they were "
                                    f"ready ({_describe_exit(code)}; start method {self.start_method})")
         for task in worker.tasks.values():
+            if not self.options.will_retry(task.attempt, retryable=True):
+                give_up(task, self.options)  # what the dead worker left: no retry will resume it
             self._finished.append(failed(task, ErrorKind.WORKER_DIED,
                                          f"the worker process fetching this URL died ({_describe_exit(code)})",
                                          retryable=True))

@@ -14,7 +14,6 @@ from typing import NoReturn, TypeVar
 
 from fetcher.errors import ConfigError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _T = TypeVar("_T")
 
 

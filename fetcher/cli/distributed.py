@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fetcher.cli.common import (EXIT_FAILED, EXIT_OK, Parser, add_fetching_rules, add_input_and_naming_arguments,
+from fetcher.cli.common import (Parser, add_fetching_rules, add_input_and_naming_arguments,
                                 add_run_reporting, chain, count_lines, positive_int, prepare_backend, rule_options)
 from fetcher.distributed.protocol import DEFAULT_PORT, format_address, parse_address
-from fetcher.errors import ConfigError
+from fetcher.errors import ConfigError, ExitStatus
 
 
 def _positive_float(text: str) -> float:
@@ -198,10 +198,10 @@ def remote_status(server: str, authkey_file: str | None) -> int:
             link.close()
     except LinkError as exc:
         print(f"fetcher: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return ExitStatus.FAILED
     for line in describe_stats(format_address(address), stats):
         print(line)
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 def describe_stats(where: str, stats: dict[str, Any]) -> list[str]:

@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from fetcher.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, add_fetching_rules,
+from fetcher.cli.common import (Parser, add_fetching_rules,
                                 add_input_and_naming_arguments, add_run_reporting, chain, count_lines,
                                 positive_int, prepare_backend, rule_options)
-from fetcher.errors import ConfigError
+from fetcher.errors import ConfigError, ExitStatus
 
 if TYPE_CHECKING:
     from fetcher.options import Options
@@ -58,12 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(list(sys.argv[1:] if argv is None else argv))
     except ConfigError as exc:
         print(f"fetcher: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitStatus.USAGE
     except KeyboardInterrupt:
         print("fetcher: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitStatus.INTERRUPTED
     except SystemExit as exc:  # --help and --version
-        return exc.code if isinstance(exc.code, int) else EXIT_OK
+        return exc.code if isinstance(exc.code, int) else ExitStatus.OK
 
 
 SUBCOMMANDS = ("status", "serve", "work")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from fetcher.cli.common import EXIT_OK, Parser
-from fetcher.errors import ConfigError
+from fetcher.cli.common import Parser
+from fetcher.errors import ConfigError, ExitStatus
 
 
 def status_main(argv: list[str]) -> int:
@@ -48,4 +48,4 @@ def status_main(argv: list[str]) -> int:
         print(f"journal: {journal_path(args.out)}")
     finally:
         journal.close()
-    return EXIT_OK
+    return ExitStatus.OK

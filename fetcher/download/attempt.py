@@ -265,8 +265,9 @@ class Download:
                       extra=input_extra(task.meta), **fields)
 
     def _failed(self, failure: FetchFailure | None) -> Result:
-        """Clean up after a failure (None: cancelled), keeping a part a retry can resume."""
-        keep = failure is None or failure.retryable
+        """Clean up after a failure (None: cancelled), keeping a part the retry that will come can resume
+        (a cancelled run's too: the next run resumes it)."""
+        keep = failure is None or self.options.will_retry(self.task.attempt, failure.retryable)
         if not (keep and self._keep_for_resume()):
             partial.discard(self.part)
         task, elapsed = self.task, time.monotonic() - self.started
@@ -330,3 +331,27 @@ def parse_retry_after(value: str | None) -> float | None:
     if when is None:
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def abandon(task: FetchTask, options: Options) -> None:
+    """A task a cancelled run never heard back from (its download could not stop in time):
+    its ``.part`` goes, unless a later run can resume it."""
+    part = _part_of(task, options)
+    if part is not None and not partial.is_resumable(part):
+        partial.discard(part)
+
+
+def give_up(task: FetchTask, options: Options) -> None:
+    """A task whose last attempt ended where it ran (its worker process died): no retry will resume its ``.part``."""
+    part = _part_of(task, options)
+    if part is not None:
+        partial.discard(part)
+
+
+def _part_of(task: FetchTask, options: Options) -> str | None:
+    if options.in_memory:
+        return None
+    try:
+        return join_within(options.out, task.name) + PART_SUFFIX
+    except ValueError:
+        return None

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
+from fetcher.errors import ExitStatus
 from fetcher.models import Result, Status
 from fetcher.files.paths import PART_SUFFIX
 from fetcher.run.progress import Progress, human_bytes
@@ -46,10 +47,10 @@ class Summary:
         return self.ok + self.failed + self.skipped
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitStatus:
         if self.interrupted:
-            return 130
-        return 1 if self.failed else 0
+            return ExitStatus.INTERRUPTED
+        return ExitStatus.FAILED if self.failed else ExitStatus.OK
 
     def describe(self, backend: str, pool: int) -> str:
         """The one-paragraph summary printed at the end of a CLI run."""

@@ -6,14 +6,12 @@ list of millions of URLs is read as the downloads go, never all at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
-from fetcher.download import partial
 from fetcher.backends import backend_class
 from fetcher.backends.base import Backend, BackendFactory, SessionFactory
 from fetcher.errors import Interrupted
-from fetcher.models import FetchTask, Item, Result, Status
-from fetcher.files.paths import PART_SUFFIX, join_within
+from fetcher.models import FetchTask, Item, Result
 from fetcher.options import Options
 from fetcher.run.scheduler import Scheduler
 from fetcher.download.guards import CancelFlag
@@ -38,21 +36,22 @@ def results(items: Iterator[Item], options: Options,
     ``cancel``, checked at least every ``MAX_WAIT_S``, stops the run by raising
     Interrupted. ``backend_factory`` replaces ``options.backend`` (``fetcher
     serve`` passes its RemoteBackend). On an exception (KeyboardInterrupt included), or when the
-    consumer stops early, the backend is cancelled and the ``.part`` files of unfinished
-    downloads are removed unless a later run can resume them.
+    consumer stops early, the backend is cancelled and told which tasks it never
+    answered (``Backend.abandon``: their ``.part`` files go unless a later run can resume them).
     """
     make_backend = backend_factory or backend_class(options.backend, options.client)
     scheduler = Scheduler(items, options)
     in_flight: dict[int, FetchTask] = {}
+    backend = make_backend(options, session_factory)
     try:
-        with make_backend(options, session_factory) as backend:
-            yield from _drive(scheduler, backend, in_flight, options.window, options.out, wait_for_more, cancel)
+        with backend:
+            yield from _drive(scheduler, backend, in_flight, options.window, wait_for_more, cancel)
     except BaseException:
-        _remove_partials(options.out, in_flight.values())
+        backend.abandon(in_flight.values())  # what its cancel could not reach: the backend decides
         raise
 
 
-def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTask], window: int, out: str,
+def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTask], window: int,
            wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None) -> Iterator[Result]:
     while True:
         if cancel is not None and cancel.is_set():
@@ -80,25 +79,5 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTas
         for result in backend.wait(timeout):
             task = in_flight.pop(result.index)
             final = scheduler.settle(task, result)
-            if final is None:
-                continue
-            if final.status is Status.FAILED:
-                _discard_partial(out, task)  # kept for a retry that will not come
-            yield final
-
-
-def _remove_partials(out: str, tasks: Iterable[FetchTask]) -> None:
-    for task in tasks:
-        try:
-            part = join_within(out, task.name) + PART_SUFFIX
-        except ValueError:
-            continue
-        if not partial.is_resumable(part):
-            partial.discard(part)
-
-
-def _discard_partial(out: str, task: FetchTask) -> None:
-    try:
-        partial.discard(join_within(out, task.name) + PART_SUFFIX)
-    except ValueError:
-        pass
+            if final is not None:
+                yield final

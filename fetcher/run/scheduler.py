@@ -180,7 +180,7 @@ class Scheduler:
         self._settled += 1
         if self._settled % FORGET_EVERY == 0:
             self._limits.forget_idle(now)
-        if not result.retryable or task.attempt > self._options.retries:
+        if not self._options.will_retry(task.attempt, result.retryable):
             return result
         due = now + self.backoff_delay(task.attempt, result.retry_after)
         heapq.heappush(self._retries, (due, task.index, replace(task, attempt=task.attempt + 1)))
