@@ -7,7 +7,6 @@ transports/), ready for ``fetch_one``; backends only create and close it.
 from __future__ import annotations
 
 import http.cookiejar
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from fetcher.errors import ConfigError
@@ -15,8 +14,6 @@ from fetcher.transports import CURL_INSTALL_HINT
 
 if TYPE_CHECKING:
     import requests
-    from requests.adapters import HTTPAdapter
-    from requests.models import PreparedRequest
 
     from fetcher.options import Options
     from fetcher.transports.base import Transport
@@ -70,62 +67,12 @@ def requests_session(options: Options, pool_maxsize: int = 1, ca_bundle: str | N
         session.verify = ca_bundle
     if options.cookies:
         session.cookies = _load_cookies(options.cookies)  # type: ignore[assignment]
-    adapter = _adapter_class()(pool_connections=16, pool_maxsize=max(pool_maxsize, 1), max_retries=0)
+    from requests.adapters import HTTPAdapter
+
+    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=max(pool_maxsize, 1), max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
-
-
-@lru_cache(maxsize=1)
-def _adapter_class() -> type[HTTPAdapter]:
-    """HTTPAdapter that remembers which connection pool serves which origin (defined on first use:
-    importing requests is left to the first session, after gevent's monkey-patching)."""
-    from requests.adapters import HTTPAdapter
-
-    class PoolCachingAdapter(HTTPAdapter):
-        """Finds a request's connection pool once per origin and TLS settings, not once per request.
-
-        requests works the pool out from scratch on every send: it parses the URL twice,
-        builds the pool key (a tuple of some twenty fields) and asks the PoolManager: about
-        30 µs of the ~500 µs of CPU a small download costs (issue 8). At most
-        ``pool_connections`` pools are remembered, as many as the PoolManager keeps, the
-        oldest dropped first, so no more idle connections stay open than before. A pool
-        closed since (urllib3 1.x closes the ones its PoolManager drops) is looked up
-        again. Sending, retries, redirects and cookies are untouched, and so is
-        ``HTTPAdapter.send`` (what ``responses`` mocks).
-        """
-
-        def __init__(self, pool_connections: int, **kwargs: Any) -> None:
-            super().__init__(pool_connections=pool_connections, **kwargs)
-            self._pools: dict[tuple[Any, ...], Any] = {}
-            self._keep = max(1, pool_connections)
-
-        # Any for the settings: requests' own annotations of them change between releases.
-        def get_connection_with_tls_context(self, request: PreparedRequest, verify: Any,
-                                            proxies: Any = None, cert: Any = None) -> Any:
-            url = request.url or ""
-            origin_end = url.find("/", url.find("//") + 2)
-            key = (url if origin_end < 0 else url[:origin_end], _hashable(verify), _hashable(cert),
-                   tuple(sorted(proxies.items())) if proxies else None)
-            pool = self._pools.get(key)
-            if pool is None or pool.pool is None:  # new, or closed since
-                pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
-                self._pools.pop(key, None)
-                if len(self._pools) >= self._keep:  # the oldest out (list(): one atomic copy)
-                    for stale in list(self._pools)[:len(self._pools) - self._keep + 1]:
-                        self._pools.pop(stale, None)
-                self._pools[key] = pool
-            return pool
-
-        def close(self) -> None:
-            self._pools.clear()
-            super().close()
-
-    return PoolCachingAdapter
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def _curl_transport(options: Options, environment: Environment) -> Transport:

@@ -6,12 +6,12 @@ through ``session_factory``. The body is read with ``raw.read1``, which returns
 whatever has arrived, so the receiver sees every chunk as it comes and each
 read's socket timeout can be cut to the time the guard has left.
 
-A session made by ``session.make_session`` is driven through ``Session.send``
-with a request prepared here: redirects, cookie persistence, hooks and the
-adapter's connection pool are requests' own, but the per-request merging that
-``Session.request`` repeats (session settings, environment, hooks) is done once.
-That cut 0.1–0.25 ms of the ~0.7 ms of CPU a small download costs (issue 8). A
-caller's own session goes through ``Session.get``, exactly as they configured it.
+A session made by ``transports.factory.make_session`` is driven through
+``Session.send`` of a ``Session.prepare_request``'ed request, requests' public API:
+redirects, cookie persistence, hooks and the adapter's connection pool are
+requests' own; only the environment lookups ``Session.request`` repeats per
+request (proxies, NO_PROXY, netrc) are made once per worker (environment.py).
+A caller's own session goes through ``Session.get``, exactly as they configured it.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 import urllib3.exceptions
-from requests.models import PreparedRequest
-from requests.structures import CaseInsensitiveDict
 
 from fetcher.errors import FetchFailure
 from fetcher.models import ErrorKind
@@ -68,37 +66,16 @@ class RequestsTransport(Transport):
         if environment.proxies and (proxy := environment.proxy_for(request.url)):
             proxies = {"http": proxy, "https": proxy}
         auth = _netrc_auth(request.url.split("/", 3)[2], environment.netrc) if self._netrc else None
-        headers = CaseInsensitiveDict(session.headers)
-        headers.update(request.headers)
-        return session.send(_prepare(request.url, headers, session.cookies, auth), stream=True, timeout=timeout,
-                            proxies=proxies, verify=session.verify, cert=session.cert)
+        # Public API only: prepare_request merges the session's headers, cookies and auth into
+        # the request as Session.request would; send() then runs the adapter, redirects and
+        # cookie persistence. What request() adds on top, merging the environment's settings,
+        # is done once per worker instead (environment.py).
+        prepared = session.prepare_request(requests.Request("GET", request.url, headers=request.headers, auth=auth))
+        return session.send(prepared, stream=True, timeout=timeout, proxies=proxies, verify=session.verify,
+                            cert=session.cert)
 
     def close(self) -> None:
         self.session.close()
-
-
-def _prepare(url: str, headers: CaseInsensitiveDict[str | bytes], cookies: requests.cookies.RequestsCookieJar,
-             auth: tuple[str, str] | None) -> PreparedRequest:
-    """``PreparedRequest.prepare`` for a GET, minus the steps that cost and do nothing here.
-
-    An empty cookie jar gets no ``Cookie`` header, so its (costly) lookup is
-    skipped, but the request still carries a jar: requests' redirect handling
-    collects cookies set along the chain into it. Credentials in the URL are
-    looked for only when the URL can hold them.
-    """
-    prepared = PreparedRequest()
-    prepared.prepare_method("GET")
-    prepared.prepare_url(url, None)
-    prepared.prepare_headers(headers)
-    if len(cookies):
-        prepared.prepare_cookies(cookies)
-    else:
-        prepared._cookies = requests.cookies.RequestsCookieJar()  # type: ignore[attr-defined]
-    prepared.prepare_body(None, None)
-    if auth is not None or "@" in url:
-        prepared.prepare_auth(auth, url)
-    prepared.prepare_hooks({})
-    return prepared
 
 
 def _stream(response: requests.Response, receiver: Receiver, request: Request) -> None:
