@@ -133,11 +133,6 @@ _IMAGE_MAGIC: tuple[tuple[int, bytes], ...] = (
 _OTHER_MAGIC = {"application/pdf": (b"%PDF-",)}
 
 
-def parse_accept(text: str) -> tuple[str, ...]:
-    """``"image/*, application/pdf"`` -> ``("image/*", "application/pdf")``."""
-    return tuple(p.strip().lower() for p in text.split(",") if p.strip())
-
-
 def check_content_type(content_type: str | None, accept: tuple[str, ...]) -> None:
     """Fail with ``bad-content`` unless the media type matches one of ``accept``."""
     if not accept:
