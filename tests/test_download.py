@@ -10,7 +10,8 @@ import pytest
 import requests
 import responses
 
-from fetcher.download.attempt import fetch_one, parse_retry_after
+from fetcher.download.attempt import fetch_one
+from fetcher.download.headers import parse_retry_after
 from fetcher.models import Status, FetchTask
 from fetcher.files.naming import name_for_url
 from fetcher.options import Options

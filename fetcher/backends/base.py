@@ -86,8 +86,8 @@ class Backend(ABC):
     def abandon(self, tasks: Iterable[FetchTask]) -> None:
         """After a cancelled run: the tasks submitted and never answered. A download that could
         not stop in time (a stuck read, a worker terminated) left its ``.part``: it goes, unless
-        a later run can resume it (``download.attempt.abandon``)."""
-        from fetcher.download.attempt import abandon
+        a later run can resume it (``download.partial.abandon``)."""
+        from fetcher.download.partial import abandon
 
         for task in tasks:
             abandon(task, self.options)

@@ -44,7 +44,7 @@ from fetcher.backends.base import Backend, SessionFactory
 from fetcher.backends.process_start import (START_METHOD_ENV, check_picklable, default_processes,
                                             default_start_method, resolve_start_method, shares)
 from fetcher.backends.process_worker import READY, Serve, SharedFlag, serve_multi, serve_threads, watching, worker_main
-from fetcher.download.attempt import give_up
+from fetcher.download.partial import give_up
 from fetcher.errors import BackendError
 from fetcher.models import ErrorKind, Result, FetchTask, failed
 from fetcher.options import MAX_PROCESSES

@@ -79,6 +79,7 @@ def _next_batch(conn: connection.Connection, incoming: Any, parent: int) -> list
 def serve_threads(conn: connection.Connection, factory: SessionFactory | None, options: Options,
                   cancel: SharedFlag, slots: int) -> None:
     """``slots`` threads, a session each, answering one result at a time."""
+    # Over 40 lines: the threads and the loop that feeds them share its locals (inbox, lock, pipe).
     parent = os.getppid()
     assert factory is not None, "the thread workers are given their session factory"
     try:

@@ -52,6 +52,7 @@ def add_run_reporting(parser: argparse.ArgumentParser, rerun: str) -> None:
 
 
 def add_fetching_rules(parser: argparse.ArgumentParser) -> None:
+    # Over 40 lines: one declaration per flag, in --help's order; splitting it would only scatter them.
     retry = parser.add_argument_group("retries and deadlines")
     retry.add_argument("--timeout", default="10,30", metavar="S",
                        help="connect and read timeout in seconds: one number for both, or CONNECT,READ "

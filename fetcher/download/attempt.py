@@ -13,10 +13,8 @@ error kind; only bugs raise.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import io
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from fetcher.download import partial, placement
 from fetcher.errors import FetchFailure
 from fetcher.download.checksum import Verifier, hash_prefix
+from fetcher.download.headers import expected_size, parse_retry_after, resume_offset
 from fetcher.models import ErrorKind, Result, Status, FetchTask, failed, input_extra
 from fetcher.files.naming import finalize_name
 from fetcher.files.paths import FOUND, NO_FOLDER, PART_SUFFIX, join_within, locate
@@ -210,7 +209,7 @@ class Download:
                                        target=self.target)
             if kept is not None:
                 raise _Kept(kept)
-        self.offset = _resume_offset(head.status, headers, self.resume)
+        self.offset = resume_offset(head.status, headers, self.resume)
         self.guard.check_declared_size(headers.get("Content-Length"), is_encoded(headers), self.offset)
         if self.offset:
             self.digest = hash_prefix(self.part, self.offset, self.verifier)
@@ -219,7 +218,7 @@ class Download:
             partial.discard(self.part)
             self.has_meta = False
         self.sink = partial.open_part(self.part, self.offset)
-        if self.offset == 0 and _expected_size(headers) >= EAGER_META_BYTES:
+        if self.offset == 0 and expected_size(headers, EAGER_META_BYTES) >= EAGER_META_BYTES:
             self.has_meta = partial.remember(self.part, task.url, headers)
 
     def _final_name(self, head: Head) -> str:
@@ -286,72 +285,3 @@ class Download:
         if self.sink is None or self.guard.size == 0:  # this attempt wrote nothing worth keeping
             return False
         return partial.remember(self.part, self.task.url, self.head.headers)  # type: ignore[union-attr]
-
-
-def _expected_size(headers: Any) -> int:
-    """The declared body size; unknown counts as large (it may be)."""
-    try:
-        return int(headers.get("Content-Length"))
-    except (TypeError, ValueError):
-        return EAGER_META_BYTES
-
-
-def _resume_offset(status: int, headers: Any, resume: tuple[int, str] | None) -> int:
-    """Where the body starts in the file: the part's size for a matching 206, else 0.
-
-    A 200 to a ranged request means the server ignored the range or the file
-    changed (If-Range failed): the body is the whole new file.
-    """
-    if status != 206:
-        return 0
-    start = _content_range_start(headers.get("Content-Range", ""))
-    if resume is None or start != resume[0]:
-        raise FetchFailure(ErrorKind.BAD_CONTENT, f"unexpected partial response (Content-Range "
-                           f"{headers.get('Content-Range')!r})", retryable=True)
-    return start
-
-
-def _content_range_start(value: str) -> int | None:
-    unit, _, rest = value.strip().partition(" ")
-    first = rest.split("-", 1)[0]
-    return int(first) if unit.lower() == "bytes" and first.isdigit() else None
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def abandon(task: FetchTask, options: Options) -> None:
-    """A task a cancelled run never heard back from (its download could not stop in time):
-    its ``.part`` goes, unless a later run can resume it."""
-    part = _part_of(task, options)
-    if part is not None and not partial.is_resumable(part):
-        partial.discard(part)
-
-
-def give_up(task: FetchTask, options: Options) -> None:
-    """A task whose last attempt ended where it ran (its worker process died): no retry will resume its ``.part``."""
-    part = _part_of(task, options)
-    if part is not None:
-        partial.discard(part)
-
-
-def _part_of(task: FetchTask, options: Options) -> str | None:
-    if options.in_memory:
-        return None
-    try:
-        return join_within(options.out, task.name) + PART_SUFFIX
-    except ValueError:
-        return None

@@ -8,7 +8,7 @@ or that ignores ranges, answers 200 and the download restarts cleanly. A part
 without meta cannot be resumed and is simply overwritten.
 
 The meta is written when a download starts if it is expected to be large (see
-``download.EAGER_META_BYTES``), so that even a killed run resumes it, and
+``attempt.EAGER_META_BYTES``), so that even a killed run resumes it, and
 otherwise only when an attempt fails transiently or is cancelled: for small
 files, one more file created and deleted per download cost more than fetching
 them again after a crash.
@@ -20,8 +20,13 @@ import errno
 import json
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from fetcher.files.paths import PART_SUFFIX, ensure_folder, forget_folders
+from fetcher.files.paths import PART_SUFFIX, ensure_folder, forget_folders, join_within
+
+if TYPE_CHECKING:
+    from fetcher.models import FetchTask
+    from fetcher.options import Options
 
 META_SUFFIX = ".meta"
 WRITE_BUFFER = 128 * 1024
@@ -192,3 +197,28 @@ def sweep(out: str) -> int:
                 except OSError:
                     pass
     return removed
+
+
+def abandon(task: FetchTask, options: Options) -> None:
+    """A task a cancelled run never heard back from (its download could not stop in time):
+    its ``.part`` goes, unless a later run can resume it."""
+    part = _part_of(task, options)
+    if part is not None and not is_resumable(part):
+        discard(part)
+
+
+def give_up(task: FetchTask, options: Options) -> None:
+    """A task whose last attempt ended where it ran (its worker process died): no retry will resume its ``.part``."""
+    part = _part_of(task, options)
+    if part is not None:
+        discard(part)
+
+
+def _part_of(task: FetchTask, options: Options) -> str | None:
+    """The task's ``.part`` (under its initial name, as a resume finds it), or None without files."""
+    if options.in_memory:
+        return None
+    try:
+        return join_within(options.out, task.name) + PART_SUFFIX
+    except ValueError:
+        return None

@@ -26,7 +26,6 @@ touches the disk.
 from __future__ import annotations
 
 import hashlib
-import os
 import posixpath
 import re
 import string

@@ -75,6 +75,7 @@ class Job:
         Raises:
             ConfigError: another run holds the output folder, or its journal is unusable.
         """
+        # Over 40 lines: one ExitStack holds the lock, journal, collector and engine of the run, in order.
         counts: dict[str, int] = {"duplicates": 0}
         options = self.options
         with ExitStack() as stack:

@@ -7,7 +7,7 @@ transports/), ready for ``fetch_one``; backends only create and close it.
 from __future__ import annotations
 
 import http.cookiejar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fetcher.errors import ConfigError
 from fetcher.transports import CURL_INSTALL_HINT
