@@ -168,7 +168,7 @@ def test_provisional_name_is_completed_from_the_headers(options, session):
 
 
 def test_our_session_keeps_requests_cookie_and_credential_handling(server, options, session):
-    """The prepared-request path (requests_transport._prepare) sends what Session.get would:
+    """The prepared-request path (transports/requests.py) sends what Session.get would:
     credentials in the URL as Basic auth, a cookie set by a redirect along the chain, and
     that cookie again on the session's later requests."""
     import json

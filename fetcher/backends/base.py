@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from fetcher.download.guards import CancelFlag
     from fetcher.transports.base import Transport
 
-# Returns what fetch_one fetches through: a transport (session.make_session) or a requests.Session.
+# Returns what fetch_one fetches through: a transport (transports.factory.make_session) or a requests.Session.
 SessionFactory = Callable[[], "Transport | requests.Session"]
 BackendFactory = Callable[["Options", "SessionFactory | None"], "Backend"]
 

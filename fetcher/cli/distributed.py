@@ -1,7 +1,7 @@
 """``fetcher serve``, ``fetcher work`` and ``fetcher status HOST:PORT``: argparse → fetcher.distributed.
 
-Kept out of cli.py so that module stays about the local command; it shares
-cli.py's parser class, fetching-rule flags and exit codes, so a rule means the
+Kept out of cli/main.py so that module stays about the local command; it shares
+cli/common.py's parser class and fetching-rule flags, and errors.ExitStatus, so a rule means the
 same on ``fetcher`` and ``fetcher serve``.
 """
 

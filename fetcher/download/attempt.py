@@ -49,7 +49,7 @@ def fetch_one(task: FetchTask, session: Any, options: Options, cancel: CancelFla
 
     Args:
         task: what to fetch and where to put it (relative, already made safe).
-        session: what ``session.make_session`` returned for this worker (a
+        session: what ``transports.factory.make_session`` returned for this worker (a
             transport), or a caller's own ``requests.Session``; fetch_one never makes one.
         options: timeouts, size caps, checks, output folder.
         cancel: checked between chunks; when set, the download stops and a

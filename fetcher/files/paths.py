@@ -7,7 +7,7 @@ through a symbolic link planted inside it.
 This module owns the process-wide folder cache, both halves of it: the folders
 ``locate`` has checked (``_verified``) and those ``ensure_folder`` has made or
 found (``_made``). Only ``forget_folders`` clears them, for a folder removed
-under a running download (``fetch.partial.open_part``).
+under a running download (``download.partial.open_part``).
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ class Transport(ABC):
     """Performs GETs for one worker; not shared between threads (gevent shares one per process).
 
     Use as a context manager, or call ``close``. A backend gets one from
-    ``session.make_session(options, pool_maxsize)``, which picks the class for
+    ``transports.factory.make_session(options, pool_maxsize)``, which picks the class for
     ``options.client``.
     """
 

@@ -37,7 +37,7 @@ class RequestsTransport(Transport):
     """GETs through ``session``.
 
     Args:
-        session: made by ``session.make_session`` (``trust_env`` off), or the
+        session: made by ``transports.factory.make_session`` (``trust_env`` off), or the
             caller's own, used as it is.
         environment: proxies and netrc resolved once (see environment.py);
             None for a caller's session, which keeps its own way of finding them.
