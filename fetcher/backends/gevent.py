@@ -19,17 +19,20 @@ blocking I/O one URL at a time.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
 import gevent.queue
 from gevent import monkey
 
-from fetcher.backends.base import Backend, run_task
+from fetcher.backends.base import Backend, SessionFactory, run_task
 from fetcher.errors import BackendError
 from fetcher.models import FetchTask
 from fetcher.transports.factory import make_session
+
+if TYPE_CHECKING:
+    from fetcher.options import Options
 
 KILL_TIMEOUT_S = 2.0
 
@@ -46,9 +49,13 @@ class GeventHubBackend(Backend):
 
     name = "gevent"
 
-    def _start(self) -> None:
+    @classmethod
+    def check(cls, options: Options, session_factory: SessionFactory | None = None) -> None:
         if not monkey.is_module_patched("socket"):
             raise BackendError(NOT_PATCHED)
+
+    def _start(self) -> None:
+        self.check(self.options, self.session_factory)
         self._cancel = gevent.event.Event()
         # The base class's wait() blocks on this queue: make it gevent's, because a
         # stdlib queue blocks the hub itself unless threading was patched too.

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from gevent.monkey import get_original
 
+from fetcher.backends.base import SessionFactory
 from fetcher.backends.gevent import KILL_TIMEOUT_S, GeventHubBackend
 from fetcher.backends.multi import MultiDownloads
 from fetcher.errors import BackendError
@@ -54,9 +55,13 @@ def unpatched_epoll() -> Callable[[], Any] | None:
 class GeventCurlBackend(GeventHubBackend):
     """Downloads on a ``CurlHub``: libcurl's transfers, driven by gevent's loop."""
 
-    def _start_work(self) -> None:
-        if self.session_factory is not None:
+    @classmethod
+    def check(cls, options: Options, session_factory: SessionFactory | None = None) -> None:
+        super().check(options, session_factory)
+        if session_factory is not None:
             raise BackendError("--client curl makes its own libcurl handles: it takes no session_factory")
+
+    def _start_work(self) -> None:
         self._hub = CurlHub(self.options, self._deliver, self._cancel)
 
     def submit(self, task: FetchTask) -> None:

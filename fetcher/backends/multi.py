@@ -146,9 +146,13 @@ class MultiBackend(Backend):
         super().__init__(options, session_factory)
         self.wake_fds, self.cancel = wake_fds, cancel
 
-    def _start(self) -> None:
-        if self.session_factory is not None:
+    @classmethod
+    def check(cls, options: Options, session_factory: SessionFactory | None = None) -> None:
+        if session_factory is not None:
             raise BackendError("the multi backend makes its own libcurl handles: it takes no session_factory")
+
+    def _start(self) -> None:
+        self.check(self.options, self.session_factory)
         refuse_blocking_curl()  # its epoll wait would stall every greenlet
         self._poller = SocketPoller()
         self._timer_at: float | None = None  # when libcurl wants socket_action(SOCKET_TIMEOUT)

@@ -112,6 +112,12 @@ class ProcessBackend(Backend):
         """How the next worker starts (see the module docstring)."""
         return self._requested or default_start_method()
 
+    @classmethod
+    def check(cls, options: Options, session_factory: SessionFactory | None = None) -> None:
+        requested = resolve_start_method()
+        if session_factory is not None and requested != "fork":
+            check_picklable(session_factory, requested or "forkserver")
+
     def _start(self) -> None:
         self._factory = self._session_factory()
         if self._requested != "fork" and self._factory is not None:
@@ -288,7 +294,11 @@ class ProcessCurlBackend(ProcessBackend):
     serve = staticmethod(serve_multi)
     preload = (*ProcessBackend.preload, "fetcher.backends.multi")
 
-    def _session_factory(self) -> SessionFactory | None:
-        if self.session_factory is not None:
+    @classmethod
+    def check(cls, options: Options, session_factory: SessionFactory | None = None) -> None:
+        if session_factory is not None:
             raise BackendError("--client curl makes its own libcurl handles: it takes no session_factory")
+
+    def _session_factory(self) -> SessionFactory | None:
+        self.check(self.options, self.session_factory)
         return None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from fetcher.cli.common import (Parser, add_fetching_rules,
                                 add_input_and_naming_arguments, add_run_reporting, chain, count_lines,
                                 positive_int, prepare_backend, rule_options)
-from fetcher.errors import ConfigError, ExitStatus
+from fetcher.errors import ConfigError, ExitStatus, StorageError
 
 if TYPE_CHECKING:
     from fetcher.options import Options
@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="fetcher",
         description="Download every URL of a list concurrently into a folder, with a manifest.",
-        epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 130 interrupted. "
+        epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 3 stopped: the output's "
+               "disk is full or read-only, 130 interrupted. "
                "Also: 'fetcher status', and distributed mode: 'fetcher serve' and 'fetcher work' "
                "(each has --help).",
     )
@@ -53,17 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit status instead of exiting (tests call this)."""
-    try:
-        return _main(list(sys.argv[1:] if argv is None else argv))
-    except ConfigError as exc:
-        print(f"fetcher: error: {exc}", file=sys.stderr)
-        return ExitStatus.USAGE
-    except KeyboardInterrupt:
-        print("fetcher: interrupted", file=sys.stderr)
-        return ExitStatus.INTERRUPTED
-    except SystemExit as exc:  # --help and --version
-        return exc.code if isinstance(exc.code, int) else ExitStatus.OK
+    """Run the CLI; return the exit status instead of exiting (tests call this).
+
+    Standard output and error are Consoles while it runs: a reader that goes
+    away (``| head``) ends the printing, never the run (console.py).
+    """
+    from fetcher.cli.console import guarded_streams
+
+    with guarded_streams():
+        try:
+            return _main(list(sys.argv[1:] if argv is None else argv))
+        except ConfigError as exc:
+            print(f"fetcher: error: {exc}", file=sys.stderr)
+            return ExitStatus.USAGE
+        except StorageError as exc:  # before the run's summary existed (it prints its own)
+            print(f"fetcher: error: {exc}", file=sys.stderr)
+            return ExitStatus.STORAGE
+        except KeyboardInterrupt:
+            print("fetcher: interrupted", file=sys.stderr)
+            return ExitStatus.INTERRUPTED
+        except SystemExit as exc:  # --help and --version
+            return exc.code if isinstance(exc.code, int) else ExitStatus.OK
 
 
 SUBCOMMANDS = ("status", "serve", "work")
@@ -86,8 +97,11 @@ def _main(argv: list[str]) -> int:
                              manifest=args.manifest, input_format=args.input_format, naming=args.naming,
                              on_exists=args.on_exists, **rule_options(args))
     from fetcher.backends import backend_class
+    from fetcher.run.outdir import check_output
 
-    backend_class(options.backend, options.client)  # an unknown backend or pair: a usage error, before any write
+    # An unknown backend or pair, or one that cannot run here: a usage error, before any write.
+    backend_class(options.backend, options.client).check(options)
+    check_output(options.out, options.manifest_path)  # -o a file, a read-only mount: exit 2 now, in one line
     if options.insecure:
         print("fetcher: warning: --insecure: TLS certificates are NOT verified; anyone between you and "
               "the server can change what you download", file=sys.stderr)
@@ -106,7 +120,7 @@ def _run(args: argparse.Namespace, options: Options) -> int:
     show_bar = not args.quiet and sys.stderr.isatty()
     items = sources.iter_rows(chain(first, rows), naming=options.naming, dedupe=False)  # the journal dedupes
     summary = run_job(items, options, Progress(total, enabled=show_bar), verbose=args.verbose,
-                      quiet=args.quiet, retry_failed=args.retry_failed)
+                      quiet=args.quiet, retry_failed=args.retry_failed, input_lines=total)
     if not args.quiet:
         print(summary.describe(options.backend, options.pool))
     return summary.exit_code

@@ -40,6 +40,11 @@ def status_main(argv: list[str]) -> int:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
             print(f"runs: {len(runs)}; the last (#{number}) started {when} and "
                   + ("finished." if finished else "did not finish (interrupted, or still running)."))
+            lines, seen = journal.last_run_input()
+            if not finished and lines and seen < lines:
+                # The journal learns of a URL only when the input is read that far.
+                print(f"its input has about {lines} lines; it had read {seen} URLs when it stopped: "
+                      "the rest are not counted above (run the same command again to fetch them)")
         errors = journal.top_errors()
         if errors:
             print("failures by kind: " + ", ".join(f"{kind} {n}" for kind, n in errors))

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fetcher.download import partial, placement
-from fetcher.errors import FetchFailure
+from fetcher.errors import STORAGE_ERRNOS, FetchFailure
 from fetcher.download.checksum import Verifier, hash_prefix
 from fetcher.download.headers import expected_size, parse_retry_after, resume_offset
 from fetcher.models import ErrorKind, Result, Status, FetchTask, failed, input_extra
 from fetcher.files.naming import finalize_name
-from fetcher.files.paths import FOUND, NO_FOLDER, PART_SUFFIX, join_within, locate
+from fetcher.files.paths import FOUND, NO_FOLDER, PART_SUFFIX, join_within, locate, prune_empty
 from fetcher.download.guards import (MAGIC_BYTES, CancelFlag, Cancelled, TransferGuard, check_complete, check_content_type,
                                   check_magic, is_encoded)
 from fetcher.transports import as_transport
@@ -143,7 +144,7 @@ class Download:
         except Cancelled:
             return self._failed(None)
         except OSError as exc:
-            return self._failed(FetchFailure(ErrorKind.IO, f"cannot write file: {exc.strerror or exc}"))
+            return self._failed(_write_failure(exc))
         except BaseException:
             partial.discard(self.part)
             raise
@@ -266,9 +267,13 @@ class Download:
     def _failed(self, failure: FetchFailure | None) -> Result:
         """Clean up after a failure (None: cancelled), keeping a part the retry that will come can resume
         (a cancelled run's too: the next run resumes it)."""
-        keep = failure is None or self.options.will_retry(self.task.attempt, failure.retryable)
+        # A full disk stops the run (run/engine.py): its .part stays for the next run, retry or not.
+        keep = (failure is None or failure.kind is ErrorKind.STORAGE
+                or self.options.will_retry(self.task.attempt, failure.retryable))
         if not (keep and self._keep_for_resume()):
             partial.discard(self.part)
+            if self.sink is not None and not self.options.in_memory:  # its folder may be new, and now empty
+                prune_empty(os.path.dirname(self.part), self.options.out)
         task, elapsed = self.task, time.monotonic() - self.started
         if failure is None:
             return failed(task, ErrorKind.CANCELLED, "cancelled before the download finished", elapsed_s=elapsed)
@@ -285,3 +290,11 @@ class Download:
         if self.sink is None or self.guard.size == 0:  # this attempt wrote nothing worth keeping
             return False
         return partial.remember(self.part, self.task.url, self.head.headers)  # type: ignore[union-attr]
+
+
+def _write_failure(exc: OSError) -> FetchFailure:
+    """A file that could not be written: ``storage`` when the whole disk refuses (full, read-only),
+    which stops a local run (run/engine.py); else ``io``, a problem of this one file."""
+    if exc.errno in STORAGE_ERRNOS:
+        return FetchFailure(ErrorKind.STORAGE, f"cannot write file: {exc.strerror or exc}", retryable=True)
+    return FetchFailure(ErrorKind.IO, f"cannot write file: {exc.strerror or exc}")

@@ -159,8 +159,12 @@ def remember(part: str, url: str, headers: Mapping[str, str]) -> bool:
     validator = etag if etag and not etag.startswith("W/") else (headers.get("Last-Modified") or "")
     if not validator or (headers.get("Accept-Ranges") or "bytes").strip().lower() == "none":
         return False
-    with open(meta_path(part), "w", encoding="utf-8") as handle:
-        json.dump({"url": url, "validator": validator}, handle)
+    try:
+        with open(meta_path(part), "w", encoding="utf-8") as handle:
+            json.dump({"url": url, "validator": validator}, handle)
+    except OSError:  # a full disk: the part simply is not resumable (never half a meta)
+        discard_meta(part)
+        return False
     return True
 
 

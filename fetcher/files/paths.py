@@ -6,8 +6,9 @@ through a symbolic link planted inside it.
 
 This module owns the process-wide folder cache, both halves of it: the folders
 ``locate`` has checked (``_verified``) and those ``ensure_folder`` has made or
-found (``_made``). Only ``forget_folders`` clears them, for a folder removed
-under a running download (``download.partial.open_part``).
+found (``_made``). Only this module changes them: ``forget_folders`` for a folder
+removed under a running download (``download.partial.open_part``), ``prune_empty``
+for the empty folders fetcher removes itself.
 """
 
 from __future__ import annotations
@@ -147,3 +148,23 @@ def ensure_folder(folder: str) -> None:
     if len(_made) >= _MADE_LIMIT:  # a crawl over millions of hosts: stay bounded
         _made.clear()
     _made.add(folder)
+
+
+def prune_empty(folder: str, root: str) -> None:
+    """Remove ``folder`` and its parents below ``root`` while they are empty, and forget them.
+
+    For a failed download that left nothing: an empty ``HOST/`` folder is clutter.
+    Only an empty folder can be removed (rmdir), so one that another download is
+    writing into stays; one removed just before another download opens its part
+    there is made again (see ``download.partial.open_part``).
+    """
+    root = os.path.abspath(root)
+    folder = os.path.abspath(folder)
+    while folder != root and folder.startswith(root + os.sep):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (the usual case), or already gone
+            return
+        _made.discard(folder)
+        _verified.get(root, set()).discard(folder)
+        folder = os.path.dirname(folder)

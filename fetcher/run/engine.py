@@ -10,20 +10,22 @@ from collections.abc import Callable, Generator, Iterator
 
 from fetcher.backends import backend_class
 from fetcher.backends.base import Backend, BackendFactory, SessionFactory
-from fetcher.errors import Interrupted
-from fetcher.models import FetchTask, Item, Result
+from fetcher.errors import Interrupted, StorageError
+from fetcher.models import ErrorKind, FetchTask, Item, Result
 from fetcher.options import Options
 from fetcher.run.scheduler import Scheduler
 from fetcher.download.guards import CancelFlag
 
 MAX_WAIT_S = 0.25  # also the longest a cancel waits to be seen
+_STORAGE = ErrorKind.STORAGE.value
 
 
 def results(items: Iterator[Item], options: Options,
             session_factory: SessionFactory | None = None,
             wait_for_more: Callable[[float], bool] | None = None,
             cancel: CancelFlag | None = None,
-            backend_factory: BackendFactory | None = None) -> Generator[Result, None, None]:
+            backend_factory: BackendFactory | None = None,
+            storage_stops: bool = True) -> Generator[Result, None, None]:
     """Fetch every item and yield each final Result once, as downloads finish.
 
     ``items`` is pulled lazily, only when a worker is free. An item may be
@@ -35,7 +37,11 @@ def results(items: Iterator[Item], options: Options,
 
     ``cancel``, checked at least every ``MAX_WAIT_S``, stops the run by raising
     Interrupted. ``backend_factory`` replaces ``options.backend`` (``fetcher
-    serve`` passes its RemoteBackend). On an exception (KeyboardInterrupt included), or when the
+    serve`` passes its RemoteBackend). A download that found the disk full or
+    read-only (kind ``storage``) ends the run with StorageError while
+    ``storage_stops`` (every later file would fail the same way; the URL stays
+    unfinished for the next run); without it (a remote worker's disk) it is
+    retried like any transient failure. On an exception (KeyboardInterrupt included), or when the
     consumer stops early, the backend is cancelled and told which tasks it never
     answered (``Backend.abandon``: their ``.part`` files go unless a later run can resume them).
     """
@@ -45,14 +51,15 @@ def results(items: Iterator[Item], options: Options,
     backend = make_backend(options, session_factory)
     try:
         with backend:
-            yield from _drive(scheduler, backend, in_flight, options.window, wait_for_more, cancel)
+            yield from _drive(scheduler, backend, in_flight, options.window, wait_for_more, cancel, storage_stops)
     except BaseException:
         backend.abandon(in_flight.values())  # what its cancel could not reach: the backend decides
         raise
 
 
 def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTask], window: int,
-           wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None) -> Iterator[Result]:
+           wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None,
+           storage_stops: bool = True) -> Iterator[Result]:
     while True:
         if cancel is not None and cancel.is_set():
             raise Interrupted("cancelled")
@@ -77,6 +84,8 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTas
         retry_in = scheduler.seconds_until_next()
         timeout = MAX_WAIT_S if retry_in is None else min(retry_in, MAX_WAIT_S)
         for result in backend.wait(timeout):
+            if storage_stops and result.error is not None and result.error.kind == _STORAGE:
+                raise StorageError(f"{result.error.message} (while saving {result.url})")
             task = in_flight.pop(result.index)
             final = scheduler.settle(task, result)
             if final is not None:
