@@ -12,8 +12,6 @@ from fetcher.errors import ConfigError, ExitStatus
 def status_main(argv: list[str]) -> int:
     """``fetcher status -o DIR``: what the journal of a folder knows, without downloading;
     ``fetcher status HOST:PORT``: what a running ``fetcher serve`` knows."""
-    from fetcher.run.journal import Journal, journal_path
-
     parser = Parser(prog="fetcher status", description="Show the state of an output folder's journal, "
                                                         "or of a running `fetcher serve`.")
     parser.add_argument("server", nargs="?", metavar="HOST:PORT", help="a running server to ask instead")
@@ -27,12 +25,19 @@ def status_main(argv: list[str]) -> int:
         from fetcher.cli.distributed import remote_status
 
         return remote_status(args.server, args.authkey_file)
-    args.out = args.out or "downloads"
-    journal = Journal(args.out, readonly=True)
+    _describe_journal(args.out or "downloads")
+    return ExitStatus.OK
+
+
+def _describe_journal(out: str) -> None:
+    """Print what the journal of ``out`` knows: counts, the last run, failures by kind."""
+    from fetcher.run.journal import Journal, journal_path
+
+    journal = Journal(out, readonly=True)
     try:
         counts = journal.counts()
         total = sum(counts.values())
-        print(f"{os.path.abspath(args.out)}: {total} URLs: " + ", ".join(
+        print(f"{os.path.abspath(out)}: {total} URLs: " + ", ".join(
             f"{counts.get(state, 0)} {state}" for state in ("ok", "failed", "pending")))
         runs = journal.runs()
         if runs:
@@ -50,7 +55,6 @@ def status_main(argv: list[str]) -> int:
             print("failures by kind: " + ", ".join(f"{kind} {n}" for kind, n in errors))
             for url, kind, message in journal.failed_samples():
                 print(f"  {kind}: {url}: {message}")
-        print(f"journal: {journal_path(args.out)}")
+        print(f"journal: {journal_path(out)}")
     finally:
         journal.close()
-    return ExitStatus.OK
