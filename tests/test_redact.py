@@ -14,8 +14,8 @@ from proc_helpers import read_manifest
 from fetcher import redact
 from fetcher.cli import main
 from fetcher.errors import ConfigError
-from fetcher.journal import journal_path
-from fetcher.journal_secrets import MASKED_VERSION
+from fetcher.run.journal import journal_path
+from fetcher.run.journal_secrets import MASKED_VERSION
 from fetcher.models import ErrorInfo, Result, Status
 from fetcher.options import Options
 
@@ -183,7 +183,7 @@ def test_a_bad_header_file_names_the_line_not_its_text(tmp_path, out, capsys) ->
 
 
 def test_cookies_travel_in_the_options_and_land_in_a_private_file(tmp_path) -> None:
-    from fetcher import cookie_transfer
+    from fetcher.distributed import cookies as cookie_transfer
 
     cookies = tmp_path / "cookies.txt"
     cookies.write_text("# Netscape HTTP Cookie File\nh\tFALSE\t/\tFALSE\t0\tsid\tCOOKIESECRET\n")
