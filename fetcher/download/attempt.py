@@ -272,7 +272,9 @@ class Download:
                 or self.options.will_retry(self.task.attempt, failure.retryable))
         if not (keep and self._keep_for_resume()):
             partial.discard(self.part)
-            if self.sink is not None and not self.options.in_memory:  # its folder may be new, and now empty
+            # Its folder may be new, and now empty. Not on a cancel: every download in flight
+            # ends at once then, and the next run needs the folders anyway.
+            if failure is not None and self.sink is not None and not self.options.in_memory:
                 prune_empty(os.path.dirname(self.part), self.options.out)
         task, elapsed = self.task, time.monotonic() - self.started
         if failure is None:

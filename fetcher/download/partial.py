@@ -66,6 +66,9 @@ def read_meta(part: str, url: str) -> tuple[tuple[int, str] | None, bool]:
     return (size, validator), True
 
 
+OPEN_TRIES = 5  # folder made again this often when others keep emptying it (see open_part)
+
+
 def open_part(part: str, offset: int) -> PartFile:
     """Open ``part`` for writing from ``offset`` (0: a new, empty file), making its folder if needed.
 
@@ -76,12 +79,18 @@ def open_part(part: str, offset: int) -> PartFile:
         flags |= os.O_TRUNC
     folder = os.path.dirname(part)
     ensure_folder(folder)
-    try:
-        fd = os.open(part, flags, 0o666)
-    except FileNotFoundError:  # the folder was removed since this process made it
-        forget_folders()  # so whatever else was known of the folders is checked again too
-        ensure_folder(folder)
-        fd = os.open(part, flags, 0o666)
+    for attempt in range(OPEN_TRIES):
+        try:
+            fd = os.open(part, flags, 0o666)
+            break
+        except FileNotFoundError:
+            # The folder was removed since this process made it: by hand, or left empty by
+            # failed downloads in it (files.paths.prune_empty) just now. Whatever else was
+            # known of the folders is checked again too.
+            if attempt == OPEN_TRIES - 1:
+                raise
+            forget_folders()
+            ensure_folder(folder)
     if offset:
         try:
             os.lseek(fd, offset, os.SEEK_SET)
