@@ -213,3 +213,18 @@ def test_a_task_header_token_is_masked_in_its_failure(tmp_path) -> None:
 
     assert result.error is not None and token in result.error.message  # the Result itself is the caller's
     assert token not in str(result.to_record())
+
+
+def test_a_part_meta_file_holds_no_password_and_still_resumes(tmp_path) -> None:
+    from fetcher.download import partial
+
+    part = str(tmp_path / "big.bin.part")
+    with open(part, "wb") as handle:
+        handle.write(b"x" * 100)
+    url = "http://alice:s3cret@127.0.0.1:8/big.bin"
+
+    assert partial.remember(part, url, {"ETag": '"v1"'})
+
+    with open(partial.meta_path(part), encoding="utf-8") as handle:
+        assert "s3cret" not in handle.read()
+    assert partial.read_meta(part, url)[0] == (100, '"v1"')
