@@ -81,11 +81,13 @@ class Collector:
         quiet: note nothing per URL.
         on_result: called with each final Result (API hook).
         journal: where each final Result is also recorded, for reruns.
+        durable: flush the manifest to the disk before its rename, and its folder
+            after (``--durability`` batch or full; durability.py).
     """
 
     def __init__(self, manifest_path: str | None, progress: Progress, verbose: bool = False,
                  quiet: bool = False, on_result: Callable[[Result], None] | None = None,
-                 journal: Journal | None = None) -> None:
+                 journal: Journal | None = None, durable: bool = False) -> None:
         self.summary = Summary(manifest=manifest_path)
         self._manifest_path = manifest_path
         self._progress = progress
@@ -93,6 +95,7 @@ class Collector:
         self._quiet = quiet
         self._on_result = on_result
         self._journal = journal
+        self._durable = durable
         self._started = time.monotonic()
         self._closed = False
         self._manifest: IO[str] | None = None
@@ -136,10 +139,23 @@ class Collector:
             return self.summary
         self._closed = True
         if self._manifest is not None and self._manifest_path is not None:
+            if self._durable:  # data before name, name before the journal's last commit
+                self._manifest.flush()
+                os.fsync(self._manifest.fileno())
             self._manifest.close()
             self._manifest = None
             os.replace(self._manifest_path + PART_SUFFIX, self._manifest_path)
+            if self._durable:
+                _fsync_folder(os.path.dirname(self._manifest_path))
         self._progress.close()
         self.summary.elapsed_s = time.monotonic() - self._started
         self.summary.interrupted = interrupted
         return self.summary
+
+
+def _fsync_folder(folder: str) -> None:
+    fd = os.open(folder or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
 
-from fetcher import partial
+from fetcher import durability, partial
 from fetcher.backends import get_backend
 from fetcher.backends.base import Backend, BackendFactory, SessionFactory
 from fetcher.collector import Collector
@@ -54,11 +54,14 @@ def results(items: Iterator[Task | Result | None], options: Options,
     consumer stops early, the backend is cancelled and the ``.part`` files of unfinished
     downloads are removed unless a later run can resume them.
     """
-    backend_class = backend_factory or get_backend(options.backend)
     scheduler = Scheduler(items, options)
     in_flight: dict[int, Task] = {}
     try:
-        with backend_class(options, session_factory) as backend:
+        # A local backend's files are flushed in the order --durability asks (durability.py);
+        # a backend_factory's (fetcher serve: remote workers) are not here to flush.
+        backend = (backend_factory(options, session_factory) if backend_factory is not None
+                   else durability.wrap(get_backend(options.backend), options, session_factory))
+        with backend:
             yield from _drive(scheduler, backend, in_flight, options.window, options.out, wait_for_more, cancel)
     except BaseException:
         _remove_partials(options.out, in_flight.values())

@@ -13,7 +13,7 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from typing import TYPE_CHECKING
 
-from fetcher import engine, partial
+from fetcher import durability, engine, partial
 from fetcher.collector import Collector, Summary
 from fetcher.errors import ConfigError
 from fetcher.journal import JOURNAL_DIR, Journal
@@ -83,12 +83,14 @@ class Job:
                 stack.enter_context(_exclusive(options.out))
                 journal = Journal(options.out)
                 stack.callback(journal.close)
-                journal.start_run()
+                durability.begin_run(options)  # earlier runs' files on disk before this run vouches for any
+                journal.start_run(options.durability, durability.boot_id())
                 earlier_interrupted = journal.interrupted_before()
                 items = admit_all(items, journal, options.out, self.retry_failed, counts, repeat,
                                   local_files=self.local_files)
             collector = Collector(options.manifest_path if self.manifest else None, self.progress,
-                                  verbose=self.verbose, quiet=self.quiet, on_result=self.on_result, journal=journal)
+                                  verbose=self.verbose, quiet=self.quiet, on_result=self.on_result, journal=journal,
+                                  durable=options.durability != "none")
             completed = False
             try:
                 finals = stack.enter_context(closing(engine.results(items, options, self.session_factory,

@@ -6,7 +6,9 @@ retry what failed and fetch what never finished; ``fetcher status`` reads it to
 report. Writes are batched (a commit every ``COMMIT_EVERY_S`` seconds or
 ``COMMIT_EVERY_N`` results, lookups by the hundred) in WAL mode, so the journal costs little next to
 the downloads; a crash loses at most the last batch, which the next run
-recovers from the files themselves (a file under its final name is complete).
+recovers from the files themselves (a file under its final name is complete,
+across a power loss too when the run's ``--durability`` kept the order of
+durability.py; the ``runs`` table records each run's level and boot for that).
 
 Only the coordinating process touches the journal, from one thread.
 """
@@ -75,6 +77,7 @@ class Entry:
     error_message: str | None
     attempts: int
     extra: str | None
+    run: int = 0  # the run that last admitted the URL (its result is that run's, or carried by it)
 
     def as_result(self, url: str, status: Status, index: int = 0) -> Result:
         """This entry as a Result of the current run (e.g. ``skipped``), attempts reset to 0."""
@@ -121,10 +124,31 @@ class Journal:
 
     # -- run bookkeeping -------------------------------------------------------
 
-    def start_run(self) -> int:
-        """Register a new run; URLs seen by it are marked with its id."""
-        self.run = int(self._db.execute("INSERT INTO runs (started) VALUES (?)", (time.time(),)).lastrowid or 0)
+    def start_run(self, durability: str | None = None, boot: str | None = None) -> int:
+        """Register a new run; URLs seen by it are marked with its id.
+
+        ``durability`` (its ``--durability``) and ``boot`` (durability.boot_id) tell a
+        later run what a power loss may have taken from this one, so this row is
+        committed with a sync whatever the level; after it, commits are synced
+        (``synchronous=FULL``) unless the level is ``none`` (see durability.py).
+        """
+        self._add_run_columns()
+        self._db.execute("PRAGMA synchronous=FULL")
+        self.run = int(self._db.execute("INSERT INTO runs (started, durability, boot) VALUES (?, ?, ?)",
+                                        (time.time(), durability, boot)).lastrowid or 0)
+        self._db.execute(f"PRAGMA synchronous={'NORMAL' if durability in (None, 'none') else 'FULL'}")
         return self.run
+
+    def _add_run_columns(self) -> None:
+        """Journals older than --durability have no columns for it: add them (NULL: unknown)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        for column in ("durability", "boot"):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
+
+    def run_history(self) -> list[tuple[int, str | None, str | None]]:
+        """``(run, durability, boot)`` of every run, oldest first (after ``start_run``)."""
+        return self._db.execute("SELECT id, durability, boot FROM runs ORDER BY id").fetchall()
 
     def finish_run(self) -> None:
         self._write("UPDATE runs SET finished = ? WHERE id = ?", (time.time(), self.run))
@@ -166,7 +190,7 @@ class Journal:
                 verdicts.append(True)
             else:
                 touched.append((self.run, url))
-                verdicts.append(Entry(*row[1:]))
+                verdicts.append(Entry(*(*row[1:], row[0])))  # state .. extra, then the run
             seen.add(url)
         self._begin()
         self._db.executemany("INSERT INTO urls (url, state, run, name, updated) VALUES (?, ?, ?, ?, ?)", fresh)
