@@ -10,20 +10,22 @@ rerun (resume.py) trusts only what the order guarantees::
     body -> NAME.part -> data flushed -> rename to NAME -> folder flushed -> journal row committed
 
 - ``batch`` (default): a worker leaves the finished body in ``NAME.part`` and
-  hands back a *staged* Result (``Result.staged``). The coordinating process,
-  which alone sees every worker's files (threads, processes, a multi loop), wraps
-  its backend in a ``Flusher``: every ``FLUSH_EVERY_S`` (or ``FLUSH_EVERY_N``
-  files, or when nothing else is running) one ``syncfs(2)`` makes the data of
-  the whole batch durable, then the batch's no-clobber renames run
-  (placement.place), then its folders (and their parents up to the output
-  folder, which may be new) are fsynced, and only then do the Results reach the
+  hands back a *staged* Result (``Result.staged``). The engine, in the
+  coordinating process that alone sees every worker's files (threads, processes,
+  a multi loop), passes each Result through a ``Flusher`` (flusher.py) between
+  the scheduler and the collector: at most every ``FLUSH_EVERY_S`` (or at once
+  past ``FLUSH_EVERY_N`` files, or when nothing else runs) one ``syncfs(2)``
+  makes the data of the whole batch durable, then the batch's no-clobber renames
+  run (placement.place), then its folders, and their parents up to the output
+  folder (one may be new), are fsynced, and only then do the Results reach the
   collector and the journal. Measured (README, Durability): one syncfs per batch
-  costs about what the writes cost, ``fdatasync`` per file three to four times
-  more, because each one is a journal commit of the filesystem on its own.
-  The rename moves from the worker to the coordinator because it must wait for
-  the batch's flush, and only the coordinator knows the batch.
+  costs a fraction of an ``fdatasync`` per file, each of which is a commit of
+  the filesystem's own journal. The rename moves from the worker to the
+  coordinator because it must wait for the batch's flush, which only the
+  coordinator sees; the scheduler has settled the task already, so a held file
+  keeps no worker, window slot or per-host slot.
 - ``full``: each worker ``fdatasync``s its ``.part`` before its own rename, so a
-  Result never waits for a batch; the Flusher only fsyncs the folders before
+  Result waits for no data flush; the Flusher only fsyncs the folders before
   handing Results on. syncfs flushes the whole filesystem, other programs'
   dirty data too: on a disk shared with a heavy writer, ``full`` flushes only
   fetcher's files.
@@ -50,23 +52,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from fetcher import partial, placement
-from fetcher.backends.base import Backend
-from fetcher.models import ErrorKind, Result, Status, Task, failed
-from fetcher.naming import PART_SUFFIX
 
 if TYPE_CHECKING:
-    from fetcher.backends.base import BackendFactory, SessionFactory
     from fetcher.options import Options
 
 BATCH, FULL, NONE = "batch", "full", "none"
 LEVELS = (BATCH, FULL, NONE)
 DEFAULT = BATCH
-# What a worker sees inside a Flusher (set by ``wrap``, never by users): ``batch`` becomes
+# What a worker sees under an engine's Flusher (set by ``worker_options``, never by users): ``batch`` becomes
 # STAGED (leave the body in .part, the Flusher renames), ``full`` becomes SYNCED (fdatasync and
 # rename here, the Flusher fsyncs the folders).
 STAGED, SYNCED = "staged", "synced"
@@ -170,129 +166,14 @@ def after_rename(options: Options, target: str) -> None:
         sync_folders(options.out, [target])
 
 
-# -- the coordinator's side ------------------------------------------------------------------
+# -- the coordinator's side (flusher.py holds the files until their batch is durable) -----------
 
 
-def wrap(factory: BackendFactory, options: Options, session_factory: SessionFactory | None) -> Backend:
-    """The backend to run: ``factory``'s, inside a Flusher unless nothing needs flushing."""
-    if options.durability not in (BATCH, FULL) or options.in_memory:
-        return factory(options, session_factory)
-    inner = dataclasses.replace(options, durability=STAGED if options.durability == BATCH else SYNCED)
-    return Flusher(factory(inner, session_factory), options)
-
-
-class Flusher(Backend):
-    """A backend around a backend: holds finished files until their batch is durable.
-
-    Results that placed no file of this run (failures, skips) pass at once.
-    Held Results do not count against the window (``capacity``), so the
-    workers never wait for a flush.
-    """
-
-    name = "flusher"
-
-    def __init__(self, inner: Backend, options: Options) -> None:
-        super().__init__(options)
-        self.inner = inner
-        self._tasks: dict[int, Task] = {}  # submitted and not yet handed back, by index
-        self._held: list[Result] = []
-        self._due = 0.0  # when the oldest held Result must be flushed
-
-    def _start(self) -> None:
-        self.inner.__enter__()
-
-    def submit(self, task: Task) -> None:
-        self._tasks[task.index] = task
-        self.inner.submit(task)
-
-    def capacity(self, window: int) -> int:
-        return self.inner.capacity(window) + len(self._held)
-
-    def shutdown(self, cancel: bool = False) -> None:
-        try:
-            self.inner.shutdown(cancel)
-        finally:
-            for result in self._held:  # a cancelled run: staged bodies never got a name
-                task = self._tasks.get(result.index)
-                if result.staged and task is not None:
-                    partial.discard(_inside(self.options.out, task.name) + PART_SUFFIX)
-            self._held.clear()
-
-    def wait(self, timeout: float | None) -> list[Result]:
-        now = time.monotonic()
-        if self._held:
-            timeout = max(0.0, min(self._due - now, FLUSH_EVERY_S if timeout is None else timeout))
-        ready: list[Result] = []
-        for result in self.inner.wait(timeout):
-            if self._placed_a_file(result):
-                if not self._held:
-                    self._due = time.monotonic() + FLUSH_EVERY_S
-                self._held.append(result)
-            else:
-                self._tasks.pop(result.index, None)
-                ready.append(result)
-        held = len(self._held)
-        if held and (held >= FLUSH_EVERY_N or time.monotonic() >= self._due or held == len(self._tasks)):
-            ready += self.flush()
-        return ready
-
-    def _placed_a_file(self, result: Result) -> bool:
-        return bool(result.staged) or (result.status is Status.OK and result.path is not None)
-
-    def flush(self) -> list[Result]:
-        """Data, names, folders: the held Results, durable, in that order."""
-        held, self._held = self._held, []
-        tasks = [self._tasks.pop(result.index) for result in held]
-        out = self.options.out
-        parts = [_inside(out, task.name) + PART_SUFFIX for task in tasks]
-        staged = [part for part, result in zip(parts, held, strict=True) if result.staged]
-        done: list[Result] = []
-        try:
-            if staged and not syncfs(out):
-                for part in staged:
-                    sync_file(part)
-            done = [self._place(result, task, part) if result.staged else result
-                    for result, task, part in zip(held, tasks, parts, strict=True)]
-            sync_folders(out, [_inside(out, r.path) for r in done if r.status is Status.OK and r.path])
-        except OSError as exc:  # the disk refused a flush: nothing of this batch can be vouched for
-            return [self._unflushed(result, task, part, exc) for result, task, part in
-                    zip(done or held, tasks, parts, strict=True)]
-        return done
-
-    def _place(self, result: Result, task: Task, part: str) -> Result:
-        assert result.path is not None
-        try:
-            landed = placement.place(part, self.options.out, result.path, self.options.on_exists)
-        except OSError as exc:
-            return failed(task, ErrorKind.IO, f"cannot write file: {exc.strerror or exc}",
-                          elapsed_s=result.elapsed_s, http_status=result.http_status)
-        if result.staged == 2:
-            partial.discard_meta(part)
-        if landed is None:  # --on-exists skip, and the name was taken while this one downloaded
-            return placement.taken_meanwhile(task, result.path, self.options.out)
-        return dataclasses.replace(result, path=landed, staged=0)
-
-    def _unflushed(self, result: Result, task: Task, part: str, exc: OSError) -> Result:
-        if result.staged:
-            partial.discard(part)
-        elif result.status is Status.OK and result.path is not None:
-            _remove_quietly(_inside(self.options.out, result.path))
-        if result.status is not Status.OK:
-            return result
-        return failed(task, ErrorKind.IO, f"cannot flush the file to disk: {exc.strerror or exc}",
-                      elapsed_s=result.elapsed_s, http_status=result.http_status)
-
-
-def _inside(out: str, name: str) -> str:
-    """The path the worker used for ``name`` (its safety walk passed there: see naming.locate)."""
-    return os.path.abspath(os.path.join(out, name))
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+def worker_options(options: Options) -> Options:
+    """The options the backend's workers get when the engine's Flusher stands behind them."""
+    if options.in_memory or options.durability not in (BATCH, FULL):
+        return options
+    return dataclasses.replace(options, durability=STAGED if options.durability == BATCH else SYNCED)
 
 
 # -- the rerun's side ------------------------------------------------------------------------

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
+from dataclasses import replace
 
 from fetcher import durability, partial
 from fetcher.backends import get_backend
 from fetcher.backends.base import Backend, BackendFactory, SessionFactory
 from fetcher.collector import Collector
+from fetcher.flusher import Flusher
 from fetcher.errors import Interrupted
 from fetcher.models import Result, Status, Task
 from fetcher.naming import PART_SUFFIX, join_within
@@ -56,20 +58,26 @@ def results(items: Iterator[Task | Result | None], options: Options,
     """
     scheduler = Scheduler(items, options)
     in_flight: dict[int, Task] = {}
+    # A local backend's files reach the disk in the order --durability asks (durability.py);
+    # a backend_factory's (fetcher serve: remote workers) are not here to flush.
+    flusher = Flusher(options if backend_factory is None else replace(options, durability=durability.NONE))
     try:
-        # A local backend's files are flushed in the order --durability asks (durability.py);
-        # a backend_factory's (fetcher serve: remote workers) are not here to flush.
-        backend = (backend_factory(options, session_factory) if backend_factory is not None
-                   else durability.wrap(get_backend(options.backend), options, session_factory))
+        if backend_factory is not None:
+            backend = backend_factory(options, session_factory)
+        else:
+            backend = get_backend(options.backend)(durability.worker_options(options), session_factory)
         with backend:
-            yield from _drive(scheduler, backend, in_flight, options.window, options.out, wait_for_more, cancel)
+            yield from _drive(scheduler, backend, in_flight, options.window, options.out, wait_for_more, cancel,
+                              flusher)
     except BaseException:
         _remove_partials(options.out, in_flight.values())
+        flusher.abandon()
         raise
 
 
 def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], window: int, out: str,
-           wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None) -> Iterator[Result]:
+           wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None,
+           flusher: Flusher) -> Iterator[Result]:
     asked_again = False  # see below: the input's "nothing right now" is confirmed once before the end
     while True:
         if cancel is not None and cancel.is_set():
@@ -86,6 +94,11 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], w
             in_flight[item.index] = item
             backend.submit(item)
         if not in_flight and scheduler.idle:
+            flushed = flusher.ready(idle=True)
+            if flushed:
+                asked_again = False
+                yield from flushed
+                continue
             if scheduler.done:
                 return
             if wait_for_more is None:
@@ -99,8 +112,8 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], w
             if not wait_for_more(MAX_WAIT_S):
                 return
             continue
-        retry_in = scheduler.seconds_until_next()
-        timeout = MAX_WAIT_S if retry_in is None else min(retry_in, MAX_WAIT_S)
+        timeout = min(t for t in (scheduler.seconds_until_next(), flusher.seconds_until_due(), MAX_WAIT_S)
+                      if t is not None)
         for result in backend.wait(timeout):
             task = in_flight.pop(result.index)
             final = scheduler.settle(task, result)
@@ -109,7 +122,10 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], w
             if final.status is Status.FAILED:
                 _discard_partial(out, task)  # kept for a retry that will not come
             asked_again = False
-            yield final
+            final = flusher.add(final, task)  # a file not yet on the disk waits for its batch
+            if final is not None:
+                yield final
+        yield from flusher.ready(idle=not in_flight)
 
 
 def _remove_partials(out: str, tasks: Iterable[Task]) -> None:

@@ -1,0 +1,126 @@
+"""The engine's Flusher: finished files are held until their batch is on the disk.
+
+Between the scheduler and the collector (see durability.py for the why and the
+levels): a Result that placed a file of this run is held; a flush, at most every
+``FLUSH_EVERY_S``, makes the held files durable in order — data (one syncfs, or
+nothing under ``full``, whose workers fdatasync'd each file), names (the staged
+renames), folders — and only then hands the Results on, to the journal among
+others. Results that placed nothing (failures, skips) pass at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import TYPE_CHECKING
+
+from fetcher import partial, placement
+from fetcher.durability import BATCH, FLUSH_EVERY_N, FLUSH_EVERY_S, FULL, sync_file, sync_folders, syncfs
+from fetcher.models import ErrorKind, Result, Status, Task, failed
+from fetcher.naming import PART_SUFFIX
+
+if TYPE_CHECKING:
+    from fetcher.options import Options
+
+
+class Flusher:
+    """Holds the Results of files not yet durable; ``ready`` hands them on once they are.
+
+    Args:
+        options: the run's options (with the user's ``durability``, not the workers').
+    """
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.active = options.durability in (BATCH, FULL) and not options.in_memory
+        self._held: list[tuple[Result, Task]] = []
+        self._last = -FLUSH_EVERY_S  # when the last flush ran: the first one runs at once
+
+    def add(self, result: Result, task: Task) -> Result | None:
+        """``result`` itself when it waits for nothing, else None: it is held for the next flush."""
+        if not self.active or not (result.staged or (result.status is Status.OK and result.path is not None)):
+            return result
+        self._held.append((result, task))
+        return None
+
+    def seconds_until_due(self) -> float | None:
+        """How long until the held Results must be flushed; None when nothing is held."""
+        if not self._held:
+            return None
+        return max(0.0, self._last + FLUSH_EVERY_S - time.monotonic())
+
+    def ready(self, idle: bool = False) -> list[Result]:
+        """The held Results, flushed, if a flush is due (``idle``: nothing else is running); else []."""
+        if not self._held:
+            return []
+        if not idle and len(self._held) < FLUSH_EVERY_N and time.monotonic() < self._last + FLUSH_EVERY_S:
+            return []
+        held, self._held = self._held, []
+        try:
+            return self._flush(held)
+        finally:
+            self._last = time.monotonic()
+
+    def abandon(self) -> None:
+        """The run stops early: staged bodies never get a name (a resumable one is kept)."""
+        for result, task in self._held:
+            if result.staged:
+                part = _inside(self.options.out, task.name) + PART_SUFFIX
+                if not partial.is_resumable(part):
+                    partial.discard(part)
+        self._held.clear()
+
+    def _flush(self, held: list[tuple[Result, Task]]) -> list[Result]:
+        """Data, names, folders, in that order."""
+        out = self.options.out
+        parts = [_inside(out, task.name) + PART_SUFFIX for _, task in held]
+        done: list[Result] = []
+        try:
+            staged = [part for part, (result, _) in zip(parts, held, strict=True) if result.staged]
+            if staged and not syncfs(out):  # no syncfs here (not Linux): one fsync per file
+                for part in staged:
+                    sync_file(part)
+            done = [self._place(result, task, part) if result.staged else result
+                    for part, (result, task) in zip(parts, held, strict=True)]
+            sync_folders(out, [_inside(out, r.path) for r in done if r.status is Status.OK and r.path])
+        except OSError as exc:  # the disk refused a flush: nothing of this batch can be vouched for
+            return [self._unflushed(result, task, part, exc) for result, (_, task), part in
+                    zip(done or [result for result, _ in held], held, parts, strict=True)]
+        return done
+
+    def _place(self, result: Result, task: Task, part: str) -> Result:
+        assert result.path is not None
+        try:
+            landed = placement.place(part, self.options.out, result.path, self.options.on_exists)
+        except OSError as exc:
+            return failed(task, ErrorKind.IO, f"cannot write file: {exc.strerror or exc}",
+                          elapsed_s=result.elapsed_s, http_status=result.http_status)
+        if result.staged == 2:
+            partial.discard_meta(part)
+        if landed is None:  # --on-exists skip, and the name was taken while this one downloaded
+            return placement.taken_meanwhile(task, result.path, self.options.out)
+        return dataclasses.replace(result, path=landed, staged=0)
+
+    def _unflushed(self, result: Result, task: Task, part: str, exc: OSError) -> Result:
+        """A Result of a batch whose flush failed: its file is removed and it fails (kind ``io``)."""
+        if result.staged:
+            partial.discard(part)
+        elif result.status is Status.OK and result.path is not None:
+            _remove_quietly(_inside(self.options.out, result.path))
+        if result.status is not Status.OK:
+            return result
+        return failed(task, ErrorKind.IO, f"cannot flush the file to disk: {exc.strerror or exc}",
+                      elapsed_s=result.elapsed_s, http_status=result.http_status)
+
+
+def _inside(out: str, name: str) -> str:
+    """The path the worker used for ``name`` (its safety walk passed there: see naming.locate)."""
+    return os.path.abspath(os.path.join(out, name))
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
