@@ -69,9 +69,18 @@ def results(items: Iterator[Task | Result | None], options: Options,
         with backend:
             yield from _drive(scheduler, backend, in_flight, options.window, options.out, wait_for_more, cancel,
                               flusher)
-    except BaseException:
+    except GeneratorExit:  # the consumer stopped: nobody to hand the held files to
         _remove_partials(options.out, in_flight.values())
         flusher.abandon()
+        raise
+    except BaseException:
+        _remove_partials(options.out, in_flight.values())
+        try:  # downloads that finished before the interrupt are named and reported, as without a Flusher
+            finished = flusher.ready(idle=True)
+        except BaseException:
+            flusher.abandon()
+            raise
+        yield from finished
         raise
 
 

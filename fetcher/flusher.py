@@ -51,14 +51,17 @@ class Flusher:
         return max(0.0, self._last + FLUSH_EVERY_S - time.monotonic())
 
     def ready(self, idle: bool = False) -> list[Result]:
-        """The held Results, flushed, if a flush is due (``idle``: nothing else is running); else []."""
+        """The held Results, flushed, if a flush is due (``idle``: nothing else is running); else [].
+
+        An interrupt in the middle (Ctrl-C) leaves what is not yet handed on held, each
+        file's progress noted, so calling again finishes the batch.
+        """
         if not self._held:
             return []
         if not idle and len(self._held) < FLUSH_EVERY_N and time.monotonic() < self._last + FLUSH_EVERY_S:
             return []
-        held, self._held = self._held, []
         try:
-            return self._flush(held)
+            return self._flush()
         finally:
             self._last = time.monotonic()
 
@@ -71,22 +74,25 @@ class Flusher:
                     partial.discard(part)
         self._held.clear()
 
-    def _flush(self, held: list[tuple[Result, Task]]) -> list[Result]:
-        """Data, names, folders, in that order."""
-        out = self.options.out
+    def _flush(self) -> list[Result]:
+        """Data, names, folders, in that order; then the batch is handed on."""
+        out, held = self.options.out, self._held
         parts = [_inside(out, task.name) + PART_SUFFIX for _, task in held]
-        done: list[Result] = []
         try:
             staged = [part for part, (result, _) in zip(parts, held, strict=True) if result.staged]
             if staged and not syncfs(out):  # no syncfs here (not Linux): one fsync per file
                 for part in staged:
                     sync_file(part)
-            done = [self._place(result, task, part) if result.staged else result
-                    for part, (result, task) in zip(parts, held, strict=True)]
-            sync_folders(out, [_inside(out, r.path) for r in done if r.status is Status.OK and r.path])
+            for position, (result, task) in enumerate(held):
+                if result.staged:  # placed once only, even if this flush is interrupted and run again
+                    held[position] = (self._place(result, task, parts[position]), task)
+            sync_folders(out, [_inside(out, r.path) for r, _ in held if r.status is Status.OK and r.path])
         except OSError as exc:  # the disk refused a flush: nothing of this batch can be vouched for
-            return [self._unflushed(result, task, part, exc) for result, (_, task), part in
-                    zip(done or [result for result, _ in held], held, parts, strict=True)]
+            done = [self._unflushed(result, task, part, exc)
+                    for (result, task), part in zip(held, parts, strict=True)]
+        else:
+            done = [result for result, _ in held]
+        self._held = []
         return done
 
     def _place(self, result: Result, task: Task, part: str) -> Result:
