@@ -83,10 +83,14 @@ class Flusher:
             if staged and not syncfs(out):  # no syncfs here (not Linux): one fsync per file
                 for part in staged:
                     sync_file(part)
+            # The final name's path (a rename to "NAME (1).EXT" stays in its folder).
+            targets = [part[:-len(PART_SUFFIX)] if result.path == task.name else _inside(out, result.path or "")
+                       for part, (result, task) in zip(parts, held, strict=True)]
             for position, (result, task) in enumerate(held):
                 if result.staged:  # placed once only, even if this flush is interrupted and run again
-                    held[position] = (self._place(result, task, parts[position]), task)
-            sync_folders(out, [_inside(out, r.path) for r, _ in held if r.status is Status.OK and r.path])
+                    held[position] = (self._place(result, task, parts[position], targets[position]), task)
+            sync_folders(out, [target for target, (result, _) in zip(targets, held, strict=True)
+                               if result.status is Status.OK and result.path])
         except OSError as exc:  # the disk refused a flush: nothing of this batch can be vouched for
             done = [self._unflushed(result, task, part, exc)
                     for (result, task), part in zip(held, parts, strict=True)]
@@ -95,10 +99,10 @@ class Flusher:
         self._held = []
         return done
 
-    def _place(self, result: Result, task: Task, part: str) -> Result:
+    def _place(self, result: Result, task: Task, part: str, target: str) -> Result:
         assert result.path is not None
-        try:
-            landed = placement.place(part, self.options.out, result.path, self.options.on_exists)
+        try:  # target: the worker's safety walk checked this name already (Download._final_name)
+            landed = placement.place(part, self.options.out, result.path, self.options.on_exists, target)
         except OSError as exc:
             return failed(task, ErrorKind.IO, f"cannot write file: {exc.strerror or exc}",
                           elapsed_s=result.elapsed_s, http_status=result.http_status)
@@ -106,7 +110,10 @@ class Flusher:
             partial.discard_meta(part)
         if landed is None:  # --on-exists skip, and the name was taken while this one downloaded
             return placement.taken_meanwhile(task, result.path, self.options.out)
-        return dataclasses.replace(result, path=landed, staged=0)
+        # Result(*fields) with ``staged`` (the last field) left at 0: half the cost of dataclasses.replace.
+        fields = result.__reduce__()[1]
+        named = Result(*fields[:-1])
+        return named if landed == result.path else dataclasses.replace(named, path=landed)
 
     def _unflushed(self, result: Result, task: Task, part: str, exc: OSError) -> Result:
         """A Result of a batch whose flush failed: its file is removed and it fails (kind ``io``)."""

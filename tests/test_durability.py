@@ -302,3 +302,12 @@ def test_unrecorded_files_of_an_interrupted_batch_run_are_recovered_without_a_re
     _pretend_an_earlier_boot(out)
     second = list(fetch(urls, out=out))
     assert all(r.status.value == "skipped" and r.attempts == 0 and r.bytes == 3000 for r in second)
+
+
+def test_staged_is_the_last_field_of_a_result() -> None:
+    """flusher.py rebuilds a named Result from its fields without the last one, ``staged``."""
+    import dataclasses
+
+    from fetcher.models import Result
+
+    assert dataclasses.fields(Result)[-1].name == "staged"
