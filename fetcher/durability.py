@@ -141,10 +141,19 @@ def sync_folders(out: str, paths: Iterable[str]) -> None:
             os.close(fd)
 
 
-def begin_run(options: Options) -> None:
-    """Before a durable run's journal row: make what earlier runs left in ``out`` durable."""
-    if options.durability in DURABLE and not options.in_memory:
+def begin_run(options: Options) -> str:
+    """Before a durable run's journal row: make what earlier runs left in ``out`` durable.
+
+    Returns the level to record for the run: its own, or ``none`` if that first flush
+    failed (then a later boot reads this run's files back rather than trust them).
+    """
+    if options.durability not in DURABLE or options.in_memory:
+        return options.durability
+    try:
         syncfs(options.out)
+    except OSError:
+        return NONE
+    return options.durability
 
 
 # -- the worker's side -----------------------------------------------------------------------

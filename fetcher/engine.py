@@ -15,14 +15,15 @@ from fetcher.backends import get_backend
 from fetcher.backends.base import Backend, BackendFactory, SessionFactory
 from fetcher.collector import Collector
 from fetcher.flusher import Flusher
-from fetcher.errors import Interrupted
-from fetcher.models import Result, Status, Task
+from fetcher.errors import Interrupted, StorageError
+from fetcher.models import ErrorKind, Result, Status, Task
 from fetcher.naming import PART_SUFFIX, join_within
 from fetcher.options import Options
 from fetcher.scheduler import Scheduler
 from fetcher.streaming import CancelFlag
 
 MAX_WAIT_S = 0.25  # also the longest a cancel waits to be seen
+_STORAGE = ErrorKind.STORAGE.value
 
 
 def run(items: Iterator[Task | Result | None], options: Options, collector: Collector,
@@ -40,7 +41,8 @@ def results(items: Iterator[Task | Result | None], options: Options,
             session_factory: SessionFactory | None = None,
             wait_for_more: Callable[[float], bool] | None = None,
             cancel: CancelFlag | None = None,
-            backend_factory: BackendFactory | None = None) -> Generator[Result, None, None]:
+            backend_factory: BackendFactory | None = None,
+            storage_stops: bool = True) -> Generator[Result, None, None]:
     """Fetch every item and yield each final Result once, as downloads finish.
 
     ``items`` is pulled lazily, only when a worker is free. An item may be
@@ -52,7 +54,11 @@ def results(items: Iterator[Task | Result | None], options: Options,
 
     ``cancel``, checked at least every ``MAX_WAIT_S``, stops the run by raising
     Interrupted. ``backend_factory`` replaces ``options.backend`` (``fetcher
-    serve`` passes its RemoteBackend). On an exception (KeyboardInterrupt included), or when the
+    serve`` passes its RemoteBackend). A download that found the disk full or
+    read-only (kind ``storage``) ends the run with StorageError while
+    ``storage_stops`` (every later file would fail the same way; the URL stays
+    unfinished for the next run); without it (a remote worker's disk) it is
+    retried like any transient failure. On an exception (KeyboardInterrupt included), or when the
     consumer stops early, the backend is cancelled and the ``.part`` files of unfinished
     downloads are removed unless a later run can resume them.
     """
@@ -68,7 +74,7 @@ def results(items: Iterator[Task | Result | None], options: Options,
             backend = get_backend(options.backend)(durability.worker_options(options), session_factory)
         with backend:
             yield from _drive(scheduler, backend, in_flight, options.window, options.out, wait_for_more, cancel,
-                              flusher)
+                              flusher, storage_stops)
     except GeneratorExit:  # the consumer stopped: nobody to hand the held files to
         _remove_partials(options.out, in_flight.values())
         flusher.abandon()
@@ -86,7 +92,7 @@ def results(items: Iterator[Task | Result | None], options: Options,
 
 def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], window: int, out: str,
            wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None,
-           flusher: Flusher) -> Iterator[Result]:
+           flusher: Flusher, storage_stops: bool = True) -> Iterator[Result]:
     asked_again = False  # see below: the input's "nothing right now" is confirmed once before the end
     while True:
         if cancel is not None and cancel.is_set():
@@ -106,7 +112,7 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], w
             flushed = flusher.ready(idle=True)
             if flushed:
                 asked_again = False
-                yield from flushed
+                yield from _checked(flushed, storage_stops)
                 continue
             if scheduler.done:
                 return
@@ -123,7 +129,7 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], w
             continue
         timeout = min(t for t in (scheduler.seconds_until_next(), flusher.seconds_until_due(), MAX_WAIT_S)
                       if t is not None)
-        for result in backend.wait(timeout):
+        for result in _checked(backend.wait(timeout), storage_stops):
             task = in_flight.pop(result.index)
             final = scheduler.settle(task, result)
             if final is None:
@@ -134,7 +140,15 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], w
             final = flusher.add(final, task)  # a file not yet on the disk waits for its batch
             if final is not None:
                 yield final
-        yield from flusher.ready(idle=not in_flight)
+        yield from _checked(flusher.ready(idle=not in_flight), storage_stops)
+
+
+def _checked(results: Iterable[Result], storage_stops: bool) -> Iterator[Result]:
+    """``results``, unless one found the disk full or read-only: then StorageError (see ``results``)."""
+    for result in results:
+        if storage_stops and result.error is not None and result.error.kind == _STORAGE:
+            raise StorageError(f"{result.error.message} (while saving {result.url})")
+        yield result
 
 
 def _remove_partials(out: str, tasks: Iterable[Task]) -> None:
