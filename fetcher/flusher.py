@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from fetcher import partial, placement
 from fetcher.durability import BATCH, FLUSH_EVERY_N, FLUSH_EVERY_S, FULL, sync_file, sync_folders, syncfs
+from fetcher.errors import STORAGE_ERRNOS
 from fetcher.models import ErrorKind, Result, Status, Task, failed
 from fetcher.naming import PART_SUFFIX
 
@@ -104,8 +105,7 @@ class Flusher:
         try:  # target: the worker's safety walk checked this name already (Download._final_name)
             landed = placement.place(part, self.options.out, result.path, self.options.on_exists, target)
         except OSError as exc:
-            return failed(task, ErrorKind.IO, f"cannot write file: {exc.strerror or exc}",
-                          elapsed_s=result.elapsed_s, http_status=result.http_status)
+            return _failure(task, result, f"cannot write file: {exc.strerror or exc}", exc)
         if result.staged == 2:
             partial.discard_meta(part)
         if landed is None:  # --on-exists skip, and the name was taken while this one downloaded
@@ -116,15 +116,23 @@ class Flusher:
         return named if landed == result.path else dataclasses.replace(named, path=landed)
 
     def _unflushed(self, result: Result, task: Task, part: str, exc: OSError) -> Result:
-        """A Result of a batch whose flush failed: its file is removed and it fails (kind ``io``)."""
+        """A Result of a batch whose flush failed: its file is removed and it fails (``io``, or ``storage``)."""
         if result.staged:
             partial.discard(part)
         elif result.status is Status.OK and result.path is not None:
             _remove_quietly(_inside(self.options.out, result.path))
         if result.status is not Status.OK:
             return result
-        return failed(task, ErrorKind.IO, f"cannot flush the file to disk: {exc.strerror or exc}",
-                      elapsed_s=result.elapsed_s, http_status=result.http_status)
+        return _failure(task, result, f"cannot flush the file to disk: {exc.strerror or exc}", exc)
+
+
+def _failure(task: Task, result: Result, message: str, exc: OSError) -> Result:
+    """Kind ``storage`` when the whole disk refuses (full, read-only: the run stops, as in
+    download.py), else ``io``, a problem of this one file."""
+    if exc.errno in STORAGE_ERRNOS:
+        return failed(task, ErrorKind.STORAGE, message, retryable=True, elapsed_s=result.elapsed_s,
+                      http_status=result.http_status)
+    return failed(task, ErrorKind.IO, message, elapsed_s=result.elapsed_s, http_status=result.http_status)
 
 
 def _inside(out: str, name: str) -> str:

@@ -311,3 +311,41 @@ def test_staged_is_the_last_field_of_a_result() -> None:
     from fetcher.models import Result
 
     assert dataclasses.fields(Result)[-1].name == "staged"
+
+
+# -- a flush the disk refuses -------------------------------------------------------------------
+
+
+def _refuse_syncfs(monkeypatch, code: int) -> None:
+    import errno as errno_module
+
+    from fetcher import flusher
+
+    def refused(path: str) -> bool:
+        raise OSError(code, errno_module.errorcode[code], path)
+
+    monkeypatch.setattr(flusher, "syncfs", refused)
+
+
+def test_a_flush_the_disk_refuses_fails_its_files_and_claims_none(server, tmp_path, monkeypatch) -> None:
+    import errno as errno_module
+
+    _refuse_syncfs(monkeypatch, errno_module.EIO)
+    out = tmp_path / "out"
+    urls = [server.url(f"/files/e{i}.jpg?size=1500") for i in range(6)]
+    results = list(fetch(urls, out=str(out), pool=3))
+    assert [r.error.kind for r in results if r.error] == ["io"] * 6
+    assert all("cannot flush the file to disk" in r.error.message for r in results if r.error)
+    left = [n for _, _, files in os.walk(out) for n in files if not n.startswith(("journal", "lock", "manifest"))]
+    assert left == []  # no final name, no .part
+
+
+def test_a_full_disk_at_the_flush_stops_the_run(server, tmp_path, monkeypatch) -> None:
+    import errno as errno_module
+
+    from fetcher.errors import StorageError
+
+    _refuse_syncfs(monkeypatch, errno_module.ENOSPC)
+    urls = [server.url(f"/files/s{i}.jpg?size=1500") for i in range(4)]
+    with pytest.raises(StorageError, match="cannot flush the file to disk"):
+        list(fetch(urls, out=str(tmp_path / "out"), pool=2))
