@@ -35,8 +35,11 @@ rerun (resume.py) trusts only what the order guarantees::
 The journal (journal.py) runs with ``synchronous=FULL`` under ``batch`` and
 ``full``: a committed row is then on disk, so a row, once written after its
 folder's flush, can be trusted by every later run (commits are batched, two or
-so a second, so this costs a few fsyncs of the WAL a second). Under ``none`` it
-keeps ``NORMAL``. Whatever the level, the run's own row (its level and the boot
+so a second, so this costs a few fsyncs of the WAL a second). ``NORMAL`` syncs
+the WAL only at checkpoints, so a power loss could roll back every commit since
+the last one: harmless to the order (the files of lost rows would be hashed
+again), but then "done URLs are not requested again" would cost a re-read of
+each. Under ``none`` it keeps ``NORMAL``. Whatever the level, the run's own row (its level and the boot
 it ran in) is committed with a sync before any file of the run is placed: the
 rerun decides from it what to trust (``suspect_runs``). A ``batch`` or ``full``
 run also begins with one syncfs of the output folder, so whatever earlier runs
@@ -55,7 +58,6 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-
 if TYPE_CHECKING:
     from fetcher.options import Options
 
@@ -67,7 +69,7 @@ DEFAULT = BATCH
 # rename here, the Flusher fsyncs the folders).
 STAGED, SYNCED = "staged", "synced"
 DURABLE = frozenset({BATCH, FULL, STAGED, SYNCED})
-FLUSH_EVERY_S = 0.1  # longest a finished file waits for its batch's flush
+FLUSH_EVERY_S = 0.1  # flushes at most this often (the first at once): the longest a finished file waits
 FLUSH_EVERY_N = 1000  # files per flush at most
 
 
