@@ -2,16 +2,20 @@
 
 Between the scheduler and the collector (see durability.py for the why and the
 levels): a Result that placed a file of this run is held; a flush, at most every
-``FLUSH_EVERY_S``, makes the held files durable in order — data (one syncfs, or
-nothing under ``full``, whose workers fdatasync'd each file), names (the staged
-renames), folders — and only then hands the Results on, to the journal among
-others. Results that placed nothing (failures, skips) pass at once.
+``FLUSH_EVERY_S`` and on a thread of its own, makes the held files durable in
+order — data (one syncfs, or nothing under ``full``, whose workers fdatasync'd
+each file), names (the staged renames), folders — and only then are the Results
+handed on, to the journal among others. Results that placed nothing (failures,
+skips) pass at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import queue
+import sys
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -24,9 +28,19 @@ from fetcher.naming import PART_SUFFIX
 if TYPE_CHECKING:
     from fetcher.options import Options
 
+POLL_S = 0.01  # how often the engine looks for the batch a flush thread finished
+# A flush when none began for this long runs on the caller's thread: results only trickle in,
+# the coordinator is not busy, and the first file of a run is handed on at once.
+TRICKLE_S = 1.0
+
 
 class Flusher:
     """Holds the Results of files not yet durable; ``ready`` hands them on once they are.
+
+    While files keep coming, a due batch is flushed on a thread of its own, so the
+    coordinator (a multi loop, the thread that reads results) keeps going while
+    syncfs waits for the disk; the first batch after a quiet spell (``TRICKLE_S``),
+    the last one, and what is left after an interrupt are flushed on the caller's thread.
 
     Args:
         options: the run's options (with the user's ``durability``, not the workers').
@@ -36,7 +50,11 @@ class Flusher:
         self.options = options
         self.active = options.durability in (BATCH, FULL) and not options.in_memory
         self._held: list[tuple[Result, Task]] = []
-        self._last = -FLUSH_EVERY_S  # when the last flush ran: the first one runs at once
+        self._last = -TRICKLE_S  # when the last flush began: the first one runs at once, here
+        # Under gevent a "thread" is a greenlet: syncfs would block the hub all the same, so flush here.
+        self._apart = _threads_are_real()
+        self._flushing: threading.Thread | None = None  # the batch being flushed, if any
+        self._flushed: queue.SimpleQueue[list[Result] | BaseException] = queue.SimpleQueue()
 
     def add(self, result: Result, task: Task) -> Result | None:
         """``result`` itself when it waits for nothing, else None: it is held for the next flush."""
@@ -46,28 +64,44 @@ class Flusher:
         return None
 
     def seconds_until_due(self) -> float | None:
-        """How long until the held Results must be flushed; None when nothing is held."""
+        """How long until ``ready`` has something to do; None when nothing is held."""
+        if self._flushing is not None:
+            return POLL_S
         if not self._held:
             return None
         return max(0.0, self._last + FLUSH_EVERY_S - time.monotonic())
 
     def ready(self, idle: bool = False) -> list[Result]:
-        """The held Results, flushed, if a flush is due (``idle``: nothing else is running); else [].
+        """Results whose flush is over; starts the next flush when one is due.
 
-        An interrupt in the middle (Ctrl-C) leaves what is not yet handed on held, each
-        file's progress noted, so calling again finishes the batch.
+        ``idle`` (nothing else is running, or the run is ending): wait for the batch
+        on its thread, then flush the rest here. An interrupt in the middle (Ctrl-C)
+        leaves what is not yet handed on held, each file's progress noted, so calling
+        again finishes the batch.
         """
-        if not self._held:
-            return []
-        if not idle and len(self._held) < FLUSH_EVERY_N and time.monotonic() < self._last + FLUSH_EVERY_S:
-            return []
-        try:
-            return self._flush()
-        finally:
-            self._last = time.monotonic()
+        done = self._collect(wait=idle)
+        if not self._held or self._flushing is not None:
+            return done
+        now = time.monotonic()
+        due = len(self._held) >= FLUSH_EVERY_N or now >= self._last + FLUSH_EVERY_S
+        if idle or (due and (not self._apart or now >= self._last + TRICKLE_S)):
+            self._last = now
+            done += self._flush(self._held)
+            self._held = []
+        elif due:
+            batch, self._held = self._held, []
+            self._last = now
+            self._flushing = threading.Thread(target=self._flush_apart, args=(batch,), name="fetcher-flush",
+                                              daemon=True)
+            self._flushing.start()
+        return done
 
     def abandon(self) -> None:
-        """The run stops early: staged bodies never get a name (a resumable one is kept)."""
+        """The run stops early: staged bodies never get a name (a resumable one is kept).
+
+        A batch already on its thread is left to finish: its files get their names, and
+        the next run finds them (resume.py).
+        """
         for result, task in self._held:
             if result.staged:
                 part = _inside(self.options.out, task.name) + PART_SUFFIX
@@ -75,9 +109,30 @@ class Flusher:
                     partial.discard(part)
         self._held.clear()
 
-    def _flush(self) -> list[Result]:
-        """Data, names, folders, in that order; then the batch is handed on."""
-        out, held = self.options.out, self._held
+    def _collect(self, wait: bool) -> list[Result]:
+        """The batch the flush thread finished, if it did (with ``wait``, once it has)."""
+        thread = self._flushing
+        if thread is None:
+            return []
+        while wait and thread.is_alive():  # bounded by the flush's system calls
+            thread.join(1.0)
+        if thread.is_alive():
+            return []
+        self._flushing = None
+        outcome = self._flushed.get_nowait()
+        if isinstance(outcome, BaseException):  # a bug in the flush: raised where it can be seen
+            raise outcome
+        return outcome
+
+    def _flush_apart(self, batch: list[tuple[Result, Task]]) -> None:
+        try:
+            self._flushed.put(self._flush(batch))
+        except BaseException as exc:  # noqa: BLE001 - handed to the coordinator, which raises it
+            self._flushed.put(exc)
+
+    def _flush(self, held: list[tuple[Result, Task]]) -> list[Result]:
+        """Data, names, folders, in that order; ``held`` is updated in place as files get their names."""
+        out = self.options.out
         parts = [_inside(out, task.name) + PART_SUFFIX for _, task in held]
         try:
             staged = [part for part, (result, _) in zip(parts, held, strict=True) if result.staged]
@@ -93,12 +148,9 @@ class Flusher:
             sync_folders(out, [target for target, (result, _) in zip(targets, held, strict=True)
                                if result.status is Status.OK and result.path])
         except OSError as exc:  # the disk refused a flush: nothing of this batch can be vouched for
-            done = [self._unflushed(result, task, part, exc)
+            return [self._unflushed(result, task, part, exc)
                     for (result, task), part in zip(held, parts, strict=True)]
-        else:
-            done = [result for result, _ in held]
-        self._held = []
-        return done
+        return [result for result, _ in held]
 
     def _place(self, result: Result, task: Task, part: str, target: str) -> Result:
         assert result.path is not None
@@ -124,6 +176,11 @@ class Flusher:
         if result.status is not Status.OK:
             return result
         return _failure(task, result, f"cannot flush the file to disk: {exc.strerror or exc}", exc)
+
+
+def _threads_are_real() -> bool:
+    monkey = sys.modules.get("gevent.monkey")  # imported only where gevent patches the process
+    return monkey is None or not monkey.is_module_patched("threading")
 
 
 def _failure(task: Task, result: Result, message: str, exc: OSError) -> Result:
