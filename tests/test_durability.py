@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import pytest
 from fetcher import durability
 from fetcher.api import fetch
 from fetcher.errors import ConfigError
-from fetcher.journal import Journal
+from fetcher.journal import Journal, journal_path
 from fetcher.options import Options
 from proc_helpers import read_manifest
 from conftest import HAVE_PYCURL
@@ -237,13 +238,18 @@ def test_suspect_runs() -> None:
     assert durability.suspect_runs([(1, "none", earlier), (2, "batch", "another")], 9, boot) == {1}
 
 
+def _edit_journal(out: str, sql: str) -> None:
+    """Change the journal behind fetcher's back, as a crash or a power loss would leave it."""
+    db = sqlite3.connect(journal_path(out), isolation_level=None)
+    try:
+        db.execute(sql)
+    finally:
+        db.close()
+
+
 def _pretend_an_earlier_boot(out: str) -> None:
     """Make the journal's runs look as if they ran before a reboot (as after a power loss)."""
-    journal = Journal(out)
-    try:
-        journal._db.execute("UPDATE runs SET boot = 'an-earlier-boot', finished = NULL")
-    finally:
-        journal.close()
+    _edit_journal(out, "UPDATE runs SET boot = 'an-earlier-boot', finished = NULL")
 
 
 def test_after_a_reboot_files_of_a_none_run_are_read_back_and_a_cut_one_fetched_again(server, tmp_path) -> None:
@@ -277,11 +283,8 @@ def test_after_a_reboot_an_unrecorded_file_of_a_none_run_is_fetched_again(server
     out = str(tmp_path / "out")
     urls = [server.url(f"/files/u{i}.jpg?size=3000") for i in range(2)]
     first = {r.url: r for r in fetch(urls, out=out, durability="none")}
-    journal = Journal(out)
-    try:  # the run's last commit lost: rows back to pending, the files still under their names
-        journal._db.execute("UPDATE urls SET state = 'pending', path = NULL")
-    finally:
-        journal.close()
+    # The run's last commit lost: rows back to pending, the files still under their names.
+    _edit_journal(out, "UPDATE urls SET state = 'pending', path = NULL")
     cut = os.path.join(out, first[urls[0]].path)
     with open(cut, "r+b") as handle:
         handle.truncate(1000)
@@ -294,11 +297,7 @@ def test_unrecorded_files_of_an_interrupted_batch_run_are_recovered_without_a_re
     out = str(tmp_path / "out")
     urls = [server.url(f"/files/v{i}.jpg?size=3000") for i in range(2)]
     list(fetch(urls, out=out))
-    journal = Journal(out)
-    try:
-        journal._db.execute("UPDATE urls SET state = 'pending', path = NULL")
-    finally:
-        journal.close()
+    _edit_journal(out, "UPDATE urls SET state = 'pending', path = NULL")
     _pretend_an_earlier_boot(out)
     second = list(fetch(urls, out=out))
     assert all(r.status.value == "skipped" and r.attempts == 0 and r.bytes == 3000 for r in second)
@@ -349,3 +348,14 @@ def test_a_full_disk_at_the_flush_stops_the_run(server, tmp_path, monkeypatch) -
     urls = [server.url(f"/files/s{i}.jpg?size=1500") for i in range(4)]
     with pytest.raises(StorageError, match="cannot flush the file to disk"):
         list(fetch(urls, out=str(tmp_path / "out"), pool=2))
+
+
+def test_a_none_run_of_this_boot_is_trusted_as_before(server, tmp_path) -> None:
+    """No power was lost since (a kill -9 at most): the page cache holds what it wrote; no read-back."""
+    out = str(tmp_path / "out")
+    urls = [server.url(f"/files/w{i}.jpg?size=2000") for i in range(2)]
+    first = {r.url: r for r in fetch(urls, out=out, durability="none")}
+    with open(os.path.join(out, first[urls[0]].path), "r+b") as handle:
+        handle.write(b"\0" * 100)  # same size: only a read-back would see it
+    _edit_journal(out, "UPDATE runs SET finished = NULL")  # killed, same boot
+    assert all(r.status.value == "skipped" for r in fetch(urls, out=out, durability="none"))
