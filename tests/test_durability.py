@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from fetcher import durability
+from fetcher.download import durability
 from fetcher.api import fetch
 from fetcher.errors import ConfigError
-from fetcher.journal import Journal, journal_path
+from fetcher.run.journal import Journal, journal_path
 from fetcher.options import Options
 from proc_helpers import read_manifest
 from conftest import HAVE_PYCURL
@@ -318,7 +318,7 @@ def test_staged_is_the_last_field_of_a_result() -> None:
 def _refuse_syncfs(monkeypatch, code: int) -> None:
     import errno as errno_module
 
-    from fetcher import flusher
+    from fetcher.run import flusher
 
     def refused(path: str) -> bool:
         raise OSError(code, errno_module.errorcode[code], path)
