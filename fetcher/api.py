@@ -29,6 +29,7 @@ from fetcher.models import FetchTask, Item, Result
 from fetcher.options import Options
 from fetcher.run.outdir import check_output
 from fetcher.run.progress import Progress
+from fetcher.redact import remember_header
 from fetcher.sources.tasks import Line, TaskMaker
 
 __all__ = ["Fetcher", "Task", "fetch"]
@@ -90,6 +91,8 @@ class _Converter:
             raise TypeError(f"expected a URL string or fetcher.Task, not {type(item).__name__}")
         index, self._index = self._index, self._index + 1
         headers = tuple(public.headers.items()) if public.headers else None
+        for name, value in headers or ():
+            remember_header(name, value)  # a task's token is masked in messages, as --header's is
         line = Line(index + 1, public.url if isinstance(public.url, str) else repr(public.url), public.url,
                     public.name or None, public.checksum or None, headers=headers)
         return self._maker.make(line, index), public.meta

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import Any
 
+from fetcher.redact import mask, mask_extra, mask_optional
+
 
 class Status(str, enum.Enum):
     """Final state of one URL in the manifest."""
@@ -140,16 +142,17 @@ class Result:
         """The manifest's JSON object for this result (documented in README.md)."""
         # Built by hand: dataclasses.asdict deep-copies and was a quarter of the
         # coordinator's time per URL.
+        # Credentials never reach a record: every text that may hold a URL goes through redact.mask.
         error = self.error
         record = {
-            "url": self.url, "status": self.status.value, "path": self.path, "bytes": self.bytes,
+            "url": mask(self.url), "status": self.status.value, "path": self.path, "bytes": self.bytes,
             "sha256": self.sha256, "http_status": self.http_status, "content_type": self.content_type,
-            "final_url": self.final_url,
-            "error": None if error is None else {"kind": error.kind, "message": error.message},
+            "final_url": mask_optional(self.final_url),
+            "error": None if error is None else {"kind": error.kind, "message": mask(error.message)},
             "attempts": self.attempts, "elapsed_s": round(self.elapsed_s, 4),
         }
         if self.extra:
-            record.update(self.extra)
+            record.update(mask_extra(self.extra))
         return record
 
 

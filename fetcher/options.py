@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fetcher.errors import ConfigError
+from fetcher.redact import remember_header
 
 MEMORY_CAP = 100 * 1024 * 1024  # in-memory bodies, unless max_size says otherwise
 DEFAULT_USER_AGENT = "fetcher/{version} (+https://pypi.org/project/fetcher/)"
@@ -57,8 +58,9 @@ class Options:
     delay: float = 0.0
     # request shape
     user_agent: str = ""
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold a token: never printed
     cookies: str | None = None
+    cookies_text: str | None = field(default=None, repr=False)  # serve -> workers: the file's content
     insecure: bool = False
     # Python API: bodies in Result.content instead of files (capped by max_size, else MEMORY_CAP)
     in_memory: bool = False
@@ -86,6 +88,8 @@ class Options:
             kwargs["headers"] = tuple(kwargs["headers"].items())
         options = replace(cls(), **kwargs)
         options._check()
+        for name, value in options.headers:  # a secret header's value is masked in every message
+            remember_header(name, value)
         if not options.user_agent:
             from fetcher import __version__
 
@@ -215,5 +219,7 @@ def parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     name = name.strip()
     if not sep or not name or any(c.isspace() for c in name) or "\r" in value or "\n" in value:
-        raise ConfigError(f"header must look like 'Name: value'; got {text!r}")
+        # Never the value itself: it may be a token (a missing colon leaves no name to judge by).
+        shown = f"{name}: ..." if sep else f"{len(text)} characters without a colon"
+        raise ConfigError(f"header must look like 'Name: value'; got {shown!r}")
     return name, value.strip()

@@ -79,8 +79,9 @@ def add_fetching_rules(parser: argparse.ArgumentParser) -> None:
                         help="least seconds between two requests to one host (default: 0)")
     polite.add_argument("--user-agent", default="", metavar="TEXT",
                         help="User-Agent header (default: fetcher/VERSION)")
-    polite.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
-                        help="extra request header; repeat for more")
+    polite.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE' | @FILE",
+                        help="extra request header; repeat for more. @FILE reads headers from FILE, one per "
+                             "line, so a token stays off the command line (which ps shows)")
     polite.add_argument("--cookies", metavar="FILE", help="Netscape/Mozilla cookies.txt file to send cookies from")
     polite.add_argument("--insecure", action="store_true",
                         help="do not verify TLS certificates (dangerous; off by default)")
@@ -109,10 +110,39 @@ def rule_options(args: argparse.Namespace) -> dict[str, object]:
         "backoff_cap": args.backoff_cap, "max_retry_after": args.max_retry_after,
         "max_time": args.max_time, "min_speed": args.min_speed, "min_speed_time": args.min_speed_time,
         "per_host": args.per_host, "delay": args.delay, "user_agent": args.user_agent,
-        "headers": args.header, "cookies": args.cookies, "insecure": args.insecure,
+        "headers": expand_headers(args.header), "cookies": args.cookies, "insecure": args.insecure,
         "max_size": args.max_size, "min_size": args.min_size, "accept": args.accept,
         "max_redirects": args.max_redirects, "client": args.client, "durability": args.durability,
     }
+
+
+def expand_headers(values: list[str]) -> list[str | tuple[str, str]]:
+    """``--header`` values, each ``@FILE`` replaced by the headers in FILE (curl's ``-H @FILE``).
+
+    FILE has one ``Name: value`` per line; blank lines and lines starting with
+    ``#`` are skipped. An error names the file and line, never the line's text.
+    """
+    from fetcher.options import parse_header
+
+    headers: list[str | tuple[str, str]] = []
+    for value in values:
+        if not value.startswith("@"):  # "@" cannot start a header name (RFC 9110 token)
+            headers.append(value)
+            continue
+        try:
+            with open(value[1:], encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read headers from {value[1:]!r}: {getattr(exc, 'strerror', None) or exc}"
+                              ) from None
+        for number, line in enumerate(lines, start=1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                try:
+                    headers.append(parse_header(line))
+                except ConfigError:
+                    raise ConfigError(f"{value[1:]} line {number}: a header must look like 'Name: value'"
+                                      ) from None
+    return headers
 
 
 def add_input_and_naming_arguments(parser: argparse.ArgumentParser) -> None:

@@ -79,6 +79,7 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def serve_main(argv: list[str]) -> int:
+    from fetcher.distributed import cookies
     from fetcher.sources import readers as inputs
     from fetcher.sources import tasks as sources
     from fetcher.distributed import auth
@@ -90,6 +91,7 @@ def serve_main(argv: list[str]) -> int:
     note = _note("fetcher serve")
     options = Options.create(out=args.out, manifest=args.manifest, input_format=args.input_format,
                              naming=args.naming, on_exists=args.on_exists, **rule_options(args))
+    options = cookies.pack(options)  # workers get the cookies through the broker, not a path
     bind = parse_address(args.bind)
     if options.insecure:
         note("warning: --insecure: no worker verifies TLS certificates; anyone between a worker and a "

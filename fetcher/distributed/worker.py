@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from secrets import token_hex
 
 from fetcher.backends.base import Backend, BackendFactory
+from fetcher.distributed import cookies
 from fetcher.distributed.client import FIRST, RESTARTED, ServerConnection
 from fetcher.distributed.outbox import BATCH, Outbox
 from fetcher.distributed.protocol import Finished, Grant, Wait, WorkerInfo, format_address
@@ -89,6 +90,7 @@ class Worker:
         self._outbox = Outbox()
         self._next_lease = self._next_heartbeat = 0.0
         self._idle = 0
+        self._forget_cookies: Callable[[], None] = lambda: None
         self._end: Finished | None = None
         self._done: Counter[str] = Counter()
 
@@ -116,6 +118,7 @@ class Worker:
             if not shut:
                 backend.shutdown(cancel=True)
             self._server.close()
+            self._forget_cookies()
         done = ", ".join(f"{n} {status}" for status, n in sorted(self._done.items())) or "nothing"
         if code != EXIT_FAILED:
             self._log(f"{'the server stopped the run' if code else 'the run is over'}; this worker finished {done}")
@@ -266,6 +269,7 @@ class Worker:
         """The server's fetching rules, with this worker's folder, backend and pool."""
         local = replace(options, out=os.path.abspath(self.config.out), backend=self.config.backend,
                         pool=self.config.pool, in_flight=0, manifest=None)
+        local, self._forget_cookies = cookies.unpack(local)  # the server's cookies, shipped here
         if local.cookies and not os.path.isfile(local.cookies):
             self._warn(f"warning: the server's cookies file {local.cookies!r} is not on this host; "
                       "fetching without cookies")

@@ -1,6 +1,6 @@
 """Partial downloads: ``NAME.part`` plus a small ``NAME.part.meta`` that makes it resumable.
 
-The meta file records the URL and the validator (ETag or Last-Modified) of the
+The meta file records the URL (masked: no password) and the validator (ETag or Last-Modified) of the
 response the bytes came from. A later attempt, in this run or the next, asks for
 the rest with ``Range`` and ``If-Range``: a server that still has the same
 representation answers 206 and the download continues; one whose file changed,
@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from fetcher.files.paths import PART_SUFFIX, ensure_folder, forget_folders, join_within
+from fetcher.redact import mask
 
 if TYPE_CHECKING:
     from fetcher.models import FetchTask
@@ -59,7 +60,8 @@ def read_meta(part: str, url: str) -> tuple[tuple[int, str] | None, bool]:
     except OSError:
         return None, True
     validator = meta.get("validator") if isinstance(meta, dict) else None
-    if meta.get("url") != url or not isinstance(validator, str) or size <= 0:
+    # Masked URLs since issue 18 (the part's name already tells URLs apart); raw ones before.
+    if meta.get("url") not in (mask(url), url) or not isinstance(validator, str) or size <= 0:
         return None, True
     return (size, validator), True
 
@@ -175,7 +177,7 @@ def remember(part: str, url: str, headers: Mapping[str, str]) -> bool:
         return False
     try:
         with open(meta_path(part), "w", encoding="utf-8") as handle:
-            json.dump({"url": url, "validator": validator}, handle)
+            json.dump({"url": mask(url), "validator": validator}, handle)
     except OSError:  # a full disk: the part simply is not resumable (never half a meta)
         discard_meta(part)
         return False

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from fetcher.errors import ExitStatus
 from fetcher.models import Result, Status
+from fetcher.redact import mask
 from fetcher.run.manifest import ManifestWriter
 from fetcher.run.progress import Progress, human_bytes
 
@@ -138,9 +139,10 @@ class Collector:
         if self._quiet:
             return
         if result.error is not None:
-            self._progress.note(f"failed {result.url}: {result.error.kind}: {result.error.message}")
+            self._progress.note(mask(f"failed {result.url}: {result.error.kind}: {result.error.message}"))
         elif self._verbose:
-            self._progress.note(f"{result.status.value} {result.url} -> {result.path} ({human_bytes(result.bytes)})")
+            self._progress.note(mask(f"{result.status.value} {result.url} -> {result.path} "
+                                     f"({human_bytes(result.bytes)})"))
 
     def close(self, interrupted: bool = False, stopped: str | None = None) -> Summary:
         """Finish the manifest and the bar; return the run's Summary.

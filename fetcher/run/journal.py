@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fetcher.errors import ConfigError, StorageError
+from fetcher.run.journal_secrets import mask_legacy_rows
 from fetcher.models import ErrorInfo, Result, Status
+from fetcher.redact import UrlKeys, mask, mask_extra, mask_optional, shown_key
 
 JOURNAL_DIR = ".fetcher"
 JOURNAL_NAME = "journal.sqlite3"
@@ -120,6 +122,8 @@ class Journal:
         if readonly and not os.path.exists(self.path):
             raise ConfigError(f"no journal in {out!r}: nothing was downloaded there")
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+        # Rows are keyed by UrlKeys: a URL with credentials is stored masked, with a keyed hash.
+        self._keys = UrlKeys(os.path.dirname(self.path))
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
@@ -128,6 +132,7 @@ class Journal:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
                 _add_missing_columns(self._db)
+                mask_legacy_rows(self._db, self._keys)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise ConfigError(f"cannot open journal {self.path!r}: {getattr(exc, 'strerror', None) or exc}") from None
         self.run = 0
@@ -176,6 +181,7 @@ class Journal:
         re-take can wait a whole switch interval.
         """
         self._flush_results()  # so a URL recorded a moment ago is seen with its result
+        items = [(self._keys.key(url), name) for url, name in items]
         urls = list({url: None for url, _ in items})
         known: dict[str, tuple[Any, ...]] = {}
         for start in range(0, len(urls), _SQL_BATCH):
@@ -215,9 +221,10 @@ class Journal:
         error = result.error
         self._results.append(
             (FAILED if result.status is Status.FAILED else OK, result.path, result.bytes, result.sha256,
-             result.http_status, result.content_type, result.final_url, error.kind if error else None,
-             error.message if error else None, result.attempts, result.elapsed_s,
-             json.dumps(result.extra) if result.extra else None, time.time(), result.url))
+             result.http_status, result.content_type, mask_optional(result.final_url), error.kind if error else None,
+             mask(error.message) if error else None, result.attempts, result.elapsed_s,
+             json.dumps(mask_extra(result.extra)) if result.extra else None, time.time(),
+             self._keys.key(result.url)))
         if len(self._results) >= COMMIT_EVERY_N or time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
             self.commit()
 
@@ -310,6 +317,8 @@ class Journal:
         return bool(row[0])
 
     def failed_samples(self, limit: int = 5) -> Iterator[tuple[str, str, str]]:
-        yield from self._db.execute(
-            "SELECT url, error_kind, error_message FROM urls WHERE state = ? ORDER BY updated DESC LIMIT ?",
-            (FAILED, limit))
+        """(URL, kind, message) of recent failures, masked (a journal of an older version may not be)."""
+        for url, kind, message in self._db.execute(
+                "SELECT url, error_kind, error_message FROM urls WHERE state = ? ORDER BY updated DESC LIMIT ?",
+                (FAILED, limit)):
+            yield shown_key(url), kind, mask(message or "")

@@ -26,6 +26,7 @@ from fetcher.files.filenames import clean_user_path
 from fetcher.sources.readers import Row
 from fetcher.models import ErrorKind, Result, FetchTask, failed, input_extra
 from fetcher.files.naming import initial_name
+from fetcher.redact import cut
 
 SPECIAL_COLUMNS = ("url", "filename", "sha256", "md5")
 ALLOWED_SCHEMES = ("http", "https")
@@ -299,7 +300,7 @@ def _display(text: str) -> str:
     ``\\xff``, and a long one cut to its first ``MAX_SHOWN`` characters plus its length (a
     50 MB line must not be copied three times)."""
     if len(text) > MAX_SHOWN:
-        text = f"{text[:MAX_SHOWN]}... ({len(text):,} characters)"
+        text = f"{cut(text, MAX_SHOWN)}... ({len(text):,} characters)"  # cut: never half a password
     try:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:

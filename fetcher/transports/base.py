@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+from fetcher.redact import strip_credentials
+
 if TYPE_CHECKING:
     from fetcher.errors import FetchFailure
 
@@ -136,6 +138,21 @@ class Headers(dict[str, str]):
 
     def __contains__(self, key: object) -> bool:
         return dict.__contains__(self, key.lower() if isinstance(key, str) else key)
+
+
+def credentials_rule(url: str, has_authorization_header: bool) -> str:
+    """The URL to send, after the one precedence both clients follow (README, Credentials).
+
+    An explicit ``Authorization`` header (``--header``, a task's headers) beats
+    credentials in the URL, which beat netrc: the header is the run's explicit
+    word, and a list of URLs with credentials baked in can be fetched with
+    another token without rewriting it. So with such a header the URL's
+    userinfo is dropped before the client sees it (libcurl already prefers a
+    custom header; requests would otherwise let the URL win).
+    """
+    if has_authorization_header and "@" in url:
+        return strip_credentials(url)
+    return url
 
 
 def loop_message(chain: list[str]) -> str | None:

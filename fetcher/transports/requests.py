@@ -27,7 +27,8 @@ from requests.structures import CaseInsensitiveDict
 
 from fetcher.errors import FetchFailure
 from fetcher.models import ErrorKind
-from fetcher.transports.base import Head, Receiver, Request, Transport, loop_message
+from fetcher.redact import has_userinfo
+from fetcher.transports.base import Head, Receiver, Request, Transport, credentials_rule, loop_message
 
 if TYPE_CHECKING:
     from fetcher.transports.environment import Environment
@@ -61,12 +62,18 @@ class RequestsTransport(Transport):
     def _open(self, request: Request) -> requests.Response:
         timeout = (request.connect_timeout, request.guard.read_timeout)
         environment, session = self._environment, self.session
+        headers = CaseInsensitiveDict(session.headers)
+        headers.update(request.headers)
+        url = credentials_rule(request.url, "Authorization" in headers)
         if environment is None:  # the caller's session: requests' whole machinery, as they set it up
-            return session.get(request.url, stream=True, headers=request.headers, timeout=timeout)
+            return session.get(url, stream=True, headers=request.headers, timeout=timeout)
         proxies: dict[str, str] = {}
-        if environment.proxies and (proxy := environment.proxy_for(request.url)):
+        if environment.proxies and (proxy := environment.proxy_for(url)):
             proxies = {"http": proxy, "https": proxy}
-        auth = _netrc_auth(request.url.split("/", 3)[2], environment.netrc) if self._netrc else None
+        # netrc only when neither a header nor the URL gives credentials, as libcurl does (NETRC_OPTIONAL).
+        auth = None
+        if self._netrc and "Authorization" not in headers and not has_userinfo(url):
+            auth = _netrc_auth(url.split("/", 3)[2], environment.netrc)
         # Public API only: Request.prepare() with the session's headers merged under the request's
         # and the session's own cookie jar (what Session.prepare_request would merge: sessions made
         # by the factory have no auth, params or hooks of their own); send() then runs the adapter,
@@ -74,9 +81,7 @@ class RequestsTransport(Transport):
         # Session.prepare_request ~190 us, this ~135 us, the PreparedRequest steps it replaced
         # (private _cookies set by hand) ~55 us; on the thread backend's small files that gap is
         # a few percent of the CPU per file, so no private API is used for it.
-        headers = CaseInsensitiveDict(session.headers)
-        headers.update(request.headers)
-        prepared = requests.Request("GET", request.url, headers=headers, cookies=session.cookies, auth=auth).prepare()
+        prepared = requests.Request("GET", url, headers=headers, cookies=session.cookies, auth=auth).prepare()
         return session.send(prepared, stream=True, timeout=timeout, proxies=proxies, verify=session.verify,
                             cert=session.cert)
 

@@ -30,7 +30,8 @@ import pycurl
 
 from fetcher.errors import FetchFailure
 from fetcher.models import ErrorKind
-from fetcher.transports.base import ACCEPT_ENCODING, Head, Headers, Receiver, Request, Transport, loop_message
+from fetcher.transports.base import (ACCEPT_ENCODING, Head, Headers, Receiver, Request, Transport,
+                                     credentials_rule, loop_message)
 from fetcher.transports.environment import Environment
 
 if TYPE_CHECKING:
@@ -135,7 +136,9 @@ class CurlTransport(Transport):
         return self._head
 
     def _prepare(self, curl: pycurl.Curl, request: Request) -> None:
-        curl.setopt(pycurl.URL, request.url)
+        authorization = "authorization" in self._base_headers or any(
+            name.lower() == "authorization" for name in request.headers)
+        curl.setopt(pycurl.URL, credentials_rule(request.url, authorization))
         curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(request.connect_timeout * 1000)))
         headers, encoding = self._header_list(request.headers)
         if (headers, encoding) != self._sent:
