@@ -21,11 +21,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fetcher import partial, placement
+from fetcher import images, partial, placement
 from fetcher.checksum import Verifier
 from fetcher.guards import FetchFailure, TransferGuard, check_content_type, check_magic
 from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
 from fetcher.naming import FOUND, NO_FOLDER, PART_SUFFIX, finalize_name, join_within, locate
+from fetcher.optout import opted_out
 from fetcher.streaming import MAGIC_BYTES, CancelFlag, Cancelled, check_complete, hash_prefix, is_encoded
 from fetcher.transports import as_transport
 from fetcher.transports.base import Head, Request
@@ -112,6 +113,7 @@ class Download:
         self.verifier = Verifier(task.checksum)
         self.rejected: FetchFailure | None = None  # the response's status failed: its body is drained
         self.drained = 0
+        self.images = images.wants_images(options)
 
     def request(self) -> Request:
         options = self.options
@@ -162,6 +164,10 @@ class Download:
             self._reject(FetchFailure(ErrorKind.HTTP_STATUS, f"HTTP {status} {head.reason}".strip(),
                                       retryable=status in TRANSIENT_STATUSES,
                                       retry_after=parse_retry_after(headers.get("Retry-After"))))
+            return
+        if not self.options.ignore_opt_out and (directive := opted_out(headers, self.options.user_agent)):
+            self._reject(FetchFailure(ErrorKind.OPTED_OUT, f"X-Robots-Tag: {directive}: the server opts this file "
+                                      "out of AI training (--ignore-opt-out fetches it anyway)"))
             return
         check_content_type(headers.get("Content-Type"), self.options.accept)
         if self.options.in_memory:
@@ -245,6 +251,10 @@ class Download:
         sha256 = self.digest.hexdigest()
         if (mismatch := self.verifier.mismatch(sha256)) is not None:
             raise FetchFailure(ErrorKind.BAD_CONTENT, mismatch)
+        size = guard.size
+        image: dict[str, Any] = {}
+        if self.images:
+            image, size, sha256 = self._image_step(size, sha256)
         fields: dict[str, Any] = {}
         if self.options.in_memory:
             fields["content"] = self.sink.getvalue()  # type: ignore[union-attr]
@@ -257,10 +267,34 @@ class Download:
                 return placement.taken_meanwhile(self.task, self.name, self.options.out)
             fields["path"] = landed
         task = self.task
-        return Result(url=task.url, status=Status.OK, bytes=guard.size, sha256=sha256, http_status=status,
+        return Result(url=task.url, status=Status.OK, bytes=size, sha256=sha256, http_status=status,
                       content_type=head.headers.get("Content-Type"), final_url=head.url, attempts=task.attempt,
                       index=task.index, elapsed_s=time.monotonic() - self.started,
-                      extra=input_extra(task.meta), **fields)
+                      extra={**input_extra(task.meta), **image} if image else input_extra(task.meta), **fields)
+
+    def _image_step(self, size: int, sha256: str) -> tuple[dict[str, Any], int, str]:
+        """Decode, check and maybe re-encode the image (images.py): its manifest fields, and the stored size and hash.
+
+        Runs here, in the worker that downloaded it, so the process backend decodes on every core.
+        """
+        if self.options.in_memory:
+            source: str | bytes = self.sink.getvalue()  # type: ignore[union-attr]
+        else:
+            self.sink.close()  # type: ignore[union-attr]  # flushed, so that Pillow reads it all
+            source = self.part
+        outcome = images.finish_image(source, self.options)
+        if outcome.data is None:
+            return outcome.fields, size, sha256
+        fields = {**outcome.fields, "original_bytes": size, "original_sha256": sha256}
+        if self.options.in_memory:
+            self.sink = io.BytesIO(outcome.data)
+        else:
+            with open(self.part, "wb") as handle:  # the stored image replaces the download in its .part
+                handle.write(outcome.data)
+            self.name = images.with_extension(self.name, outcome.ext or "jpg")
+            self.target = join_within(self.options.out, self.name)
+        stored, digest = images.stored_fields(outcome.data)
+        return fields, stored, digest
 
     def _failed(self, failure: FetchFailure | None) -> Result:
         """Clean up after a failure (None: cancelled), keeping a part a retry can resume."""

@@ -10,7 +10,7 @@ from fetcher.errors import ConfigError
 
 MEMORY_CAP = 100 * 1024 * 1024  # in-memory bodies, unless max_size says otherwise
 DEFAULT_USER_AGENT = "fetcher/{version} (+https://pypi.org/project/fetcher/)"
-INPUT_FORMATS = ("auto", "txt", "csv", "tsv", "jsonl")
+INPUT_FORMATS = ("auto", "txt", "csv", "tsv", "jsonl", "parquet")
 ON_EXISTS = ("skip", "overwrite", "rename")
 
 
@@ -63,6 +63,21 @@ class Options:
     input_format: str = "auto"  # auto: from the file's extension; stdin is txt
     naming: str = "url"  # url | hash | content-disposition | a template (naming.parse_naming)
     on_exists: str = "skip"  # skip | overwrite | rename (placement.py)
+    url_column: str = "url"  # the column of a CSV/TSV/JSONL/parquet input that holds the URL
+    # image datasets (issue 16): checked in images.check_options and shards.check_options
+    verify_image: bool = False
+    min_image_size: int = 0  # px, smaller side; 0: off
+    max_image_area: int = 0  # px, width x height; 0: off
+    max_aspect_ratio: float = 0.0  # longer / shorter side; 0: off
+    resize: int = 0  # px; 0: no resizing
+    resize_mode: str = "keep_ratio"  # keep_ratio | center_crop | border
+    encode_format: str = ""  # jpg | png | webp; "": as downloaded, or jpg when resizing
+    encode_quality: int = 95
+    ignore_opt_out: bool = False  # X-Robots-Tag: noai / noimageai are honoured unless this is set
+    output_format: str = "files"  # files | webdataset
+    shard_size: int = 10_000  # samples per webdataset shard
+    caption_column: str | None = None  # input column written as KEY.txt in a shard
+    manifest_format: str = "jsonl"  # jsonl | parquet
 
     @classmethod
     def create(cls, **kwargs: Any) -> Options:
@@ -122,6 +137,10 @@ class Options:
             raise ConfigError(f"cookies file {self.cookies!r} does not exist")
         self._check_inputs_and_naming()
         self._check_client()
+        from fetcher import images, shards
+
+        images.check_options(self)
+        shards.check_options(self)
 
     def _check_client(self) -> None:
         from fetcher.transports import CLIENTS, CURL_INSTALL_HINT
