@@ -18,6 +18,7 @@ from fetcher.collector import Collector, Summary
 from fetcher.errors import ConfigError
 from fetcher.journal import JOURNAL_DIR, Journal
 from fetcher.resume import admit_all
+from fetcher.shards import open_shards, write_manifest_copy
 
 if TYPE_CHECKING:
     from fetcher.backends.base import BackendFactory, SessionFactory
@@ -79,8 +80,12 @@ class Job:
         with ExitStack() as stack:
             journal = None
             earlier_interrupted = False
+            shards = None
             if self.use_journal:
                 stack.enter_context(_exclusive(options.out))
+                shards = open_shards(options)  # webdataset output, else None
+                if shards is not None:
+                    items = shards.admit(items)  # before the journal: URLs of finished shards are skipped
                 journal = Journal(options.out)
                 stack.callback(journal.close)
                 journal.start_run()
@@ -94,12 +99,18 @@ class Job:
                 finals = stack.enter_context(closing(engine.results(items, options, self.session_factory,
                                                                     wait_for_more, cancel, self.backend_factory)))
                 for result in finals:
+                    if shards is not None:
+                        result = shards.add(result)
                     collector.record(result)
                     yield result
                 completed = True
             finally:
+                if shards is not None:
+                    shards.close(completed)
                 self.summary = collector.close(interrupted=not completed)
                 self.summary.duplicates += counts["duplicates"]
+                if completed and self.manifest:
+                    write_manifest_copy(options)
             if journal is not None:
                 journal.finish_run()
                 if earlier_interrupted and self.local_files:

@@ -97,6 +97,9 @@ class Options:
             kwargs["headers"] = tuple(kwargs["headers"].items())
         options = replace(cls(), **kwargs)
         options._check()
+        from fetcher.shards import adjust
+
+        options = adjust(options)  # webdataset output stages its images under names of its own
         if not options.user_agent:
             from fetcher import __version__
 

@@ -31,7 +31,7 @@ def parquet_rows(path: str, url_column: str = "url") -> Iterator[Row]:
     Raises:
         ConfigError: pyarrow is missing, the file is not readable parquet, or it has no ``url_column``.
     """
-    parquet = _pyarrow_parquet()
+    parquet = pyarrow_parquet()
     if path == "-":
         raise ConfigError("parquet input must be a file, not standard input (a parquet reader seeks)")
     try:
@@ -61,7 +61,7 @@ def parquet_rows(path: str, url_column: str = "url") -> Iterator[Row]:
 def count_rows(path: str) -> int | None:
     """The row count from the file's footer (for the progress bar); None if it cannot be read."""
     try:
-        parquet = _pyarrow_parquet()
+        parquet = pyarrow_parquet()
         return int(parquet.ParquetFile(path).metadata.num_rows)
     except (ConfigError, OSError, ValueError):
         return None
@@ -94,7 +94,7 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _pyarrow_parquet() -> Any:
+def pyarrow_parquet() -> Any:
     try:
         import pyarrow.parquet
     except ImportError:

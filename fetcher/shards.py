@@ -1,17 +1,210 @@
-"""placeholder"""
+"""``--output-format webdataset``: samples written into tar shards by the coordinating process.
+
+Workers are many, so none of them writes a shard: each stores its image (checked
+and resized where it was downloaded) under ``OUT/staging/SHA1.EXT`` like any
+download, and the coordinator, which sees every final Result once, appends it to
+the open shard ``OUT/NNNNN.tar.part`` as ``KEY.EXT``, ``KEY.json`` (the sample's
+manifest record) and ``KEY.txt`` (``--caption-column``), then removes the staged
+file. ``KEY`` is the SHA-1 of the canonical URL. After ``--shard-size`` samples
+the shard is closed, flushed to disk, renamed to ``NNNNN.tar``, its stats written
+to ``NNNNN_stats.json``, and its samples committed to the shard index
+(shard_index.py).
+
+A rerun, after anything down to a ``kill -9``: finished shards are kept, and their
+URLs are ``skipped`` before the journal sees them (``admit``), so no sample is
+ever in two shards. An unfinished ``.part`` shard is deleted; its samples are in
+the journal as ``NNNNN.tar/KEY.EXT`` of a shard that does not exist, so they are
+fetched again, and samples still staged are put in the next shard without a request.
+"""
+
 from __future__ import annotations
-from typing import TYPE_CHECKING
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+import shutil
+import tarfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
 from fetcher.errors import ConfigError
+from fetcher.models import Result, Status, Task, input_extra
+from fetcher.naming import initial_name
+from fetcher.shard_index import Sample, ShardIndex, shard_name
+
 if TYPE_CHECKING:
     from fetcher.options import Options
 
 OUTPUT_FORMATS = ("files", "webdataset")
 MANIFEST_FORMATS = ("jsonl", "parquet")
+STAGE_FOLDER = "staging"
+STAGE_NAMING = STAGE_FOLDER + "/{sha1}.{ext}"
+ADMIT_BATCH = 256
 
 
 def check_options(options: Options) -> None:
+    """Raise ConfigError for a bad output option."""
     if options.output_format not in OUTPUT_FORMATS:
         raise ConfigError(f"output-format must be one of {', '.join(OUTPUT_FORMATS)}, not {options.output_format!r}")
     if options.manifest_format not in MANIFEST_FORMATS:
         raise ConfigError(f"manifest-format must be one of {', '.join(MANIFEST_FORMATS)}, "
                           f"not {options.manifest_format!r}")
+    if options.shard_size < 1:
+        raise ConfigError(f"shard-size must be at least 1, not {options.shard_size!r}")
+    if options.output_format == "webdataset":
+        if options.in_memory:
+            raise ConfigError("webdataset output writes shards: it cannot be combined with in-memory fetching")
+        if options.naming not in ("url", STAGE_NAMING):
+            raise ConfigError("--naming does not apply to webdataset output: samples are named by their key")
+
+
+def adjust(options: Options) -> Options:
+    """Webdataset output stages every image as ``staging/SHA1.EXT`` (see the module docstring)."""
+    return replace(options, naming=STAGE_NAMING) if options.output_format == "webdataset" else options
+
+
+class ShardWriter:
+    """The open shard and the index of finished ones; lives in the coordinating process only."""
+
+    def __init__(self, options: Options) -> None:
+        self.out, self.size, self.caption = options.out, options.shard_size, options.caption_column
+        self.index = ShardIndex(options.out)
+        self.number = self.index.reconcile()
+        self._tar: tarfile.TarFile | None = None
+        self._samples: list[Sample] = []
+        self._stats: dict[str, Any] = {}
+
+    def admit(self, items: Iterator[Task | Result | None]) -> Iterator[Task | Result | None]:
+        """``items`` with the URLs of finished shards as ``skipped`` Results, the others staged.
+
+        Read ``ADMIT_BATCH`` at a time, so the index is asked once per batch.
+        """
+        batch: list[Task | Result | None] = []
+        for item in items:
+            batch.append(item)
+            if item is None or len(batch) >= ADMIT_BATCH:
+                yield from self._admit_batch(batch)
+                batch = []
+        yield from self._admit_batch(batch)
+
+    def _admit_batch(self, batch: list[Task | Result | None]) -> Iterator[Task | Result | None]:
+        found = self.index.find(item.url for item in batch if isinstance(item, Task))
+        for item in batch:
+            if not isinstance(item, Task):
+                yield item
+            elif item.url in found:
+                yield _finished(item, found[item.url])
+            else:
+                name, provisional = initial_name(item.url, item.index, STAGE_NAMING)
+                yield replace(item, name=name, provisional_name=provisional)
+
+    def add(self, result: Result) -> Result:
+        """Put a staged sample into the open shard; return its Result as the manifest should show it."""
+        if result.path is None or not result.path.startswith(STAGE_FOLDER + "/"):
+            if result.error is not None and self._tar is not None:
+                self._stats["failures"][result.error.kind] += 1
+            return result
+        staged = os.path.join(self.out, result.path)
+        key = hashlib.sha1(result.url.encode("utf-8")).hexdigest()
+        member = key + posixpath.splitext(result.path)[1]
+        tar = self._tar or self._open()
+        final = replace(result, path=f"{shard_name(self.number)}/{member}",
+                        extra={**result.extra, "key": key, "shard": shard_name(self.number)})
+        info = tarfile.TarInfo(member)
+        info.size, info.mtime, info.mode = os.path.getsize(staged), int(time.time()), 0o644
+        with open(staged, "rb") as handle:
+            tar.addfile(info, handle)
+        _add_bytes(tar, key + ".json", json.dumps(final.to_record(), ensure_ascii=False).encode())
+        if self.caption is not None:
+            caption = (result.extra.get("input") or {}).get(self.caption)
+            _add_bytes(tar, key + ".txt", ("" if caption is None else str(caption)).encode())
+        os.remove(staged)
+        image: dict[str, object] = {k: final.extra[k] for k in ("width", "height", "image_format", "original_bytes", "original_sha256")
+                 if k in final.extra}
+        self._samples.append(Sample(result.url, self.number, member, final.bytes, final.sha256, image))
+        self._stats["bytes"] += final.bytes
+        self._stats["formats"][str(image.get("image_format", posixpath.splitext(member)[1][1:]))] += 1
+        if len(self._samples) >= self.size:
+            self._finish()
+        return final
+
+    def close(self, completed: bool) -> None:
+        """End the run: finish the open shard (unless interrupted: it may be half a member), clear the staging."""
+        try:
+            if completed:
+                if self._tar is not None:
+                    self._finish()
+                shutil.rmtree(os.path.join(self.out, STAGE_FOLDER), ignore_errors=True)
+            elif self._tar is not None:
+                self._tar.close()  # left as .part: the next run deletes it and fetches its samples again
+        finally:
+            self.index.close()
+
+    def _open(self) -> tarfile.TarFile:
+        self._tar = tarfile.open(self._part_path(), "w", format=tarfile.PAX_FORMAT)
+        self._stats = {"started": time.time(), "bytes": 0, "formats": Counter(), "failures": Counter()}
+        return self._tar
+
+    def _part_path(self) -> str:
+        return os.path.join(self.out, shard_name(self.number) + ".part")
+
+    def _finish(self) -> None:
+        """Close, flush and rename the open shard, write its stats, record its samples."""
+        assert self._tar is not None
+        self._tar.close()
+        self._tar = None
+        part, final = self._part_path(), os.path.join(self.out, shard_name(self.number))
+        _fsync(part)
+        os.replace(part, final)
+        _fsync(self.out)
+        stats = {"shard": shard_name(self.number), "samples": len(self._samples), "tar_bytes": os.path.getsize(final),
+                 **self._stats, "finished": time.time()}
+        stats["seconds"] = round(stats["finished"] - stats["started"], 3)
+        stats_path = os.path.join(self.out, f"{self.number:05d}_stats.json")
+        with open(stats_path + ".part", "w", encoding="utf-8") as handle:
+            json.dump(stats, handle, indent=1)
+        os.replace(stats_path + ".part", stats_path)
+        self.index.add(self.number, self._samples)
+        self._samples = []
+        self.number += 1
+
+
+def _finished(task: Task, sample: Sample) -> Result:
+    """A URL already in a finished shard: skipped, with what its record said."""
+    shard = shard_name(sample.shard)
+    return Result(url=task.url, status=Status.SKIPPED, path=f"{shard}/{sample.member}", bytes=sample.bytes,
+                  sha256=sample.sha256, attempts=0, index=task.index,
+                  extra={**input_extra(task.meta), **sample.image, "key": sample.member.split(".")[0],
+                         "shard": shard})
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_shards(options: Options) -> ShardWriter | None:
+    """The run's ShardWriter with webdataset output, else None; called with the output folder locked."""
+    return ShardWriter(options) if options.output_format == "webdataset" else None
+
+
+def write_manifest_copy(options: Options) -> None:
+    """With ``--manifest-format parquet``, the finished JSONL manifest also as ``.parquet`` beside it."""
+    if options.manifest_format == "parquet":
+        from fetcher.manifest_parquet import jsonl_to_parquet
+
+        jsonl_to_parquet(options.manifest_path)
