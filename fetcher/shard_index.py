@@ -24,6 +24,7 @@ from fetcher.journal import JOURNAL_DIR
 INDEX_NAME = "shards.sqlite3"
 SHARD_NAME = re.compile(r"^(\d{5,})\.tar$")
 _SQL_BATCH = 500
+IMAGE_FIELDS = ("width", "height", "image_format", "original_bytes", "original_sha256")  # kept per sample
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (id INTEGER PRIMARY KEY, samples INTEGER NOT NULL, finished REAL NOT NULL);
@@ -67,7 +68,9 @@ class ShardIndex:
     def reconcile(self) -> int:
         """Record the shards on disk that the index lacks, drop unfinished ``.part`` shards; the next shard number."""
         known = {row[0] for row in self._db.execute("SELECT id FROM shards")}
-        highest = max(known, default=-1)
+        on_disk = {int(m.group(1)) for m in map(SHARD_NAME.match, os.listdir(self.out)) if m}
+        self._forget(known - on_disk)  # deleted by hand: their samples are fetched again
+        highest = -1
         for name in sorted(os.listdir(self.out)):
             if name.endswith(".tar.part") and SHARD_NAME.match(name[:-5]):
                 os.remove(os.path.join(self.out, name))  # interrupted: its samples are fetched or rebuilt again
@@ -80,6 +83,14 @@ class ShardIndex:
             if number not in known:
                 self.add(number, _read_back(os.path.join(self.out, name), number))
         return highest + 1
+
+    def _forget(self, numbers: set[int]) -> None:
+        if numbers:
+            self._db.execute("BEGIN")
+            for number in numbers:
+                self._db.execute("DELETE FROM samples WHERE shard = ?", (number,))
+                self._db.execute("DELETE FROM shards WHERE id = ?", (number,))
+            self._db.execute("COMMIT")
 
     def add(self, number: int, samples: list[Sample]) -> None:
         """Commit a finished shard and its samples in one transaction."""
@@ -118,8 +129,7 @@ def _read_back(path: str, number: int) -> list[Sample]:
     samples = []
     for key, record in records:
         if key in images and isinstance(record.get("url"), str):
-            image: dict[str, object] = {name: record[name] for name in ("width", "height", "image_format", "original_bytes",
-                                                     "original_sha256") if name in record}
+            image: dict[str, object] = {name: record[name] for name in IMAGE_FIELDS if name in record}
             sha256 = record.get("sha256")
             samples.append(Sample(str(record["url"]), number, images[key], int(str(record.get("bytes", 0))),
                                   sha256 if isinstance(sha256, str) else None, image))

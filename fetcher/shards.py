@@ -33,9 +33,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from fetcher.errors import ConfigError
-from fetcher.models import Result, Status, Task, input_extra
+from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
 from fetcher.naming import initial_name
-from fetcher.shard_index import Sample, ShardIndex, shard_name
+from fetcher.shard_index import IMAGE_FIELDS, Sample, ShardIndex, shard_name
 
 if TYPE_CHECKING:
     from fetcher.options import Options
@@ -78,6 +78,7 @@ class ShardWriter:
         self._tar: tarfile.TarFile | None = None
         self._samples: list[Sample] = []
         self._stats: dict[str, Any] = {}
+        self._busy = False
 
     def admit(self, items: Iterator[Task | Result | None]) -> Iterator[Task | Result | None]:
         """``items`` with the URLs of finished shards as ``skipped`` Results, the others staged.
@@ -109,23 +110,35 @@ class ShardWriter:
             if result.error is not None and self._tar is not None:
                 self._stats["failures"][result.error.kind] += 1
             return result
+        self._busy = True  # a KeyboardInterrupt from here on may leave half a member in the tar
+        try:
+            return self._append(result)
+        finally:
+            self._busy = False
+
+    def _append(self, result: Result) -> Result:
+        assert result.path is not None
         staged = os.path.join(self.out, result.path)
         key = hashlib.sha1(result.url.encode("utf-8")).hexdigest()
         member = key + posixpath.splitext(result.path)[1]
+        try:
+            handle = open(staged, "rb")
+        except OSError as exc:  # gone since it was stored: the next run fetches it again
+            return failed(result.url, ErrorKind.IO, f"cannot read the staged image: {exc.strerror or exc}",
+                          attempts=result.attempts, index=result.index, extra=result.extra)
         tar = self._tar or self._open()
         final = replace(result, path=f"{shard_name(self.number)}/{member}",
                         extra={**result.extra, "key": key, "shard": shard_name(self.number)})
         info = tarfile.TarInfo(member)
-        info.size, info.mtime, info.mode = os.path.getsize(staged), int(time.time()), 0o644
-        with open(staged, "rb") as handle:
+        info.size, info.mtime, info.mode = os.fstat(handle.fileno()).st_size, int(time.time()), 0o644
+        with handle:
             tar.addfile(info, handle)
         _add_bytes(tar, key + ".json", json.dumps(final.to_record(), ensure_ascii=False).encode())
         if self.caption is not None:
             caption = (result.extra.get("input") or {}).get(self.caption)
             _add_bytes(tar, key + ".txt", ("" if caption is None else str(caption)).encode())
         os.remove(staged)
-        image: dict[str, object] = {k: final.extra[k] for k in ("width", "height", "image_format", "original_bytes", "original_sha256")
-                 if k in final.extra}
+        image: dict[str, object] = {k: final.extra[k] for k in IMAGE_FIELDS if k in final.extra}
         self._samples.append(Sample(result.url, self.number, member, final.bytes, final.sha256, image))
         self._stats["bytes"] += final.bytes
         self._stats["formats"][str(image.get("image_format", posixpath.splitext(member)[1][1:]))] += 1
@@ -134,14 +147,14 @@ class ShardWriter:
         return final
 
     def close(self, completed: bool) -> None:
-        """End the run: finish the open shard (unless interrupted: it may be half a member), clear the staging."""
+        """End the run: finish the open shard, unless interrupted in the middle of writing it; clear the staging."""
         try:
-            if completed:
-                if self._tar is not None:
-                    self._finish()
-                shutil.rmtree(os.path.join(self.out, STAGE_FOLDER), ignore_errors=True)
+            if self._tar is not None and not self._busy:
+                self._finish()  # also on Ctrl-C: every sample in it is whole
             elif self._tar is not None:
                 self._tar.close()  # left as .part: the next run deletes it and fetches its samples again
+            if completed:
+                shutil.rmtree(os.path.join(self.out, STAGE_FOLDER), ignore_errors=True)
         finally:
             self.index.close()
 

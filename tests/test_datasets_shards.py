@@ -176,3 +176,26 @@ def test_a_shard_the_index_never_recorded_is_read_back(server, out, tmp_path):
     assert sum(server.stats.requests.values()) == requests_before
     assert sorted(samples_of(read_shards(out))) == sorted(urls)
     assert {r["status"] for r in manifest(out).values()} == {"skipped"}
+
+
+def test_the_readme_dataset_example_runs_as_written(server, tmp_path, monkeypatch):
+    """The commands of README.md's "Building an image dataset", on local URLs instead of sample_urls.txt's."""
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    with open(readme, encoding="utf-8") as handle:
+        block = handle.read().split("<!-- dataset-example -->\n```\n", 1)[1].split("```", 1)[0]
+    assert block.count("\nfetcher ") == 1
+    monkeypatch.chdir(tmp_path)
+    urls = [server.url(f"/img/readme{i}.jpg?w={100 + i}&h=80") for i in range(5)] + [server.url("/img/t.jpg?w=8&h=8")]
+    (tmp_path / "sample_urls.txt").write_text("# local\n" + "\n".join(urls) + "\n")
+    # As a user's shell runs it, with this interpreter as python3 and fetcher.
+    script = 'python3() { "$PY" "$@"; }\nfetcher() { "$PY" -m fetcher "$@"; echo "exit $?"; }\n' + block
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PY": sys.executable}, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert "exit 1" in done.stdout  # the 8 x 8 image is under --min-image-size 32
+    assert done.stdout.count(".webp") == 1 and ".json" in done.stdout  # the first three members
+    shards = read_shards(str(tmp_path / "dataset"))
+    assert sorted(samples_of(shards)) == sorted(urls[:5])
+    assert all(Image.open(io.BytesIO(data)).size == (256, 256) for name, data in shards["00000.tar"].items()
+               if name.endswith(".webp"))
+    assert pq.read_table(str(tmp_path / "dataset" / "manifest.parquet")).num_rows == 6
