@@ -164,3 +164,53 @@ def test_manifest_records_are_json(server, out, tmp_path):
     with open(os.path.join(out, "manifest.jsonl"), encoding="utf-8") as handle:
         record = json.loads(handle.readline())
     assert set(record) >= {"width", "height", "image_format", "sha256", "bytes"}
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` and holds no pixels: a decompression bomb's header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_is_refused_on_its_header():
+    from fetcher.guards import FetchFailure
+    from fetcher.images import finish_image
+    from fetcher.options import Options
+
+    options = Options.create(verify_image=True)
+    with pytest.raises(FetchFailure) as caught:
+        finish_image(png_header_only(12_000, 12_000), options)  # 144 megapixels: over Pillow's limit
+    assert caught.value.kind.value == "image-too-large" and not caught.value.retryable
+    with pytest.raises(FetchFailure) as caught:
+        finish_image(png_header_only(100, 100), options)  # small, but no pixel data
+    assert caught.value.kind.value == "bad-image"
+
+
+def test_the_python_api_resizes_in_memory(server):
+    from fetcher import fetch
+
+    [result] = list(fetch([server.url("/img/api.png?format=png&w=90&h=30")], memory=True, resize=15,
+                          resize_mode="border", encode_format="png"))
+    assert result.ok and Image.open(io.BytesIO(result.content)).size == (15, 15)
+    assert result.bytes == len(result.content) and result.extra["original_bytes"] > 0
+
+
+def test_every_backend_checks_and_resizes(server, out, tmp_path):
+    """gevent and process too (in a fresh process: gevent patches the one it runs in)."""
+    from proc_helpers import Variant, run_cli
+
+    good, bad = server.url("/img/g.webp?format=webp&w=60&h=40"), server.url("/img/b.jpg?fault=truncate")
+    path = write_list(tmp_path, [good, bad])
+    for variant in (Variant("gevent"), Variant("process", flags=("--processes", "2"))):
+        target = os.path.join(out, variant.backend)
+        done = run_cli(variant, [path, "-o", target, "-q", "--verify-image", "--resize", "20"])
+        assert done.returncode == 1, done.stderr
+        records = manifest(target)
+        assert records[bad]["error"]["kind"] == "bad-image"
+        assert stored(target, records[good]).size == (30, 20)
