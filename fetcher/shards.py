@@ -25,6 +25,7 @@ import json
 import os
 import posixpath
 import shutil
+import sqlite3
 import tarfile
 import time
 from collections import Counter
@@ -32,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from fetcher.errors import ConfigError
+from fetcher.errors import ConfigError, StorageError
 from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
 from fetcher.naming import initial_name
 from fetcher.shard_index import IMAGE_FIELDS, Sample, ShardIndex, shard_name
@@ -110,11 +111,15 @@ class ShardWriter:
             if result.error is not None and self._tar is not None:
                 self._stats["failures"][result.error.kind] += 1
             return result
-        self._busy = True  # a KeyboardInterrupt from here on may leave half a member in the tar
+        # Busy until the sample is whole in the tar: if a KeyboardInterrupt or a write error
+        # comes in between, close() leaves the shard as .part (the next run deletes it).
+        self._busy = True
         try:
-            return self._append(result)
-        finally:
-            self._busy = False
+            final = self._append(result)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot write shard {shard_name(self.number)} in {self.out}: {exc}") from None
+        self._busy = False
+        return final
 
     def _append(self, result: Result) -> Result:
         assert result.path is not None
@@ -152,11 +157,19 @@ class ShardWriter:
             if self._tar is not None and not self._busy:
                 self._finish()  # also on Ctrl-C: every sample in it is whole
             elif self._tar is not None:
-                self._tar.close()  # left as .part: the next run deletes it and fetches its samples again
+                self._abandon()
             if completed:
                 shutil.rmtree(os.path.join(self.out, STAGE_FOLDER), ignore_errors=True)
         finally:
             self.index.close()
+
+    def _abandon(self) -> None:
+        """Leave the open shard as ``.part``: the next run deletes it and fetches its samples again."""
+        try:
+            self._tar.close()  # type: ignore[union-attr]
+        except OSError:
+            pass  # it is abandoned either way
+        self._tar = None
 
     def _open(self) -> tarfile.TarFile:
         self._tar = tarfile.open(self._part_path(), "w", format=tarfile.PAX_FORMAT)

@@ -42,7 +42,8 @@ class ServeConfig:
 
 @dataclass
 class Served:
-    """What ``serve`` returns: the run's Summary and the workers still connected at the end."""
+    """What ``serve`` returns: the run's Summary and every worker that took part (``gone``: left or
+    went silent before the end, its files counted too)."""
 
     summary: Summary
     workers: list[dict[str, Any]]
@@ -68,7 +69,7 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
         summary = run_job(items, options, progress, verbose=verbose, quiet=quiet, retry_failed=retry_failed,
                           on_result=coordinator.note_final, backend_factory=backend, local_files=False)
         # The engine has shut the backend down, which ended the run for the coordinator.
-        workers = coordinator.stats()["workers"]
+        workers = [w for w in coordinator.stats(gone_too=True)["workers"] if w["done"] or not w["gone"]]
     finally:
         if coordinator.running:  # the run never started (e.g. the folder is in use)
             coordinator.finish(interrupted=True)
