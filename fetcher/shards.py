@@ -57,6 +57,9 @@ def check_options(options: Options) -> None:
                           f"not {options.manifest_format!r}")
     if options.shard_size < 1:
         raise ConfigError(f"shard-size must be at least 1, not {options.shard_size!r}")
+    if options.caption_column is not None and options.output_format != "webdataset":
+        raise ConfigError("--caption-column applies to webdataset output (--output-format webdataset); "
+                          "with files, every column is in the manifest's input")
     if options.output_format == "webdataset":
         if options.in_memory:
             raise ConfigError("webdataset output writes shards: it cannot be combined with in-memory fetching")
