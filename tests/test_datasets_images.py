@@ -214,3 +214,14 @@ def test_every_backend_checks_and_resizes(server, out, tmp_path):
         records = manifest(target)
         assert records[bad]["error"]["kind"] == "bad-image"
         assert stored(target, records[good]).size == (30, 20)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("noai", "noai"), ("NoImageAI", "noimageai"), ("noindex, nofollow", None), ("otherbot: noai", None),
+    ("fetcher: noimageai", "noimageai"), ("otherbot: noindex, noai", None), ("otherbot: noindex, fetcher: noai", "noai"),
+    ("unavailable_after: 25 Jun 2010 15:00:00 PST", None), ("", None),
+])
+def test_which_x_robots_tag_values_opt_out(value, expected):
+    from fetcher.optout import opted_out
+
+    assert opted_out({"X-Robots-Tag": value} if value else {}, "fetcher/1.0 (+https://pypi.org/)") == expected
