@@ -12,6 +12,9 @@ MEMORY_CAP = 100 * 1024 * 1024  # in-memory bodies, unless max_size says otherwi
 DEFAULT_USER_AGENT = "fetcher/{version} (+https://pypi.org/project/fetcher/)"
 INPUT_FORMATS = ("auto", "txt", "csv", "tsv", "jsonl", "parquet")
 ON_EXISTS = ("skip", "overwrite", "rename")
+DURABILITY = ("batch", "full", "none")  # durability.LEVELS, without importing it here
+CLIENTS = ("requests", "curl")  # --client: the HTTP transports (transports/)
+CURL_INSTALL_HINT = "pip install 'fetcher[curl]' (or: pip install pycurl)"
 
 
 MAX_PROCESSES = 256  # worker processes of the process backend; the pool itself may be far larger
@@ -63,8 +66,9 @@ class Options:
     input_format: str = "auto"  # auto: from the file's extension; stdin is txt
     naming: str = "url"  # url | hash | content-disposition | a template (naming.parse_naming)
     on_exists: str = "skip"  # skip | overwrite | rename (placement.py)
+    durability: str = "batch"  # batch | full | none: what survives a power loss (durability.py)
     url_column: str = "url"  # the column of a CSV/TSV/JSONL/parquet input that holds the URL
-    # image datasets (issue 16): checked in images.check_options and shards.check_options
+    # image datasets (issue 16): checked in dataset_options.py
     verify_image: bool = False
     min_image_size: int = 0  # px, smaller side; 0: off
     max_image_area: int = 0  # px, width x height; 0: off
@@ -97,7 +101,7 @@ class Options:
             kwargs["headers"] = tuple(kwargs["headers"].items())
         options = replace(cls(), **kwargs)
         options._check()
-        from fetcher.shards import adjust
+        from fetcher.dataset_options import adjust
 
         options = adjust(options)  # webdataset output stages its images under names of its own
         if not options.user_agent:
@@ -140,18 +144,13 @@ class Options:
             raise ConfigError(f"cookies file {self.cookies!r} does not exist")
         self._check_inputs_and_naming()
         self._check_client()
-        from fetcher import images, shards
+        from fetcher import dataset_options
 
-        images.check_options(self)
-        shards.check_options(self)
+        dataset_options.check(self)
 
     def _check_client(self) -> None:
-        from fetcher.transports import CLIENTS, CURL_INSTALL_HINT
-
         if self.client not in CLIENTS:
             raise ConfigError(f"client must be one of {', '.join(CLIENTS)}, not {self.client!r}")
-        if self.backend == "multi" and self.client != "curl":
-            raise ConfigError("--backend multi drives libcurl's multi interface: use it with --client curl")
         if self.client != "curl":
             return
         import importlib.util
@@ -165,10 +164,17 @@ class Options:
                               f"not {self.input_format!r}")
         if self.on_exists not in ON_EXISTS:
             raise ConfigError(f"on-exists must be one of {', '.join(ON_EXISTS)}, not {self.on_exists!r}")
+        if self.durability not in DURABILITY:
+            raise ConfigError(f"durability must be one of {', '.join(DURABILITY)}, not {self.durability!r}")
         # naming.py is pure (it imports only errors and filenames), so this import stays cheap.
-        from fetcher.naming import parse_naming
+        from fetcher.files.naming import parse_naming
 
         parse_naming(self.naming)
+
+    def will_retry(self, attempt: int, retryable: bool) -> bool:
+        """Whether a failed ``attempt`` is tried again: the scheduler's rule, which fetch_one also
+        follows to keep a ``.part`` only for a retry that will come."""
+        return retryable and attempt <= self.retries
 
     @property
     def memory_cap(self) -> int:

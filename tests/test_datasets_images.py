@@ -179,8 +179,8 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 def test_a_decompression_bomb_is_refused_on_its_header():
-    from fetcher.guards import FetchFailure
-    from fetcher.images import finish_image
+    from fetcher.errors import FetchFailure
+    from fetcher.download.images import finish_image
     from fetcher.options import Options
 
     options = Options.create(verify_image=True)
@@ -222,6 +222,6 @@ def test_every_backend_checks_and_resizes(server, out, tmp_path):
     ("unavailable_after: 25 Jun 2010 15:00:00 PST", None), ("", None),
 ])
 def test_which_x_robots_tag_values_opt_out(value, expected):
-    from fetcher.optout import opted_out
+    from fetcher.download.optout import opted_out
 
     assert opted_out({"X-Robots-Tag": value} if value else {}, "fetcher/1.0 (+https://pypi.org/)") == expected

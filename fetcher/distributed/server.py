@@ -15,17 +15,18 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from fetcher.collector import Summary
+from fetcher.run.collector import Summary
 from fetcher.distributed.coordinator import Coordinator
 from fetcher.distributed.protocol import EXPOSED, format_address
 from fetcher.distributed.remote import RemoteBackend
 from fetcher.distributed.rpc import RpcServer
 from fetcher.errors import ConfigError
-from fetcher.job import run_job
-from fetcher.journal import JOURNAL_DIR
-from fetcher.models import Result, Task
+from fetcher.run.job import run_job
+from fetcher.run.journal import JOURNAL_DIR
+from fetcher.models import FetchTask as Task
+from fetcher.models import Result
 from fetcher.options import Options
-from fetcher.progress import Progress
+from fetcher.run.progress import Progress
 
 RUN_ID_FILE = "run-id"
 LINGER_SLACK_S = 2.0  # beyond a heartbeat interval (at most 2 s): every worker has called by then

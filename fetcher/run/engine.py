@@ -1,0 +1,125 @@
+"""The engine: input → scheduler → backend → collector, with bounded work in flight.
+
+At most ``options.window`` tasks are submitted and unfinished at any time, so a
+list of millions of URLs is read as the downloads go, never all at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import replace
+
+from fetcher.backends import backend_class
+from fetcher.backends.base import Backend, BackendFactory, SessionFactory
+from fetcher.errors import Interrupted, StorageError
+from fetcher.models import ErrorKind, FetchTask, Item, Result
+from fetcher.options import Options
+from fetcher.run.scheduler import Scheduler
+from fetcher.download import durability
+from fetcher.download.guards import CancelFlag
+from fetcher.run.flusher import Flusher
+
+MAX_WAIT_S = 0.25  # also the longest a cancel waits to be seen
+_STORAGE = ErrorKind.STORAGE.value
+
+
+def results(items: Iterator[Item], options: Options,
+            session_factory: SessionFactory | None = None,
+            wait_for_more: Callable[[float], bool] | None = None,
+            cancel: CancelFlag | None = None,
+            backend_factory: BackendFactory | None = None,
+            storage_stops: bool = True) -> Generator[Result, None, None]:
+    """Fetch every item and yield each final Result once, as downloads finish.
+
+    ``items`` is pulled lazily, only when a worker is free. An item may be
+    ``None``: "no input right now" (a crawl waiting for its own results). The
+    input is then asked again after the next result; if nothing is in flight
+    or waiting for a retry, the run is over, unless ``wait_for_more(timeout)``
+    is given: it is then called to block until more input may be there, and
+    returns False when no more will ever come (``Fetcher`` uses this).
+
+    ``cancel``, checked at least every ``MAX_WAIT_S``, stops the run by raising
+    Interrupted. ``backend_factory`` replaces ``options.backend`` (``fetcher
+    serve`` passes its RemoteBackend). A download that found the disk full or
+    read-only (kind ``storage``) ends the run with StorageError while
+    ``storage_stops`` (every later file would fail the same way; the URL stays
+    unfinished for the next run); without it (a remote worker's disk) it is
+    retried like any transient failure. On an exception (KeyboardInterrupt included), or when the
+    consumer stops early, the backend is cancelled and told which tasks it never
+    answered (``Backend.abandon``: their ``.part`` files go unless a later run can resume them).
+    """
+    scheduler = Scheduler(items, options)
+    in_flight: dict[int, FetchTask] = {}
+    # A local backend's files reach the disk in the order --durability asks (download/durability.py);
+    # a backend_factory's (fetcher serve: remote workers) are not here to flush.
+    if backend_factory is not None:
+        backend = backend_factory(options, session_factory)
+        flusher = Flusher(replace(options, durability=durability.NONE))
+    else:
+        backend = backend_class(options.backend, options.client)(durability.worker_options(options), session_factory)
+        flusher = Flusher(options)
+    try:
+        with backend:
+            yield from _drive(scheduler, backend, in_flight, options.window, wait_for_more, cancel, flusher,
+                              storage_stops)
+    except GeneratorExit:  # the consumer stopped: nobody to hand the held files to
+        backend.abandon(in_flight.values())
+        flusher.abandon()
+        raise
+    except BaseException:
+        backend.abandon(in_flight.values())  # what its cancel could not reach: the backend decides
+        try:  # downloads that finished before the interrupt are named and reported, as without a Flusher
+            finished = flusher.ready(idle=True)
+        except BaseException:
+            flusher.abandon()
+            raise
+        yield from finished
+        raise
+
+
+def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTask], window: int,
+           wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None, flusher: Flusher,
+           storage_stops: bool = True) -> Iterator[Result]:
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise Interrupted("cancelled")
+        limit = backend.capacity(window)
+        while len(in_flight) < limit:
+            item = scheduler.next_ready()
+            if item is None:
+                break
+            if isinstance(item, Result):  # a bad input line: final already
+                yield item
+                continue
+            in_flight[item.index] = item
+            backend.submit(item)
+        if not in_flight and scheduler.idle:
+            flushed = flusher.ready(idle=True)
+            if flushed:
+                yield from _checked(flushed, storage_stops)
+                continue
+            if scheduler.done:
+                return
+            # The input said "nothing right now" just now (the refill above asked it), and
+            # nothing in flight can change that: the run is over, unless more may come.
+            if wait_for_more is None or not wait_for_more(MAX_WAIT_S):
+                return
+            continue
+        timeout = min(t for t in (scheduler.seconds_until_next(), flusher.seconds_until_due(), MAX_WAIT_S)
+                      if t is not None)
+        for result in _checked(backend.wait(timeout), storage_stops):
+            task = in_flight.pop(result.index)
+            final = scheduler.settle(task, result)
+            if final is not None:
+                final = flusher.add(final, task)  # a file not yet on the disk waits for its batch
+                if final is not None:
+                    yield final
+        yield from _checked(flusher.ready(idle=not in_flight), storage_stops)
+
+
+def _checked(results: Iterable[Result], storage_stops: bool) -> Iterator[Result]:
+    """``results``, unless one found the disk full or read-only: then StorageError (see ``results``)."""
+    for result in results:
+        if storage_stops and result.error is not None and result.error.kind == _STORAGE:
+            raise StorageError(f"{result.error.message} (while saving {result.url})")
+        yield result
