@@ -41,6 +41,12 @@ class ErrorKind(str, enum.Enum):
     STORAGE = "storage"  # the output's disk is full or read-only: a local run stops (errors.StorageError)
     CANCELLED = "cancelled"
     WORKER_DIED = "worker-died"
+    # image datasets (images.py, optout.py): never retried
+    BAD_IMAGE = "bad-image"
+    IMAGE_TOO_SMALL = "image-too-small"
+    IMAGE_TOO_LARGE = "image-too-large"
+    BAD_ASPECT_RATIO = "bad-aspect-ratio"
+    OPTED_OUT = "opted-out"
     INTERNAL = "internal"
 
 

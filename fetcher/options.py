@@ -11,7 +11,7 @@ from fetcher.redact import remember_header
 
 MEMORY_CAP = 100 * 1024 * 1024  # in-memory bodies, unless max_size says otherwise
 DEFAULT_USER_AGENT = "fetcher/{version} (+https://pypi.org/project/fetcher/)"
-INPUT_FORMATS = ("auto", "txt", "csv", "tsv", "jsonl")
+INPUT_FORMATS = ("auto", "txt", "csv", "tsv", "jsonl", "parquet")
 ON_EXISTS = ("skip", "overwrite", "rename")
 DURABILITY = ("batch", "full", "none")  # durability.LEVELS, without importing it here
 CLIENTS = ("requests", "curl")  # --client: the HTTP transports (transports/)
@@ -69,6 +69,21 @@ class Options:
     naming: str = "url"  # url | hash | content-disposition | a template (naming.parse_naming)
     on_exists: str = "skip"  # skip | overwrite | rename (placement.py)
     durability: str = "batch"  # batch | full | none: what survives a power loss (durability.py)
+    url_column: str = "url"  # the column of a CSV/TSV/JSONL/parquet input that holds the URL
+    # image datasets (issue 16): checked in dataset_options.py
+    verify_image: bool = False
+    min_image_size: int = 0  # px, smaller side; 0: off
+    max_image_area: int = 0  # px, width x height; 0: off
+    max_aspect_ratio: float = 0.0  # longer / shorter side; 0: off
+    resize: int = 0  # px; 0: no resizing
+    resize_mode: str = "keep_ratio"  # keep_ratio | center_crop | border
+    encode_format: str = ""  # jpg | png | webp; "": as downloaded, or jpg when resizing
+    encode_quality: int = 95
+    ignore_opt_out: bool = False  # X-Robots-Tag: noai / noimageai are honoured unless this is set
+    output_format: str = "files"  # files | webdataset
+    shard_size: int = 10_000  # samples per webdataset shard
+    caption_column: str | None = None  # input column written as KEY.txt in a shard
+    manifest_format: str = "jsonl"  # jsonl | parquet
 
     @classmethod
     def create(cls, **kwargs: Any) -> Options:
@@ -90,6 +105,9 @@ class Options:
         options._check()
         for name, value in options.headers:  # a secret header's value is masked in every message
             remember_header(name, value)
+        from fetcher.dataset_options import adjust
+
+        options = adjust(options)  # webdataset output stages its images under names of its own
         if not options.user_agent:
             from fetcher import __version__
 
@@ -130,6 +148,9 @@ class Options:
             raise ConfigError(f"cookies file {self.cookies!r} does not exist")
         self._check_inputs_and_naming()
         self._check_client()
+        from fetcher import dataset_options
+
+        dataset_options.check(self)
 
     def _check_client(self) -> None:
         if self.client not in CLIENTS:

@@ -15,6 +15,10 @@ Routes (query parameters in brackets):
     /redirect/NAME[?to=URL&cookie=C]  302 to URL (default /files/NAME), with Set-Cookie: C if given
     /loop/NAME                      302 to itself
     /image/NAME[?format=F&size=N]   a body starting with F's magic bytes (png, jpeg, gif), served as image/F
+    /img/NAME[?format=F&w=W&h=H&fault=X&robots=R]
+                                    a real W x H image made with Pillow (F: jpg, png, webp); fault
+                                    truncate sends its first half (a whole HTTP response), corrupt
+                                    garbles all but its first 16 bytes; robots sends X-Robots-Tag: R
     /html/NAME[?type=T]             an HTML error page served as T (default image/jpeg)
     /gzip/NAME[?size=N]             N zero bytes gzip-compressed, Content-Encoding: gzip (a bomb when N is big)
     /chunked/NAME[?size=N]          the file sent chunked, without Content-Length
@@ -57,6 +61,29 @@ def image_body(name: str, fmt: str, size: int) -> bytes:
     """What /image/NAME serves: the format's magic bytes, then the deterministic body."""
     magic = MAGIC[fmt]
     return magic + body_for(name, max(size - len(magic), 0))
+
+
+def real_image(name: str, fmt: str = "jpg", width: int = 64, height: int = 48) -> bytes:
+    """What /img/NAME serves: a W x H picture (two colours from the name) encoded as ``fmt``."""
+    from PIL import Image, ImageDraw
+
+    seed = hashlib.sha256(name.encode()).digest()
+    image = Image.new("RGB", (width, height), tuple(seed[:3]))
+    ImageDraw.Draw(image).rectangle((width // 4, height // 4, width * 3 // 4, height * 3 // 4), fill=tuple(seed[3:6]))
+    buffer = io.BytesIO()
+    image.save(buffer, {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}[fmt])
+    return buffer.getvalue()
+
+
+def faulty_image(name: str, query: dict[str, str]) -> bytes:
+    fmt = query.get("format", "jpg")
+    body = real_image(name, fmt, int(query.get("w", 64)), int(query.get("h", 48)))
+    fault = query.get("fault")
+    if fault == "truncate":
+        return body[: len(body) // 2]
+    if fault == "corrupt":
+        return body[:16] + bytes(b ^ 0x5A for b in body[16:])
+    return body
 
 
 def gallery_page(number: int) -> bytes:
@@ -185,6 +212,10 @@ class Handler(BaseHTTPRequestHandler):
         elif kind == "image":
             fmt = query.get("format", "png")
             self._send(200, image_body(name, fmt, size), f"image/{fmt}")
+        elif kind == "img":
+            fmt = query.get("format", "jpg")
+            headers = {"X-Robots-Tag": query["robots"]} if "robots" in query else {}
+            self._send(200, faulty_image(name, query), "image/" + fmt.replace("jpg", "jpeg"), headers)
         elif kind == "html":
             self._send(200, HTML_PAGE, query.get("type", "image/jpeg"))
         elif kind == "gzip":

@@ -149,8 +149,8 @@ def add_input_and_naming_arguments(parser: argparse.ArgumentParser) -> None:
     """--input-format, --naming, --on-exists (checked in Options.create)."""
     group = parser.add_argument_group("input and naming")
     group.add_argument("--input-format", default="auto", metavar="FORMAT",
-                       help="auto, txt, csv, tsv or jsonl (default: auto, from the extension: "
-                            ".txt .csv .tsv .jsonl .ndjson, each optionally .gz; stdin is txt)")
+                       help="auto, txt, csv, tsv, jsonl or parquet (default: auto, from the extension: "
+                            ".txt .csv .tsv .jsonl .ndjson, each optionally .gz, .parquet; stdin is txt)")
     group.add_argument("--naming", default="url", metavar="SCHEME",
                        help="url (HOST/STEM-HASH.EXT, default), hash (SHA1.EXT), content-disposition "
                             "(the server's name, made safe, plus the hash), or a template with "
@@ -175,10 +175,14 @@ def chain(first: _T | None, rest: Iterator[_T]) -> Iterator[_T]:
         yield from rest
 
 
-def count_lines(path: str) -> int | None:
+def count_lines(path: str, input_format: str = "txt") -> int | None:
     """An upper bound on the URL count for the bar; None for stdin or a slow source."""
     if path == "-" or not os.path.isfile(path):
         return None
+    if input_format == "parquet":
+        from fetcher.sources.parquet import count_rows
+
+        return count_rows(path)
     count = 0
     with open(path, "rb") as handle:
         if handle.read(2) == b"\x1f\x8b":  # gzip: counting would mean decompressing it all

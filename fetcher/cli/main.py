@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from fetcher.cli.common import (Parser, add_fetching_rules,
                                 add_input_and_naming_arguments, add_run_reporting, chain, count_lines,
                                 positive_int, prepare_backend, rule_options)
+from fetcher.cli.datasets import add_dataset_arguments, dataset_options
 from fetcher.errors import ConfigError, ExitStatus, StorageError
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_reporting(parser, "rerun")
     parser.add_argument("--version", action="version", version=f"fetcher {__version__}")
     add_input_and_naming_arguments(parser)
+    add_dataset_arguments(parser)
     return parser
 
 
@@ -95,7 +97,7 @@ def _main(argv: list[str]) -> int:
 
     options = Options.create(backend=args.backend, pool=args.pool, processes=args.processes, out=args.out,
                              manifest=args.manifest, input_format=args.input_format, naming=args.naming,
-                             on_exists=args.on_exists, **rule_options(args))
+                             on_exists=args.on_exists, **rule_options(args), **dataset_options(args))
     from fetcher.backends import backend_class
     from fetcher.run.outdir import check_output
 
@@ -114,9 +116,9 @@ def _run(args: argparse.Namespace, options: Options) -> int:
     from fetcher.run.job import run_job
     from fetcher.run.progress import Progress
 
-    rows = inputs.read_rows(args.input, options.input_format)
+    rows = inputs.read_rows(args.input, options.input_format, options.url_column)
     first = next(rows, None)  # opens the file now: a missing file or 'url' column is a usage error
-    total = count_lines(args.input)
+    total = count_lines(args.input, inputs.detect_format(args.input, options.input_format))
     show_bar = not args.quiet and sys.stderr.isatty()
     items = sources.iter_rows(chain(first, rows), naming=options.naming, dedupe=False)  # the journal dedupes
     summary = run_job(items, options, Progress(total, enabled=show_bar), verbose=args.verbose,

@@ -21,11 +21,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fetcher.download import durability, partial, placement
+from fetcher.download import durability, images, partial, placement
 from fetcher.errors import STORAGE_ERRNOS, FetchFailure
 from fetcher.download.checksum import Verifier, hash_prefix
 from fetcher.download.headers import expected_size, parse_retry_after, resume_offset
+from fetcher.download.optout import opted_out
 from fetcher.models import ErrorKind, Result, Status, FetchTask, failed, input_extra
+from fetcher.dataset_options import wants_images
 from fetcher.files.naming import finalize_name
 from fetcher.files.paths import FOUND, NO_FOLDER, PART_SUFFIX, join_within, locate, prune_empty
 from fetcher.download.guards import (MAGIC_BYTES, CancelFlag, Cancelled, TransferGuard, check_complete, check_content_type,
@@ -115,6 +117,7 @@ class Download:
         self.verifier = Verifier(task.checksum)
         self.rejected: FetchFailure | None = None  # the response's status failed: its body is drained
         self.drained = 0
+        self.images = wants_images(options)
 
     def request(self) -> Request:
         options = self.options
@@ -165,6 +168,10 @@ class Download:
             self._reject(FetchFailure(ErrorKind.HTTP_STATUS, f"HTTP {status} {head.reason}".strip(),
                                       retryable=status in TRANSIENT_STATUSES,
                                       retry_after=parse_retry_after(headers.get("Retry-After"))))
+            return
+        if not self.options.ignore_opt_out and (directive := opted_out(headers, self.options.user_agent)):
+            self._reject(FetchFailure(ErrorKind.OPTED_OUT, f"X-Robots-Tag: {directive}: the server opts this file "
+                                      "out of AI training (--ignore-opt-out fetches it anyway)"))
             return
         check_content_type(headers.get("Content-Type"), self.options.accept)
         if self.options.in_memory:
@@ -248,6 +255,10 @@ class Download:
         sha256 = self.digest.hexdigest()
         if (mismatch := self.verifier.mismatch(sha256)) is not None:
             raise FetchFailure(ErrorKind.BAD_CONTENT, mismatch)
+        size = guard.size
+        image: dict[str, Any] = {}
+        if self.images:
+            image, size, sha256 = self._image_step(size, sha256)
         fields: dict[str, Any] = {}
         if self.options.in_memory:
             fields["content"] = self.sink.getvalue()  # type: ignore[union-attr]
@@ -266,10 +277,42 @@ class Download:
             durability.after_rename(self.options, self.target)
             fields["path"] = landed
         task = self.task
-        return Result(url=task.url, status=Status.OK, bytes=guard.size, sha256=sha256, http_status=status,
+        return Result(url=task.url, status=Status.OK, bytes=size, sha256=sha256, http_status=status,
                       content_type=head.headers.get("Content-Type"), final_url=head.url, attempts=task.attempt,
                       index=task.index, elapsed_s=time.monotonic() - self.started,
-                      extra=input_extra(task.meta), **fields)
+                      extra={**input_extra(task.meta), **image} if image else input_extra(task.meta), **fields)
+
+    def _image_step(self, size: int, sha256: str) -> tuple[dict[str, Any], int, str]:
+        """Decode, check and maybe re-encode the image (images.py): its manifest fields, and the stored size and hash.
+
+        Runs here, in the worker that downloaded it, so the process backend decodes on every core.
+        """
+        if self.options.in_memory:
+            source: str | bytes = self.sink.getvalue()  # type: ignore[union-attr]
+        else:
+            self.sink.close()  # type: ignore[union-attr]  # flushed, so that Pillow reads it all
+            source = self.part
+        outcome = images.finish_image(source, self.options)
+        # The sink is closed already, so its close(sync=...) below does nothing: the .part is synced here.
+        sync = not self.options.in_memory and durability.syncs_each_file(self.options)
+        if outcome.data is None:
+            if sync:
+                durability.sync_file(self.part)
+            return outcome.fields, size, sha256
+        fields = {**outcome.fields, "original_bytes": size, "original_sha256": sha256}
+        if self.options.in_memory:
+            self.sink = io.BytesIO(outcome.data)
+        else:
+            with open(self.part, "wb") as handle:  # the stored image replaces the download in its .part
+                handle.write(outcome.data)
+                if sync:
+                    handle.flush()
+                    durability.sync_data(handle.fileno())
+            # The .part keeps its name: a staging flush (durability.py) finds it by the task's name.
+            self.name = images.with_extension(self.name, outcome.ext or "jpg")
+            self.target = join_within(self.options.out, self.name)
+        stored, digest = images.stored_fields(outcome.data)
+        return fields, stored, digest
 
     def _failed(self, failure: FetchFailure | None) -> Result:
         """Clean up after a failure (None: cancelled), keeping a part the retry that will come can resume

@@ -20,6 +20,7 @@ from fetcher.run.collector import Collector, Summary
 from fetcher.run.journal import JOURNAL_DIR, Journal
 from fetcher.run.outdir import check_output, make_folder
 from fetcher.run.resume import admit_all
+from fetcher.run.shards import open_shards, write_manifest_copy
 
 if TYPE_CHECKING:
     from fetcher.backends.base import BackendFactory, SessionFactory
@@ -90,8 +91,12 @@ class Job:
         with ExitStack() as stack:
             journal = None
             earlier_interrupted = False
+            shards = None
             if self.use_journal:
                 stack.enter_context(_exclusive(options.out))
+                shards = open_shards(options)  # webdataset output, else None
+                if shards is not None:
+                    items = shards.admit(items)  # before the journal: URLs of finished shards are skipped
                 journal = Journal(options.out)
                 stack.callback(journal.close)
                 recorded = durability.begin_run(options)  # what earlier runs left is on disk before this vouches
@@ -111,6 +116,8 @@ class Job:
                     items, options, self.session_factory, wait_for_more, cancel, self.backend_factory,
                     storage_stops=self.local_files)))
                 for result in finals:
+                    if shards is not None:
+                        result = shards.add(result)
                     collector.record(result)
                     yield result
                 completed = True
@@ -118,8 +125,12 @@ class Job:
                 stopped = str(exc)
                 raise
             finally:
+                if shards is not None:
+                    shards.close(completed)
                 self.summary = collector.close(interrupted=not completed, stopped=stopped)
                 self.summary.duplicates += counts["duplicates"]
+                if completed and self.manifest:
+                    write_manifest_copy(options)
             if journal is not None:
                 journal.finish_run()
                 if earlier_interrupted and self.local_files:

@@ -39,7 +39,8 @@ from typing import IO, Any
 from fetcher.errors import ConfigError
 from fetcher.sources.lines import LineTooLong, TextLines, numbered_lines, refuse_binary
 
-FORMAT_BY_SUFFIX = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMAT_BY_SUFFIX = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+                    ".parquet": "parquet"}
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = "\ufeff"
 MAX_RAW = 300  # characters of an unreadable row kept for the manifest
@@ -75,22 +76,42 @@ def detect_format(path: str, requested: str = "auto") -> str:
     return FORMAT_BY_SUFFIX.get(os.path.splitext(stem)[1].lower(), "txt")
 
 
-def read_rows(path: str, input_format: str = "auto") -> Iterator[Row]:
+def read_rows(path: str, input_format: str = "auto", url_column: str = "url") -> Iterator[Row]:
     """Yield the rows of an input file (``-`` for stdin), lazily.
+
+    ``url_column`` names the column (any case) that holds the URL; in the rows
+    it is called ``url``. Parquet is read by ``parquet.py``.
 
     Raises:
         ConfigError: the file cannot be opened or is not readable at all, or a
-            CSV/TSV header (JSONL first object) has no ``url``.
+            CSV/TSV header (JSONL first object, parquet schema) has no ``url_column``.
     """
-    input_format = detect_format(path, input_format)
-    reader = _READERS[input_format]
+    fmt = detect_format(path, input_format)
+    if fmt == "parquet":
+        from fetcher.sources.parquet import parquet_rows
+
+        yield from parquet_rows(path, url_column)
+        return
+    reader = _READERS[fmt]
     with _open_binary(path) as stream:
         refuse_binary(stream, path)
-        rows = reader(stream, path)
+        rows = reader(stream, path, url_column) if fmt != "txt" else reader(stream, path)
         try:
-            yield from _guarded(rows, path)
+            guarded = _guarded(rows, path)
+            yield from guarded if url_column.lower() == "url" else (renamed_url(row, url_column) for row in guarded)
         finally:
             rows.close()  # before the file closes, also when the caller stops early
+
+
+def renamed_url(row: Row, url_column: str) -> Row:
+    """``row`` with its ``url_column`` (any case) first, as ``url``; the other columns as they were."""
+    wanted = url_column.lower()
+    key = next((name for name in row.fields if str(name).lower() == wanted), None)
+    if key is None:
+        return row
+    fields = {"url": row.fields[key]}
+    fields.update((name, value) for name, value in row.fields.items() if name != key)
+    return Row(row.line, fields, row.error, row.raw)
 
 
 def _guarded(rows: Iterator[Row], path: str) -> Iterator[Row]:
@@ -158,7 +179,7 @@ def _txt(stream: IO[bytes], path: str) -> Generator[Row, None, None]:
     yield from text_rows(numbered_lines(stream, LINE_LIMIT["txt"]))
 
 
-def _csv(stream: IO[bytes], path: str,
+def _csv(stream: IO[bytes], path: str, url_column: str = "url",
          dialect: type[csv.Dialect] = csv.excel) -> Generator[Row, None, None]:
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     lines = TextLines(text, LINE_LIMIT["csv"])
@@ -170,7 +191,7 @@ def _csv(stream: IO[bytes], path: str,
             raise ConfigError(f"input {path!r}: its header row is {long.length:,} characters long") from None
         if header is None:
             return
-        columns = _check_header([name.strip() for name in header], path)
+        columns = _check_header([name.strip() for name in header], path, url_column)
         while True:
             try:
                 values = next(reader)
@@ -188,15 +209,15 @@ def _csv(stream: IO[bytes], path: str,
         text.detach()  # leave the byte stream (maybe stdin) to its owner
 
 
-def _tsv(stream: IO[bytes], path: str) -> Generator[Row, None, None]:
-    yield from _csv(stream, path, csv.excel_tab)
+def _tsv(stream: IO[bytes], path: str, url_column: str = "url") -> Generator[Row, None, None]:
+    yield from _csv(stream, path, url_column, csv.excel_tab)
 
 
-def _check_header(columns: list[str], path: str) -> list[str]:
+def _check_header(columns: list[str], path: str, url_column: str = "url") -> list[str]:
     lowered = [name.lower() for name in columns]
-    if "url" not in lowered:
+    if url_column.lower() not in lowered:
         shown = ", ".join(repr(name) for name in columns[:10]) or "none"
-        raise ConfigError(f"input {path!r} has no 'url' column in its header row (columns: {shown})")
+        raise ConfigError(f"input {path!r} has no {url_column!r} column in its header row (columns: {shown})")
     named = [name for name in lowered if name]
     if len(set(named)) != len(named):
         twice = sorted({name for name in named if named.count(name) > 1})
@@ -213,7 +234,7 @@ def _csv_row(line: int, columns: list[str], values: list[str], delimiter: str) -
     return Row(line, fields, raw=raw)
 
 
-def _jsonl(stream: IO[bytes], path: str) -> Generator[Row, None, None]:
+def _jsonl(stream: IO[bytes], path: str, url_column: str = "url") -> Generator[Row, None, None]:
     first = True
     for number, raw_line in numbered_lines(stream, LINE_LIMIT["jsonl"]):
         if isinstance(raw_line, LineTooLong):
@@ -236,9 +257,9 @@ def _jsonl(stream: IO[bytes], path: str) -> Generator[Row, None, None]:
             first = False
             yield Row(number, error=f"expected a JSON object, got {type(value).__name__}", raw=raw)
             continue
-        if first and "url" not in (str(key).lower() for key in value):
+        if first and url_column.lower() not in (str(key).lower() for key in value):
             keys = ", ".join(repr(key) for key in list(value)[:10]) or "none"
-            raise ConfigError(f"input {path!r}: the first JSON object has no 'url' key (keys: {keys})")
+            raise ConfigError(f"input {path!r}: the first JSON object has no {url_column!r} key (keys: {keys})")
         first = False
         yield Row(number, value, raw=raw)
 
@@ -248,6 +269,6 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-_READERS: dict[str, Callable[[IO[bytes], str], Generator[Row, None, None]]] = {
+_READERS: dict[str, Callable[..., Generator[Row, None, None]]] = {
     "txt": _txt, "csv": _csv, "tsv": _tsv, "jsonl": _jsonl,
 }

@@ -1,0 +1,208 @@
+"""Webdataset shards: written by the coordinator, complete after a kill -9 and a rerun, each sample once.
+
+Shards are read back with the standard library's tarfile, as a training job would.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+from conftest import write_list
+from test_cli import manifest
+
+from fetcher.cli import main
+
+Image = pytest.importorskip("PIL.Image")
+pq = pytest.importorskip("pyarrow.parquet")
+pa = pytest.importorskip("pyarrow")
+
+
+def key_of(url: str) -> str:
+    return hashlib.sha1(url.encode()).hexdigest()
+
+
+def read_shards(out: str) -> dict[str, dict[str, bytes]]:
+    """Every finished shard's samples: shard name -> {member name: bytes}; no .part may remain."""
+    assert not [n for n in os.listdir(out) if n.endswith(".part")]
+    shards = {}
+    for name in sorted(n for n in os.listdir(out) if n.endswith(".tar")):
+        with tarfile.open(os.path.join(out, name)) as tar:
+            shards[name] = {}
+            for member in tar:
+                with tar.extractfile(member) as handle:
+                    shards[name][member.name] = handle.read()
+    return shards
+
+
+def samples_of(shards: dict[str, dict[str, bytes]]) -> list[str]:
+    """The URL of every sample in every shard, in order, checking each sample is whole."""
+    urls = []
+    for members in shards.values():
+        keys = {name.split(".")[0] for name in members}
+        for key in sorted(keys):
+            record = json.loads(members[key + ".json"])
+            assert key == key_of(record["url"])
+            [image] = [n for n in members if n.startswith(key + ".") and not n.endswith((".json", ".txt"))]
+            data = members[image]
+            assert hashlib.sha256(data).hexdigest() == record["sha256"] and len(data) == record["bytes"]
+            Image.open(io.BytesIO(data)).load()
+            urls.append(record["url"])
+    return urls
+
+
+def wait_for_lock(out: str, timeout: float = 30.0) -> None:
+    """Until no process holds the output folder's lock (a killed run's orphaned workers inherit it)."""
+    deadline = time.monotonic() + timeout
+    with open(os.path.join(out, ".fetcher", "lock"), "a+") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the killed run's workers never exited"
+                time.sleep(0.05)
+
+
+def image_urls(server, count: int, prefix: str = "w") -> list[str]:
+    return [server.url(f"/img/{prefix}{i}.png?format=png&w={40 + i % 7}&h=30") for i in range(count)]
+
+
+def test_shards_hold_each_sample_with_its_record_caption_and_stats(server, out, tmp_path):
+    urls = image_urls(server, 23)
+    rows = [{"url": u, "caption": f"caption {i}"} for i, u in enumerate(urls)]
+    path = str(tmp_path / "in.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    args = [path, "-o", out, "-q", "--output-format", "webdataset", "--shard-size", "10",
+            "--caption-column", "caption", "--resize", "32", "--resize-mode", "center_crop",
+            "--manifest-format", "parquet"]
+    assert main(args) == 0
+    shards = read_shards(out)
+    assert list(shards) == ["00000.tar", "00001.tar", "00002.tar"]
+    assert [len(m) for m in shards.values()] == [30, 30, 9]  # KEY.jpg, KEY.json, KEY.txt
+    assert sorted(samples_of(shards)) == sorted(urls)
+    for i, url in enumerate(urls):
+        shard = next(m for m in shards.values() if key_of(url) + ".txt" in m)
+        assert shard[key_of(url) + ".txt"] == f"caption {i}".encode()
+        assert Image.open(io.BytesIO(shard[key_of(url) + ".jpg"])).size == (32, 32)
+    with open(os.path.join(out, "00002_stats.json"), encoding="utf-8") as handle:
+        stats = json.load(handle)
+    assert stats["samples"] == 3 and stats["shard"] == "00002.tar" and stats["formats"] == {"PNG": 3}
+    records = manifest(out)
+    assert records[urls[0]]["path"] == f"{records[urls[0]]['shard']}/{key_of(urls[0])}.jpg"
+    assert not os.path.exists(os.path.join(out, "staging"))
+    table = pq.read_table(os.path.join(out, "manifest.parquet"))
+    assert table.num_rows == 23 and set(table.column("status").to_pylist()) == {"ok"}
+    # A rerun fetches nothing and changes no shard.
+    before = {n: os.path.getmtime(os.path.join(out, n)) for n in shards}
+    requests_before = sum(server.stats.requests.values())
+    assert main(args) == 0
+    assert sum(server.stats.requests.values()) == requests_before
+    assert {n: os.path.getmtime(os.path.join(out, n)) for n in shards} == before
+    assert {r["status"] for r in manifest(out).values()} == {"skipped"}
+    assert manifest(out)[urls[5]]["width"] == records[urls[5]]["width"]
+
+
+def test_failed_samples_are_in_no_shard(server, out, tmp_path):
+    urls = image_urls(server, 5) + [server.url("/img/bad.png?format=png&fault=corrupt"),
+                                    server.url("/status/404")]
+    assert main([write_list(tmp_path, urls), "-o", out, "-q", "--output-format", "webdataset",
+                 "--verify-image", "--backend", "process", "--processes", "2"]) == 1
+    assert sorted(samples_of(read_shards(out))) == sorted(urls[:5])
+
+
+@pytest.mark.parametrize(("backend", "sig"), [("thread", signal.SIGKILL), ("process", signal.SIGKILL),
+                                              ("process", signal.SIGINT)])
+def test_kill_9_mid_run_then_rerun_gives_complete_shards_with_each_sample_once(server, out, tmp_path, backend, sig):
+    urls = image_urls(server, 60, prefix="k")
+    path = write_list(tmp_path, urls)
+    args = [path, "-o", out, "-q", "--output-format", "webdataset", "--shard-size", "7", "--verify-image",
+            "--backend", backend]
+    # One request at a time, 20 a second: slow enough to kill while shards are being written.
+    slow = ["--pool", "2", "--per-host", "1", "--delay", "0.05"]
+    child = subprocess.Popen([sys.executable, "-m", "fetcher", *args, *slow], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        # Killed while shard 3 is open: 00003.tar.part holds samples that must not be lost or doubled.
+        while not os.path.exists(os.path.join(out, "00003.tar.part")) and time.monotonic() < deadline:
+            assert child.poll() is None, child.stderr.read()
+            time.sleep(0.02)
+        os.kill(child.pid, sig)
+        if sig == signal.SIGINT:  # Ctrl-C: the open shard is finished unless a sample was being written
+            assert child.wait(30) == 130
+    finally:
+        child.kill()
+        child.wait(10)
+        child.stderr.close()
+    finished = {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out) if n.endswith(".tar")}
+    assert len(finished) >= 3 and len(finished) * 7 < 60, "killed in the middle"
+    if sig == signal.SIGKILL:
+        assert any(n.endswith(".tar.part") for n in os.listdir(out))
+    wait_for_lock(out)  # process-backend workers notice the dead parent within a second, then exit
+    assert main(args) == 0
+    shards = read_shards(out)
+    assert {n: os.path.getmtime(os.path.join(out, n)) for n in finished} == finished  # kept as they were
+    urls_in_shards = samples_of(shards)
+    assert sorted(urls_in_shards) == sorted(urls)  # every sample, exactly once
+    sizes = [len(m) // 2 for m in shards.values()]
+    # After a kill -9 every shard but the last is full; Ctrl-C finishes the open shard as it is.
+    short = [size for size in sizes[:-1] if size != 7]
+    assert all(0 < size <= 7 for size in sizes) and len(short) <= (0 if sig == signal.SIGKILL else 1)
+    assert list(shards) == [f"{i:05d}.tar" for i in range(len(shards))]
+    assert set(manifest(out)) == set(urls)
+
+
+def test_webdataset_options_are_checked(tmp_path, out, capsys):
+    path = write_list(tmp_path, ["http://127.0.0.1:9/x.jpg"])
+    for flags, message in ((["--output-format", "zip"], "output-format"), (["--manifest-format", "csv"], "manifest"),
+                           (["--output-format", "webdataset", "--naming", "hash"], "naming"),
+                           (["--caption-column", "TEXT"], "caption-column")):
+        assert main([path, "-o", out, "-q", *flags]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_a_shard_the_index_never_recorded_is_read_back(server, out, tmp_path):
+    """Killed between a shard's rename and its commit: the shard on disk is the truth."""
+    urls = image_urls(server, 9, prefix="r")
+    args = [write_list(tmp_path, urls), "-o", out, "-q", "--output-format", "webdataset", "--shard-size", "4"]
+    assert main(args) == 0
+    os.remove(os.path.join(out, ".fetcher", "shards.sqlite3"))
+    requests_before = sum(server.stats.requests.values())
+    assert main(args) == 0
+    assert sum(server.stats.requests.values()) == requests_before
+    assert sorted(samples_of(read_shards(out))) == sorted(urls)
+    assert {r["status"] for r in manifest(out).values()} == {"skipped"}
+
+
+def test_the_readme_dataset_example_runs_as_written(server, tmp_path, monkeypatch):
+    """The commands of README.md's "Building an image dataset", on local URLs instead of sample_urls.txt's."""
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    with open(readme, encoding="utf-8") as handle:
+        block = handle.read().split("<!-- dataset-example -->\n```\n", 1)[1].split("```", 1)[0]
+    assert block.count("\nfetcher ") == 1
+    monkeypatch.chdir(tmp_path)
+    urls = [server.url(f"/img/readme{i}.jpg?w={100 + i}&h=80") for i in range(5)] + [server.url("/img/t.jpg?w=8&h=8")]
+    (tmp_path / "sample_urls.txt").write_text("# local\n" + "\n".join(urls) + "\n")
+    # As a user's shell runs it, with this interpreter as python3 and fetcher.
+    script = 'python3() { "$PY" "$@"; }\nfetcher() { "$PY" -m fetcher "$@"; echo "exit $?"; }\n' + block
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PY": sys.executable}, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert "exit 1" in done.stdout  # the 8 x 8 image is under --min-image-size 32
+    assert done.stdout.count(".webp") == 1 and ".json" in done.stdout  # the first three members
+    shards = read_shards(str(tmp_path / "dataset"))
+    assert sorted(samples_of(shards)) == sorted(urls[:5])
+    assert all(Image.open(io.BytesIO(data)).size == (256, 256) for name, data in shards["00000.tar"].items()
+               if name.endswith(".webp"))
+    assert pq.read_table(str(tmp_path / "dataset" / "manifest.parquet")).num_rows == 6
