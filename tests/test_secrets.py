@@ -12,6 +12,7 @@ Each run is ``python -m fetcher`` in a subprocess, so gevent patches only there.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -195,3 +196,26 @@ def test_serve_and_work_keep_secrets_and_ship_headers_and_cookies(server, cluste
 
 def redact_url(url: str) -> str:
     return url.replace(f":{PASSWORD}@", ":***@")
+
+
+def test_a_webdataset_run_keeps_secrets_out_of_shards_index_and_parquet(server, tmp_path, out) -> None:
+    """Shards name samples by a key of the URL's journal identity, never a plain hash of a password."""
+    pytest.importorskip("PIL.Image")
+    pytest.importorskip("pyarrow.parquet")
+    urls = [with_user(server.url(f"/img/s{i}.png?format=png&w=20&h=20"), f"alice:{PASSWORD}") for i in range(3)]
+    args = [write_list(tmp_path, urls), "-o", out, "-v", "--output-format", "webdataset", "--shard-size", "2",
+            "--manifest-format", "parquet"]
+
+    first = run_cli(Variant("thread"), args)
+    os.remove(os.path.join(out, ".fetcher", "shards.sqlite3"))  # the next run reads the shards back
+    second = run_cli(Variant("thread"), args)
+
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert sorted(n for n in os.listdir(out) if n.endswith(".tar")) == ["00000.tar", "00001.tar"]
+    assert {r["status"] for r in read_manifest(os.path.join(out, "manifest.jsonl"))} == {"skipped"}
+    assert server.stats.requests["/img/s0.png"] == 1
+    plain_keys = [hashlib.sha1(url.encode()).hexdigest() for url in urls]
+    assert leaks_under(out) + leaks("runs", first.stderr + second.stderr) == []
+    for name in ("00000.tar", "00001.tar"):  # an unkeyed hash of a URL lets anyone test password guesses
+        with open(os.path.join(out, name), "rb") as handle:
+            assert not [key for key in plain_keys if key.encode() in handle.read()]

@@ -10,6 +10,7 @@ and records it. Only the coordinating process opens it, from one thread.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fetcher.redact import UrlKeys
 from fetcher.run.journal import JOURNAL_DIR
 
 INDEX_NAME = "shards.sqlite3"
@@ -29,7 +31,7 @@ IMAGE_FIELDS = ("width", "height", "image_format", "original_bytes", "original_s
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (id INTEGER PRIMARY KEY, samples INTEGER NOT NULL, finished REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS samples (
-    url TEXT PRIMARY KEY, shard INTEGER NOT NULL, member TEXT NOT NULL, bytes INTEGER NOT NULL, sha256 TEXT,
+    key TEXT PRIMARY KEY, shard INTEGER NOT NULL, member TEXT NOT NULL, bytes INTEGER NOT NULL, sha256 TEXT,
     image TEXT
 ) WITHOUT ROWID;
 """
@@ -41,9 +43,9 @@ def shard_name(number: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """A sample of a finished shard: its image member (``KEY.EXT``) and what its record said."""
+    """A sample of a finished shard: its key, its image member (``KEY.EXT``) and what its record said."""
 
-    url: str
+    key: str
     shard: int
     member: str
     bytes: int
@@ -52,11 +54,17 @@ class Sample:
 
 
 class ShardIndex:
-    """The samples of every finished shard of one output folder."""
+    """The samples of every finished shard of one output folder, by sample key.
+
+    A sample's key is the SHA-1 of the URL's journal identity (``redact.UrlKeys``): the URL itself
+    when it holds no credentials, so neither the index nor a shard's member names hold a password,
+    and a key can be read back from a member name alone.
+    """
 
     def __init__(self, out: str) -> None:
         folder = os.path.join(out, JOURNAL_DIR)
         os.makedirs(folder, exist_ok=True)
+        self._keys = UrlKeys(folder)
         self._db = sqlite3.connect(os.path.join(folder, INDEX_NAME), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
@@ -64,6 +72,10 @@ class ShardIndex:
 
     def close(self) -> None:
         self._db.close()
+
+    def sample_key(self, url: str) -> str:
+        """The key of ``url``'s sample: its members are ``KEY.EXT``, ``KEY.json``."""
+        return hashlib.sha1(self._keys.key(url).encode("utf-8", "surrogatepass")).hexdigest()
 
     def reconcile(self) -> int:
         """Record the shards on disk that the index lacks, drop unfinished ``.part`` shards; the next shard number."""
@@ -96,20 +108,21 @@ class ShardIndex:
         """Commit a finished shard and its samples in one transaction."""
         self._db.execute("BEGIN")
         self._db.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?)",
-                             [(s.url, s.shard, s.member, s.bytes, s.sha256, json.dumps(s.image)) for s in samples])
+                             [(s.key, s.shard, s.member, s.bytes, s.sha256, json.dumps(s.image)) for s in samples])
         self._db.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, ?)", (number, len(samples), time.time()))
         self._db.execute("COMMIT")
 
     def find(self, urls: Iterable[str]) -> dict[str, Sample]:
-        """The samples among ``urls`` that a finished shard holds."""
-        wanted = list(urls)
+        """The samples among ``urls`` that a finished shard holds, by URL."""
+        by_key = {self.sample_key(url): url for url in urls}
+        wanted = list(by_key)
         found: dict[str, Sample] = {}
         for start in range(0, len(wanted), _SQL_BATCH):
             chunk = wanted[start:start + _SQL_BATCH]
-            for url, shard, member, size, sha256, image in self._db.execute(
-                    "SELECT url, shard, member, bytes, sha256, image FROM samples WHERE url IN "
+            for key, shard, member, size, sha256, image in self._db.execute(
+                    "SELECT key, shard, member, bytes, sha256, image FROM samples WHERE key IN "
                     f"({','.join('?' * len(chunk))})", chunk):
-                found[url] = Sample(url, shard, member, size, sha256, json.loads(image) if image else {})
+                found[by_key[key]] = Sample(key, shard, member, size, sha256, json.loads(image) if image else {})
         return found
 
 
@@ -128,9 +141,9 @@ def _read_back(path: str, number: int) -> list[Sample]:
                 images[key] = member.name
     samples = []
     for key, record in records:
-        if key in images and isinstance(record.get("url"), str):
+        if key in images:
             image: dict[str, object] = {name: record[name] for name in IMAGE_FIELDS if name in record}
             sha256 = record.get("sha256")
-            samples.append(Sample(str(record["url"]), number, images[key], int(str(record.get("bytes", 0))),
+            samples.append(Sample(key, number, images[key], int(str(record.get("bytes", 0))),
                                   sha256 if isinstance(sha256, str) else None, image))
     return samples

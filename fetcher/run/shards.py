@@ -19,7 +19,6 @@ fetched again, and samples still staged are put in the next shard without a requ
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -100,7 +99,7 @@ class ShardWriter:
     def _append(self, result: Result) -> Result:
         assert result.path is not None
         staged = os.path.join(self.out, result.path)
-        key = hashlib.sha1(result.url.encode("utf-8")).hexdigest()
+        key = self.index.sample_key(result.url)
         member = key + posixpath.splitext(result.path)[1]
         try:
             handle = open(staged, "rb")
@@ -120,7 +119,7 @@ class ShardWriter:
             _add_bytes(tar, key + ".txt", ("" if caption is None else str(caption)).encode())
         os.remove(staged)
         image: dict[str, object] = {k: final.extra[k] for k in IMAGE_FIELDS if k in final.extra}
-        self._samples.append(Sample(result.url, self.number, member, final.bytes, final.sha256, image))
+        self._samples.append(Sample(key, self.number, member, final.bytes, final.sha256, image))
         self._stats["bytes"] += final.bytes
         self._stats["formats"][str(image.get("image_format", posixpath.splitext(member)[1][1:]))] += 1
         if len(self._samples) >= self.size:
@@ -181,7 +180,7 @@ def _finished(task: FetchTask, sample: Sample) -> Result:
     shard = shard_name(sample.shard)
     return Result(url=task.url, status=Status.SKIPPED, path=f"{shard}/{sample.member}", bytes=sample.bytes,
                   sha256=sample.sha256, attempts=0, index=task.index,
-                  extra={**input_extra(task.meta), **sample.image, "key": sample.member.split(".")[0],
+                  extra={**input_extra(task.meta), **sample.image, "key": sample.key,
                          "shard": shard})
 
 
