@@ -9,7 +9,11 @@ wait for sockets and for libcurl's timer: epoll in the multi backend, gevent's
 own loop under gevent (gevent_curl.py).
 
 Every rule is the same code as on the other backends: ``download.prepare`` and
-``Download`` around the same ``CurlTransport``.
+``Download`` around the same ``CurlTransport``. libcurl watches ``--max-time``
+and the connect timeout itself; the read timeout (silence) and ``--min-speed``
+are the guard's, asked by ``check_deadlines`` on the driver's tick (every
+``tick`` seconds), not per read: over a multi handle nothing else would run a
+transfer that has gone silent.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import time
+
 import pycurl
 
 from fetcher.backends.base import internal_failure
 from fetcher.download import Download, prepare
+from fetcher.guards import FetchFailure
 from fetcher.models import Result, Task
 from fetcher.session import curl_transport
 from fetcher.streaming import Cancelled
@@ -33,6 +40,8 @@ from fetcher.transports.environment import Environment
 if TYPE_CHECKING:
     from fetcher.options import Options
     from fetcher.streaming import CancelFlag
+
+MAX_TICK_S = 1.0  # what perform() gives the progress callback: once a second at least
 
 
 class CurlTransfers:
@@ -52,6 +61,12 @@ class CurlTransfers:
         self.multi.setopt(pycurl.M_TIMERFUNCTION, on_timer)
         environment = Environment.read()  # once, not once per handle
         self._free: list[CurlTransport] = [curl_transport(options, environment) for _ in range(options.pool)]
+        for transport in self._free:
+            transport.driven()
+        # A fifth of the shortest window: a silence is seen at most that late.
+        self.tick = max(0.05, min(MAX_TICK_S, options.read_timeout / 5,
+                                  options.min_speed_time / 5 if options.min_speed else MAX_TICK_S))
+        self._next_check = time.monotonic() + self.tick
         self._active: dict[pycurl.Curl, tuple[CurlTransport, Download]] = {}
         self._pending: deque[Task] = deque()
         self.done: list[Result] = []  # settled, not yet handed back by the driver
@@ -88,6 +103,33 @@ class CurlTransfers:
             self.done.append(result)
             self._free.append(transport)
         self.start_pending()
+
+    @property
+    def next_check(self) -> float:
+        """The monotonic time ``check_deadlines`` next has work: a driver wakes up by then."""
+        return self._next_check
+
+    def check_deadlines(self) -> None:
+        """When a tick is due, end every transfer past a deadline (its Result goes to ``done``)."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + self.tick
+        for curl, (transport, _download) in list(self._active.items()):
+            failure = transport.overdue(now)
+            if failure is not None:
+                self._end(curl, failure)
+
+    def _end(self, curl: pycurl.Curl, failure: FetchFailure) -> None:
+        """Stop one transfer now; it is settled as libcurl's own aborts are."""
+        self.multi.remove_handle(curl)
+        transport, download = self._active.pop(curl)
+        transport.abort(failure)
+        result = _settled(download.task, partial(download.settle, partial(transport.finish,
+                                                                          pycurl.E_ABORTED_BY_CALLBACK, "")))
+        assert isinstance(result, Result), "settle() returns a Result"
+        self.done.append(result)
+        self._free.append(transport)
 
     def cancel_all(self) -> None:
         """Drop queued tasks; stop every transfer now, its ``.part`` removed unless resumable."""

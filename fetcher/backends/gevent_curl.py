@@ -69,6 +69,9 @@ class CurlHub:
             self._ready = self._loop.io(self._sockets.fileno(), _READ)
             self._ready.start(self._on_ready)
         self._transfers = CurlTransfers(options, on_socket, self._on_timer, cancel)
+        tick = self._transfers.tick
+        self._tick = self._loop.timer(tick, tick, ref=False)  # the deadline tick; keeps no loop alive
+        self._tick.start(self._on_tick)
 
     @property
     def busy(self) -> bool:
@@ -89,6 +92,7 @@ class CurlHub:
         self._watchers.clear()
         if self._timer is not None:
             self._timer.stop()
+        self._tick.stop()
         if self._sockets is not None:
             self._ready.stop()
             self._sockets.close()
@@ -141,11 +145,15 @@ class CurlHub:
         self._timer = None
         self._act([(pycurl.SOCKET_TIMEOUT, 0)])
 
+    def _on_tick(self) -> None:
+        self._act([])  # _act runs check_deadlines
+
     def _act(self, actions: list[tuple[int, int]]) -> None:
         """Let libcurl move on these ``(socket, CSELECT flags)``, settle what ended, hand the Results back."""
         try:
             for fd, flags in actions:
                 self._transfers.multi.socket_action(fd, flags)
+            self._transfers.check_deadlines()
             self._transfers.settle_ended()
         except Exception as exc:  # noqa: BLE001 - on the hub, an exception would only be printed
             self._transfers.fail_all(exc)

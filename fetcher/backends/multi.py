@@ -88,7 +88,7 @@ class MultiBackend(Backend):
 
         True if a wake fd is readable.
         """
-        timeout = remaining
+        timeout = min(remaining, max(0.0, self._transfers.next_check - time.monotonic()))
         if self._timer_at is not None:
             timeout = min(timeout, max(0.0, self._timer_at - time.monotonic()))
         woken = False
@@ -114,8 +114,9 @@ class MultiBackend(Backend):
         self._poller.close()
 
     def _drive(self) -> None:
-        """Run libcurl's due timer; settle the transfers that ended; start pending ones."""
+        """Run libcurl's due timer and the deadline tick; settle the transfers that ended; start pending ones."""
         if self._timer_at is not None and self._timer_at <= time.monotonic():
             self._timer_at = None
             self._transfers.multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
+        self._transfers.check_deadlines()
         self._transfers.settle_ended()

@@ -8,9 +8,13 @@ How each rule maps onto libcurl:
 - redirects: FOLLOWLOCATION with MAXREDIRS = ``--max-redirects``; PROTOCOLS
   and REDIR_PROTOCOLS http,https, so a redirect to ``file://`` is refused.
 - deadlines: CONNECTTIMEOUT_MS, TIMEOUT_MS = ``--max-time``; the read timeout
-  (longest silence) is LOW_SPEED 1 byte/s over that many seconds when it is a
-  whole number and ``--min-speed`` is off. Otherwise a progress callback runs
-  the same ``TransferGuard`` the requests transport uses.
+  (longest silence) and ``--min-speed`` by the same ``TransferGuard`` the
+  requests transport uses, asked by ``overdue``: from the progress callback
+  under ``perform``, or from the multi driver's tick (curl_transfers.py), which
+  turns the callback off. Not LOW_SPEED_LIMIT 1 byte/s: that is an average
+  speed, rounded down, so a server sending a byte a second (data every second,
+  never silent) was cut as "no data for 5 s" and retried, where requests let it
+  run to ``--max-time`` (issue 19).
 - size caps, content checks, checksums, cancel: in the receiver, per chunk,
   exactly as with requests; raising there aborts the transfer (CURLE_WRITE_ERROR)
   and the exception is re-raised from ``fetch``. Bodies are decoded by libcurl
@@ -70,7 +74,6 @@ class CurlTransport(Transport):
         self._receiver: Receiver | None = None
         self._head: Head | None = None
         self._error: BaseException | None = None
-        self._fine_deadlines = bool(options.min_speed) or options.read_timeout != int(options.read_timeout)
         self._set_fixed_options(curl, options, environment)
         self._sent: tuple[list[str] | None, str | None] = (None, None)  # HTTPHEADER and ACCEPT_ENCODING in force
 
@@ -93,12 +96,8 @@ class CurlTransport(Transport):
             curl.setopt(pycurl.CAINFO, env.ca_bundle or _certifi_bundle())
         if options.max_time:
             curl.setopt(pycurl.TIMEOUT_MS, max(1, int(options.max_time * 1000)))
-        if self._fine_deadlines:
-            curl.setopt(pycurl.NOPROGRESS, 0)
-            curl.setopt(pycurl.XFERINFOFUNCTION, self._on_progress)
-        else:  # silence for read_timeout whole seconds = under 1 byte/s for that long
-            curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
-            curl.setopt(pycurl.LOW_SPEED_TIME, int(options.read_timeout))
+        curl.setopt(pycurl.NOPROGRESS, 0)  # perform() asks overdue() between reads, at least once a second
+        curl.setopt(pycurl.XFERINFOFUNCTION, self._on_progress)
         curl.setopt(pycurl.PROXY, "")  # "": no proxy, and libcurl never reads the environment itself
         if env.proxies:
             curl.setopt(pycurl.NOPROXY, env.no_proxy)  # also applies to redirect targets
@@ -118,7 +117,7 @@ class CurlTransport(Transport):
         """Set the handle up for ``request``; then perform it, or add it to a multi handle (backends/multi.py)."""
         self._prepare(self.curl, request)
         self._request, self._receiver, self._head, self._error = request, receiver, None, None
-        self._last_data, self._seen = time.monotonic(), -1
+        self._last_data, self._seen = time.monotonic(), 0
         self._lines.clear()
 
     def finish(self, code: int, message: str) -> Head:
@@ -169,20 +168,43 @@ class CurlTransport(Transport):
             return 0  # fewer bytes than given: libcurl aborts with CURLE_WRITE_ERROR
         return None
 
-    def _on_progress(self, dltotal: int, dlnow: int, ultotal: int, ulnow: int) -> int:
-        """Fine-grained deadlines: the same guard as requests, asked between libcurl's reads."""
+    def driven(self) -> None:
+        """A multi handle's driver calls ``overdue`` on its own tick: no progress callback per read."""
+        self.curl.setopt(pycurl.NOPROGRESS, 1)
+
+    def overdue(self, now: float) -> FetchFailure | None:
+        """The deadline the transfer in flight has passed, or None (outside libcurl's calls only)."""
+        return self._overdue(now, len(self._lines) + int(self.curl.getinfo(pycurl.SIZE_DOWNLOAD_T)))
+
+    def abort(self, failure: FetchFailure) -> None:
+        """End the transfer with ``failure``: ``finish`` raises it (the driver removes the handle)."""
+        self._error = failure
+
+    def _overdue(self, now: float, progress: int) -> FetchFailure | None:
+        """``--max-time``, ``--min-speed``, then silence: ``progress`` (header lines + body bytes) unchanged
+        for the read timeout. Connecting counts as silence (libcurl's connect timeout also holds)."""
+        if progress != self._seen:
+            self._seen, self._last_data = progress, now
+        guard = self._request.guard
         try:
-            now = time.monotonic()
-            if dlnow != self._seen:
-                self._seen, self._last_data = dlnow, now
-            guard = self._request.guard
             guard.check(now)
-            if now - self._last_data >= guard.read_timeout:
-                raise guard.timed_out()
-        except BaseException as exc:  # noqa: BLE001 - re-raised by fetch()
+        except FetchFailure as failure:
+            return failure
+        if now - self._last_data >= guard.read_timeout:
+            return guard.timed_out()
+        return None
+
+    def _on_progress(self, dltotal: int, dlnow: int, ultotal: int, ulnow: int) -> int:
+        """The guard, asked between libcurl's reads: a non-zero return aborts (CURLE_ABORTED_BY_CALLBACK)."""
+        try:
+            failure = self._overdue(time.monotonic(), len(self._lines) + dlnow)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by fetch(); pycurl would only print it
             self._error = exc
-            return 1  # non-zero: CURLE_ABORTED_BY_CALLBACK
-        return 0
+            return 1
+        if failure is None:
+            return 0
+        self._error = failure
+        return 1
 
     def _make_head(self) -> Head:
         """Status and headers of the last response (earlier ones were redirects), parsed from its lines.
@@ -230,11 +252,12 @@ class CurlTransport(Transport):
         return FetchFailure(ErrorKind.CONNECT, message, retryable=True)
 
     def _timeout(self, request: Request) -> FetchFailure:
-        failure = request.guard.timed_out()  # --max-time and --min-speed first, as with requests
-        if failure.message.startswith("no data") and not self.curl.getinfo(pycurl.CONNECT_TIME):
-            return FetchFailure(ErrorKind.TIMEOUT, f"no connection within {request.connect_timeout:g} s",
-                                retryable=True)
-        return failure
+        """libcurl's own timeouts are TIMEOUT_MS (--max-time) and CONNECTTIMEOUT_MS (connect and TLS)."""
+        failure = request.guard.timed_out()
+        if "max-time" in failure.message:
+            return failure
+        return FetchFailure(ErrorKind.TIMEOUT, f"no connection within {request.connect_timeout:g} s",
+                            retryable=True)
 
     def _redirect_chain(self, url: str) -> list[str]:
         chain = [url]
