@@ -96,7 +96,9 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], w
             if not wait_for_more(MAX_WAIT_S):
                 return
             continue
-        retry_in = scheduler.seconds_until_next()
+        # At capacity, nothing due can be submitted before a result comes back: wait for one,
+        # rather than ask the backend again and again with a timeout of 0 (issue 19).
+        retry_in = scheduler.seconds_until_next() if len(in_flight) < limit else None
         timeout = MAX_WAIT_S if retry_in is None else min(retry_in, MAX_WAIT_S)
         for result in backend.wait(timeout):
             task = in_flight.pop(result.index)

@@ -78,10 +78,13 @@ class MultiBackend(Backend):
                 done, transfers.done = transfers.done, []
                 return done
             remaining = IDLE_POLL_S if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            if self._sleep(remaining):
-                return []  # a wake fd is readable: the host has something to say
+            # At least one look at the sockets, even for timeout 0: without it, a wait(0) asked
+            # again and again would never read what the transfers received (issue 19).
+            woken = self._sleep(max(0.0, remaining))  # a wake fd readable: the host has something to say
+            if woken or remaining <= 0:
+                self._drive()
+                done, transfers.done = transfers.done, []
+                return done
 
     def _sleep(self, remaining: float) -> bool:
         """Wait for a watched socket, libcurl's timer or ``remaining`` s, and hand libcurl what is ready.
