@@ -95,7 +95,11 @@ def add_fetching_rules(parser: argparse.ArgumentParser) -> None:
                        help="redirects followed per URL (default: 10)")
     parser.add_argument("--client", default="requests", metavar="NAME",
                         help="HTTP transport: requests (default), or curl: libcurl through pycurl, much less "
-                             "CPU per request; needs pip install 'fetcher[curl]'")
+                             "CPU per request; needs pip install 'fetcher[curl]'; or auto: curl where "
+                             "pycurl imports, else requests")
+    parser.add_argument("--http-version", default="", metavar="V",
+                        help="1.1, or 2 (--client curl only: HTTP/2 where the server's TLS offers it, "
+                             "one connection per host carrying many requests; curl's default)")
 
 
 def rule_options(args: argparse.Namespace) -> dict[str, object]:
@@ -108,6 +112,7 @@ def rule_options(args: argparse.Namespace) -> dict[str, object]:
         "headers": args.header, "cookies": args.cookies, "insecure": args.insecure,
         "max_size": args.max_size, "min_size": args.min_size, "accept": args.accept,
         "max_redirects": args.max_redirects, "client": args.client,
+        "http_version": args.http_version,
     }
 
 

@@ -30,6 +30,8 @@ class Options:
     manifest: str | None = None
     backend: str = "thread"
     client: str = "requests"  # the HTTP transport: requests | curl (transports/)
+    auto: str = ""  # what --backend/--client auto chose, and why (auto.py); "": nothing was auto
+    http_version: str = ""  # "": the client's default (curl: 2 over TLS, else 1.1) | "1.1" | "2" (curl only)
     pool: int = 8
     processes: int = 0  # process backend: worker processes sharing the pool; 0: one per CPU
     connect_timeout: float = 10.0
@@ -80,6 +82,11 @@ class Options:
                                       for h in kwargs["headers"])
         elif isinstance(kwargs.get("headers"), dict):
             kwargs["headers"] = tuple(kwargs["headers"].items())
+        if "auto" in (kwargs.get("backend"), kwargs.get("client")):
+            from fetcher.auto import choose
+
+            kwargs["backend"], kwargs["client"], kwargs["auto"] = choose(kwargs.get("backend", "thread"),
+                                                                         kwargs.get("client", "requests"))
         options = replace(cls(), **kwargs)
         options._check()
         if not options.user_agent:
@@ -130,7 +137,11 @@ class Options:
             raise ConfigError(f"client must be one of {', '.join(CLIENTS)}, not {self.client!r}")
         if self.backend == "multi" and self.client != "curl":
             raise ConfigError("--backend multi drives libcurl's multi interface: use it with --client curl")
+        if self.http_version not in ("", "1.1", "2"):
+            raise ConfigError(f"--http-version must be 1.1 or 2, not {self.http_version!r}")
         if self.client != "curl":
+            if self.http_version == "2":
+                raise ConfigError("--http-version 2 needs --client curl (requests speaks HTTP/1.1 only)")
             return
         import importlib.util
 

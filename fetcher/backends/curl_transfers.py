@@ -60,9 +60,8 @@ class CurlTransfers:
         self.multi.setopt(pycurl.M_SOCKETFUNCTION, on_socket)
         self.multi.setopt(pycurl.M_TIMERFUNCTION, on_timer)
         environment = Environment.read()  # once, not once per handle
-        self._free: list[CurlTransport] = [curl_transport(options, environment) for _ in range(options.pool)]
-        for transport in self._free:
-            transport.driven()
+        self._free: list[CurlTransport] = [curl_transport(options, environment, driven=True)
+                                           for _ in range(options.pool)]
         # A fifth of the shortest window: a silence is seen at most that late.
         self.tick = max(0.05, min(MAX_TICK_S, options.read_timeout / 5,
                                   options.min_speed_time / 5 if options.min_speed else MAX_TICK_S))

@@ -35,6 +35,7 @@ import pycurl
 from fetcher.guards import FetchFailure
 from fetcher.models import ErrorKind
 from fetcher.transports.base import ACCEPT_ENCODING, Head, Headers, Receiver, Request, Transport, loop_message
+from fetcher.transports import curl_share
 from fetcher.transports.environment import Environment
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 
 MAX_BUFFER_SIZE = 10 * 1024 * 1024  # libcurl's largest receive buffer (CURL_MAX_READ_SIZE)
 _HTTP_ONLY = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS
+# --http-version: "" is libcurl's default, HTTP/2 where TLS's ALPN agrees, else 1.1 (as "2": never prior knowledge)
+_HTTP_VERSIONS = {"": pycurl.CURL_HTTP_VERSION_2TLS, "2": pycurl.CURL_HTTP_VERSION_2TLS,
+                  "1.1": pycurl.CURL_HTTP_VERSION_1_1}
 
 # libcurl error codes -> (kind, retryable, message prefix); see fetch() for the special ones.
 _CONNECT_ERRORS = {pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_CONNECT, pycurl.E_COULDNT_RESOLVE_PROXY,
@@ -60,14 +64,19 @@ class CurlTransport(Transport):
 
     Args:
         options: user agent, ``--header``, cookies, ``--insecure``, redirects,
-            timeouts (only what holds for every request of the run).
+            timeouts, ``--http-version`` (only what holds for every request of the run).
         environment: proxies, CA bundle and netrc, read once.
+        driven: the handle goes on a multi handle whose driver calls ``overdue``
+            (no progress callback), and waits for a connection that may multiplex
+            (PIPEWAIT) rather than opening one per transfer.
     """
 
     client = "curl"
 
-    def __init__(self, options: Options, environment: Environment) -> None:
+    def __init__(self, options: Options, environment: Environment, driven: bool = False) -> None:
         self.curl = curl = pycurl.Curl()
+        self._options, self._driven = options, driven
+        self._may_multiplex, self._pipewait = driven and options.http_version != "1.1" and not __import__("os").environ.get("NOPW"), False
         self._environment = environment
         self._base_headers = {name.lower(): f"{name}: {value}" for name, value in options.headers}
         self._lines: list[bytes] = []  # header lines of every response of the current request
@@ -75,6 +84,7 @@ class CurlTransport(Transport):
         self._head: Head | None = None
         self._error: BaseException | None = None
         self._set_fixed_options(curl, options, environment)
+        self._set_driving(curl, options)
         self._sent: tuple[list[str] | None, str | None] = (None, None)  # HTTPHEADER and ACCEPT_ENCODING in force
 
     def _set_fixed_options(self, curl: pycurl.Curl, options: Options, env: Environment) -> None:
@@ -96,14 +106,21 @@ class CurlTransport(Transport):
             curl.setopt(pycurl.CAINFO, env.ca_bundle or _certifi_bundle())
         if options.max_time:
             curl.setopt(pycurl.TIMEOUT_MS, max(1, int(options.max_time * 1000)))
-        curl.setopt(pycurl.NOPROGRESS, 0)  # perform() asks overdue() between reads, at least once a second
-        curl.setopt(pycurl.XFERINFOFUNCTION, self._on_progress)
         curl.setopt(pycurl.PROXY, "")  # "": no proxy, and libcurl never reads the environment itself
         if env.proxies:
             curl.setopt(pycurl.NOPROXY, env.no_proxy)  # also applies to redirect targets
         if env.netrc:
             curl.setopt(pycurl.NETRC, pycurl.NETRC_OPTIONAL)
             curl.setopt(pycurl.NETRC_FILE, env.netrc)
+
+    def _set_driving(self, curl: pycurl.Curl, options: Options) -> None:
+        """Who asks the deadlines, what is shared across the run (curl_share.py), which HTTP."""
+        if not self._driven:  # perform() asks overdue() between reads, at least once a second
+            curl.setopt(pycurl.NOPROGRESS, 0)
+            curl.setopt(pycurl.XFERINFOFUNCTION, self._on_progress)
+        curl.setopt(pycurl.HTTP_VERSION, _HTTP_VERSIONS[options.http_version])
+        curl.setopt(pycurl.SHARE, curl_share.acquire(options, connections=not self._driven))
+        curl.setopt(pycurl.DNS_CACHE_TIMEOUT, curl_share.DNS_CACHE_S)
 
     def fetch(self, request: Request, receiver: Receiver) -> Head:
         self.start(request, receiver)
@@ -135,6 +152,14 @@ class CurlTransport(Transport):
 
     def _prepare(self, curl: pycurl.Curl, request: Request) -> None:
         curl.setopt(pycurl.URL, request.url)
+        # As curl --parallel: wait for a connection being made to the host when it may multiplex
+        # (HTTP/2), rather than open one per transfer. Only over TLS, where ALPN says so at the
+        # handshake: on plain http the answer is the first response, and a silent one would hold
+        # every later transfer to the host until its connect timeout.
+        pipewait = self._may_multiplex and request.url[:6].lower() == "https:"
+        if pipewait != self._pipewait:
+            curl.setopt(pycurl.PIPEWAIT, int(pipewait))
+            self._pipewait = pipewait
         curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(request.connect_timeout * 1000)))
         headers, encoding = self._header_list(request.headers)
         if (headers, encoding) != self._sent:
@@ -167,10 +192,6 @@ class CurlTransport(Transport):
             self._error = exc
             return 0  # fewer bytes than given: libcurl aborts with CURLE_WRITE_ERROR
         return None
-
-    def driven(self) -> None:
-        """A multi handle's driver calls ``overdue`` on its own tick: no progress callback per read."""
-        self.curl.setopt(pycurl.NOPROGRESS, 1)
 
     def overdue(self, now: float) -> FetchFailure | None:
         """The deadline the transfer in flight has passed, or None (outside libcurl's calls only)."""
@@ -269,6 +290,7 @@ class CurlTransport(Transport):
 
     def close(self) -> None:
         self.curl.close()
+        curl_share.release(self._options, connections=not self._driven)
 
 
 def ended_transfers(multi: pycurl.CurlMulti) -> Iterator[tuple[pycurl.Curl, int, str]]:
