@@ -17,12 +17,13 @@ import pytest
 from cluster import KEY, Cluster, free_port, manifest, silent_server, stats, wait_until
 from conftest import write_list
 
-from fetcher import sources
-from fetcher.cli import main
+from fetcher.sources.readers import read_rows
+from fetcher.sources.tasks import iter_rows
+from fetcher.cli.main import main
 from fetcher.distributed.server import ServeConfig, Served, serve
 from fetcher.distributed.worker import Worker, WorkerConfig
 from fetcher.options import Options
-from fetcher.progress import Progress
+from fetcher.run.progress import Progress
 
 
 @pytest.fixture
@@ -204,7 +205,7 @@ def serve_in_process(tmp_path, urls: list[str], options: Options, workers: int =
             worker = Worker(config, log=lambda line: None)
             threading.Thread(target=lambda w=worker: codes.append(w.run()), daemon=True).start()
 
-    items = sources.iter_inputs(sources.read_lines(write_list(tmp_path, urls)), dedupe=False)
+    items = iter_rows(read_rows(write_list(tmp_path, urls)), dedupe=False)
     served = serve(items, options, Progress(None, enabled=False), ServeConfig(("127.0.0.1", 0), KEY.encode()),
                    on_listening=start_workers, quiet=True)
     wait_until(lambda: len(codes) == workers, timeout=30, what="the workers to exit")

@@ -15,17 +15,18 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from fetcher.collector import Summary
+from fetcher.run.collector import Summary
 from fetcher.distributed.coordinator import Coordinator
 from fetcher.distributed.protocol import EXPOSED, format_address
 from fetcher.distributed.remote import RemoteBackend
 from fetcher.distributed.rpc import RpcServer
 from fetcher.errors import ConfigError
-from fetcher.job import run_job
-from fetcher.journal import JOURNAL_DIR
-from fetcher.models import Result, Task
+from fetcher.run.job import run_job
+from fetcher.run.journal import JOURNAL_DIR
+from fetcher.models import FetchTask as Task
+from fetcher.models import Result
 from fetcher.options import Options
-from fetcher.progress import Progress
+from fetcher.run.progress import Progress
 
 RUN_ID_FILE = "run-id"
 LINGER_SLACK_S = 2.0  # beyond a heartbeat interval (at most 2 s): every worker has called by then
@@ -42,7 +43,8 @@ class ServeConfig:
 
 @dataclass
 class Served:
-    """What ``serve`` returns: the run's Summary and the workers still connected at the end."""
+    """What ``serve`` returns: the run's Summary and every worker that took part (``gone``: left or
+    went silent before the end, its files counted too)."""
 
     summary: Summary
     workers: list[dict[str, Any]]
@@ -68,7 +70,7 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
         summary = run_job(items, options, progress, verbose=verbose, quiet=quiet, retry_failed=retry_failed,
                           on_result=coordinator.note_final, backend_factory=backend, local_files=False)
         # The engine has shut the backend down, which ended the run for the coordinator.
-        workers = coordinator.stats()["workers"]
+        workers = [w for w in coordinator.stats(gone_too=True)["workers"] if w["done"] or not w["gone"]]
     finally:
         if coordinator.running:  # the run never started (e.g. the folder is in use)
             coordinator.finish(interrupted=True)

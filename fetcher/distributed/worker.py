@@ -26,11 +26,12 @@ from fetcher.distributed.client import FIRST, RESTARTED, ServerConnection
 from fetcher.distributed.outbox import BATCH, Outbox
 from fetcher.distributed.protocol import Finished, Grant, Wait, WorkerInfo, format_address
 from fetcher.distributed.rpc import LinkError
-from fetcher.errors import ConfigError
-from fetcher.models import ErrorKind, Result, Task
+from fetcher.errors import ConfigError, ExitStatus
+from fetcher.models import ErrorKind, Result
+from fetcher.models import FetchTask as Task
 from fetcher.options import Options
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = ExitStatus.OK, ExitStatus.FAILED, ExitStatus.INTERRUPTED  # errors.py
 MAX_IDLE_POLL_S = 0.25  # longest wait between lease calls when the server has nothing: an idle call costs it ~50 µs
 MAX_PAUSE_S = 0.5  # longest the loop waits on the local backend
 FLUSH_AFTER_S = 0.05  # a finished result waits at most this long for others to share its call
