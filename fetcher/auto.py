@@ -3,7 +3,7 @@
 Decided from the WAN benchmark (benchmarks/wan.py, issue 19) and the loopback
 one (benchmarks/run.py), measured in the same runs:
 
-- client: libcurl (``curl``) where pycurl imports and this process is not
+- client: libcurl (``curl``) where pycurl is installed and this process is not
   gevent-patched (a blocking libcurl would stall the loop), else requests;
 - backend, with libcurl: ``multi``: one thread drives every transfer, all on one
   multi handle, so HTTP/2 carries a host's requests on one connection and DNS and
@@ -16,6 +16,7 @@ Nothing here changes the defaults (thread + requests): ``auto`` is asked for.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -48,8 +49,9 @@ def _client() -> tuple[str, str]:
         return "requests", "gevent-patched process"
     if importlib.util.find_spec("pycurl") is None:
         return "requests", "pycurl is not installed"
+    # Found, not imported: libcurl is loaded in transports/curl/ only (tests/test_layers.py).
     try:
-        import pycurl
-    except ImportError as exc:  # installed but its libcurl does not load: fall back, say why
-        return "requests", f"pycurl does not import ({exc})"
-    return "curl", f"{pycurl.version.split()[0]} imports"
+        version = importlib.metadata.version("pycurl")
+    except importlib.metadata.PackageNotFoundError:
+        version = "?"
+    return "curl", f"pycurl {version} is installed"

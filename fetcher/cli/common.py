@@ -96,7 +96,7 @@ def add_fetching_rules(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client", default="requests", metavar="NAME",
                         help="HTTP transport: requests (default), or curl: libcurl through pycurl, much less "
                              "CPU per request; needs pip install 'fetcher[curl]'; or auto: curl where "
-                             "pycurl imports, else requests")
+                             "pycurl is installed, else requests")
     parser.add_argument("--http-version", default="", metavar="V",
                         help="1.1, or 2 (--client curl only: HTTP/2 where the server's TLS offers it, "
                              "one connection per host carrying many requests; curl's default)")
