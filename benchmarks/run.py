@@ -57,6 +57,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--fetcher", action="append", metavar="'BACKEND [ARGS]'",
                         help="a fetcher configuration, repeatable, e.g. 'thread' or 'thread --client curl' "
                              f"(default: {', '.join(c.label[8:] for c in FETCHER_CONFIGS)})")
+    parser.add_argument("--durability", metavar="LEVELS",
+                        help="comma-separated --durability levels (e.g. batch,full,none): every fetcher "
+                             "configuration runs once per level, in the same run (default: fetcher's default only)")
     parser.add_argument("--tools", default="curl,wget2,aria2c",
                         help="reference tools to run where installed (default curl,wget2,aria2c; '' for none)")
     parser.add_argument("--datasets", default="small,large,mixed", help="which datasets (default all)")
@@ -388,6 +391,10 @@ def _run(args: argparse.Namespace, installer: Installer, nginx_binary: str, work
     bench = Bench(args, workdir, filesystems, [args.python, "-m", "fetcher"], env)
 
     configs = [FetcherConfig.parse(spec) for spec in args.fetcher] if args.fetcher else list(FETCHER_CONFIGS)
+    if args.durability:  # the same configurations at each level, interleaved like every other row
+        levels = [level.strip() for level in args.durability.split(",") if level.strip()]
+        configs = [FetcherConfig.parse(f"{config.label[len('fetcher '):]} --durability {level}")
+                   for config in configs for level in levels]
     probe_url = f"{nginx.base_url}/{datasets[0].name}/{next(iter(datasets[0].files))}" if datasets else ""
     jobs = list(references)
     for config in configs:

@@ -102,9 +102,12 @@ class Result:
     - ``content``: the body, in in-memory mode (Python API ``memory=True``).
     - ``meta``: the ``meta`` of the Python API's Task (``fetcher.Task``), handed back unchanged.
     - ``ok``: True unless the status is ``failed``.
+    - ``staged``: 0, or (``--durability batch``) the body is whole in the task's
+      ``.part`` and gets its final name ``path`` from the coordinator's flush
+      (durability.py): 1, or 2 when a ``.part.meta`` is to be removed too.
 
-    ``index``, ``retryable``, ``retry_after``, ``content`` and ``meta`` are not
-    written to the manifest.
+    ``index``, ``retryable``, ``retry_after``, ``content``, ``meta`` and ``staged``
+    are not written to the manifest.
     """
 
     url: str
@@ -124,6 +127,7 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
     content: builtins.bytes | None = None  # builtins: the field `bytes` shadows the type here
     meta: Any = None
+    staged: int = 0
 
     def __reduce__(self) -> tuple[Any, ...]:
         return Result, _result_fields(self)  # see FetchTask.__reduce__

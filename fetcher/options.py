@@ -12,6 +12,7 @@ MEMORY_CAP = 100 * 1024 * 1024  # in-memory bodies, unless max_size says otherwi
 DEFAULT_USER_AGENT = "fetcher/{version} (+https://pypi.org/project/fetcher/)"
 INPUT_FORMATS = ("auto", "txt", "csv", "tsv", "jsonl")
 ON_EXISTS = ("skip", "overwrite", "rename")
+DURABILITY = ("batch", "full", "none")  # durability.LEVELS, without importing it here
 CLIENTS = ("requests", "curl")  # --client: the HTTP transports (transports/)
 CURL_INSTALL_HINT = "pip install 'fetcher[curl]' (or: pip install pycurl)"
 
@@ -67,6 +68,7 @@ class Options:
     input_format: str = "auto"  # auto: from the file's extension; stdin is txt
     naming: str = "url"  # url | hash | content-disposition | a template (naming.parse_naming)
     on_exists: str = "skip"  # skip | overwrite | rename (placement.py)
+    durability: str = "batch"  # batch | full | none: what survives a power loss (durability.py)
 
     @classmethod
     def create(cls, **kwargs: Any) -> Options:
@@ -152,6 +154,8 @@ class Options:
                               f"not {self.input_format!r}")
         if self.on_exists not in ON_EXISTS:
             raise ConfigError(f"on-exists must be one of {', '.join(ON_EXISTS)}, not {self.on_exists!r}")
+        if self.durability not in DURABILITY:
+            raise ConfigError(f"durability must be one of {', '.join(DURABILITY)}, not {self.durability!r}")
         # naming.py is pure (it imports only errors and filenames), so this import stays cheap.
         from fetcher.files.naming import parse_naming
 

@@ -93,6 +93,10 @@ def add_fetching_rules(parser: argparse.ArgumentParser) -> None:
                             "also start with the right magic bytes (default: anything)")
     check.add_argument("--max-redirects", type=non_negative_int, default=10, metavar="N",
                        help="redirects followed per URL (default: 10)")
+    parser.add_argument("--durability", default="batch", metavar="LEVEL",
+                        help="what survives a power loss: batch (default: files flushed to the disk in "
+                             "batches before their names and journal rows), full (each file flushed on its "
+                             "own before its rename), none (no flush: a rerun re-checks files after a reboot)")
     parser.add_argument("--client", default="requests", metavar="NAME",
                         help="HTTP transport: requests (default), or curl: libcurl through pycurl, much less "
                              "CPU per request; needs pip install 'fetcher[curl]'; or auto: curl where "
@@ -111,7 +115,7 @@ def rule_options(args: argparse.Namespace) -> dict[str, object]:
         "per_host": args.per_host, "delay": args.delay, "user_agent": args.user_agent,
         "headers": args.header, "cookies": args.cookies, "insecure": args.insecure,
         "max_size": args.max_size, "min_size": args.min_size, "accept": args.accept,
-        "max_redirects": args.max_redirects, "client": args.client,
+        "max_redirects": args.max_redirects, "client": args.client, "durability": args.durability,
         "http_version": args.http_version,
     }
 

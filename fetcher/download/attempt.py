@@ -6,7 +6,8 @@ decides on the response head (status, Retry-After, Content-Type, the final
 name, ``--on-exists``, resume, declared size), then takes the body chunk by
 chunk (cancel, deadlines, size cap on decoded bytes, magic bytes, hashes) into
 ``NAME.part``, checks it arrived whole, and only then gives it its final name,
-so a file under a final name is always complete. Whatever goes wrong with the
+so a file under a final name is always complete (and, with ``--durability``,
+flushed to the disk in the order durability.py keeps). Whatever goes wrong with the
 URL (network, status, content, disk) comes back as a failed Result with an
 error kind; only bugs raise.
 """
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fetcher.download import partial, placement
+from fetcher.download import durability, partial, placement
 from fetcher.errors import STORAGE_ERRNOS, FetchFailure
 from fetcher.download.checksum import Verifier, hash_prefix
 from fetcher.download.headers import expected_size, parse_retry_after, resume_offset
@@ -250,13 +251,19 @@ class Download:
         fields: dict[str, Any] = {}
         if self.options.in_memory:
             fields["content"] = self.sink.getvalue()  # type: ignore[union-attr]
-        else:
+        elif durability.stages(self.options):  # the coordinator's flush names it (durability.py)
             self.sink.close()  # type: ignore[union-attr]
+            fields["path"], fields["staged"] = self.name, 2 if self.has_meta else 1
+        else:
+            sink = self.sink
+            assert isinstance(sink, partial.PartFile)
+            sink.close(sync=durability.syncs_each_file(self.options))
             landed = placement.place(self.part, self.options.out, self.name, self.options.on_exists, self.target)
             if self.has_meta:
                 partial.discard_meta(self.part)
             if landed is None:  # --on-exists skip, and the name was taken while this one downloaded
                 return placement.taken_meanwhile(self.task, self.name, self.options.out)
+            durability.after_rename(self.options, self.target)
             fields["path"] = landed
         task = self.task
         return Result(url=task.url, status=Status.OK, bytes=guard.size, sha256=sha256, http_status=status,

@@ -131,12 +131,17 @@ class PartFile:
         self._buffered = 0
         _write_all(self._fd, data)
 
-    def close(self) -> None:
-        """Write what is buffered and close; a second call does nothing."""
+    def close(self, sync: bool = False) -> None:
+        """Write what is buffered and close; a second call does nothing.
+
+        With ``sync``, the data is flushed to the disk first (fdatasync: see durability.py).
+        """
         if self._fd < 0:
             return
         try:
             self.flush()
+            if sync:
+                getattr(os, "fdatasync", os.fsync)(self._fd)
         finally:
             os.close(self._fd)
             self._fd = -1

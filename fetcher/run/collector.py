@@ -89,17 +89,20 @@ class Collector:
         quiet: note nothing per URL.
         on_result: called with each final Result (API hook).
         journal: where each final Result is also recorded, for reruns.
+        durable: flush the manifest to the disk before its rename, and its folder
+            after (``--durability`` batch or full; durability.py).
     """
 
     def __init__(self, manifest_path: str | None, progress: Progress, verbose: bool = False,
                  quiet: bool = False, on_result: Callable[[Result], None] | None = None,
-                 journal: Journal | None = None) -> None:
+                 journal: Journal | None = None, durable: bool = False) -> None:
         self.summary = Summary(manifest=manifest_path)
         self._progress = progress
         self._verbose = verbose
         self._quiet = quiet
         self._on_result = on_result
         self._journal = journal
+        self._durable = durable
         self._started = time.monotonic()
         self._closed = False
         self._manifest = ManifestWriter(manifest_path) if manifest_path is not None else None
@@ -148,7 +151,7 @@ class Collector:
             return self.summary
         self._closed = True
         if self._manifest is not None:
-            self.summary.manifest_problem = self._manifest.close()
+            self.summary.manifest_problem = self._manifest.close(durable=self._durable)
             self._manifest = None
         self._progress.close()
         self.summary.elapsed_s = time.monotonic() - self._started

@@ -6,7 +6,8 @@ list of millions of URLs is read as the downloads go, never all at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import replace
 
 from fetcher.backends import backend_class
 from fetcher.backends.base import Backend, BackendFactory, SessionFactory
@@ -14,7 +15,9 @@ from fetcher.errors import Interrupted, StorageError
 from fetcher.models import ErrorKind, FetchTask, Item, Result
 from fetcher.options import Options
 from fetcher.run.scheduler import Scheduler
+from fetcher.download import durability
 from fetcher.download.guards import CancelFlag
+from fetcher.run.flusher import Flusher
 
 MAX_WAIT_S = 0.25  # also the longest a cancel waits to be seen
 _STORAGE = ErrorKind.STORAGE.value
@@ -45,20 +48,37 @@ def results(items: Iterator[Item], options: Options,
     consumer stops early, the backend is cancelled and told which tasks it never
     answered (``Backend.abandon``: their ``.part`` files go unless a later run can resume them).
     """
-    make_backend = backend_factory or backend_class(options.backend, options.client)
     scheduler = Scheduler(items, options)
     in_flight: dict[int, FetchTask] = {}
-    backend = make_backend(options, session_factory)
+    # A local backend's files reach the disk in the order --durability asks (download/durability.py);
+    # a backend_factory's (fetcher serve: remote workers) are not here to flush.
+    if backend_factory is not None:
+        backend = backend_factory(options, session_factory)
+        flusher = Flusher(replace(options, durability=durability.NONE))
+    else:
+        backend = backend_class(options.backend, options.client)(durability.worker_options(options), session_factory)
+        flusher = Flusher(options)
     try:
         with backend:
-            yield from _drive(scheduler, backend, in_flight, options.window, wait_for_more, cancel, storage_stops)
+            yield from _drive(scheduler, backend, in_flight, options.window, wait_for_more, cancel, flusher,
+                              storage_stops)
+    except GeneratorExit:  # the consumer stopped: nobody to hand the held files to
+        backend.abandon(in_flight.values())
+        flusher.abandon()
+        raise
     except BaseException:
         backend.abandon(in_flight.values())  # what its cancel could not reach: the backend decides
+        try:  # downloads that finished before the interrupt are named and reported, as without a Flusher
+            finished = flusher.ready(idle=True)
+        except BaseException:
+            flusher.abandon()
+            raise
+        yield from finished
         raise
 
 
 def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTask], window: int,
-           wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None,
+           wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None, flusher: Flusher,
            storage_stops: bool = True) -> Iterator[Result]:
     while True:
         if cancel is not None and cancel.is_set():
@@ -74,6 +94,10 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTas
             in_flight[item.index] = item
             backend.submit(item)
         if not in_flight and scheduler.idle:
+            flushed = flusher.ready(idle=True)
+            if flushed:
+                yield from _checked(flushed, storage_stops)
+                continue
             if scheduler.done:
                 return
             # The input said "nothing right now" just now (the refill above asked it), and
@@ -84,11 +108,20 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTas
         # At capacity, nothing due can be submitted before a result comes back: wait for one,
         # rather than ask the backend again and again with a timeout of 0 (issue 19).
         retry_in = scheduler.seconds_until_next() if len(in_flight) < limit else None
-        timeout = MAX_WAIT_S if retry_in is None else min(retry_in, MAX_WAIT_S)
-        for result in backend.wait(timeout):
-            if storage_stops and result.error is not None and result.error.kind == _STORAGE:
-                raise StorageError(f"{result.error.message} (while saving {result.url})")
+        timeout = min(t for t in (retry_in, flusher.seconds_until_due(), MAX_WAIT_S) if t is not None)
+        for result in _checked(backend.wait(timeout), storage_stops):
             task = in_flight.pop(result.index)
             final = scheduler.settle(task, result)
             if final is not None:
-                yield final
+                final = flusher.add(final, task)  # a file not yet on the disk waits for its batch
+                if final is not None:
+                    yield final
+        yield from _checked(flusher.ready(idle=not in_flight), storage_stops)
+
+
+def _checked(results: Iterable[Result], storage_stops: bool) -> Iterator[Result]:
+    """``results``, unless one found the disk full or read-only: then StorageError (see ``results``)."""
+    for result in results:
+        if storage_stops and result.error is not None and result.error.kind == _STORAGE:
+            raise StorageError(f"{result.error.message} (while saving {result.url})")
+        yield result

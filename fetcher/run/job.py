@@ -13,7 +13,7 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from typing import TYPE_CHECKING
 
-from fetcher.download import partial
+from fetcher.download import durability, partial
 from fetcher.errors import ConfigError, StorageError
 from fetcher.run import engine
 from fetcher.run.collector import Collector, Summary
@@ -94,15 +94,17 @@ class Job:
                 stack.enter_context(_exclusive(options.out))
                 journal = Journal(options.out)
                 stack.callback(journal.close)
+                recorded = durability.begin_run(options)  # what earlier runs left is on disk before this vouches
                 try:
-                    journal.start_run(self.input_lines)
+                    journal.start_run(self.input_lines, recorded, durability.boot_id())
                 except StorageError as exc:
                     raise ConfigError(str(exc)) from None  # nothing fetched yet: a usage-time error
                 earlier_interrupted = journal.interrupted_before()
                 items = admit_all(items, journal, options.out, self.retry_failed, counts, repeat,
                                   local_files=self.local_files)
             collector = Collector(options.manifest_path if self.manifest else None, self.progress,
-                                  verbose=self.verbose, quiet=self.quiet, on_result=self.on_result, journal=journal)
+                                  verbose=self.verbose, quiet=self.quiet, on_result=self.on_result, journal=journal,
+                                  durable=options.durability != "none")
             completed, stopped = False, None
             try:
                 finals = stack.enter_context(closing(engine.results(

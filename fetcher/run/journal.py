@@ -6,7 +6,9 @@ retry what failed and fetch what never finished; ``fetcher status`` reads it to
 report. Writes are batched (a commit every ``COMMIT_EVERY_S`` seconds or
 ``COMMIT_EVERY_N`` results, lookups by the hundred) in WAL mode, so the journal costs little next to
 the downloads; a crash loses at most the last batch, which the next run
-recovers from the files themselves (a file under its final name is complete).
+recovers from the files themselves (a file under its final name is complete,
+across a power loss too when the run's ``--durability`` kept the order of
+durability.py; the ``runs`` table records each run's level and boot for that).
 
 Only the coordinating process touches the journal, from one thread.
 """
@@ -77,6 +79,7 @@ class Entry:
     error_message: str | None
     attempts: int
     extra: str | None
+    run: int = 0  # the run that last admitted the URL (its result is that run's, or carried by it)
 
     def as_result(self, url: str, status: Status, index: int = 0) -> Result:
         """This entry as a Result of the current run (e.g. ``skipped``), attempts reset to 0."""
@@ -92,6 +95,9 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
     if "lines" not in columns:
         db.execute("ALTER TABLE runs ADD COLUMN lines INTEGER")
+    for column in ("durability", "boot"):  # --durability (durability.py); NULL in older runs: unknown
+        if column not in columns:
+            db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
 
 
 def journal_path(out: str) -> str:
@@ -131,16 +137,27 @@ class Journal:
 
     # -- run bookkeeping -------------------------------------------------------
 
-    def start_run(self, lines: int | None = None) -> int:
+    def start_run(self, lines: int | None = None, durability: str | None = None, boot: str | None = None) -> int:
         """Register a new run; URLs seen by it are marked with its id.
 
         ``lines``: about how many lines its input has, if known (``fetcher status``
-        tells how much of it an interrupted run had read).
+        tells how much of it an interrupted run had read). ``durability`` (its
+        ``--durability``) and ``boot`` (durability.boot_id) tell a later run what a
+        power loss may have taken from this one, so this row is committed with a
+        sync whatever the level; after it, commits are synced (``synchronous=FULL``)
+        unless the level is ``none`` (see durability.py).
         """
+        self._db.execute("PRAGMA synchronous=FULL")
         with self._writing():
-            cursor = self._db.execute("INSERT INTO runs (started, lines) VALUES (?, ?)", (time.time(), lines))
+            cursor = self._db.execute("INSERT INTO runs (started, lines, durability, boot) VALUES (?, ?, ?, ?)",
+                                      (time.time(), lines, durability, boot))
         self.run = int(cursor.lastrowid or 0)
+        self._db.execute(f"PRAGMA synchronous={'NORMAL' if durability in (None, 'none') else 'FULL'}")
         return self.run
+
+    def run_history(self) -> list[tuple[int, str | None, str | None]]:
+        """``(run, durability, boot)`` of every run, oldest first (after ``start_run``)."""
+        return self._db.execute("SELECT id, durability, boot FROM runs ORDER BY id").fetchall()
 
     def finish_run(self) -> None:
         self._write("UPDATE runs SET finished = ? WHERE id = ?", (time.time(), self.run))
@@ -182,7 +199,7 @@ class Journal:
                 verdicts.append(True)
             else:
                 touched.append((self.run, url))
-                verdicts.append(Entry(*row[1:]))
+                verdicts.append(Entry(*(*row[1:], row[0])))  # state .. extra, then the run
             seen.add(url)
         with self._writing():
             self._begin()

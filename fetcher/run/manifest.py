@@ -83,9 +83,11 @@ class ManifestWriter:
             raise StorageError(self.broken) from None
         self._whole += len(data)
 
-    def close(self) -> str | None:
+    def close(self, durable: bool = False) -> str | None:
         """Write what is buffered, then rename to the final name; None, or why it could not.
 
+        With ``durable`` (``--durability`` batch or full), the data reaches the disk
+        before the name, and the name (the folder) before the journal's last commit.
         Never raises: the run is ending, and the summary says what happened.
         """
         if self._fd < 0:
@@ -95,10 +97,18 @@ class ManifestWriter:
         except StorageError:
             pass
         lost = self.broken
+        if durable:
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:  # still renamed: whole lines, only maybe not on the disk yet
+                lost = (f"{lost}; " if lost else "") + f"cannot flush the manifest {self.path!r}: " \
+                    f"{exc.strerror or exc}"
         try:
             os.close(self._fd)
             self._fd = -1
             os.replace(self.part, self.path)
+            if durable:
+                _fsync_folder(os.path.dirname(self.path) or ".")
         except OSError as exc:
             return (f"{lost}; " if lost else "") + (
                 f"the manifest's records so far stay in {self.part!r} ({exc.strerror or exc})")
@@ -119,3 +129,11 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:  # bounded: each round writes at least one byte, or raises
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _fsync_folder(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
