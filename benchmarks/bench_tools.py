@@ -43,6 +43,7 @@ FETCHER_CONFIGS: tuple[FetcherConfig, ...] = (
     FetcherConfig.parse("multi --client curl"),  # libcurl's multi interface, one thread
     FetcherConfig.parse("process --client curl"),  # a multi loop in each of one worker per CPU
     FetcherConfig.parse("gevent --client curl"),  # one multi handle on gevent's event loop
+    FetcherConfig.parse("auto --client auto"),  # what fetcher picks itself (fetcher/auto.py)
 )
 
 

@@ -34,6 +34,8 @@ class Options:
     manifest: str | None = None
     backend: str = "thread"
     client: str = "requests"  # the HTTP transport: requests | curl (transports/)
+    auto: str = ""  # what --backend/--client auto chose, and why (auto.py); "": nothing was auto
+    http_version: str = ""  # "": the client's default (curl: 2 over TLS, else 1.1) | "1.1" | "2" (curl only)
     pool: int = 8
     processes: int = 0  # process backend: worker processes sharing the pool; 0: one per CPU
     connect_timeout: float = 10.0
@@ -101,6 +103,11 @@ class Options:
                                       for h in kwargs["headers"])
         elif isinstance(kwargs.get("headers"), dict):
             kwargs["headers"] = tuple(kwargs["headers"].items())
+        if "auto" in (kwargs.get("backend"), kwargs.get("client")):
+            from fetcher.auto import choose
+
+            kwargs["backend"], kwargs["client"], kwargs["auto"] = choose(kwargs.get("backend", "thread"),
+                                                                         kwargs.get("client", "requests"))
         options = replace(cls(), **kwargs)
         options._check()
         for name, value in options.headers:  # a secret header's value is masked in every message
@@ -155,7 +162,11 @@ class Options:
     def _check_client(self) -> None:
         if self.client not in CLIENTS:
             raise ConfigError(f"client must be one of {', '.join(CLIENTS)}, not {self.client!r}")
+        if self.http_version not in ("", "1.1", "2"):
+            raise ConfigError(f"--http-version must be 1.1 or 2, not {self.http_version!r}")
         if self.client != "curl":
+            if self.http_version == "2":
+                raise ConfigError("--http-version 2 needs --client curl (requests speaks HTTP/1.1 only)")
             return
         import importlib.util
 

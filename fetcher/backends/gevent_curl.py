@@ -97,6 +97,9 @@ class CurlHub:
             self._ready = self._loop.io(self._sockets.fileno(), _READ)
             self._ready.start(self._on_ready)
         self._downloads = MultiDownloads(options, on_socket, self._on_timer, cancel)
+        tick = self._downloads.transfers.tick
+        self._tick = self._loop.timer(tick, tick, ref=False)  # the deadline tick; keeps no loop alive
+        self._tick.start(self._on_tick)
 
     @property
     def busy(self) -> bool:
@@ -117,6 +120,7 @@ class CurlHub:
         self._watchers.clear()
         if self._timer is not None:
             self._timer.stop()
+        self._tick.stop()
         if self._sockets is not None:
             self._ready.stop()
             self._sockets.close()
@@ -166,6 +170,14 @@ class CurlHub:
     def _on_timeout(self) -> None:
         self._timer = None
         self._act([])
+
+    def _on_tick(self) -> None:
+        """The deadline tick: settle_ended also ends the transfers past a deadline."""
+        try:
+            self._downloads.settle_ended()
+        except Exception as exc:  # noqa: BLE001 - on the hub, an exception would only be printed
+            self._downloads.fail_all(exc)
+        self._hand_back()
 
     def _act(self, actions: list[tuple[int, int]]) -> None:
         """Let libcurl move on these ``(socket, CSELECT flags)`` (none: its timer expired), settle

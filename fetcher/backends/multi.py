@@ -28,6 +28,7 @@ import select
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import chain
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -87,8 +88,9 @@ class MultiDownloads:
             self.transfers.start(download.request(), download, download)
 
     def settle_ended(self) -> None:
-        """Settle every transfer libcurl reports over (after ``socket_action``), then start queued tasks."""
-        for download, finish in self.transfers.ended():
+        """Settle every transfer libcurl reports over (after ``socket_action``) and, when the deadline
+        tick is due, every transfer past a deadline (``CurlTransfers.overdue``); then start queued tasks."""
+        for download, finish in chain(self.transfers.overdue(), self.transfers.ended()):
             result = _settled(download.task, partial(download.settle, finish))
             assert isinstance(result, Result), "settle() returns a Result"
             self.done.append(result)
@@ -170,17 +172,19 @@ class MultiBackend(Backend):
             if self._downloads.done:
                 return self._downloads.take_done()
             remaining = IDLE_POLL_S if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            if self._sleep(remaining):
-                return []  # a wake fd is readable: the host has something to say
+            # At least one look at the sockets, even for timeout 0: without it, a wait(0) asked
+            # again and again would never read what the transfers received (issue 19).
+            woken = self._sleep(max(0.0, remaining))  # a wake fd readable: the host has something to say
+            if woken or remaining <= 0:
+                self._drive()
+                return self._downloads.take_done()
 
     def _sleep(self, remaining: float) -> bool:
         """Wait for a watched socket, libcurl's timer or ``remaining`` s, and hand libcurl what is ready.
 
         True if a wake fd is readable.
         """
-        timeout = remaining
+        timeout = min(remaining, max(0.0, self._downloads.transfers.next_check - time.monotonic()))
         if self._timer_at is not None:
             timeout = min(timeout, max(0.0, self._timer_at - time.monotonic()))
         woken = False
@@ -206,8 +210,8 @@ class MultiBackend(Backend):
         self._poller.close()
 
     def _drive(self) -> None:
-        """Run libcurl's due timer; settle the transfers that ended; start pending ones."""
+        """Run libcurl's due timer and the deadline tick; settle the transfers that ended; start pending ones."""
         if self._timer_at is not None and self._timer_at <= time.monotonic():
             self._timer_at = None
             self._downloads.transfers.on_timeout()
-        self._downloads.settle_ended()
+        self._downloads.settle_ended()  # also ends the transfers past a deadline, on the tick

@@ -159,10 +159,12 @@ class ProcessBackend(Backend):
         deadline = None if timeout is None else time.monotonic() + timeout
         self._dispatch()
         while not self._finished:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            # At least one look at the pipes, even for timeout 0: a wait(0) that never read them
+            # left the results of full workers unread while the engine asked again and again (issue 19).
             self._poll(remaining)
+            if remaining == 0:
+                break
         results, self._finished = self._finished, []
         return results
 

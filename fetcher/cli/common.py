@@ -100,7 +100,11 @@ def add_fetching_rules(parser: argparse.ArgumentParser) -> None:
                              "own before its rename), none (no flush: a rerun re-checks files after a reboot)")
     parser.add_argument("--client", default="requests", metavar="NAME",
                         help="HTTP transport: requests (default), or curl: libcurl through pycurl, much less "
-                             "CPU per request; needs pip install 'fetcher[curl]'")
+                             "CPU per request; needs pip install 'fetcher[curl]'; or auto: curl where "
+                             "pycurl is installed, else requests")
+    parser.add_argument("--http-version", default="", metavar="V",
+                        help="1.1, or 2 (--client curl only: HTTP/2 where the server's TLS offers it, "
+                             "one connection per host carrying many requests; curl's default)")
 
 
 def rule_options(args: argparse.Namespace) -> dict[str, object]:
@@ -113,6 +117,7 @@ def rule_options(args: argparse.Namespace) -> dict[str, object]:
         "headers": expand_headers(args.header), "cookies": args.cookies, "insecure": args.insecure,
         "max_size": args.max_size, "min_size": args.min_size, "accept": args.accept,
         "max_redirects": args.max_redirects, "client": args.client, "durability": args.durability,
+        "http_version": args.http_version,
     }
 
 

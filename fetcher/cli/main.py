@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("input", help="URL list: text (one URL per line), CSV, TSV or JSONL with a 'url' "
                                       "column, optionally .gz; '-' reads stdin")
     parser.add_argument("--backend", default="thread", metavar="NAME",
-                        help=f"how downloads run concurrently: {', '.join(BACKENDS)} (default: thread)")
+                        help=f"how downloads run concurrently: {', '.join(BACKENDS)}, or auto: the fastest this "
+                             "machine has (default: thread)")
     parser.add_argument("--pool", type=positive_int, default=8, metavar="N",
                         help="number of concurrent downloads (default: 8)")
     parser.add_argument("--processes", type=positive_int, default=0, metavar="N",
@@ -121,8 +122,11 @@ def _run(args: argparse.Namespace, options: Options) -> int:
     total = count_lines(args.input, inputs.detect_format(args.input, options.input_format))
     show_bar = not args.quiet and sys.stderr.isatty()
     items = sources.iter_rows(chain(first, rows), naming=options.naming, dedupe=False)  # the journal dedupes
+    if options.auto and args.verbose:
+        print(f"fetcher: {options.auto}", file=sys.stderr)
     summary = run_job(items, options, Progress(total, enabled=show_bar), verbose=args.verbose,
                       quiet=args.quiet, retry_failed=args.retry_failed, input_lines=total)
     if not args.quiet:
-        print(summary.describe(options.backend, options.pool))
+        label = f"{options.backend} (+ {options.client}, chosen by auto)" if options.auto else options.backend
+        print(summary.describe(label, options.pool))
     return summary.exit_code

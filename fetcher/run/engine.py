@@ -105,8 +105,10 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTas
             if wait_for_more is None or not wait_for_more(MAX_WAIT_S):
                 return
             continue
-        timeout = min(t for t in (scheduler.seconds_until_next(), flusher.seconds_until_due(), MAX_WAIT_S)
-                      if t is not None)
+        # At capacity, nothing due can be submitted before a result comes back: wait for one,
+        # rather than ask the backend again and again with a timeout of 0 (issue 19).
+        retry_in = scheduler.seconds_until_next() if len(in_flight) < limit else None
+        timeout = min(t for t in (retry_in, flusher.seconds_until_due(), MAX_WAIT_S) if t is not None)
         for result in _checked(backend.wait(timeout), storage_stops):
             task = in_flight.pop(result.index)
             final = scheduler.settle(task, result)

@@ -91,8 +91,8 @@ def refuse_blocking_curl() -> None:
                           "or --client requests")
 
 
-def curl_transport(options: Options, environment: Environment) -> CurlTransport:
-    """A libcurl easy handle, for a driver that never lets it block (a multi handle), or for ``perform``.
+def curl_transport(options: Options, environment: Environment, driven: bool = False) -> CurlTransport:
+    """A libcurl easy handle, for a driver that never lets it block (a multi handle: ``driven``), or for ``perform``.
 
     Raises:
         ConfigError: no pycurl, or an unreadable cookies file.
@@ -104,7 +104,7 @@ def curl_transport(options: Options, environment: Environment) -> CurlTransport:
                           f"{CURL_INSTALL_HINT}") from None
     if options.cookies:
         _load_cookies(options.cookies)  # the same check, and the same error, as for requests
-    return CurlTransport(options, environment)
+    return CurlTransport(options, environment, driven)
 
 
 def _load_cookies(path: str) -> http.cookiejar.MozillaCookieJar:

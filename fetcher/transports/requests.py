@@ -52,7 +52,7 @@ class RequestsTransport(Transport):
         self._netrc = environment is not None and environment.netrc is not None
 
     def fetch(self, request: Request, receiver: Receiver) -> Head:
-        with _translate_errors():
+        with _translate_errors(request):
             with self._open(request) as response:
                 head = Head(response.status_code, response.reason or "", response.headers, response.url)
                 receiver.on_head(head)
@@ -146,11 +146,19 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 @contextmanager
-def _translate_errors() -> Iterator[None]:
-    """Map requests/urllib3 errors to (kind, retryable) in one place; others pass through."""
+def _translate_errors(request: Request) -> Iterator[None]:
+    """Map requests/urllib3 errors to (kind, retryable) in one place; others pass through.
+
+    Timeouts say what libcurl's transport says for the same event (issue 19's parity).
+    """
     exc_module = requests.exceptions
     try:
         yield
+    except exc_module.ConnectTimeout:
+        raise FetchFailure(ErrorKind.TIMEOUT, f"no connection within {request.connect_timeout:g} s",
+                           retryable=True) from None
+    except exc_module.ReadTimeout:  # waiting for the response's head: the guard's words, as for a body read
+        raise request.guard.timed_out() from None
     except exc_module.Timeout as exc:
         raise FetchFailure(ErrorKind.TIMEOUT, short(_root_cause(exc)), retryable=True) from None
     except exc_module.SSLError as exc:

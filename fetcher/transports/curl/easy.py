@@ -8,9 +8,13 @@ How each rule maps onto libcurl:
 - redirects: FOLLOWLOCATION with MAXREDIRS = ``--max-redirects``; PROTOCOLS
   and REDIR_PROTOCOLS http,https, so a redirect to ``file://`` is refused.
 - deadlines: CONNECTTIMEOUT_MS, TIMEOUT_MS = ``--max-time``; the read timeout
-  (longest silence) is LOW_SPEED 1 byte/s over that many seconds when it is a
-  whole number and ``--min-speed`` is off. Otherwise a progress callback runs
-  the same ``TransferGuard`` the requests transport uses.
+  (longest silence) and ``--min-speed`` by the same ``TransferGuard`` the
+  requests transport uses, asked by ``overdue``: from the progress callback
+  under ``perform``, or from the multi driver's tick (transports/curl/multi.py), which
+  turns the callback off. Not LOW_SPEED_LIMIT 1 byte/s: that is an average
+  speed, rounded down, so a server sending a byte a second (data every second,
+  never silent) was cut as "no data for 5 s" and retried, where requests let it
+  run to ``--max-time`` (issue 19).
 - size caps, content checks, checksums, cancel: in the receiver, per chunk,
   exactly as with requests; raising there aborts the transfer (CURLE_WRITE_ERROR)
   and the exception is re-raised from ``fetch``. Bodies are decoded by libcurl
@@ -32,6 +36,7 @@ from fetcher.errors import FetchFailure
 from fetcher.models import ErrorKind
 from fetcher.transports.base import (ACCEPT_ENCODING, Head, Headers, Receiver, Request, Transport,
                                      credentials_rule, loop_message)
+from fetcher.transports.curl import share as curl_share
 from fetcher.transports.environment import Environment
 
 if TYPE_CHECKING:
@@ -39,6 +44,9 @@ if TYPE_CHECKING:
 
 MAX_BUFFER_SIZE = 10 * 1024 * 1024  # libcurl's largest receive buffer (CURL_MAX_READ_SIZE)
 _HTTP_ONLY = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS
+# --http-version: "" is libcurl's default, HTTP/2 where TLS's ALPN agrees, else 1.1 (as "2": never prior knowledge)
+_HTTP_VERSIONS = {"": pycurl.CURL_HTTP_VERSION_2TLS, "2": pycurl.CURL_HTTP_VERSION_2TLS,
+                  "1.1": pycurl.CURL_HTTP_VERSION_1_1}
 
 # libcurl error codes -> (kind, retryable, message prefix); see fetch() for the special ones.
 _CONNECT_ERRORS = {pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_CONNECT, pycurl.E_COULDNT_RESOLVE_PROXY,
@@ -57,22 +65,27 @@ class CurlTransport(Transport):
 
     Args:
         options: user agent, ``--header``, cookies, ``--insecure``, redirects,
-            timeouts (only what holds for every request of the run).
+            timeouts, ``--http-version`` (only what holds for every request of the run).
         environment: proxies, CA bundle and netrc, read once.
+        driven: the handle goes on a multi handle whose driver calls ``overdue``
+            (no progress callback), and waits for a connection that may multiplex
+            (PIPEWAIT) rather than opening one per transfer.
     """
 
     client = "curl"
 
-    def __init__(self, options: Options, environment: Environment) -> None:
+    def __init__(self, options: Options, environment: Environment, driven: bool = False) -> None:
         self.curl = curl = pycurl.Curl()
+        self._options, self._driven = options, driven
+        self._may_multiplex, self._pipewait = driven and options.http_version != "1.1", False
         self._environment = environment
         self._base_headers = {name.lower(): f"{name}: {value}" for name, value in options.headers}
         self._lines: list[bytes] = []  # header lines of every response of the current request
         self._receiver: Receiver | None = None
         self._head: Head | None = None
         self._error: BaseException | None = None
-        self._fine_deadlines = bool(options.min_speed) or options.read_timeout != int(options.read_timeout)
         self._set_fixed_options(curl, options, environment)
+        self._set_driving(curl, options)
         self._sent: tuple[list[str] | None, str | None] = (None, None)  # HTTPHEADER and ACCEPT_ENCODING in force
 
     def _set_fixed_options(self, curl: pycurl.Curl, options: Options, env: Environment) -> None:
@@ -94,18 +107,21 @@ class CurlTransport(Transport):
             curl.setopt(pycurl.CAINFO, env.ca_bundle or _certifi_bundle())
         if options.max_time:
             curl.setopt(pycurl.TIMEOUT_MS, max(1, int(options.max_time * 1000)))
-        if self._fine_deadlines:
-            curl.setopt(pycurl.NOPROGRESS, 0)
-            curl.setopt(pycurl.XFERINFOFUNCTION, self._on_progress)
-        else:  # silence for read_timeout whole seconds = under 1 byte/s for that long
-            curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
-            curl.setopt(pycurl.LOW_SPEED_TIME, int(options.read_timeout))
         curl.setopt(pycurl.PROXY, "")  # "": no proxy, and libcurl never reads the environment itself
         if env.proxies:
             curl.setopt(pycurl.NOPROXY, env.no_proxy)  # also applies to redirect targets
         if env.netrc:
             curl.setopt(pycurl.NETRC, pycurl.NETRC_OPTIONAL)
             curl.setopt(pycurl.NETRC_FILE, env.netrc)
+
+    def _set_driving(self, curl: pycurl.Curl, options: Options) -> None:
+        """Who asks the deadlines, what is shared across the run (share.py), which HTTP."""
+        if not self._driven:  # perform() asks overdue() between reads, at least once a second
+            curl.setopt(pycurl.NOPROGRESS, 0)
+            curl.setopt(pycurl.XFERINFOFUNCTION, self._on_progress)
+        curl.setopt(pycurl.HTTP_VERSION, _HTTP_VERSIONS[options.http_version])
+        curl.setopt(pycurl.SHARE, curl_share.acquire(options, connections=not self._driven))
+        curl.setopt(pycurl.DNS_CACHE_TIMEOUT, curl_share.DNS_CACHE_S)
 
     def fetch(self, request: Request, receiver: Receiver) -> Head:
         self.start(request, receiver)
@@ -119,7 +135,7 @@ class CurlTransport(Transport):
         """Set the handle up for ``request``; then perform it, or add it to a multi handle (backends/multi.py)."""
         self._prepare(self.curl, request)
         self._request, self._receiver, self._head, self._error = request, receiver, None, None
-        self._last_data, self._seen = time.monotonic(), -1
+        self._last_data, self._seen = time.monotonic(), 0
         self._lines.clear()
 
     def finish(self, code: int, message: str) -> Head:
@@ -139,6 +155,14 @@ class CurlTransport(Transport):
         authorization = "authorization" in self._base_headers or any(
             name.lower() == "authorization" for name in request.headers)
         curl.setopt(pycurl.URL, credentials_rule(request.url, authorization))
+        # As curl --parallel: wait for a connection being made to the host when it may multiplex
+        # (HTTP/2), rather than open one per transfer. Only over TLS, where ALPN says so at the
+        # handshake: on plain http the answer is the first response, and a silent one would hold
+        # every later transfer to the host until its connect timeout.
+        pipewait = self._may_multiplex and request.url[:6].lower() == "https:"
+        if pipewait != self._pipewait:
+            curl.setopt(pycurl.PIPEWAIT, int(pipewait))
+            self._pipewait = pipewait
         curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(request.connect_timeout * 1000)))
         headers, encoding = self._header_list(request.headers)
         if (headers, encoding) != self._sent:
@@ -172,20 +196,39 @@ class CurlTransport(Transport):
             return 0  # fewer bytes than given: libcurl aborts with CURLE_WRITE_ERROR
         return None
 
-    def _on_progress(self, dltotal: int, dlnow: int, ultotal: int, ulnow: int) -> int:
-        """Fine-grained deadlines: the same guard as requests, asked between libcurl's reads."""
+    def overdue(self, now: float) -> FetchFailure | None:
+        """The deadline the transfer in flight has passed, or None (outside libcurl's calls only)."""
+        return self._overdue(now, len(self._lines) + int(self.curl.getinfo(pycurl.SIZE_DOWNLOAD_T)))
+
+    def abort(self, failure: FetchFailure) -> None:
+        """End the transfer with ``failure``: ``finish`` raises it (the driver removes the handle)."""
+        self._error = failure
+
+    def _overdue(self, now: float, progress: int) -> FetchFailure | None:
+        """``--max-time``, ``--min-speed``, then silence: ``progress`` (header lines + body bytes) unchanged
+        for the read timeout. Connecting counts as silence (libcurl's connect timeout also holds)."""
+        if progress != self._seen:
+            self._seen, self._last_data = progress, now
+        guard = self._request.guard
         try:
-            now = time.monotonic()
-            if dlnow != self._seen:
-                self._seen, self._last_data = dlnow, now
-            guard = self._request.guard
             guard.check(now)
-            if now - self._last_data >= guard.read_timeout:
-                raise guard.timed_out()
-        except BaseException as exc:  # noqa: BLE001 - re-raised by fetch()
+        except FetchFailure as failure:
+            return failure
+        if now - self._last_data >= guard.read_timeout:
+            return guard.timed_out()
+        return None
+
+    def _on_progress(self, dltotal: int, dlnow: int, ultotal: int, ulnow: int) -> int:
+        """The guard, asked between libcurl's reads: a non-zero return aborts (CURLE_ABORTED_BY_CALLBACK)."""
+        try:
+            failure = self._overdue(time.monotonic(), len(self._lines) + dlnow)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by fetch(); pycurl would only print it
             self._error = exc
-            return 1  # non-zero: CURLE_ABORTED_BY_CALLBACK
-        return 0
+            return 1
+        if failure is None:
+            return 0
+        self._error = failure
+        return 1
 
     def _make_head(self) -> Head:
         """Status and headers of the last response (earlier ones were redirects), parsed from its lines.
@@ -233,11 +276,12 @@ class CurlTransport(Transport):
         return FetchFailure(ErrorKind.CONNECT, message, retryable=True)
 
     def _timeout(self, request: Request) -> FetchFailure:
-        failure = request.guard.timed_out()  # --max-time and --min-speed first, as with requests
-        if failure.message.startswith("no data") and not self.curl.getinfo(pycurl.CONNECT_TIME):
-            return FetchFailure(ErrorKind.TIMEOUT, f"no connection within {request.connect_timeout:g} s",
-                                retryable=True)
-        return failure
+        """libcurl's own timeouts are TIMEOUT_MS (--max-time) and CONNECTTIMEOUT_MS (connect and TLS)."""
+        failure = request.guard.timed_out()
+        if "max-time" in failure.message:
+            return failure
+        return FetchFailure(ErrorKind.TIMEOUT, f"no connection within {request.connect_timeout:g} s",
+                            retryable=True)
 
     def _redirect_chain(self, url: str) -> list[str]:
         chain = [url]
@@ -249,6 +293,7 @@ class CurlTransport(Transport):
 
     def close(self) -> None:
         self.curl.close()
+        curl_share.release(self._options, connections=not self._driven)
 
 
 def ended_transfers(multi: pycurl.CurlMulti) -> Iterator[tuple[pycurl.Curl, int, str]]:

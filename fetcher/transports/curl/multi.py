@@ -10,10 +10,16 @@ libcurl's timer: epoll in the multi backend, gevent's own loop under gevent.
 
 Nothing here knows tasks or Results: what rides with each transfer is the
 caller's ``token`` (backends/multi.py passes its ``Download``).
+
+libcurl watches ``--max-time`` and the connect timeout itself; the read timeout
+(silence) and ``--min-speed`` are the guard's, asked by ``overdue`` on the
+driver's tick (every ``tick`` seconds), not per read: over a multi handle nothing
+else would run a transfer that has gone silent (issue 19).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -29,6 +35,7 @@ if TYPE_CHECKING:
     from fetcher.transports.base import Head, Receiver, Request
 
 T = TypeVar("T")
+MAX_TICK_S = 1.0  # what perform() gives the progress callback: once a second at least
 
 
 class CurlTransfers(Generic[T]):
@@ -46,8 +53,12 @@ class CurlTransfers(Generic[T]):
         self.multi.setopt(pycurl.M_SOCKETFUNCTION, on_socket)
         self.multi.setopt(pycurl.M_TIMERFUNCTION, on_timer)
         environment = Environment.read()  # once, not once per handle
-        self._free: list[CurlTransport] = [curl_transport(options, environment) for _ in range(size)]
+        self._free: list[CurlTransport] = [curl_transport(options, environment, driven=True) for _ in range(size)]
         self._active: dict[pycurl.Curl, tuple[CurlTransport, T]] = {}
+        # A fifth of the shortest window: a silence is seen at most that late.
+        self.tick = max(0.05, min(MAX_TICK_S, options.read_timeout / 5,
+                                  options.min_speed_time / 5 if options.min_speed else MAX_TICK_S))
+        self._next_check = time.monotonic() + self.tick
 
     @property
     def free(self) -> int:
@@ -80,6 +91,30 @@ class CurlTransfers(Generic[T]):
             transport, token = self._active.pop(curl)
             try:
                 yield token, partial(transport.finish, code, message)
+            finally:
+                self._free.append(transport)
+
+    @property
+    def next_check(self) -> float:
+        """The monotonic time ``overdue`` next has work: a driver wakes up by then."""
+        return self._next_check
+
+    def overdue(self) -> Iterator[tuple[T, Callable[[], Head]]]:
+        """When a tick is due, every transfer past a deadline, stopped: its token and the ``finish``
+        that raises the guard's failure, as ``ended`` hands them out."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + self.tick
+        for curl, (transport, token) in list(self._active.items()):
+            failure = transport.overdue(now)
+            if failure is None:
+                continue
+            self.multi.remove_handle(curl)
+            del self._active[curl]
+            transport.abort(failure)
+            try:
+                yield token, partial(transport.finish, pycurl.E_ABORTED_BY_CALLBACK, "")
             finally:
                 self._free.append(transport)
 

@@ -1,0 +1,57 @@
+"""``--backend auto`` / ``--client auto``: the fastest safe configuration this machine has.
+
+Decided from the WAN benchmark (benchmarks/wan.py, issue 19) and the loopback
+one (benchmarks/run.py), measured in the same runs:
+
+- client: libcurl (``curl``) where pycurl is installed and this process is not
+  gevent-patched (a blocking libcurl would stall the loop), else requests;
+- backend, with libcurl: ``multi``: one thread drives every transfer, all on one
+  multi handle, so HTTP/2 carries a host's requests on one connection and DNS and
+  TLS sessions are shared by the whole run; the process backend splits the pool
+  (and so each host's connections) over its workers;
+- backend, with requests: ``process`` on several CPUs, else ``thread``.
+
+Nothing here changes the defaults (thread + requests): ``auto`` is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import sys
+
+AUTO = "auto"
+
+
+def choose(backend: str, client: str) -> tuple[str, str, str]:
+    """(backend, client, why) with each ``auto`` replaced; ``why`` is "" when nothing was ``auto``."""
+    if AUTO not in (backend, client):
+        return backend, client, ""
+    reasons = []
+    if client == AUTO:
+        client, reason = _client()
+        reasons.append(reason)
+    if backend == AUTO:
+        cpus = os.cpu_count() or 1
+        if client == "curl":
+            backend = "multi"
+            reasons.append("libcurl's multi interface drives every transfer from one thread")
+        else:
+            backend = "process" if cpus > 1 else "thread"
+            reasons.append(f"{cpus} CPU{'s' if cpus > 1 else ''}")
+    return backend, client, f"auto: --backend {backend} --client {client} ({'; '.join(reasons)})"
+
+
+def _client() -> tuple[str, str]:
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("socket"):
+        return "requests", "gevent-patched process"
+    if importlib.util.find_spec("pycurl") is None:
+        return "requests", "pycurl is not installed"
+    # Found, not imported: libcurl is loaded in transports/curl/ only (tests/test_layers.py).
+    try:
+        version = importlib.metadata.version("pycurl")
+    except importlib.metadata.PackageNotFoundError:
+        version = "?"
+    return "curl", f"pycurl {version} is installed"

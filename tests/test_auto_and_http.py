@@ -1,0 +1,67 @@
+"""--backend/--client auto, --http-version, and the run-wide libcurl share (issue 19)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import HAVE_PYCURL, NEEDS_PYCURL, write_list
+
+from fetcher.auto import choose
+from fetcher.cli import main
+from fetcher.errors import ConfigError
+from fetcher.options import Options
+
+
+def test_auto_picks_libcurl_where_pycurl_imports() -> None:
+    backend, client, why = choose("auto", "auto")
+    assert (backend, client) == (("multi", "curl") if HAVE_PYCURL else (backend, "requests"))
+    assert why.startswith(f"auto: --backend {backend} --client {client}")
+
+
+def test_nothing_auto_changes_nothing() -> None:
+    assert choose("thread", "requests") == ("thread", "requests", "")
+    assert Options.create().auto == "" and Options.create().backend == "thread"
+
+
+def test_auto_keeps_what_was_given() -> None:
+    backend, client, _ = choose("auto", "requests")
+    assert client == "requests" and backend in ("process", "thread")
+
+
+@NEEDS_PYCURL
+def test_auto_says_its_choice_with_v_and_in_the_summary(server, tmp_path, capsys) -> None:
+    urls = [server.url(f"/files/a{i}.jpg") for i in range(3)]
+    code = main([write_list(tmp_path, urls), "-o", str(tmp_path / "out"), "--backend", "auto", "--client", "auto",
+                 "-v"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "auto: --backend multi --client curl" in captured.err
+    assert "multi (+ curl, chosen by auto) backend" in captured.out
+
+
+def test_http_version_2_needs_curl() -> None:
+    with pytest.raises(ConfigError, match="needs --client curl"):
+        Options.create(http_version="2")
+    with pytest.raises(ConfigError, match="1.1 or 2"):
+        Options.create(http_version="3")
+
+
+@NEEDS_PYCURL
+@pytest.mark.parametrize("backend", ["thread", "multi"])
+@pytest.mark.parametrize("version", ["1.1", "2"])
+def test_http_version_over_plain_http_is_1_1_and_per_host_holds(server, tmp_path, backend, version) -> None:
+    urls = [server.url(f"/slow/h{i}.jpg?delay=0.1") for i in range(12)]
+    code = main([write_list(tmp_path, urls), "-o", str(tmp_path / "out"), "-q", "--backend", backend, "--client",
+                 "curl", "--http-version", version, "--pool", "8", "--per-host", "2"])
+    assert code == 0
+    assert server.stats.max_active <= 2
+
+
+@NEEDS_PYCURL
+def test_threads_share_connections_through_the_run_share(server, tmp_path) -> None:
+    """Eight threads, one host, files one after another: the share lets a thread reuse an idle connection
+    another opened, so fewer connections than threads are made over the run."""
+    urls = [server.url(f"/files/c{i}.jpg") for i in range(40)]
+    code = main([write_list(tmp_path, urls), "-o", str(tmp_path / "out"), "-q", "--backend", "thread", "--client",
+                 "curl", "--pool", "8", "--per-host", "1"])
+    assert code == 0
+    assert server.stats.connections <= 2
