@@ -91,6 +91,8 @@ def measure_protocol(count: int, workers: int = 2) -> float:
 def instant_worker(port: int, out: str) -> None:
     """Child: a real Worker whose backend answers every task at once (no HTTP)."""
     from fetcher.backends.base import Backend
+    from fetcher.distributed.broker import ManagerSpec
+    from fetcher.distributed.events import Outcome
     from fetcher.distributed.worker import Worker, WorkerConfig
     from fetcher.models import Result, Status, Task
 
@@ -107,8 +109,9 @@ def instant_worker(port: int, out: str) -> None:
         def shutdown(self, cancel: bool = False) -> None:
             pass
 
-    config = WorkerConfig(("127.0.0.1", port), KEY.encode(), out, "instant", pool=BATCH, prefetch=BATCH)
-    sys.exit(Worker(config, backend_factory=Instant, quiet=True).run())
+    config = WorkerConfig(ManagerSpec(("127.0.0.1", port), KEY.encode()), out, "instant", pool=BATCH,
+                          prefetch=BATCH)
+    sys.exit(Worker(config, backend_factory=Instant).run() is not Outcome.DONE)
 
 
 def read(path: str) -> str:

@@ -19,7 +19,10 @@ from conftest import write_list
 
 from fetcher import sources
 from fetcher.cli import main
+from fetcher.distributed.broker import ManagerSpec
+from fetcher.distributed.events import Outcome
 from fetcher.distributed.server import ServeConfig, Served, serve
+from fetcher.distributed.protocol import parse_address
 from fetcher.distributed.worker import Worker, WorkerConfig
 from fetcher.options import Options
 from fetcher.progress import Progress
@@ -193,19 +196,20 @@ def test_a_worker_needs_a_key_and_never_takes_it_from_argv(tmp_path, monkeypatch
 
 
 def serve_in_process(tmp_path, urls: list[str], options: Options, workers: int = 1, pool: int = 2,
-                     prefetch: int = 1) -> tuple[Served, list[int]]:
+                     prefetch: int = 1) -> tuple[Served, list[Outcome]]:
     """serve() in this thread, with ``workers`` Worker threads: the remote backend under the real engine."""
-    codes: list[int] = []
+    codes: list[Outcome] = []
 
-    def start_workers(address: tuple[str, int]) -> None:
+    def start_workers(where: str) -> None:
         for i in range(workers):
-            config = WorkerConfig(address, KEY.encode(), str(tmp_path / f"w{i}"), pool=pool, prefetch=prefetch,
+            spec = ManagerSpec(parse_address(where), KEY.encode())
+            config = WorkerConfig(spec, str(tmp_path / f"w{i}"), pool=pool, prefetch=prefetch,
                                   rpc_timeout=5, give_up_after=30)
-            worker = Worker(config, log=lambda line: None)
+            worker = Worker(config)
             threading.Thread(target=lambda w=worker: codes.append(w.run()), daemon=True).start()
 
     items = sources.iter_inputs(sources.read_lines(write_list(tmp_path, urls)), dedupe=False)
-    served = serve(items, options, Progress(None, enabled=False), ServeConfig(("127.0.0.1", 0), KEY.encode()),
+    served = serve(items, options, Progress(None, enabled=False), ServeConfig(ManagerSpec(("127.0.0.1", 0), KEY.encode())),
                    on_listening=start_workers, quiet=True)
     wait_until(lambda: len(codes) == workers, timeout=30, what="the workers to exit")
     return served, codes
@@ -215,7 +219,7 @@ def test_the_server_decides_retries_and_failures_for_its_workers(server, tmp_pat
     urls = [server.url("/flaky/a.bin?fail=2"), server.url("/status/404"), "not a url", server.url("/files/b.bin")]
     options = Options.create(out=str(tmp_path / "srv"), retries=3, backoff=0.05)
     served, codes = serve_in_process(tmp_path, urls, options)
-    assert (served.summary.ok, served.summary.failed) == (2, 2) and codes == [0]
+    assert (served.summary.ok, served.summary.failed) == (2, 2) and codes == [Outcome.DONE]
     records = manifest(options.out)
     assert records[urls[0]]["attempts"] == 3 and records[urls[0]]["status"] == "ok"
     assert records[urls[1]]["error"]["kind"] == "http-status"
@@ -228,7 +232,7 @@ def test_a_retry_after_pauses_the_host_for_every_worker(server, tmp_path):
     urls = [limited, *(server.url(f"/files/o{i}.jpg") for i in range(4))]
     options = Options.create(out=str(tmp_path / "srv"), per_host=1)
     served, codes = serve_in_process(tmp_path, urls, options, workers=2, prefetch=0)
-    assert served.summary.ok == 5 and codes == [0, 0]
+    assert served.summary.ok == 5 and codes == [Outcome.DONE, Outcome.DONE]
     first_429 = server.stats.times["/flaky/r.jpg"][0]
     later = [t for times in server.stats.times.values() for t in times if t > first_429]
     assert later and min(later) - first_429 >= 1.9  # no worker sent anything to the paused host sooner
