@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
-from fetcher.errors import ConfigError
 from fetcher.distributed.protocol import Finished, Grant, LeaseId, Refusal, Wait, Welcome, WorkerInfo, format_address
 
 if TYPE_CHECKING:
@@ -133,7 +132,9 @@ def serve_broker(spec: BrokerSpec, options: Options, run_id: str, epoch: int, le
                  total: int | None) -> ServeBroker:
     """The serve side of ``spec``'s broker (not started yet)."""
     if isinstance(spec, RedisSpec):
-        raise ConfigError("the Redis broker is not built yet")
+        from fetcher.distributed.redis_serve import RedisServe
+
+        return RedisServe(spec, options, run_id, epoch, lease_timeout, total)
     from fetcher.distributed.manager import ManagerServe
 
     return ManagerServe(spec, options, run_id, epoch, lease_timeout, total)
@@ -142,7 +143,9 @@ def serve_broker(spec: BrokerSpec, options: Options, run_id: str, epoch: int, le
 def worker_sessions(spec: BrokerSpec) -> SessionFactory:
     """How a worker (or ``fetcher status``) opens a session to ``spec``'s broker."""
     if isinstance(spec, RedisSpec):
-        raise ConfigError("the Redis broker is not built yet")
+        from fetcher.distributed.redis_worker import RedisSession
+
+        return lambda timeout: RedisSession(spec, timeout)
     from fetcher.distributed.manager import ManagerSession
 
     return lambda timeout: ManagerSession(spec, timeout)

@@ -128,6 +128,7 @@ class ServerConnection:
         self.close()
         self._leaving = True
         self._session = self._sessions(timeout)
+        self._session.hello(self._info, [])  # who is sending: a session knows it from hello
 
     def close(self) -> None:
         if self._session is not None:

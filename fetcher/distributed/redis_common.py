@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from fetcher.distributed.broker import RedisSpec
 from fetcher.errors import ConfigError
 
-if TYPE_CHECKING:
-    import redis
-
 PASSWORD_ENV = "FETCHER_REDIS_PASSWORD"
 SCHEMES = ("redis", "rediss", "unix")
 GROUP = "workers"
 MESSAGE = "m"  # the one field of every stream entry: a JSON message (wire.py)
-MAX_BLOCK_MS = 1000  # a blocking read stays well under the socket timeout (rpc timeout, at least 2 s)
+MAX_BLOCK_MS = 250  # a blocking read: far under the socket timeout, and an idle worker hears "over" soon
 
 
 def is_redis_url(text: str) -> bool:
@@ -100,8 +97,11 @@ class Keys:
         return f"{self.prefix}worker:{worker_id}"
 
 
-def connect(spec: RedisSpec, timeout: float) -> redis.Redis:
+def connect(spec: RedisSpec, timeout: float) -> Any:
     """A client whose every command has a deadline and which never retries on its own.
+
+    Typed Any: redis-py's replies are unions of bytes, str, lists and dicts per
+    command; each reply is checked where it is used (and messages by wire.py).
 
     The worker's ServerConnection (and serve's loop) decide when to try again,
     with backoff; redis-py's own retries would hide an outage behind minutes of waiting.
@@ -111,8 +111,9 @@ def connect(spec: RedisSpec, timeout: float) -> redis.Redis:
     from redis.retry import Retry
 
     options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
-                               "retry": Retry(NoBackoff(), 0), "decode_responses": True,
-                               "socket_keepalive": True, "health_check_interval": 0}
+                               "retry": Retry(NoBackoff(), 0), "decode_responses": True}
+    if not spec.url.lower().startswith("unix:"):
+        options["socket_keepalive"] = True  # a vanished peer is noticed even between calls
     if spec.password is not None:
         options["password"] = spec.password
     return redis.Redis.from_url(spec.url, **options)

@@ -1,0 +1,352 @@
+"""``serve``'s side of the Redis broker: the engine's tasks into a stream, workers' results out of another.
+
+Everything runs in the engine's thread, inside ``collect``: add what was
+offered (pipelined), read results (a short blocking XREAD), and every
+``TICK_S`` refresh who is alive, reclaim expired leases (XAUTOCLAIM: each
+goes back as a new entry), check that the run's keys are still there, and
+publish the counters. When Redis is unreachable, ``collect`` returns nothing
+and tries again with backoff; the engine, journal and politeness rules carry
+on unchanged. When Redis lost the run's keys (emptied, or restarted without
+persistence), every URL in flight is put back: the journal says what is final.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from fetcher import __version__
+from fetcher.distributed import wire
+from fetcher.distributed.broker import RedisSpec
+from fetcher.distributed.flights import FlightBook
+from fetcher.distributed.protocol import PROTOCOL
+from fetcher.distributed.redis_common import GROUP, MESSAGE, Keys, connect, display, redis_errors
+from fetcher.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fetcher.models import Result, Task
+    from fetcher.options import Options
+
+log = logging.getLogger("fetcher.distributed")
+REAPER = "fetcher-serve-reaper"
+TICK_S = 0.25
+READ_BLOCK_MS = 100
+READ_COUNT = 5000
+PAGE = 1000
+SOCKET_TIMEOUT_S = 10.0
+DONE_KEYS_TTL_S = 600  # the finished run's description, so a late worker hears "the run is over"
+
+
+class RedisServe:
+    """The ServeBroker of ``--broker redis://``; see the module doc and redis_common.py for the keys."""
+
+    def __init__(self, spec: RedisSpec, options: Options, run_id: str, epoch: int, lease_timeout: float,
+                 total: int | None) -> None:
+        self.options, self.run_id, self.epoch, self.total = options, run_id, epoch, total
+        self.lease_timeout = lease_timeout
+        self.heartbeat_s = min(lease_timeout / 4, 2.0)
+        self._spec, self._keys = spec, Keys(spec.queue)
+        self._where = f"{display(spec.url)} (queue {spec.queue})"
+        self._redis = connect(spec, SOCKET_TIMEOUT_S)
+        self._book = FlightBook()
+        self._finished: list[Result] = []
+        self._cursor = "0-0"  # results: from the start, so what an earlier serve left is picked up
+        self._state = "running"
+        self._counts: Counter[str] = Counter()
+        self._final: Counter[str] = Counter()
+        self._events: list[str] = []
+        self._workers: dict[str, dict[str, Any]] = {}
+        self._next_tick = 0.0
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._trash: list[str] = []  # results-stream entries to delete
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Create the group, adopt what an earlier serve left in the tasks stream, publish the run.
+
+        Raises:
+            ConfigError: Redis cannot be reached or refuses the credentials.
+        """
+        try:
+            self._open()
+        except redis_errors() + _auth_errors() as exc:
+            raise ConfigError(f"cannot use Redis at {self._where}: {exc}") from None
+        return self._where
+
+    def _open(self) -> None:
+        import redis
+
+        try:
+            self._redis.xgroup_create(self._keys.tasks, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        for entry, fields in self._entries(self._keys.tasks):
+            try:
+                kind, message = wire.load(fields.get(MESSAGE))
+                self._book.adoptable[wire.task_of(message).url] = entry
+            except wire.WireError as exc:
+                self._drop(self._keys.tasks, entry, exc)
+        self._publish_run()
+
+    def _publish_run(self) -> None:
+        self._redis.hset(self._keys.run, mapping={
+            "protocol": PROTOCOL, "version": __version__, "run_id": self.run_id, "epoch": self.epoch,
+            "state": self._state, "options": wire.dump_options(self.options),
+            "lease_timeout": self.lease_timeout, "heartbeat_s": self.heartbeat_s})
+        self._redis.persist(self._keys.run)
+
+    def _entries(self, stream: str) -> list[tuple[str, dict[str, Any]]]:
+        """Every entry of a stream (bounded: only what is in flight is there), page by page."""
+        found: list[tuple[str, dict[str, Any]]] = []
+        start = "-"
+        while True:
+            page = self._redis.xrange(stream, start, "+", count=PAGE)
+            found.extend(page)
+            if len(page) < PAGE:
+                return found
+            start = "(" + page[-1][0]
+
+    def _drop(self, stream: str, entry: str, why: Exception) -> None:
+        log.warning("fetcher serve: dropped entry %s of %s: %s", entry, stream, why)
+        self._redis.xdel(stream, entry)
+
+    # -- the engine's calls ------------------------------------------------------------------
+
+    def offer(self, task: Task) -> None:
+        kept, deletable = self._book.offer(task)
+        self._trash.extend(deletable)
+        if kept is not None:
+            self._finished.append(replace(kept, index=task.index))
+
+    def collect(self, timeout: float | None) -> list[Result]:
+        now = time.monotonic()
+        if now < self._retry_at:
+            time.sleep(max(0.0, min(self._retry_at - now, timeout if timeout is not None else 1.0)))
+            return self._take()
+        try:
+            self._place()
+            if now >= self._next_tick:
+                self._tick(now)
+            if self._finished or timeout == 0:
+                block = None  # redis-py reads block=0 as "forever"; None does not block
+            else:
+                block = READ_BLOCK_MS if timeout is None else max(1, min(READ_BLOCK_MS, int(timeout * 1000)))
+            self._read(block)
+            self._flush_trash()
+            if self._down_since is not None:
+                self._events.append(f"Redis at {self._where} is back after {now - self._down_since:.0f} s")
+                self._down_since = None
+        except redis_errors() as exc:
+            self._lost(exc, now)
+        return self._take()
+
+    def _take(self) -> list[Result]:
+        results, self._finished = self._finished, []
+        return results
+
+    def _lost(self, exc: BaseException, now: float) -> None:
+        if self._down_since is None:
+            self._down_since = now
+            self._events.append(f"lost Redis at {self._where} ({exc}); retrying, workers keep downloading")
+        self._retry_at = now + min(5.0, 0.1 * 2 ** min(10, int(now - self._down_since))) * (0.5 + random.random() / 2)
+
+    def room(self) -> int:
+        """Free slots of the live workers, less what is in flight (at least one task in flight, as the manager)."""
+        capacity = sum(int(w.get("capacity", 0)) for w in self._workers.values())
+        return max(capacity - len(self._book), 1 - len(self._book), 0)
+
+    def finish(self, interrupted: bool) -> None:
+        self._state = "stopped" if interrupted else "done"
+        try:
+            self._redis.hset(self._keys.run, "state", self._state)
+        except redis_errors():
+            pass  # everyone_told() tries again during the linger
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    def everyone_told(self) -> bool:
+        try:
+            self._redis.hset(self._keys.run, "state", self._state)
+            self._refresh_workers()
+        except redis_errors():
+            return True  # no Redis: nobody to tell, and no point waiting
+        return all(w.get("told") for w in self._workers.values())
+
+    def note_final(self, result: Result) -> None:
+        self._final[result.status.value] += 1
+        self._trash.extend(self._book.final(result.url, time.monotonic()))
+
+    def take_events(self) -> list[str]:
+        events, self._events = self._events, []
+        return events
+
+    def stats(self) -> dict[str, Any]:
+        leased = sum(int(w.get("held", 0)) for w in self._workers.values())
+        return {"run_id": self.run_id, "epoch": self.epoch, "state": self._state, "total": self.total,
+                "final": dict(self._final), "queued": max(0, len(self._book) - leased), "leased": leased,
+                "counts": dict(self._counts), "lease_timeout": self.lease_timeout,
+                "workers": [_row(w) for w in self._workers.values()]}
+
+    def stop(self, completed: bool) -> None:
+        """Delete what the run no longer needs; after a completed run, all but its (expiring) description."""
+        try:
+            if completed:  # the journal is closed: it holds every result the engine had
+                self._trash.extend(self._book.all_recorded())
+                self._flush_trash()
+            if completed and self._state == "done":
+                self._redis.delete(self._keys.tasks, self._keys.results, self._keys.stats)
+                self._redis.expire(self._keys.run, DONE_KEYS_TTL_S)
+        except redis_errors() as exc:
+            log.warning("fetcher serve: could not tidy up Redis at %s: %s", self._where, exc)
+        finally:
+            self._redis.close()
+
+    # -- inside collect ----------------------------------------------------------------------
+
+    def _place(self) -> None:
+        """Add the tasks offered (or handed out again) since the last call, in one round trip."""
+        if not self._book.unplaced:
+            return
+        urls = list(self._book.unplaced)
+        pipe = self._redis.pipeline(transaction=False)
+        for url in urls:
+            pipe.xadd(self._keys.tasks, {MESSAGE: wire.dump_task(self._book.slots[url].task)})
+        entries = pipe.execute()
+        self._book.unplaced.clear()
+        for url, entry in zip(urls, entries):
+            self._book.placed(url, entry)
+
+    def _read(self, block: int | None) -> None:
+        replies = self._redis.xread({self._keys.results: self._cursor}, count=READ_COUNT, block=block)
+        done: list[str] = []
+        left: Counter[str] = Counter()
+        for _stream, items in replies or []:
+            for entry, fields in items:
+                self._cursor = entry
+                try:
+                    kind, message = wire.load((fields or {}).get(MESSAGE))
+                    if kind == "result":
+                        self._result(entry, *wire.result_of(message), done)
+                    elif kind == "release":
+                        self._release(entry, *wire.release_of(message), left)
+                    else:
+                        raise wire.WireError(f"a {kind!r} message in the results stream")
+                except wire.WireError as exc:
+                    self._drop(self._keys.results, entry, exc)
+        for worker_id, count in left.items():
+            self._events.append(f"worker {worker_id} left, returning {count} leases")
+        if done:  # the accepted URLs' current leases: acknowledged and gone, so their holders see them lost
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.xack(self._keys.tasks, GROUP, *done)
+            pipe.xdel(self._keys.tasks, *done)
+            pipe.execute()
+
+    def _result(self, entry: str, worker: dict[str, str], lease: str, result: Result, done: list[str]) -> None:
+        result = replace(result, extra={**result.extra, "worker": worker})  # where its file is
+        flight, keep = self._book.accept(lease, result, entry)
+        if flight is None:
+            self._counts["duplicates"] += 1
+            if not keep:
+                self._trash.append(entry)
+            return
+        if flight.entry is not None:
+            done.append(flight.entry)
+        self._finished.append(replace(result, index=flight.task.index))
+
+    def _release(self, entry: str, worker: dict[str, str], lease: str, leaving: bool, left: Counter[str]) -> None:
+        self._trash.append(entry)
+        if self._book.take_back(lease):  # handed out again as a new entry by the next _place
+            self._counts["released"] += 1
+            self._redis.xack(self._keys.tasks, GROUP, lease)
+            self._redis.xdel(self._keys.tasks, lease)
+            if leaving:
+                left[worker["id"]] += 1
+
+    def _flush_trash(self) -> None:
+        if self._trash:
+            for start in range(0, len(self._trash), PAGE):
+                self._redis.xdel(self._keys.results, *self._trash[start:start + PAGE])
+            self._trash.clear()
+
+    def _tick(self, now: float) -> None:
+        self._next_tick = now + TICK_S
+        if not self._redis.exists(self._keys.run):
+            self._recover()
+        self._refresh_workers()
+        self._reap()
+        self._redis.set(self._keys.stats, json.dumps(self.stats()))
+
+    def _refresh_workers(self) -> None:
+        keys = list(self._redis.scan_iter(self._keys.worker_pattern, count=1000))
+        workers: dict[str, dict[str, Any]] = {}
+        for key, text in zip(keys, self._redis.mget(keys) if keys else []):
+            try:
+                worker = wire.worker_of(text)
+            except wire.WireError:
+                continue  # expired between SCAN and MGET, or not ours
+            if worker["id"] not in self._workers:
+                self._events.append(f"worker {worker['id']} joined ({worker.get('backend')}, pool "
+                                    f"{worker.get('pool')}, files in {worker.get('host')}:{worker.get('out')})")
+            workers[worker["id"]] = worker
+        self._workers = workers
+
+    def _reap(self) -> None:
+        """Leases idle longer than the lease timeout go back as new entries (XAUTOCLAIM to a reaper)."""
+        cursor, expired = "0-0", 0
+        for _ in range(100):  # bounded: at most 100 pages a tick
+            reply = self._redis.xautoclaim(self._keys.tasks, GROUP, REAPER, int(self.lease_timeout * 1000),
+                                           cursor, count=PAGE)
+            cursor, entries = reply[0], reply[1]
+            ids = [entry for entry, _fields in entries]
+            expired += sum(self._book.take_back(entry) for entry in ids)
+            if ids:  # an earlier serve's entry that nobody renews is not worth adopting any more
+                gone = set(ids)
+                self._book.adoptable = {u: e for u, e in self._book.adoptable.items() if e not in gone}
+                self._redis.xack(self._keys.tasks, GROUP, *ids)
+                self._redis.xdel(self._keys.tasks, *ids)
+            if cursor == "0-0":
+                break
+        if expired:
+            self._counts["expired"] += expired
+            self._events.append(f"{expired} leases expired (no heartbeat for {self.lease_timeout:g} s): "
+                                "handed out again")
+
+    def _recover(self) -> None:
+        """The run's keys are gone: make them again and put back every URL in flight."""
+        import redis
+
+        try:
+            self._redis.xgroup_create(self._keys.tasks, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        present = {entry for entry, _ in self._entries(self._keys.tasks)}
+        lost = [entry for entry in list(self._book.by_entry) if entry not in present]
+        for entry in lost:
+            self._book.take_back(entry)
+        self._publish_run()
+        self._cursor = "0-0"
+        self._events.append(f"the run's keys were gone from Redis at {self._where}: put back {len(lost)} "
+                            "URLs in flight (the journal holds the rest)")
+
+
+def _auth_errors() -> tuple[type[BaseException], ...]:
+    from fetcher.distributed.redis_common import auth_errors
+
+    return auth_errors()
+
+
+def _row(worker: dict[str, Any]) -> dict[str, Any]:
+    return {"id": worker["id"], "host": worker.get("host", "?"), "pid": worker.get("pid", 0),
+            "out": worker.get("out", "?"), "backend": worker.get("backend", "?"), "pool": worker.get("pool", 0),
+            "held": worker.get("held", 0), "done": worker.get("done", 0), "seen_s_ago": 0}
