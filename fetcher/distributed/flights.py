@@ -9,12 +9,13 @@
 - A success for a URL not in flight is kept (with its results-stream entry)
   and finishes the URL if it is offered: after a restart, ``serve`` reads the
   results its predecessor left before it has re-read the input.
-- Results-stream entries are deleted only once the journal holds them:
-  ``final`` is called right after the collector recorded a result, and the
-  journal commits at the first record at least ``COMMIT_EVERY_S`` after an
-  uncommitted one (journal.py). So an entry recorded at ``t`` is safe to
-  delete at the first ``final`` at ``t + COMMIT_EVERY_S`` or later, or once
-  the journal is closed.
+- Results-stream entries (each carries a batch of results) are deleted only
+  once the journal holds all of them: ``final`` is called right after the
+  collector recorded a result, and the journal commits at the first record
+  at least ``COMMIT_EVERY_S`` after an uncommitted one (journal.py). So a
+  result recorded at ``t`` is committed at the first ``final`` at
+  ``t + COMMIT_EVERY_S`` or later, or once the journal is closed. Each entry
+  counts the results of it still needed; at zero it goes to ``deletable``.
 """
 
 from __future__ import annotations
@@ -46,24 +47,38 @@ class FlightBook:
         self._kept: dict[str, tuple[Result, str]] = {}  # URL -> (success, its results-stream entry)
         self._uncommitted: dict[str, list[str]] = {}  # URL -> results-stream entries not yet in the journal
         self._recorded: deque[tuple[float, list[str]]] = deque()
+        self._refs: dict[str, int] = {}  # results-stream entry -> its results still needed
+        self.deletable: list[str] = []  # results-stream entries nothing needs any more
+
+    def hold(self, entry: str, count: int) -> None:
+        """A results-stream entry with ``count`` results is being read."""
+        self._refs[entry] = self._refs.get(entry, 0) + count
+
+    def _unref(self, entries: list[str]) -> None:
+        for entry in entries:
+            left = self._refs.get(entry, 0) - 1
+            if left > 0:
+                self._refs[entry] = left
+            elif self._refs.pop(entry, None) is not None:
+                self.deletable.append(entry)
 
     def __len__(self) -> int:
         return len(self.slots)
 
-    def offer(self, task: Task) -> tuple[Result | None, list[str]]:
-        """Put a task in flight; returns a kept success that finishes it instead, and entries now deletable."""
-        deletable = self._uncommitted.pop(task.url, [])  # an earlier attempt's result: the engine has it
+    def offer(self, task: Task) -> Result | None:
+        """Put a task in flight; returns a kept success that finishes it instead."""
+        self._unref(self._uncommitted.pop(task.url, []))  # an earlier attempt's result: the engine has it
         kept = self._kept.pop(task.url, None)
         if kept is not None:
             self._uncommitted[task.url] = [kept[1]]
-            return kept[0], deletable
+            return kept[0]
         flight = self.slots[task.url] = Flight(task)
         entry = self.adoptable.pop(task.url, None)
         if entry is not None:  # a worker may be fetching it right now: keep that lease
             self._place(flight, entry)
         else:
             self.unplaced.append(task.url)
-        return None, deletable
+        return None
 
     def _place(self, flight: Flight, entry: str) -> None:
         flight.entry = entry
@@ -85,40 +100,44 @@ class FlightBook:
         self.unplaced.appendleft(flight.task.url)
         return True
 
-    def accept(self, lease: str, result: Result, result_entry: str) -> tuple[Flight | None, bool]:
-        """The flight this completion finishes (or None), and whether ``result_entry`` must stay in Redis."""
+    def accept(self, lease: str, result: Result, result_entry: str) -> Flight | None:
+        """The flight this completion (read from ``result_entry``) finishes, or None: a duplicate, or kept."""
         flight = self.slots.get(result.url)
         if flight is None:
             if result.ok:
+                if result.url in self._kept:
+                    self._unref([self._kept[result.url][1]])
                 self._kept[result.url] = (result, result_entry)
                 if len(self._kept) > KEEP_LIMIT:
-                    del self._kept[next(iter(self._kept))]
-                return None, True
-            return None, False
+                    self._unref([self._kept.pop(next(iter(self._kept)))[1]])
+            else:
+                self._unref([result_entry])
+            return None
         if flight.entry != lease and not result.ok:
-            return None, False
+            self._unref([result_entry])
+            return None
         del self.slots[result.url]
         if flight.entry is not None:
             self.by_entry.pop(flight.entry, None)
         else:
             self.unplaced.remove(result.url)  # taken back and not yet handed out again
         self._uncommitted.setdefault(result.url, []).append(result_entry)
-        return flight, True
+        return flight
 
-    def final(self, url: str, now: float) -> list[str]:
-        """The collector recorded ``url``'s final result at ``now``; returns the entries the journal now holds."""
+    def final(self, url: str, now: float) -> None:
+        """The collector recorded ``url``'s final result at ``now``: what the journal now holds becomes deletable."""
         ids = self._uncommitted.pop(url, None)
         if ids:
             self._recorded.append((now, ids))
-        safe: list[str] = []
         while self._recorded and self._recorded[0][0] <= now - COMMIT_EVERY_S - MARGIN_S:
-            safe.extend(self._recorded.popleft()[1])
-        return safe
+            self._unref(self._recorded.popleft()[1])
 
-    def all_recorded(self) -> list[str]:
-        """Every results-stream entry handed to the engine (once the journal is closed, all are in it)."""
-        ids = [entry for _, entries in self._recorded for entry in entries]
-        ids.extend(entry for entries in self._uncommitted.values() for entry in entries)
+    def all_read(self) -> list[str]:
+        """Every results-stream entry read and not deleted yet (once the journal is closed, none is needed)."""
+        ids = list(self._refs) + self.deletable
+        self._refs.clear()
         self._recorded.clear()
         self._uncommitted.clear()
+        self._kept.clear()
+        self.deletable = []
         return ids

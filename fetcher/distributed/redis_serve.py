@@ -39,7 +39,12 @@ READ_BLOCK_MS = 100
 READ_COUNT = 5000
 PAGE = 1000
 SOCKET_TIMEOUT_S = 10.0
-DONE_KEYS_TTL_S = 600  # the finished run's description, so a late worker hears "the run is over"
+# One command adds a batch of tasks: redis-py spends ~20x more per pipelined XADD than per argument.
+ADD_TASKS = """
+local ids = {}
+for i, message in ipairs(ARGV) do ids[i] = redis.call('XADD', KEYS[1], '*', 'm', message) end
+return ids
+"""
 
 
 class RedisServe:
@@ -53,6 +58,7 @@ class RedisServe:
         self._spec, self._keys = spec, Keys(spec.queue)
         self._where = f"{display(spec.url)} (queue {spec.queue})"
         self._redis = connect(spec, SOCKET_TIMEOUT_S)
+        self._add_tasks = self._redis.register_script(ADD_TASKS)  # EVALSHA, and EVAL again after a Redis restart
         self._book = FlightBook()
         self._finished: list[Result] = []
         self._cursor = "0-0"  # results: from the start, so what an earlier serve left is picked up
@@ -126,8 +132,7 @@ class RedisServe:
     # -- the engine's calls ------------------------------------------------------------------
 
     def offer(self, task: Task) -> None:
-        kept, deletable = self._book.offer(task)
-        self._trash.extend(deletable)
+        kept = self._book.offer(task)
         if kept is not None:
             self._finished.append(replace(kept, index=task.index))
 
@@ -189,7 +194,7 @@ class RedisServe:
 
     def note_final(self, result: Result) -> None:
         self._final[result.status.value] += 1
-        self._trash.extend(self._book.final(result.url, time.monotonic()))
+        self._book.final(result.url, time.monotonic())
 
     def take_events(self) -> list[str]:
         events, self._events = self._events, []
@@ -203,14 +208,13 @@ class RedisServe:
                 "workers": [_row(w) for w in self._workers.values()]}
 
     def stop(self, completed: bool) -> None:
-        """Delete what the run no longer needs; after a completed run, all but its (expiring) description."""
+        """Delete what the run no longer needs: after a completed run, all its keys (workers have been told)."""
         try:
             if completed:  # the journal is closed: it holds every result the engine had
-                self._trash.extend(self._book.all_recorded())
+                self._trash.extend(self._book.all_read())
                 self._flush_trash()
             if completed and self._state == "done":
-                self._redis.delete(self._keys.tasks, self._keys.results, self._keys.stats)
-                self._redis.expire(self._keys.run, DONE_KEYS_TTL_S)
+                self._redis.delete(self._keys.tasks, self._keys.results, self._keys.stats, self._keys.run)
         except redis_errors() as exc:
             log.warning("fetcher serve: could not tidy up Redis at %s: %s", self._where, exc)
         finally:
@@ -222,14 +226,17 @@ class RedisServe:
         """Add the tasks offered (or handed out again) since the last call, in one round trip."""
         if not self._book.unplaced:
             return
-        urls = list(self._book.unplaced)
-        pipe = self._redis.pipeline(transaction=False)
-        for url in urls:
-            pipe.xadd(self._keys.tasks, {MESSAGE: wire.dump_task(self._book.slots[url].task)})
-        entries = pipe.execute()
-        self._book.unplaced.clear()
-        for url, entry in zip(urls, entries):
-            self._book.placed(url, entry)
+        unplaced = self._book.unplaced
+        while unplaced:
+            chunk = [unplaced.popleft() for _ in range(min(PAGE, len(unplaced)))]
+            try:
+                entries = self._add_tasks(keys=[self._keys.tasks],
+                                          args=[wire.dump_task(self._book.slots[url].task) for url in chunk])
+            except BaseException:
+                unplaced.extendleft(reversed(chunk))  # not added (or not known to be): the next call tries again
+                raise
+            for url, entry in zip(chunk, entries):
+                self._book.placed(url, entry)
 
     def _read(self, block: int | None) -> None:
         replies = self._redis.xread({self._keys.results: self._cursor}, count=READ_COUNT, block=block)
@@ -240,8 +247,11 @@ class RedisServe:
                 self._cursor = entry
                 try:
                     kind, message = wire.load((fields or {}).get(MESSAGE))
-                    if kind == "result":
-                        self._result(entry, *wire.result_of(message), done)
+                    if kind == "results":
+                        items = wire.results_of(message)
+                        self._book.hold(entry, len(items))
+                        for lease, result in items:
+                            self._result(entry, lease, result, done)
                     elif kind == "release":
                         self._release(entry, *wire.release_of(message), left)
                     else:
@@ -256,17 +266,15 @@ class RedisServe:
             pipe.xdel(self._keys.tasks, *done)
             pipe.execute()
 
-    def _result(self, entry: str, worker: dict[str, str], lease: str, result: Result, done: list[str]) -> None:
-        result = replace(result, extra={**result.extra, "worker": worker})  # where its file is
-        flight, keep = self._book.accept(lease, result, entry)
+    def _result(self, entry: str, lease: str, result: Result, done: list[str]) -> None:
+        flight = self._book.accept(lease, result, entry)
         if flight is None:
             self._counts["duplicates"] += 1
-            if not keep:
-                self._trash.append(entry)
             return
         if flight.entry is not None:
             done.append(flight.entry)
-        self._finished.append(replace(result, index=flight.task.index))
+        index = flight.task.index
+        self._finished.append(result if result.index == index else replace(result, index=index))
 
     def _release(self, entry: str, worker: dict[str, str], lease: str, leaving: bool, left: Counter[str]) -> None:
         self._trash.append(entry)
@@ -278,6 +286,9 @@ class RedisServe:
                 left[worker["id"]] += 1
 
     def _flush_trash(self) -> None:
+        if self._book.deletable:
+            self._trash.extend(self._book.deletable)
+            self._book.deletable.clear()
         if self._trash:
             for start in range(0, len(self._trash), PAGE):
                 self._redis.xdel(self._keys.results, *self._trash[start:start + PAGE])

@@ -7,8 +7,9 @@
   their idle time without counting a delivery. An id that does not come back
   is no longer held (``serve`` reclaimed it after ``--lease-timeout``, or
   took another worker's result for it).
-- ``complete``: each result ``XADD``-ed to the results stream and its lease
-  ``XACK``-ed, in one MULTI: a result is never acknowledged without being sent.
+- ``complete``: the results ``XADD``-ed to the results stream (a batch per
+  entry) and their leases ``XACK``-ed, in one MULTI: a result is never
+  acknowledged without being sent.
 - ``release``: a ``release`` message per lease; ``serve`` puts them back.
 
 Every call carries the run's state (``HGET run state``), so a worker hears
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fetcher.distributed")
 POLL_HINT_S = 0.05
-NO_RUN_WAIT_S = 0.25
 
 
 class RedisSession(WorkerSession):
@@ -83,8 +83,8 @@ class RedisSession(WorkerSession):
 
         with self._translated():
             run = self._redis.hgetall(self._keys.run)
-        if not run or "epoch" not in run:
-            raise LinkError(f"no `fetcher serve --queue {self._spec.queue}` has started at {self._where} yet")
+        if not run or "epoch" not in run or run.get("state") != "running":  # a stopped run's serve may start again
+            raise LinkError(f"no `fetcher serve --queue {self._spec.queue}` is running at {self._where} yet")
         if run.get("protocol") != str(PROTOCOL) or run.get("version") != __version__:
             return Refusal(f"the server runs fetcher {run.get('version')} (protocol {run.get('protocol')}) and "
                            f"this worker fetcher {__version__} (protocol {PROTOCOL}): install the same version on both")
@@ -124,8 +124,8 @@ class RedisSession(WorkerSession):
             pipe.hmget(self._keys.run, ["state", "epoch"])
             self._alive(pipe)
             state = pipe.execute()[0]
-        if state[0] is None:  # the run's keys are gone: Redis emptied, serve will put them back
-            return Wait(NO_RUN_WAIT_S)
+        if state[0] is None:  # Redis emptied (serve puts them back within a second), or the run ended and is gone
+            raise LinkError(f"the run's keys are gone from Redis at {self._where}; waiting for serve")
         if (ended := self._state(state)) is not None:
             with self._translated():
                 self._alive(self._redis)
@@ -176,9 +176,11 @@ class RedisSession(WorkerSession):
         assert self._info is not None
         with self._translated():
             pipe = self._redis.pipeline(transaction=True)
-            for lease, result in items:
-                pipe.xadd(self._keys.results, {MESSAGE: wire.dump_result(self._info, str(lease), result)})
-            pipe.xack(self._keys.tasks, GROUP, *[str(lease) for lease, _ in items])
+            pairs = [(str(lease), result) for lease, result in items]
+            for start in range(0, len(pairs), wire.RESULTS_PER_ENTRY):
+                chunk = pairs[start:start + wire.RESULTS_PER_ENTRY]
+                pipe.xadd(self._keys.results, {MESSAGE: wire.dump_results(self._info, chunk)})
+            pipe.xack(self._keys.tasks, GROUP, *[lease for lease, _ in pairs])
             replies = pipe.execute(raise_on_error=False)
         acked = replies[-1] if isinstance(replies[-1], int) else 0
         self._done += len(items)

@@ -5,9 +5,13 @@ Every message is one JSON object with ``"v"`` (the wire version) and
 ``WireError``, which the reader logs and drops: a malformed or foreign entry
 never crashes ``serve`` or a worker.
 
-    task     {"v", "kind": "task", "task": {...}}                       tasks stream
-    result   {"v", "kind": "result", "worker": {...}, "lease", "result": {...}}   results stream
-    release  {"v", "kind": "release", "worker": {...}, "lease", "url", "leaving"}  results stream
+    task     {"v", "kind": "task", "task": {...}}                                   tasks stream
+    results  {"v", "kind": "results", "worker": {...}, "items": [[lease, {...}], ...]}   results stream
+    release  {"v", "kind": "release", "worker": {...}, "lease", "leaving"}            results stream
+
+A results entry carries a batch (one XADD per complete() call, up to
+``RESULTS_PER_ENTRY``): per-entry costs, in redis-py and in Redis, dominate
+per-URL ones otherwise.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from fetcher.models import ErrorInfo, Result, Status, Task
 from fetcher.options import Options
 
 VERSION = 1
-MAX_MESSAGE = 1 << 20
+MAX_MESSAGE = 8 << 20
+RESULTS_PER_ENTRY = 500
+_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(Result) if f.name not in ("content", "meta", "status", "error"))
+_SIMPLE_FIELDS = frozenset(_RESULT_FIELDS) - {"extra"}
 
 
 class WireError(ValueError):
@@ -79,39 +86,44 @@ def task_of(fields: dict[str, Any]) -> Task:
 
 
 def _result_body(result: Result) -> dict[str, Any]:
-    body = {f.name: getattr(result, f.name) for f in dataclasses.fields(Result)
-            if f.name not in ("content", "meta", "status", "error")}
+    body = {name: getattr(result, name) for name in _RESULT_FIELDS}
     body["status"] = result.status.value
     body["error"] = None if result.error is None else [result.error.kind, result.error.message]
     return body
 
 
-def dump_result(worker: WorkerInfo, lease: str, result: Result) -> str:
-    return _dump("result", {"worker": worker.label, "lease": lease, "result": _result_body(result)})
+def dump_results(worker: WorkerInfo, items: list[tuple[str, Result]]) -> str:
+    return _dump("results", {"worker": worker.label, "items": [[lease, _result_body(r)] for lease, r in items]})
 
 
-def result_of(fields: dict[str, Any]) -> tuple[dict[str, str], str, Result]:
-    """``(worker label, lease id, Result)`` of a result message."""
-    body = dict(_typed(fields.get("result"), dict, "result"))
+def results_of(fields: dict[str, Any]) -> list[tuple[str, Result]]:
+    """``(lease id, Result)`` pairs of a results message; each Result's ``extra`` names the worker."""
+    label = _label(fields)
+    items = _typed(fields.get("items"), list, "items")
+    return [_item(item, label) for item in items]
+
+
+def _item(item: Any, label: dict[str, str]) -> tuple[str, Result]:
+    if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], dict):
+        raise WireError("a result item has the wrong shape")
+    lease, body = _typed(item[0], str, "lease"), item[1]
     try:
-        status = Status(body.pop("status", None))
+        status = Status(body.get("status"))
     except ValueError:
         raise WireError("unknown status") from None
-    error = body.pop("error", None)
+    error = body.get("error")
     if error is not None:
-        _typed(error, list, "error")
-        if len(error) != 2 or not all(isinstance(part, str) for part in error):
+        if not isinstance(error, list) or len(error) != 2 or not all(isinstance(part, str) for part in error):
             raise WireError("error has the wrong shape")
         error = ErrorInfo(error[0], error[1])
-    known = {f.name for f in dataclasses.fields(Result)} - {"content", "meta", "status", "error"}
     extra = _typed(body.get("extra", {}), dict, "extra")
     try:
-        result = Result(status=status, error=error, **{k: v for k, v in body.items() if k in known and k != "extra"},
-                        extra=extra)
+        result = Result(status=status, error=error, extra={**extra, "worker": label},
+                        **{k: v for k, v in body.items() if k in _SIMPLE_FIELDS})
     except TypeError:
         raise WireError("result fields missing") from None
     _typed(result.url, str, "url")
-    return _label(fields), _typed(fields.get("lease"), str, "lease"), result
+    return lease, result
 
 
 def _label(fields: dict[str, Any]) -> dict[str, str]:
