@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from fetcher.models import Result, Task
 
 log = logging.getLogger("fetcher.distributed")
-POLL_HINT_S = 0.05
+BUSY_BLOCK_MS = 50  # while downloads run: results wait at most this long for the loop to send them
 
 
 class RedisSession(WorkerSession):
@@ -130,12 +130,12 @@ class RedisSession(WorkerSession):
             with self._translated():
                 self._alive(self._redis)
             return ended
-        with self._translated():
+        with self._translated():  # blocking briefly, so a free slot gets its task as soon as serve adds it
             entries = self._redis.xreadgroup(GROUP, worker_id, {self._keys.tasks: ">"}, count=max(1, n),
-                                             block=None if self._held else self._block_ms)
+                                             block=min(BUSY_BLOCK_MS, self._block_ms) if self._held else self._block_ms)
         leases = self._tasks(entries)
         self._held += len(leases)
-        return Grant(leases, self._lease_timeout) if leases else Wait(POLL_HINT_S)
+        return Grant(leases, self._lease_timeout) if leases else Wait(0.0)  # the read waited already
 
     def _tasks(self, entries: Any) -> list[tuple[LeaseId, Task]]:
         leases: list[tuple[LeaseId, Task]] = []
