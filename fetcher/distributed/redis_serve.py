@@ -167,7 +167,7 @@ class RedisServe(RunStreams):
         return {"run_id": self.run_id, "epoch": self.epoch, "state": self._state, "total": self.total,
                 "final": dict(self._final), "queued": max(0, len(self._book) - leased), "leased": leased,
                 "counts": dict(self._counts), "lease_timeout": self.lease_timeout,
-                "workers": [_row(w) for w in self._workers.values()]}
+                "workers": [wire.worker_row(w, time.time()) for w in self._workers.values()]}
 
     def stop(self, completed: bool) -> None:
         """Delete what the run no longer needs: after a completed run, all its keys (workers have been told)."""
@@ -198,8 +198,3 @@ def _auth_errors() -> tuple[type[BaseException], ...]:
 
     return auth_errors()
 
-
-def _row(worker: dict[str, Any]) -> dict[str, Any]:
-    return {"id": worker["id"], "host": worker.get("host", "?"), "pid": worker.get("pid", 0),
-            "out": worker.get("out", "?"), "backend": worker.get("backend", "?"), "pool": worker.get("pool", 0),
-            "held": worker.get("held", 0), "done": worker.get("done", 0), "seen_s_ago": 0}

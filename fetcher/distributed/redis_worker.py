@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +107,8 @@ class RedisSession(WorkerSession):
         """Renew this worker's key: alive, its slots, whether it heard that the run is over."""
         assert self._info is not None
         pipe.set(self._keys.worker(self._info.id), wire.dump_worker(self._info, {
-            "held": self._held, "done": self._done, "told": self._told}), ex=max(1, round(self._live_s)))
+            "held": self._held, "done": self._done, "told": self._told, "at": round(time.time(), 1)}),
+            ex=max(1, round(self._live_s)))
 
     def _state(self, value: Any) -> Finished | None:
         """Finished once the run is over; LinkError if another serve took over (a restart: say hello again)."""
@@ -215,11 +217,9 @@ class RedisSession(WorkerSession):
             self._redis.close()
 
 
+
 def _worker_row(text: object) -> dict[str, Any] | None:
     try:
-        worker = wire.worker_of(text)
+        return wire.worker_row(wire.worker_of(text), time.time())
     except wire.WireError:
         return None
-    return {"id": worker["id"], "host": worker.get("host", "?"), "pid": worker.get("pid", 0),
-            "out": worker.get("out", "?"), "backend": worker.get("backend", "?"), "pool": worker.get("pool", 0),
-            "held": worker.get("held", 0), "done": worker.get("done", 0), "seen_s_ago": 0}

@@ -163,6 +163,15 @@ def dump_worker(info: WorkerInfo, extra: dict[str, Any]) -> str:
     return json.dumps({**dataclasses.asdict(info), **extra}, separators=(",", ":"))
 
 
+def worker_row(worker: dict[str, Any], now: float) -> dict[str, Any]:
+    """A worker's description as ``stats()`` lists it (``at``: the wall clock of its last call)."""
+    at = worker.get("at")
+    seen = round(max(0.0, now - at), 1) if isinstance(at, (int, float)) else 0
+    return {"id": worker["id"], "host": worker.get("host", "?"), "pid": worker.get("pid", 0),
+            "out": worker.get("out", "?"), "backend": worker.get("backend", "?"), "pool": worker.get("pool", 0),
+            "held": worker.get("held", 0), "done": worker.get("done", 0), "seen_s_ago": seen}
+
+
 def worker_of(text: object) -> dict[str, Any]:
     """A worker's description as it keeps it in Redis; WireError if it is not one."""
     try:
