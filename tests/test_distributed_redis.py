@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import json
+import signal
 import time
 
 import pytest
@@ -167,3 +168,14 @@ def test_several_runs_share_one_redis_by_queue(server, redis, tmp_path):
         for running, *_ in runs.values():
             running.close()
     assert collections.Counter(server.stats.requests.values()) == {1: 6}
+
+
+def test_a_queue_in_use_by_another_run_is_refused(server, cluster, tmp_path):
+    urls = [server.url("/slow/q.bin?delay=1")]
+    first = cluster.serve(write_list(tmp_path, urls), str(tmp_path / "one"))
+    second = cluster.serve(write_list(tmp_path, urls, "other.txt"), str(tmp_path / "two"), name="serve-two",
+                           wait=False)
+    assert second.wait(30) == 2
+    assert "belongs to run" in second.text() and "--queue" in second.text()
+    first.signal(signal.SIGINT)
+    assert first.wait(30) == 130

@@ -66,6 +66,11 @@ class RedisServe(RunStreams):
     def _open(self) -> None:
         import redis
 
+        other = self._redis.hget(self._keys.run, "run_id")
+        if other is not None and other != self.run_id:  # the same run (a restart) may take its keys back
+            raise ConfigError(f"queue {self._spec.queue!r} at {self._where} belongs to run {other}, from another "
+                              "output folder: use another --queue (or, if that run is gone for good, delete its "
+                              f"keys: fetcher:{self._spec.queue}:*)")
         try:
             self._redis.xgroup_create(self._keys.tasks, GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
@@ -89,7 +94,6 @@ class RedisServe(RunStreams):
             "protocol": PROTOCOL, "version": __version__, "run_id": self.run_id, "epoch": self.epoch,
             "state": self._state, "options": wire.dump_options(self.options),
             "lease_timeout": self.lease_timeout, "heartbeat_s": self.heartbeat_s})
-        self._redis.persist(self._keys.run)
 
     # -- the engine's calls ------------------------------------------------------------------
 
