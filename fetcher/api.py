@@ -27,6 +27,7 @@ from fetcher.job import Job
 from fetcher.models import ErrorKind, Result, failed
 from fetcher.models import Task as _Work
 from fetcher.options import Options
+from fetcher.outdir import check_output
 from fetcher.progress import Progress
 from fetcher.sources import row_item
 
@@ -54,20 +55,22 @@ class Task:
     meta: Any = None
 
 
-def _options(out: str | None, backend: str, pool: int, memory: bool, settings: dict[str, Any]) -> Options:
+def _options(out: str | None, backend: str, pool: int, memory: bool, settings: dict[str, Any],
+             session_factory: SessionFactory | None, writes_files: bool) -> Options:
+    """The run's Options, every check that can fail before a run made now (ConfigError)."""
     known = set(Options.__dataclass_fields__) | {"timeout"}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
     options = Options.create(out=out or "downloads", backend=backend, pool=pool, in_memory=memory, **settings)
-    get_backend(options.backend)  # an unknown backend fails here, not in the middle of a run
-    return options
-
-
-def _check_factory(options: Options, session_factory: SessionFactory | None) -> None:
     if session_factory is not None and options.client != "requests":
         raise ConfigError(f"session_factory builds requests Sessions, so it cannot be combined with "
                           f"client={options.client!r}; drop one of them")
+    # An unknown backend, or one that cannot run here (gevent unpatched), fails here, not in the run.
+    get_backend(options.backend).check(options, session_factory)
+    if writes_files:
+        check_output(options.out, options.manifest_path)
+    return options
 
 
 class _Converter:
@@ -137,8 +140,7 @@ def fetch(urls: Iterable[str | Task | None], out: str | None = "downloads", *, b
     Raises:
         ConfigError: a bad option, an unknown backend, or a folder in use.
     """
-    options = _options(out, backend, pool, memory, settings)
-    _check_factory(options, session_factory)
+    options = _options(out, backend, pool, memory, settings, session_factory, writes_files=not memory)
     use_journal = (not memory) if journal is None else journal and not memory
     job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory, quiet=True,
               session_factory=session_factory, retry_failed=retry_failed)
@@ -200,8 +202,7 @@ class Fetcher:
                  session_factory: SessionFactory | None = None,
                  on_result: Callable[[Result], None] | None = None, keep_results: bool = True,
                  retry_failed: bool = True, **settings: Any) -> None:
-        options = _options(out, backend, pool, memory, settings)
-        _check_factory(options, session_factory)
+        options = _options(out, backend, pool, memory, settings, session_factory, writes_files=not memory)
         use_journal = (not memory) if journal is None else journal and not memory
         self._job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory,
                         quiet=True, session_factory=session_factory, retry_failed=retry_failed)
@@ -213,6 +214,7 @@ class Fetcher:
         self._waiting: dict[str, list[tuple[Future[Result], Any]]] = {}
         self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._outstanding = 0
+        self._shared = 0  # submissions of a URL already in flight: the summary's duplicates
         self._closed = False
         self._cancel = threading.Event()
         self._error: BaseException | None = None
@@ -269,12 +271,15 @@ class Fetcher:
         """
         future: Future[Result] = Future()
         with self._lock:
+            if self._error is not None and not isinstance(self._error, KeyboardInterrupt):
+                raise self._error  # the run could not start (a folder in use, say): say why, now
             if self._closed:
                 raise RuntimeError("cannot submit to a closed Fetcher")
             work, meta = self._converter.convert(item)
             self._outstanding += 1
             waiters = self._waiting.get(work.url)
             if waiters is not None:  # in flight already: share its result, never download twice at once
+                self._shared += 1
                 waiters.append((future, meta))
             else:
                 self._waiting[work.url] = [(future, meta)]
@@ -317,8 +322,11 @@ class Fetcher:
                 self._resolve(result)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller in close()/results()
             if not self._cancel.is_set():
-                self._error = exc
+                with self._lock:
+                    self._error = exc
         finally:
+            if self._job.summary is not None:
+                self._job.summary.duplicates += self._shared
             self._abandon()
             self._done.put(_END)
 
@@ -361,6 +369,11 @@ class Fetcher:
             waiters = [w for ws in self._waiting.values() for w in ws]
             self._waiting.clear()
             self._outstanding = 0
+        error = self._error if not isinstance(self._error, KeyboardInterrupt) else None
         for future, _ in waiters:
-            if not future.cancel() and self._error is not None:
-                future.set_exception(self._error)
+            # The run's own error, where there is one (future.result() raises it, not a bare
+            # CancelledError); cancelled only when the caller cancelled.
+            if error is not None and future.set_running_or_notify_cancel():
+                future.set_exception(error)
+            else:
+                future.cancel()

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from fetcher.cli_common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, add_fetching_rules,
+from fetcher.cli_common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, Parser, add_fetching_rules,
                                 add_input_and_naming_arguments, add_run_reporting, chain, count_lines,
                                 positive_int, prepare_backend, rule_options)
-from fetcher.errors import ConfigError
+from fetcher.errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
     from fetcher.options import Options
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="fetcher",
         description="Download every URL of a list concurrently into a folder, with a manifest.",
-        epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 130 interrupted. "
+        epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 3 stopped: the output's "
+               "disk is full or read-only, 130 interrupted. "
                "Also: 'fetcher status', and distributed mode: 'fetcher serve' and 'fetcher work' "
                "(each has --help).",
     )
@@ -54,17 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit status instead of exiting (tests call this)."""
-    try:
-        return _main(list(sys.argv[1:] if argv is None else argv))
-    except ConfigError as exc:
-        print(f"fetcher: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("fetcher: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except SystemExit as exc:  # --help and --version
-        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    """Run the CLI; return the exit status instead of exiting (tests call this).
+
+    Standard output and error are Consoles while it runs: a reader that goes
+    away (``| head``) ends the printing, never the run (console.py).
+    """
+    from fetcher.console import guarded_streams
+
+    with guarded_streams():
+        try:
+            return _main(list(sys.argv[1:] if argv is None else argv))
+        except ConfigError as exc:
+            print(f"fetcher: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except StorageError as exc:  # before the run's summary existed (it prints its own)
+            print(f"fetcher: error: {exc}", file=sys.stderr)
+            return EXIT_STORAGE
+        except KeyboardInterrupt:
+            print("fetcher: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except SystemExit as exc:  # --help and --version
+            return exc.code if isinstance(exc.code, int) else EXIT_OK
 
 
 SUBCOMMANDS = ("status", "serve", "work")
@@ -85,8 +96,10 @@ def _main(argv: list[str]) -> int:
                              manifest=args.manifest, input_format=args.input_format, naming=args.naming,
                              on_exists=args.on_exists, **rule_options(args))
     from fetcher.backends import get_backend
+    from fetcher.outdir import check_output
 
-    get_backend(options.backend)  # an unknown name is a usage error before anything is written
+    get_backend(options.backend).check(options)  # an unknown name is a usage error before anything is written
+    check_output(options.out, options.manifest_path)  # -o a file, a read-only mount: exit 2 now, in one line
     if options.insecure:
         print("fetcher: warning: --insecure: TLS certificates are NOT verified; anyone between you and "
               "the server can change what you download", file=sys.stderr)
@@ -104,7 +117,7 @@ def _run(args: argparse.Namespace, options: Options) -> int:
     show_bar = not args.quiet and sys.stderr.isatty()
     items = sources.iter_rows(chain(first, rows), naming=options.naming, dedupe=False)  # the journal dedupes
     summary = run_job(items, options, Progress(total, enabled=show_bar), verbose=args.verbose,
-                      quiet=args.quiet, retry_failed=args.retry_failed)
+                      quiet=args.quiet, retry_failed=args.retry_failed, input_lines=total)
     if not args.quiet:
         print(summary.describe(options.backend, options.pool))
     return summary.exit_code
@@ -143,6 +156,11 @@ def _status(argv: list[str]) -> int:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
             print(f"runs: {len(runs)}; the last (#{number}) started {when} and "
                   + ("finished." if finished else "did not finish (interrupted, or still running)."))
+            lines, seen = journal.last_run_input()
+            if not finished and lines and seen < lines:
+                # The journal learns of a URL only when the input is read that far.
+                print(f"its input has about {lines} lines; it had read {seen} URLs when it stopped: "
+                      "the rest are not counted above (run the same command again to fetch them)")
         errors = journal.top_errors()
         if errors:
             print("failures by kind: " + ", ".join(f"{kind} {n}" for kind, n in errors))

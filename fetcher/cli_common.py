@@ -12,9 +12,10 @@ import os
 from collections.abc import Callable, Iterator
 from typing import NoReturn, TypeVar
 
-from fetcher.errors import ConfigError
+from fetcher.errors import ConfigError, ExitStatus
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORAGE, EXIT_INTERRUPTED = (
+    ExitStatus.OK, ExitStatus.FAILED, ExitStatus.USAGE, ExitStatus.STORAGE, ExitStatus.INTERRUPTED)
 _T = TypeVar("_T")
 
 

@@ -94,7 +94,8 @@ def broker_spec(address: str, args: argparse.Namespace, note: Any) -> BrokerSpec
 def _serve_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fetcher serve", description="Hold a URL list's work for `fetcher work` processes "
                      "on any hosts; write the manifest when every URL is final.",
-                     epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 130 interrupted. "
+                     epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 3 stopped: the "
+                            "output's disk is full or read-only, 130 interrupted. "
                             "Redis password: $FETCHER_REDIS_PASSWORD or --redis-password-file, never argv.")
     parser.add_argument("input", help="URL list, as for `fetcher` (text, CSV, TSV or JSONL, optionally .gz)")
     parser.add_argument("--bind", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST[:PORT]",
@@ -125,6 +126,9 @@ def serve_main(argv: list[str]) -> int:
     note = _note("fetcher serve")
     options = Options.create(out=args.out, manifest=args.manifest, input_format=args.input_format,
                              naming=args.naming, on_exists=args.on_exists, **rule_options(args))
+    from fetcher.outdir import check_output
+
+    check_output(options.out, options.manifest_path)  # before the key is written there
     spec, stored = _serve_spec(args, options.out, note)
     if options.insecure:
         note("warning: --insecure: no worker verifies TLS certificates; anyone between a worker and a "
@@ -147,9 +151,10 @@ def serve_main(argv: list[str]) -> int:
                        retry_failed=args.retry_failed)
     summary = served.summary
     if not args.quiet:
-        print(summary.describe("remote", sum(w["pool"] for w in served.workers)))
+        print(summary.describe("remote", sum(w["pool"] for w in served.workers if not w["gone"])))
         for w in served.workers:
-            print(f"  worker {w['id']}: {w['done']} URLs, files in {w['host']}:{w['out']}")
+            gone = " (gone before the end)" if w["gone"] else ""
+            print(f"  worker {w['id']}: {w['done']} URLs{gone}, files in {w['host']}:{w['out']}")
     return summary.exit_code
 
 

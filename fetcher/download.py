@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from fetcher import partial, placement
 from fetcher.checksum import Verifier
+from fetcher.errors import STORAGE_ERRNOS
 from fetcher.guards import FetchFailure, TransferGuard, check_content_type, check_magic
 from fetcher.models import ErrorKind, Result, Status, Task, failed, input_extra
 from fetcher.naming import FOUND, NO_FOLDER, PART_SUFFIX, finalize_name, join_within, locate
@@ -142,7 +143,7 @@ class Download:
         except Cancelled:
             return self._failed(None)
         except OSError as exc:
-            return self._failed(FetchFailure(ErrorKind.IO, f"cannot write file: {exc.strerror or exc}"))
+            return self._failed(_write_failure(exc))
         except BaseException:
             partial.discard(self.part)
             raise
@@ -267,6 +268,8 @@ class Download:
         keep = failure is None or failure.retryable
         if not (keep and self._keep_for_resume()):
             partial.discard(self.part)
+            if self.sink is not None and not self.options.in_memory:  # its folder may be new, and now empty
+                partial.prune_empty(os.path.dirname(self.part), self.options.out)
         task, elapsed = self.task, time.monotonic() - self.started
         if failure is None:
             return failed(task, ErrorKind.CANCELLED, "cancelled before the download finished", elapsed_s=elapsed)
@@ -283,6 +286,14 @@ class Download:
         if self.sink is None or self.guard.size == 0:  # this attempt wrote nothing worth keeping
             return False
         return partial.remember(self.part, self.task.url, self.head.headers)  # type: ignore[union-attr]
+
+
+def _write_failure(exc: OSError) -> FetchFailure:
+    """A file that could not be written: ``storage`` when the whole disk refuses (full, read-only),
+    which stops a local run (engine.py); else ``io``, a problem of this one file."""
+    if exc.errno in STORAGE_ERRNOS:
+        return FetchFailure(ErrorKind.STORAGE, f"cannot write file: {exc.strerror or exc}", retryable=True)
+    return FetchFailure(ErrorKind.IO, f"cannot write file: {exc.strerror or exc}")
 
 
 def _expected_size(headers: Any) -> int:

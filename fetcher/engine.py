@@ -13,14 +13,15 @@ from fetcher import partial
 from fetcher.backends import get_backend
 from fetcher.backends.base import Backend, BackendFactory, SessionFactory
 from fetcher.collector import Collector
-from fetcher.errors import Interrupted
-from fetcher.models import Result, Status, Task
+from fetcher.errors import Interrupted, StorageError
+from fetcher.models import ErrorKind, Result, Status, Task
 from fetcher.naming import PART_SUFFIX, join_within
 from fetcher.options import Options
 from fetcher.scheduler import Scheduler
 from fetcher.streaming import CancelFlag
 
 MAX_WAIT_S = 0.25  # also the longest a cancel waits to be seen
+_STORAGE = ErrorKind.STORAGE.value
 
 
 def run(items: Iterator[Task | Result | None], options: Options, collector: Collector,
@@ -38,7 +39,8 @@ def results(items: Iterator[Task | Result | None], options: Options,
             session_factory: SessionFactory | None = None,
             wait_for_more: Callable[[float], bool] | None = None,
             cancel: CancelFlag | None = None,
-            backend_factory: BackendFactory | None = None) -> Generator[Result, None, None]:
+            backend_factory: BackendFactory | None = None,
+            storage_stops: bool = True) -> Generator[Result, None, None]:
     """Fetch every item and yield each final Result once, as downloads finish.
 
     ``items`` is pulled lazily, only when a worker is free. An item may be
@@ -50,7 +52,11 @@ def results(items: Iterator[Task | Result | None], options: Options,
 
     ``cancel``, checked at least every ``MAX_WAIT_S``, stops the run by raising
     Interrupted. ``backend_factory`` replaces ``options.backend`` (``fetcher
-    serve`` passes its RemoteBackend). On an exception (KeyboardInterrupt included), or when the
+    serve`` passes its RemoteBackend). A download that found the disk full or
+    read-only (kind ``storage``) ends the run with StorageError while
+    ``storage_stops`` (every later file would fail the same way; the URL stays
+    unfinished for the next run); without it (a remote worker's disk) it is
+    retried like any transient failure. On an exception (KeyboardInterrupt included), or when the
     consumer stops early, the backend is cancelled and the ``.part`` files of unfinished
     downloads are removed unless a later run can resume them.
     """
@@ -59,14 +65,16 @@ def results(items: Iterator[Task | Result | None], options: Options,
     in_flight: dict[int, Task] = {}
     try:
         with backend_class(options, session_factory) as backend:
-            yield from _drive(scheduler, backend, in_flight, options.window, options.out, wait_for_more, cancel)
+            yield from _drive(scheduler, backend, in_flight, options.window, options.out, wait_for_more, cancel,
+                              storage_stops)
     except BaseException:
         _remove_partials(options.out, in_flight.values())
         raise
 
 
 def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], window: int, out: str,
-           wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None) -> Iterator[Result]:
+           wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None,
+           storage_stops: bool = True) -> Iterator[Result]:
     asked_again = False  # see below: the input's "nothing right now" is confirmed once before the end
     while True:
         if cancel is not None and cancel.is_set():
@@ -99,6 +107,8 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, Task], w
         retry_in = scheduler.seconds_until_next()
         timeout = MAX_WAIT_S if retry_in is None else min(retry_in, MAX_WAIT_S)
         for result in backend.wait(timeout):
+            if storage_stops and result.error is not None and result.error.kind == _STORAGE:
+                raise StorageError(f"{result.error.message} (while saving {result.url})")
             task = in_flight.pop(result.index)
             final = scheduler.settle(task, result)
             if final is None:

@@ -3,12 +3,30 @@
     FetcherError
      ├── ConfigError (also ValueError)     bad option, bad input file: CLI exit 2
      │    └── BackendError                 unknown backend, or one that cannot run here
+     ├── StorageError                      the output's disk is full or read-only: CLI exit 3
      └── Interrupted                       the run was cancelled (Ctrl-C): CLI exit 130
 
 Only positional arguments reach ``Exception.__init__`` so every class pickles.
 """
 
 from __future__ import annotations
+
+import enum
+import errno
+
+# The errors of a filesystem that takes no more writes at all (not of one file): disk full,
+# quota exceeded, mounted read-only.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+class ExitStatus(enum.IntEnum):
+    """The exit status of ``fetcher``, ``fetcher serve`` and ``fetcher work`` (README: Exit status)."""
+
+    OK = 0  # every URL saved or skipped
+    FAILED = 1  # some URL failed (see the manifest); for ``work``: no server
+    USAGE = 2  # a bad flag, option or input file: nothing was fetched
+    STORAGE = 3  # the output's disk filled up or is read-only: the run stopped, what finished is kept
+    INTERRUPTED = 130  # Ctrl-C (or SIGTERM for serve/work)
 
 
 class FetcherError(Exception):
@@ -21,6 +39,17 @@ class ConfigError(FetcherError, ValueError):
 
 class BackendError(ConfigError):
     """The chosen backend does not exist or cannot run in this process."""
+
+
+class StorageError(FetcherError):
+    """The output folder's filesystem refused a write the run cannot do without.
+
+    Raised when the journal or the manifest cannot be written, or a download's
+    file cannot be because the disk is full, over quota or read-only
+    (``STORAGE_ERRNOS``): every later URL would fail the same way, so the run
+    stops. What finished is kept; the same command finishes the rest once
+    there is room.
+    """
 
 
 class Interrupted(FetcherError):

@@ -13,10 +13,13 @@ The format comes from the extension (``.txt``, ``.csv``, ``.tsv``, ``.jsonl``,
 unless ``--input-format`` says otherwise. Gzip is recognised by its magic
 bytes, so ``.gz`` files and gzipped stdin are read transparently, streamed.
 
-Rows are produced one at a time; nothing here holds the file. A row that
-cannot be read is a ``Row`` with an ``error``; a file whose header (or first
-JSON object) has no ``url`` is a ConfigError, raised by the first ``next()``
-so that it stops the run before anything is written.
+Rows are produced one at a time; nothing here holds the file, nor more than
+``LINE_LIMIT`` of one line: a longer line becomes one ``Row`` with an error
+(its first characters and its length; see lines.py).
+A row that cannot be read is a ``Row`` with an ``error``; a file whose header
+(or first JSON object) has no ``url``, or that is not text at all (a binary
+file), is a ConfigError, raised by the first ``next()`` so that it stops the
+run before anything is written.
 """
 
 from __future__ import annotations
@@ -34,11 +37,15 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from fetcher.errors import ConfigError
+from fetcher.lines import LineTooLong, TextLines, numbered_lines, refuse_binary
 
 FORMAT_BY_SUFFIX = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = "\ufeff"
 MAX_RAW = 300  # characters of an unreadable row kept for the manifest
+# Longest line read whole: a text list holds one URL a line (at most 8,192 characters, sources.py);
+# a CSV/JSONL row also carries its other columns.
+LINE_LIMIT = {"txt": 64 * 1024, "csv": 1 << 20, "tsv": 1 << 20, "jsonl": 1 << 20}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +82,10 @@ def read_rows(path: str, input_format: str = "auto") -> Iterator[Row]:
         ConfigError: the file cannot be opened or is not readable at all, or a
             CSV/TSV header (JSONL first object) has no ``url``.
     """
-    reader = _READERS[detect_format(path, input_format)]
+    input_format = detect_format(path, input_format)
+    reader = _READERS[input_format]
     with _open_binary(path) as stream:
+        refuse_binary(stream, path)
         rows = reader(stream, path)
         try:
             yield from _guarded(rows, path)
@@ -115,7 +124,7 @@ def _open_binary(path: str) -> Iterator[IO[bytes]]:
             raw = io.BufferedReader(raw)  # type: ignore[type-var]
         if raw.peek(2)[:2] == GZIP_MAGIC:
             with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-                yield unzipped  # type: ignore[misc]
+                yield io.BufferedReader(unzipped)  # peek(), for refuse_binary
         else:
             yield raw
     finally:
@@ -123,9 +132,18 @@ def _open_binary(path: str) -> Iterator[IO[bytes]]:
             raw.close()
 
 
-def text_rows(lines: Iterator[tuple[int, bytes]] | Any) -> Iterator[Row]:
+def _too_long(number: int, long: LineTooLong, limit: int) -> Row:
+    raw = long.start.decode("utf-8", "backslashreplace")
+    return Row(number, error=f"line of {long.length:,} bytes is longer than the {limit:,} a row may have",
+               raw=raw)
+
+
+def text_rows(lines: Iterator[tuple[int, bytes | LineTooLong]] | Any) -> Iterator[Row]:
     """Rows of a plain list from numbered raw lines: blank lines and ``#`` comments skipped."""
     for number, raw in lines:
+        if isinstance(raw, LineTooLong):
+            yield _too_long(number, raw, LINE_LIMIT["txt"])
+            continue
         line = raw.strip()
         if number == 1 and line.startswith(BOM.encode()):
             line = line[3:].strip()
@@ -137,15 +155,19 @@ def text_rows(lines: Iterator[tuple[int, bytes]] | Any) -> Iterator[Row]:
 
 
 def _txt(stream: IO[bytes], path: str) -> Generator[Row, None, None]:
-    yield from text_rows(enumerate(stream, start=1))
+    yield from text_rows(numbered_lines(stream, LINE_LIMIT["txt"]))
 
 
 def _csv(stream: IO[bytes], path: str,
          dialect: type[csv.Dialect] = csv.excel) -> Generator[Row, None, None]:
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    lines = TextLines(text, LINE_LIMIT["csv"])
     try:
-        reader = csv.reader(text, dialect)
-        header = next(reader, None)
+        reader = csv.reader(lines, dialect)
+        try:
+            header = next(reader, None)
+        except LineTooLong as long:
+            raise ConfigError(f"input {path!r}: its header row is {long.length:,} characters long") from None
         if header is None:
             return
         columns = _check_header([name.strip() for name in header], path)
@@ -154,11 +176,14 @@ def _csv(stream: IO[bytes], path: str,
                 values = next(reader)
             except StopIteration:
                 return
+            except LineTooLong as long:  # the reader starts afresh on the next line
+                yield _too_long(long.number, long, LINE_LIMIT["csv"])
+                continue
             except csv.Error as exc:
-                yield Row(reader.line_num, error=f"unreadable row: {exc}")
+                yield Row(lines.number, error=f"unreadable row: {exc}")
                 continue
             if values:  # the csv module gives [] for a blank line
-                yield _csv_row(reader.line_num, columns, values, dialect.delimiter)
+                yield _csv_row(lines.number, columns, values, dialect.delimiter)
     finally:
         text.detach()  # leave the byte stream (maybe stdin) to its owner
 
@@ -190,7 +215,11 @@ def _csv_row(line: int, columns: list[str], values: list[str], delimiter: str) -
 
 def _jsonl(stream: IO[bytes], path: str) -> Generator[Row, None, None]:
     first = True
-    for number, raw_line in enumerate(stream, start=1):
+    for number, raw_line in numbered_lines(stream, LINE_LIMIT["jsonl"]):
+        if isinstance(raw_line, LineTooLong):
+            first = False
+            yield _too_long(number, raw_line, LINE_LIMIT["jsonl"])
+            continue
         line = raw_line.strip()
         if first and line.startswith(BOM.encode()):
             line = line[3:].strip()

@@ -18,10 +18,11 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from fetcher.errors import ConfigError
+from fetcher.errors import ConfigError, StorageError
 from fetcher.models import ErrorInfo, Result, Status
 
 JOURNAL_DIR = ".fetcher"
@@ -34,7 +35,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started REAL NOT NULL,
-    finished REAL
+    finished REAL,
+    lines INTEGER
 );
 CREATE TABLE IF NOT EXISTS urls (
     url TEXT PRIMARY KEY,
@@ -85,6 +87,13 @@ class Entry:
                       error=error, attempts=0, index=index, extra=extra)
 
 
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a journal written by an earlier version up to this schema (columns only ever added)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    if "lines" not in columns:
+        db.execute("ALTER TABLE runs ADD COLUMN lines INTEGER")
+
+
 def journal_path(out: str) -> str:
     return os.path.join(out, JOURNAL_DIR, JOURNAL_NAME)
 
@@ -104,16 +113,17 @@ class Journal:
         self.path = journal_path(out)
         if readonly and not os.path.exists(self.path):
             raise ConfigError(f"no journal in {out!r}: nothing was downloaded there")
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
         try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             if not readonly:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"cannot open journal {self.path!r}: {exc}") from None
+                _add_missing_columns(self._db)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise ConfigError(f"cannot open journal {self.path!r}: {getattr(exc, 'strerror', None) or exc}") from None
         self.run = 0
         self._results: list[tuple[Any, ...]] = []
         self._last_commit = time.monotonic()
@@ -121,9 +131,15 @@ class Journal:
 
     # -- run bookkeeping -------------------------------------------------------
 
-    def start_run(self) -> int:
-        """Register a new run; URLs seen by it are marked with its id."""
-        self.run = int(self._db.execute("INSERT INTO runs (started) VALUES (?)", (time.time(),)).lastrowid or 0)
+    def start_run(self, lines: int | None = None) -> int:
+        """Register a new run; URLs seen by it are marked with its id.
+
+        ``lines``: about how many lines its input has, if known (``fetcher status``
+        tells how much of it an interrupted run had read).
+        """
+        with self._writing():
+            cursor = self._db.execute("INSERT INTO runs (started, lines) VALUES (?, ?)", (time.time(), lines))
+        self.run = int(cursor.lastrowid or 0)
         return self.run
 
     def finish_run(self) -> None:
@@ -168,9 +184,10 @@ class Journal:
                 touched.append((self.run, url))
                 verdicts.append(Entry(*row[1:]))
             seen.add(url)
-        self._begin()
-        self._db.executemany("INSERT INTO urls (url, state, run, name, updated) VALUES (?, ?, ?, ?, ?)", fresh)
-        self._db.executemany("UPDATE urls SET run = ? WHERE url = ?", touched)
+        with self._writing():
+            self._begin()
+            self._db.executemany("INSERT INTO urls (url, state, run, name, updated) VALUES (?, ?, ?, ?, ?)", fresh)
+            self._db.executemany("UPDATE urls SET run = ? WHERE url = ?", touched)
         return verdicts
 
     def record(self, result: Result) -> None:
@@ -193,29 +210,58 @@ class Journal:
             self._in_transaction = True
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        self._begin()
-        self._db.execute(sql, params)
+        with self._writing():
+            self._begin()
+            self._db.execute(sql, params)
 
     def _flush_results(self) -> None:
         if self._results:
-            self._begin()
-            self._db.executemany(
-                "UPDATE urls SET state = ?, path = ?, bytes = ?, sha256 = ?, http_status = ?, content_type = ?, "
-                "final_url = ?, error_kind = ?, error_message = ?, attempts = ?, elapsed_s = ?, extra = ?, "
-                "updated = ? WHERE url = ?", self._results)
-            self._results.clear()
+            rows, self._results = self._results, []
+            with self._writing():
+                self._begin()
+                self._db.executemany(
+                    "UPDATE urls SET state = ?, path = ?, bytes = ?, sha256 = ?, http_status = ?, "
+                    "content_type = ?, final_url = ?, error_kind = ?, error_message = ?, attempts = ?, "
+                    "elapsed_s = ?, extra = ?, updated = ? WHERE url = ?", rows)
 
     def commit(self) -> None:
-        """Write buffered results and end the transaction."""
+        """Write buffered results and end the transaction.
+
+        Raises:
+            StorageError: the disk refused (full, read-only); the batch is rolled back.
+        """
         self._flush_results()
         if self._in_transaction:
-            self._db.execute("COMMIT")
+            with self._writing():
+                self._db.execute("COMMIT")
             self._in_transaction = False
         self._last_commit = time.monotonic()
 
     def close(self) -> None:
-        self.commit()
-        self._db.close()
+        """Commit what is buffered if the disk takes it, and close (never raises StorageError:
+        the run is ending anyway, and what a lost batch held is recovered by the next run)."""
+        try:
+            self.commit()
+        except StorageError:
+            pass
+        finally:
+            self._db.close()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """SQLite's "database or disk is full", "attempt to write a readonly database" (and any
+        other failed write) as a StorageError, the open transaction rolled back."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            self._results.clear()
+            if self._in_transaction:
+                self._in_transaction = False
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolled back by itself
+            raise StorageError(f"cannot write the journal {self.path!r}: {exc}") from None
 
     # -- reads -------------------------------------------------------------------
 
@@ -231,6 +277,14 @@ class Journal:
 
     def runs(self) -> list[tuple[int, float, float | None]]:
         return self._db.execute("SELECT id, started, finished FROM runs ORDER BY id").fetchall()
+
+    def last_run_input(self) -> tuple[int | None, int]:
+        """The last run's input size in lines (None if unknown) and how many URLs it had read."""
+        row = self._db.execute("SELECT id, lines FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None, 0
+        seen = self._db.execute("SELECT COUNT(*) FROM urls WHERE run = ?", (row[0],)).fetchone()[0]
+        return row[1], int(seen)
 
     def interrupted_before(self) -> bool:
         """True if an earlier run never finished (killed, crashed or interrupted)."""

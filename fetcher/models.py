@@ -36,6 +36,7 @@ class ErrorKind(str, enum.Enum):
     BAD_CONTENT = "bad-content"
     REDIRECT = "redirect"
     IO = "io"
+    STORAGE = "storage"  # the output's disk is full or read-only: a local run stops (errors.StorageError)
     CANCELLED = "cancelled"
     WORKER_DIED = "worker-died"
     INTERNAL = "internal"

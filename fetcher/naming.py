@@ -377,6 +377,11 @@ def _guarded(info: os.stat_result) -> bool:
     return info.st_uid in (os.geteuid(), 0) and not info.st_mode & 0o022
 
 
+def forget_folder(root: str, folder: str) -> None:
+    """Forget one folder under ``root`` (fetcher removed it: it was left empty)."""
+    _verified.get(os.path.abspath(root), set()).discard(folder)
+
+
 def forget_folders() -> None:
     """Look at every folder again: one was removed while this process ran (see ``partial.open_part``)."""
     _verified.clear()

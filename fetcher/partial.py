@@ -21,7 +21,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from fetcher.naming import PART_SUFFIX, forget_folders
+from fetcher.naming import PART_SUFFIX, forget_folder, forget_folders
 
 META_SUFFIX = ".meta"
 WRITE_BUFFER = 128 * 1024
@@ -156,6 +156,26 @@ def ensure_folder(folder: str) -> None:
     _made.add(folder)
 
 
+def prune_empty(folder: str, root: str) -> None:
+    """Remove ``folder`` and its parents below ``root`` while they are empty.
+
+    For a failed download that left nothing: an empty ``HOST/`` folder is clutter.
+    Only an empty folder can be removed (rmdir), so one that another download is
+    writing into stays; one removed just before another download opens its part
+    there is made again (see ``open_part``).
+    """
+    root = os.path.abspath(root)
+    folder = os.path.abspath(folder)
+    while folder != root and folder.startswith(root + os.sep):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (the usual case), or already gone
+            return
+        _made.discard(folder)
+        forget_folder(root, folder)
+        folder = os.path.dirname(folder)
+
+
 def remember(part: str, url: str, headers: Mapping[str, str]) -> bool:
     """Write the meta of a download if its response can be resumed later; True if written.
 
@@ -169,8 +189,12 @@ def remember(part: str, url: str, headers: Mapping[str, str]) -> bool:
     validator = etag if etag and not etag.startswith("W/") else (headers.get("Last-Modified") or "")
     if not validator or (headers.get("Accept-Ranges") or "bytes").strip().lower() == "none":
         return False
-    with open(meta_path(part), "w", encoding="utf-8") as handle:
-        json.dump({"url": url, "validator": validator}, handle)
+    try:
+        with open(meta_path(part), "w", encoding="utf-8") as handle:
+            json.dump({"url": url, "validator": validator}, handle)
+    except OSError:  # a full disk: the part simply is not resumable (never half a meta)
+        discard_meta(part)
+        return False
     return True
 
 

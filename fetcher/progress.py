@@ -7,7 +7,8 @@ Workers never print. The collector calls ``update`` once per final result and
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from functools import lru_cache
+from typing import Any, TextIO
 
 
 def human_bytes(count: float) -> str:
@@ -17,6 +18,24 @@ def human_bytes(count: float) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
     raise AssertionError("unreachable")
+
+
+@lru_cache(maxsize=1)
+def _bar_class() -> type[Any]:
+    """tqdm without its monitor thread, for fetcher's bars only (imported on first use).
+
+    The bar is updated by every result anyway, and a process that runs a single
+    thread may start the process backend's workers with fork (process.py). tqdm
+    takes this as a class attribute, not a keyword argument (passing
+    ``monitor_interval=0`` to the constructor is a ``TqdmKeyError``), so a
+    subclass sets it rather than changing every tqdm of the process.
+    """
+    from tqdm import tqdm
+
+    class Bar(tqdm):  # type: ignore[misc]
+        monitor_interval = 0
+
+    return Bar
 
 
 class Progress:
@@ -34,12 +53,8 @@ class Progress:
         self._bytes = 0
         self._failed = 0
         if enabled:
-            from tqdm import tqdm
-
-            # monitor_interval=0: no monitor thread. The bar is updated by every result anyway, and a
-            # single-threaded process may start the process backend's workers with fork (process.py).
-            self._bar = tqdm(total=total, unit="file", file=self._stream, dynamic_ncols=True,
-                             mininterval=0.2, smoothing=0.1, monitor_interval=0)
+            self._bar = _bar_class()(total=total, unit="file", file=self._stream, dynamic_ncols=True,
+                                     mininterval=0.2, smoothing=0.1)
 
     def update(self, nbytes: int, failed: bool) -> None:
         self._bytes += nbytes

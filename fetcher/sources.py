@@ -29,6 +29,7 @@ SPECIAL_COLUMNS = ("url", "filename", "sha256", "md5")
 ALLOWED_SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL_LENGTH = 8192
+MAX_SHOWN = 200  # characters of a bad line kept in the manifest, the journal and on screen
 # The same set as str.isspace() plus C0 controls and DEL (re's \s is Py_UNICODE_ISSPACE), in C.
 _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 
@@ -178,7 +179,7 @@ def _url_of(row: Row, column: dict[str, Any], meta: dict[str, Any],
     try:
         url = canonical_url(text)
     except InvalidURL as exc:
-        return _text_key(text), failed(text, exc.kind, f"line {row.line}: {exc.message}", attempts=0,
+        return _text_key(text), failed(_display(text), exc.kind, f"line {row.line}: {exc.message}", attempts=0,
                                        index=index, extra=extra)
     return _digest(url.encode()), url
 
@@ -282,7 +283,11 @@ def _all_text(meta: dict[str, Any]) -> bool:
 
 
 def _display(text: str) -> str:
-    """Printable text for the manifest: undecodable bytes shown as ``\\xff``."""
+    """A bad line as the manifest, the journal and the screen show it: undecodable bytes as
+    ``\\xff``, and a long one cut to its first ``MAX_SHOWN`` characters plus its length (a
+    50 MB line must not be copied three times)."""
+    if len(text) > MAX_SHOWN:
+        text = f"{text[:MAX_SHOWN]}... ({len(text):,} characters)"
     try:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:

@@ -196,3 +196,51 @@ def test_in_memory_ignores_files_on_disk(server, tmp_path, monkeypatch):
     assert on_disk.ok and os.path.exists(os.path.join("downloads", on_disk.path))
     (in_memory,) = fetch([url], memory=True)
     assert in_memory.status is Status.OK and in_memory.content == body_for("both.bin", 700)
+
+
+def test_a_backend_that_cannot_run_is_a_config_error_at_once(tmp_path):
+    """gevent in an unpatched process: ConfigError from Fetcher() and fetch() themselves, not a bare
+    CancelledError from future.result() later."""
+    from fetcher import Fetcher, fetch
+    from fetcher.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="monkey-patched"):
+        Fetcher(out=str(tmp_path / "out"), backend="gevent")
+    with pytest.raises(ConfigError, match="monkey-patched"):
+        fetch(["http://127.0.0.1:9/x"], out=str(tmp_path / "out"), backend="gevent")
+
+
+def test_futures_carry_the_runs_own_error(server, tmp_path):
+    """A run that cannot start (its folder is in use) fails each future with that error."""
+    from fetcher import Fetcher
+    from fetcher.errors import ConfigError
+
+    out = str(tmp_path / "out")
+    with Fetcher(out=out) as holder:
+        holder.submit(server.url("/slow/hold.bin?delay=1")).result(timeout=30)
+        other = Fetcher(out=out)
+        future = other.submit(server.url("/files/a.bin"))
+        with pytest.raises(ConfigError, match="in use"):
+            future.result(timeout=30)
+        with pytest.raises(ConfigError, match="in use"):
+            other.close()
+
+
+def test_a_url_submitted_twice_while_in_flight_counts_as_a_duplicate(server, tmp_path):
+    from fetcher import Fetcher
+
+    with Fetcher(out=str(tmp_path / "out")) as fetcher:
+        first = fetcher.submit(server.url("/slow/twice.bin?delay=0.5"))
+        second = fetcher.submit(server.url("/slow/twice.bin?delay=0.5"))
+        assert first.result(timeout=30).path == second.result(timeout=30).path
+    assert fetcher.summary.ok == 1 and fetcher.summary.duplicates == 1
+    assert server.stats.snapshot()["requests"].get("/slow/twice.bin") == 1
+
+
+def test_a_failed_download_leaves_no_empty_host_folder(server, tmp_path):
+    from fetcher import fetch
+
+    out = tmp_path / "out"
+    [result] = list(fetch([server.url("/truncate/cut.bin?size=4000")], out=str(out), retries=0))
+    assert result.error.kind == "truncated"
+    assert sorted(os.listdir(out)) == [".fetcher", "manifest.jsonl"]

@@ -56,6 +56,14 @@ class Backend(ABC):
         self.session_factory = session_factory
         self._results: queue.SimpleQueue[Result] = queue.SimpleQueue()
 
+    @classmethod
+    def check(cls, options: Options, session_factory: SessionFactory | None = None) -> None:
+        """Raise BackendError if this backend cannot run here with these settings.
+
+        Called before anything starts (the CLI, ``fetch()`` and ``Fetcher()``), so a
+        backend that cannot run is a ConfigError at once, not a failure of every URL.
+        """
+
     def __enter__(self) -> Backend:
         self._start()
         return self

@@ -28,13 +28,14 @@ import gevent.event
 import gevent.queue
 from gevent import monkey
 
-from fetcher.backends.base import Backend, run_task
+from fetcher.backends.base import Backend, SessionFactory, run_task
 from fetcher.errors import BackendError
 from fetcher.models import Task
 from fetcher.session import make_session
 
 if TYPE_CHECKING:
     from fetcher.backends.gevent_curl import CurlHub
+    from fetcher.options import Options
 
 KILL_TIMEOUT_S = 2.0
 
@@ -52,9 +53,13 @@ class GeventBackend(Backend):
 
     name = "gevent"
 
-    def _start(self) -> None:
+    @classmethod
+    def check(cls, options: Options, session_factory: SessionFactory | None = None) -> None:
         if not monkey.is_module_patched("socket"):
             raise BackendError(NOT_PATCHED)
+
+    def _start(self) -> None:
+        self.check(self.options, self.session_factory)
         self._curl_hub: CurlHub | None = None
         self._session: Any = None
         self._cancel = gevent.event.Event()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import pycurl
 
-from fetcher.backends.base import Backend
+from fetcher.backends.base import Backend, SessionFactory
 from fetcher.backends.curl_sockets import SocketPoller, curl_flags
 from fetcher.backends.curl_transfers import CurlTransfers
 from fetcher.errors import BackendError
@@ -37,6 +37,7 @@ from fetcher.models import Result, Task
 from fetcher.session import refuse_blocking_curl
 
 if TYPE_CHECKING:
+    from fetcher.options import Options
     from fetcher.streaming import CancelFlag
 
 IDLE_POLL_S = 1.0  # longest wait when libcurl has no timer of its own
@@ -54,11 +55,15 @@ class MultiBackend(Backend):
     wake_fds: tuple[int, ...] = ()
     cancel: CancelFlag | None = None
 
-    def _start(self) -> None:
-        if self.session_factory is not None:
+    @classmethod
+    def check(cls, options: Options, session_factory: SessionFactory | None = None) -> None:
+        if session_factory is not None:
             raise BackendError("the multi backend makes its own libcurl handles: it takes no session_factory")
-        if self.options.client != "curl":
+        if options.client != "curl":
             raise BackendError("the multi backend drives libcurl's multi interface: use it with --client curl")
+
+    def _start(self) -> None:
+        self.check(self.options, self.session_factory)
         refuse_blocking_curl()  # its epoll wait would stall every greenlet
         self._poller = SocketPoller()
         self._timer_at: float | None = None  # when libcurl wants socket_action(SOCKET_TIMEOUT)

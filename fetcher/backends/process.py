@@ -169,6 +169,12 @@ class ProcessBackend(Backend):
         """How the next worker starts (see the module docstring)."""
         return self._requested or default_start_method()
 
+    @classmethod
+    def check(cls, options: Options, session_factory: SessionFactory | None = None) -> None:
+        requested = resolve_start_method()
+        if session_factory is not None and requested != "fork":
+            _check_picklable(session_factory, requested or "forkserver")
+
     def _start(self) -> None:
         # With libcurl, each worker runs the multi backend; a caller's factory means threads.
         self._multi = self.session_factory is None and self.options.client == "curl"

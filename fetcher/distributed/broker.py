@@ -122,7 +122,8 @@ class ServeBroker(Protocol):
 
     def take_events(self) -> list[str]: ...
 
-    def stats(self) -> dict[str, Any]: ...
+    def stats(self, gone_too: bool = False) -> dict[str, Any]:
+        """Counts and live workers; ``gone_too``: also those that left or went silent (``"gone": True``)."""
 
     def stop(self, completed: bool) -> None:
         """Close (after the linger); ``completed``: the run ended and its journal is closed."""

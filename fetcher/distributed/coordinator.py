@@ -155,14 +155,18 @@ class Coordinator:
                 self._events.append(f"worker {worker_id} left, returning {returned} leases")
             return returned
 
-    def stats(self) -> dict[str, Any]:
-        """Counts and connected workers, for ``fetcher status HOST:PORT``."""
+    def stats(self, gone_too: bool = False) -> dict[str, Any]:
+        """Counts and connected workers, for ``fetcher status HOST:PORT``.
+
+        ``gone_too``: list also the workers that left or went silent (killed, say),
+        with ``"gone": True``: their files count in the run's summary.
+        """
         with self._cond:
             now = self._clock()
             workers = [{"id": w.info.id, "host": w.info.host, "pid": w.info.pid, "out": w.info.out,
                         "backend": w.info.backend, "pool": w.info.pool, "held": self._book.held[w.info.id],
-                        "done": w.done, "seen_s_ago": round(now - w.seen, 1)}
-                       for w in self._workers.values() if self._live(w, now)]
+                        "done": w.done, "seen_s_ago": round(now - w.seen, 1), "gone": not self._live(w, now)}
+                       for w in self._workers.values() if gone_too or self._live(w, now)]
             return {"run_id": self.run_id, "epoch": self.epoch, "state": self._state, "total": self.total,
                     "final": dict(self._final), "queued": self._book.queued, "leased": self._book.leased,
                     "counts": dict(self._counts), "workers": workers, "lease_timeout": self.lease_timeout}

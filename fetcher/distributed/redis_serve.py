@@ -166,12 +166,14 @@ class RedisServe(RunStreams):
         events, self._events = self._events, []
         return events
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, gone_too: bool = False) -> dict[str, Any]:
         leased = sum(int(w.get("held", 0)) for w in self._workers.values())
+        now = time.time()
+        rows = [{**wire.worker_row(w, now), "gone": worker_id not in self._workers}
+                for worker_id, w in (self._ever if gone_too else self._workers).items()]
         return {"run_id": self.run_id, "epoch": self.epoch, "state": self._state, "total": self.total,
                 "final": dict(self._final), "queued": max(0, len(self._book) - leased), "leased": leased,
-                "counts": dict(self._counts), "lease_timeout": self.lease_timeout,
-                "workers": [wire.worker_row(w, time.time()) for w in self._workers.values()]}
+                "counts": dict(self._counts), "lease_timeout": self.lease_timeout, "workers": rows}
 
     def stop(self, completed: bool) -> None:
         """Delete what the run no longer needs: after a completed run, all its keys (workers have been told)."""

@@ -48,7 +48,8 @@ class RunStreams:
         self._cursor = "0-0"  # results: from the start, so what an earlier serve left is picked up
         self._counts: Counter[str] = Counter()
         self._events: list[str] = []
-        self._workers: dict[str, dict[str, Any]] = {}
+        self._workers: dict[str, dict[str, Any]] = {}  # alive now
+        self._ever: dict[str, dict[str, Any]] = {}  # every worker seen, as last seen (for the summary)
         self._trash: list[str] = []  # results-stream entries to delete
 
     def _publish_run(self) -> None:
@@ -154,6 +155,7 @@ class RunStreams:
                                     f"{worker.get('pool')}, files in {worker.get('host')}:{worker.get('out')})")
             workers[worker["id"]] = worker
         self._workers = workers
+        self._ever.update(workers)
 
     def _reap(self) -> None:
         """Leases idle longer than the lease timeout go back as new entries (XAUTOCLAIM to a reaper)."""

@@ -39,7 +39,8 @@ class ServeConfig:
 
 @dataclass
 class Served:
-    """What ``serve`` returns: the run's Summary and the workers still connected at the end."""
+    """What ``serve`` returns: the run's Summary and every worker that took part (``gone``: left or
+    went silent before the end, its files counted too)."""
 
     summary: Summary
     workers: list[dict[str, Any]]
@@ -67,7 +68,7 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
                           on_result=broker.note_final, backend_factory=backend, local_files=False)
         # The engine has shut the backend down, which ended the run for the broker; the journal is closed.
         completed = True
-        workers = broker.stats()["workers"]
+        workers = [w for w in broker.stats(gone_too=True)["workers"] if w["done"] or not w["gone"]]
     finally:
         if broker.running:  # the run never started (e.g. the folder is in use)
             broker.finish(interrupted=True)

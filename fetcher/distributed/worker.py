@@ -28,7 +28,7 @@ from fetcher.distributed.outbox import BATCH, Outbox
 from fetcher.distributed.protocol import Finished, Grant, LeaseId, Wait, WorkerInfo
 from fetcher.distributed.rpc import LinkError
 from fetcher.errors import ConfigError
-from fetcher.models import ErrorKind, Result, Task
+from fetcher.models import Result, Task
 from fetcher.options import Options
 
 MAX_IDLE_POLL_S = 0.25  # longest wait between lease calls when the server has nothing: an idle call costs it ~50 µs
@@ -242,9 +242,14 @@ class Worker:
     # -- leaving -----------------------------------------------------------------------------
 
     def _leave(self, backend: Backend) -> None:
-        """Ctrl-C: send what finished, give back what did not, so no URL waits for a lease timeout."""
+        """Ctrl-C: send what succeeded, give back the rest, so no URL waits for a lease timeout.
+
+        A failure met while the backend was being cancelled (``cancelled``, or e.g. an
+        ``io`` error from a ``.part`` file taken away under a download) says nothing
+        about the URL: it goes back to the server with the unfinished ones.
+        """
         for result in _drain(backend):
-            if result.error is None or result.error.kind != ErrorKind.CANCELLED.value:
+            if result.ok:
                 self._finished(result)
         held = list(self._held)
         try:
