@@ -55,7 +55,12 @@ def test_results_left_in_redis_by_a_killed_serve_are_picked_up(server, cluster, 
     wait_until(lambda: server.stats.active >= 2, what="downloads")
     srv.kill()
     results = f"fetcher:{cluster.queue}:results"
-    wait_until(lambda: redis.client().xlen(results) >= 3 and server.stats.active == 0, timeout=30,
+
+    def left_in_redis() -> int:  # results wait there in batches, a JSON list per entry
+        entries = redis.client().xrange(results, "-", "+")
+        return sum(len(json.loads(fields["m"]).get("items", [])) for _, fields in entries)
+
+    wait_until(lambda: left_in_redis() >= 3 and server.stats.active == 0, timeout=30,
                what="the worker to finish what it held, without serve")
     again = cluster.serve(url_list, out, name="serve-again")
     assert again.wait() == 0 and worker.wait() == 0
