@@ -67,13 +67,13 @@ def measure_protocol(count: int, workers: int = 2) -> float:
     from fetcher.distributed.coordinator import Coordinator
     from fetcher.distributed.protocol import EXPOSED
     from fetcher.distributed.rpc import RpcServer
-    from fetcher.models import Task
+    from fetcher.models import FetchTask
     from fetcher.options import Options
 
     coordinator = Coordinator(Options.create(out=tempfile.gettempdir()), "bench", 1, lease_timeout=60)
     for i in range(count):
         url = f"http://127.0.0.1:9/files/img{i}.jpg"
-        coordinator.offer(Task(url=url, name=f"img{i}.jpg", index=i))
+        coordinator.offer(FetchTask(url=url, name=f"img{i}.jpg", index=i))
     server = RpcServer(coordinator, ("127.0.0.1", 0), KEY.encode(), EXPOSED).start()
     collected = 0
     started = time.perf_counter()
@@ -100,7 +100,7 @@ def instant_worker(address: str, out: str) -> None:
     from fetcher.backends.base import Backend
     from fetcher.distributed.events import Outcome
     from fetcher.distributed.worker import Worker, WorkerConfig
-    from fetcher.models import Result, Status, Task
+    from fetcher.models import Result, Status, FetchTask
 
     class Instant(Backend):
         name = "instant"
@@ -108,7 +108,7 @@ def instant_worker(address: str, out: str) -> None:
         def _start(self) -> None:
             pass
 
-        def submit(self, task: Task) -> None:
+        def submit(self, task: FetchTask) -> None:
             self._deliver(Result(task.url, Status.OK, path=task.name, bytes=1, attempts=task.attempt,
                                  index=task.index))
 

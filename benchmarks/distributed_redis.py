@@ -45,8 +45,8 @@ def measure_redis_protocol(url: str, count: int, batch: int, work: str, workers:
     """Seconds for ``count`` URLs through RedisServe and 2 worker processes, each result recorded in a journal."""
     from fetcher.distributed.broker import RedisSpec
     from fetcher.distributed.redis_serve import RedisServe
-    from fetcher.journal import Journal
-    from fetcher.models import Task
+    from fetcher.models import FetchTask as Task
+    from fetcher.run.journal import Journal
     from fetcher.options import Options
 
     out = os.path.join(work, "redis-protocol")

@@ -42,12 +42,13 @@ def write_list(path: str, base: str, count: int) -> None:
 
 def memory_child(list_path: str, out: str) -> None:
     """Runs in a child: the full pipeline over the list with an instant backend; prints its peak RSS."""
-    from fetcher import backends, sources
     from fetcher.backends.base import Backend
-    from fetcher.job import run_job
-    from fetcher.models import Result, Status, Task
+    from fetcher.run.job import run_job
+    from fetcher.models import Result, Status, FetchTask
     from fetcher.options import Options
-    from fetcher.progress import Progress
+    from fetcher.run.progress import Progress
+    from fetcher.sources.readers import read_rows
+    from fetcher.sources.tasks import iter_rows
 
     class InstantBackend(Backend):
         """Answers every task at once with an ok Result, as a server that answers instantly would."""
@@ -57,19 +58,17 @@ def memory_child(list_path: str, out: str) -> None:
         def _start(self) -> None:
             pass
 
-        def submit(self, task: Task) -> None:
+        def submit(self, task: FetchTask) -> None:
             self._deliver(Result(url=task.url, status=Status.OK, path=task.name, bytes=2000,
                                  sha256="0" * 64, http_status=200, attempts=task.attempt, index=task.index))
 
         def shutdown(self, cancel: bool = False) -> None:
             pass
 
-    sys.modules[__name__].InstantBackend = InstantBackend  # type: ignore[attr-defined]
-    backends.BACKENDS["instant"] = f"{__name__}:InstantBackend"
-    options = Options.create(out=out, backend="instant", pool=64)
+    options = Options.create(out=out, pool=64)
     started = time.perf_counter()
-    items = sources.iter_inputs(sources.read_lines(list_path), dedupe=False)
-    summary = run_job(items, options, Progress(None, enabled=False), quiet=True)
+    items = iter_rows(read_rows(list_path), dedupe=False)
+    summary = run_job(items, options, Progress(None, enabled=False), quiet=True, backend_factory=InstantBackend)
     elapsed = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{summary.ok} {elapsed:.1f} {peak_mib:.1f}")
@@ -118,20 +117,17 @@ def download_once(list_path: str, out: str, journal: bool) -> tuple[float, float
     """(wall s, CPU s) of one run of the small-file list, in a child process."""
     code = (
         "import sys, time, resource\n"
-        "from fetcher import sources, engine\n"
         "from fetcher.options import Options\n"
-        "from fetcher.collector import Collector\n"
-        "from fetcher.progress import Progress\n"
-        "from fetcher.job import run_job\n"
+        "from fetcher.run.job import Job\n"
+        "from fetcher.run.progress import Progress\n"
+        "from fetcher.sources.readers import read_rows\n"
+        "from fetcher.sources.tasks import iter_rows\n"
         f"o = Options.create(out={out!r}, pool=8)\n"
         "t = time.perf_counter()\n"
-        f"if {journal}:\n"
-        f"    s = run_job(sources.iter_inputs(sources.read_lines({list_path!r}), dedupe=False), o,"
-        " Progress(None, False), quiet=True)\n"
-        "else:\n"
-        "    c = Collector(o.manifest_path, Progress(None, False), quiet=True)\n"
-        f"    engine.run(sources.iter_inputs(sources.read_lines({list_path!r})), o, c)\n"
-        "    s = c.close()\n"
+        f"job = Job(o, Progress(None, False), journal={journal}, quiet=True)\n"
+        f"for _ in job.results(iter_rows(read_rows({list_path!r}), dedupe=not {journal})):\n"
+        "    pass\n"
+        "s = job.summary\n"
         "wall = time.perf_counter() - t\n"
         "r = resource.getrusage(resource.RUSAGE_SELF)\n"
         "assert s.failed == 0, s\n"

@@ -5,6 +5,9 @@ option is a keyword argument with the same name and default (``--per-host`` is
 ``per_host=``, ``--timeout 5,30`` is ``timeout="5,30"``). Per-URL failures come
 back as Results (``result.ok`` is False, ``result.error`` says why); misuse
 raises ``fetcher.errors.ConfigError`` (also a ValueError).
+
+Over 300 lines on purpose: the whole public surface (``Task``, ``fetch``, ``Fetcher``) is
+one module, so ``help(fetcher.api)`` and a reader see it together; the work is in run/.
 """
 
 from __future__ import annotations
@@ -17,19 +20,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fetcher.backends import get_backend
+from fetcher.backends import backend_class
 from fetcher.backends.base import SessionFactory
-from fetcher.checksum import ALGORITHMS
-from fetcher.collector import Summary
+from fetcher.run.collector import Summary
 from fetcher.errors import ConfigError
-from fetcher.inputs import Row
-from fetcher.job import Job
-from fetcher.models import ErrorKind, Result, failed
-from fetcher.models import Task as _Work
+from fetcher.run.job import Job
+from fetcher.models import FetchTask, Item, Result
 from fetcher.options import Options
-from fetcher.outdir import check_output
-from fetcher.progress import Progress
-from fetcher.sources import row_item
+from fetcher.run.outdir import check_output
+from fetcher.run.progress import Progress
+from fetcher.sources.tasks import Line, TaskMaker
 
 __all__ = ["Fetcher", "Task", "fetch"]
 
@@ -67,41 +67,32 @@ def _options(out: str | None, backend: str, pool: int, memory: bool, settings: d
         raise ConfigError(f"session_factory builds requests Sessions, so it cannot be combined with "
                           f"client={options.client!r}; drop one of them")
     # An unknown backend, or one that cannot run here (gevent unpatched), fails here, not in the run.
-    get_backend(options.backend).check(options, session_factory)
+    backend_class(options.backend, options.client).check(options, session_factory)
     if writes_files:
         check_output(options.out, options.manifest_path)
     return options
 
 
 class _Converter:
-    """API items (URL strings or Tasks) → the engine's tasks, keeping ``meta`` on this side."""
+    """API items (URL strings or Tasks) → the engine's tasks, through the readers' own TaskMaker;
+    ``meta`` stays on this side (it is never sent to workers)."""
 
     def __init__(self, naming: str) -> None:
-        self._naming = naming
+        self._maker = TaskMaker(naming)
         self._index = 0
-        self._names: set[int] = set()
 
-    def convert(self, item: str | Task) -> tuple[_Work | Result, Any]:
+    def convert(self, item: str | Task) -> tuple[FetchTask | Result, Any]:
         if isinstance(item, str):
-            fields: dict[str, Any] = {"url": item}
             public = Task(item)
         elif isinstance(item, Task):
-            fields, public = {"url": item.url}, item
+            public = item
         else:
             raise TypeError(f"expected a URL string or fetcher.Task, not {type(item).__name__}")
-        if public.name:
-            fields["filename"] = public.name
         index, self._index = self._index, self._index + 1
-        if public.checksum:
-            algorithm, _, digest = public.checksum.partition(":")
-            if algorithm not in ALGORITHMS:
-                return failed(public.url, ErrorKind.INVALID_INPUT, f"checksum must be 'sha256:HEX' or 'md5:HEX', "
-                              f"not {public.checksum[:80]!r}", attempts=0, index=index), public.meta
-            fields[algorithm] = digest
-        work = row_item(Row(line=index + 1, fields=fields, raw=public.url), index, self._naming, self._names)
-        if public.headers and isinstance(work, _Work):
-            work = replace(work, headers=tuple(public.headers.items()))
-        return work, public.meta
+        headers = tuple(public.headers.items()) if public.headers else None
+        line = Line(index + 1, public.url if isinstance(public.url, str) else repr(public.url), public.url,
+                    public.name or None, public.checksum or None, headers=headers)
+        return self._maker.make(line, index), public.meta
 
 
 def fetch(urls: Iterable[str | Task | None], out: str | None = "downloads", *, backend: str = "thread",
@@ -140,6 +131,7 @@ def fetch(urls: Iterable[str | Task | None], out: str | None = "downloads", *, b
     Raises:
         ConfigError: a bad option, an unknown backend, or a folder in use.
     """
+    # Over 40 lines: the docstring documents every keyword; the body is five statements.
     options = _options(out, backend, pool, memory, settings, session_factory, writes_files=not memory)
     use_journal = (not memory) if journal is None else journal and not memory
     job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory, quiet=True,
@@ -153,7 +145,7 @@ def _stream(job: Job, urls: Iterable[str | Task | None], naming: str, deduplicat
     metas: dict[str, Any] = {}
     seen: set[str] = set()
 
-    def items() -> Iterator[_Work | Result | None]:
+    def items() -> Iterator[Item]:
         for item in urls:
             if item is None:
                 yield None
@@ -210,7 +202,7 @@ class Fetcher:
         self._on_result = on_result
         self._keep = keep_results
         self._lock = threading.Condition()
-        self._queue: deque[_Work | Result] = deque()
+        self._queue: deque[FetchTask | Result] = deque()
         self._waiting: dict[str, list[tuple[Future[Result], Any]]] = {}
         self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._outstanding = 0
@@ -330,11 +322,11 @@ class Fetcher:
             self._abandon()
             self._done.put(_END)
 
-    def _feed(self) -> Iterator[_Work | Result | None]:
+    def _feed(self) -> Iterator[Item]:
         while True:
             with self._lock:
                 if self._queue:
-                    item: _Work | Result | None = self._queue.popleft()
+                    item: Item = self._queue.popleft()
                 elif self._closed:
                     return
                 else:

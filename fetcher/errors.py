@@ -1,10 +1,14 @@
-"""Exceptions fetcher raises for misuse; per-URL failures are Results, never these.
+"""Exceptions fetcher raises for misuse (per-URL failures are Results, never these), and exit statuses.
 
     FetcherError
      ├── ConfigError (also ValueError)     bad option, bad input file: CLI exit 2
      │    └── BackendError                 unknown backend, or one that cannot run here
      ├── StorageError                      the output's disk is full or read-only: CLI exit 3
      └── Interrupted                       the run was cancelled (Ctrl-C): CLI exit 130
+
+    FetchFailure                           internal: one attempt failed (a rule, the network, the
+                                           disk); fetch_one turns it into a failed Result, so it
+                                           never reaches a caller
 
 Only positional arguments reach ``Exception.__init__`` so every class pickles.
 """
@@ -13,6 +17,10 @@ from __future__ import annotations
 
 import enum
 import errno
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fetcher.models import ErrorKind
 
 # The errors of a filesystem that takes no more writes at all (not of one file): disk full,
 # quota exceeded, mounted read-only.
@@ -20,7 +28,8 @@ STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 class ExitStatus(enum.IntEnum):
-    """The exit status of ``fetcher``, ``fetcher serve`` and ``fetcher work`` (README: Exit status)."""
+    """The exit status of ``fetcher``, ``fetcher serve`` and ``fetcher work`` (README: Exit status),
+    and of ``Summary.exit_code``: the one definition every command uses."""
 
     OK = 0  # every URL saved or skipped
     FAILED = 1  # some URL failed (see the manifest); for ``work``: no server
@@ -54,3 +63,13 @@ class StorageError(FetcherError):
 
 class Interrupted(FetcherError):
     """The run was cancelled before every URL reached a final state."""
+
+
+class FetchFailure(Exception):
+    """One attempt failed for a reason worth a manifest error (not a bug)."""
+
+    def __init__(self, kind: ErrorKind, message: str, retryable: bool = False,
+                 http_status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(kind, message)
+        self.kind, self.message, self.retryable = kind, message, retryable
+        self.http_status, self.retry_after = http_status, retry_after

@@ -51,8 +51,11 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class Task:
-    """One URL to download.
+class FetchTask:
+    """One URL to download, as the run knows it: canonical, named, numbered (internal).
+
+    The public ``fetcher.Task`` (api.py) is what a caller asks for; ``sources.tasks.TaskMaker``
+    turns it, like every input line, into one of these.
 
     Attributes:
         url: the canonical http(s) URL.
@@ -84,12 +87,12 @@ class Task:
         # Positional fields via a C attrgetter: 3x cheaper than the generated
         # __getstate__/__setstate__ of a slots dataclass, for tasks that cross
         # processes and hosts by the thousand.
-        return Task, _task_fields(self)
+        return FetchTask, _task_fields(self)
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """The outcome of one attempt at one Task (or of a line that never became one).
+    """The outcome of one attempt at one FetchTask (or of a line that never became one).
 
     The fields of the manifest record (see README.md) plus:
 
@@ -97,7 +100,7 @@ class Result:
       scheduler's decision, never the worker's. ``retry_after`` carries a
       server's Retry-After hint in seconds when it gave one.
     - ``content``: the body, in in-memory mode (Python API ``memory=True``).
-    - ``meta``: the ``meta`` of the Python API's Task, handed back unchanged.
+    - ``meta``: the ``meta`` of the Python API's Task (``fetcher.Task``), handed back unchanged.
     - ``ok``: True unless the status is ``failed``.
 
     ``index``, ``retryable``, ``retry_after``, ``content`` and ``meta`` are not
@@ -123,7 +126,7 @@ class Result:
     meta: Any = None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return Result, _result_fields(self)  # see Task.__reduce__
+        return Result, _result_fields(self)  # see FetchTask.__reduce__
 
     @property
     def ok(self) -> bool:
@@ -146,7 +149,12 @@ class Result:
         return record
 
 
-_task_fields = attrgetter(*(f.name for f in fields(Task)))
+# What a run's input yields, item by item: a task to fetch; a Result already final (an input
+# line that cannot become a task: a rejected line, reported as data); or None, the one signal
+# for "nothing right now, ask again after the next result" (a crawl waiting for its own pages).
+Item = FetchTask | Result | None
+
+_task_fields = attrgetter(*(f.name for f in fields(FetchTask)))
 _result_fields = attrgetter(*(f.name for f in fields(Result)))
 
 
@@ -159,9 +167,9 @@ def input_extra(meta: dict[str, Any] | None) -> dict[str, Any]:
     return {"input": dict(meta)} if meta else {}
 
 
-def failed(task_or_url: Task | str, kind: ErrorKind, message: str, **fields: Any) -> Result:
+def failed(task_or_url: FetchTask | str, kind: ErrorKind, message: str, **fields: Any) -> Result:
     """Build a failed Result for a task (or a bare input line)."""
-    if isinstance(task_or_url, Task):
+    if isinstance(task_or_url, FetchTask):
         fields.setdefault("attempts", task_or_url.attempt)
         fields.setdefault("index", task_or_url.index)
         fields.setdefault("extra", input_extra(task_or_url.meta))

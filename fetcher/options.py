@@ -12,6 +12,8 @@ MEMORY_CAP = 100 * 1024 * 1024  # in-memory bodies, unless max_size says otherwi
 DEFAULT_USER_AGENT = "fetcher/{version} (+https://pypi.org/project/fetcher/)"
 INPUT_FORMATS = ("auto", "txt", "csv", "tsv", "jsonl")
 ON_EXISTS = ("skip", "overwrite", "rename")
+CLIENTS = ("requests", "curl")  # --client: the HTTP transports (transports/)
+CURL_INSTALL_HINT = "pip install 'fetcher[curl]' (or: pip install pycurl)"
 
 
 MAX_PROCESSES = 256  # worker processes of the process backend; the pool itself may be far larger
@@ -124,12 +126,8 @@ class Options:
         self._check_client()
 
     def _check_client(self) -> None:
-        from fetcher.transports import CLIENTS, CURL_INSTALL_HINT
-
         if self.client not in CLIENTS:
             raise ConfigError(f"client must be one of {', '.join(CLIENTS)}, not {self.client!r}")
-        if self.backend == "multi" and self.client != "curl":
-            raise ConfigError("--backend multi drives libcurl's multi interface: use it with --client curl")
         if self.client != "curl":
             return
         import importlib.util
@@ -144,9 +142,14 @@ class Options:
         if self.on_exists not in ON_EXISTS:
             raise ConfigError(f"on-exists must be one of {', '.join(ON_EXISTS)}, not {self.on_exists!r}")
         # naming.py is pure (it imports only errors and filenames), so this import stays cheap.
-        from fetcher.naming import parse_naming
+        from fetcher.files.naming import parse_naming
 
         parse_naming(self.naming)
+
+    def will_retry(self, attempt: int, retryable: bool) -> bool:
+        """Whether a failed ``attempt`` is tried again: the scheduler's rule, which fetch_one also
+        follows to keep a ``.part`` only for a retry that will come."""
+        return retryable and attempt <= self.retries
 
     @property
     def memory_cap(self) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from fetcher.session import make_session
+from fetcher.transports.factory import make_session
 
 HAVE_PROC = os.path.isdir("/proc/self")
 RUN_TIMEOUT_S = 60  # a hang guard, not a timing assertion

@@ -30,11 +30,11 @@ original = monkey.patch_all
 
 def spy(*args, **kwargs):
     seen["loaded_before_patch"] = sorted(
-        name for name in ("requests", "urllib3", "ssl", "http.client", "fetcher.download") if name in sys.modules)
+        name for name in ("requests", "urllib3", "ssl", "http.client", "fetcher.download.attempt") if name in sys.modules)
     return original(*args, **kwargs)
 
 monkey.patch_all = spy
-from fetcher.cli import main
+from fetcher.cli.main import main
 seen["exit"] = main(sys.argv[1:])
 seen["patched"] = monkey.is_module_patched("socket")
 seen["requests_loaded_at_end"] = "requests" in sys.modules
@@ -54,7 +54,7 @@ def test_the_cli_patches_before_requests_is_imported(server, tmp_path, out) -> N
 
 
 def test_the_cli_refuses_to_patch_after_requests_was_imported(server, tmp_path, out) -> None:
-    code = "import sys, requests\nfrom fetcher.cli import main\nsys.exit(main(sys.argv[1:]))"
+    code = "import sys, requests\nfrom fetcher.cli.main import main\nsys.exit(main(sys.argv[1:]))"
 
     result = _python(code, write_list(tmp_path, [server.url("/files/a.jpg")]), "-o", out, "--backend", "gevent")
 
@@ -90,7 +90,7 @@ except BackendError as exc:
 def test_importing_fetcher_loads_nothing_heavy() -> None:
     code = """
 import sys
-import fetcher, fetcher.cli, fetcher.backends, fetcher.errors
+import fetcher, fetcher.cli.main, fetcher.backends, fetcher.errors
 print(sorted(m for m in ("requests", "urllib3", "ssl", "gevent", "tqdm", "multiprocessing") if m in sys.modules))
 """
     result = _python(code)
@@ -136,22 +136,22 @@ import sys
 from gevent import monkey
 
 monkey.patch_all()
-import fetcher.backends.curl_transfers as transfers
+import fetcher.backends.multi as multi
 import fetcher.backends.gevent_curl as gevent_curl
 
 if sys.argv[1] == "no-epoll":  # as on a platform without epoll: an io watcher per socket
     gevent_curl.unpatched_epoll = lambda: None
 else:  # libcurl itself fails once, in the middle of the run
-    settle_ended, calls = transfers.CurlTransfers.settle_ended, []
+    settle_ended, calls = multi.MultiDownloads.settle_ended, []
 
     def failing_once(self):
-        calls.append(len(self._active))
+        calls.append(self.transfers.active)
         if len(calls) == 6:  # transfers are in flight by then
             raise RuntimeError("libcurl broke")
         settle_ended(self)
 
-    transfers.CurlTransfers.settle_ended = failing_once
-from fetcher.cli import main
+    multi.MultiDownloads.settle_ended = failing_once
+from fetcher.cli.main import main
 sys.exit(main(sys.argv[2:]))
 """
 

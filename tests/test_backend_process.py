@@ -23,19 +23,19 @@ from proc_helpers import (
 from fetcher import fetch
 from fetcher.backends.process import ProcessBackend
 from fetcher.errors import BackendError
-from fetcher.models import Result, Task
-from fetcher.naming import name_for_url
+from fetcher.models import Result, FetchTask
+from fetcher.files.naming import name_for_url
 from fetcher.options import Options
-from fetcher.session import make_session
+from fetcher.transports.factory import make_session
 
 IN_PROCESS_METHODS = ["forkserver", "spawn"]
 
 
-def _task(url: str, index: int) -> Task:
-    return Task(url=url, name=name_for_url(url), index=index)
+def _task(url: str, index: int) -> FetchTask:
+    return FetchTask(url=url, name=name_for_url(url), index=index)
 
 
-def _run_all(backend: ProcessBackend, tasks: list[Task]) -> dict[str, Result]:
+def _run_all(backend: ProcessBackend, tasks: list[FetchTask]) -> dict[str, Result]:
     for task in tasks:
         backend.submit(task)
     results: dict[str, Result] = {}

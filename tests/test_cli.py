@@ -17,7 +17,7 @@ import pytest
 from conftest import write_list
 from server import body_for
 
-from fetcher.cli import main
+from fetcher.cli.main import main
 
 
 def manifest(out: str, name: str = "manifest.jsonl") -> dict[str, dict]:

@@ -16,7 +16,7 @@ import pytest
 from server import body_for
 from test_cli import all_files, manifest
 
-from fetcher.cli import main
+from fetcher.cli.main import main
 
 
 def write_table(tmp_path, name: str, rows: list[dict]) -> str:

@@ -20,7 +20,7 @@ from proc_helpers import (
 )
 from server import body_for
 
-from fetcher.naming import name_for_url
+from fetcher.files.naming import name_for_url
 
 # The fetcher command runs one thread, so "process" starts its workers with fork; forkserver
 # and spawn are what a threaded parent (or FETCHER_START_METHOD) gets.

@@ -21,14 +21,15 @@ from cluster import KEY, Cluster, broker_spec, free_port, manifest, silent_serve
 from conftest import write_list
 from redis_helper import RedisServer
 
-from fetcher import sources
-from fetcher.cli import main
+from fetcher.cli.main import main
 from fetcher.distributed.broker import ManagerSpec, RedisSpec
 from fetcher.distributed.events import Outcome
+from fetcher.sources.readers import read_rows
+from fetcher.sources.tasks import iter_rows
 from fetcher.distributed.server import ServeConfig, Served, serve
 from fetcher.distributed.worker import Worker, WorkerConfig
 from fetcher.options import Options
-from fetcher.progress import Progress
+from fetcher.run.progress import Progress
 
 
 @pytest.fixture(params=["manager", "redis"])
@@ -240,7 +241,7 @@ def serve_in_process(tmp_path, urls: list[str], options: Options, broker, worker
             worker = Worker(config)
             threading.Thread(target=lambda w=worker: codes.append(w.run()), daemon=True).start()
 
-    items = sources.iter_inputs(sources.read_lines(write_list(tmp_path, urls)), dedupe=False)
+    items = iter_rows(read_rows(write_list(tmp_path, urls)), dedupe=False)
     served = serve(items, options, Progress(None, enabled=False), ServeConfig(spec), on_listening=start_workers,
                    quiet=True)
     wait_until(lambda: len(codes) == workers, timeout=30, what="the workers to exit")

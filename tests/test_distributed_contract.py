@@ -17,7 +17,8 @@ from redis_helper import RedisServer
 
 from fetcher.distributed.broker import ManagerSpec, RedisSpec, ServeBroker, WorkerSession, serve_broker, worker_sessions
 from fetcher.distributed.protocol import Finished, Grant, Wait, Welcome, WorkerInfo, parse_address
-from fetcher.models import ErrorKind, Result, Status, Task, failed
+from fetcher.models import ErrorKind, Result, Status, failed
+from fetcher.models import FetchTask as Task
 from fetcher.options import Options
 
 LEASE_S = 0.6

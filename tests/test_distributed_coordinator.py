@@ -9,7 +9,7 @@ import pytest
 from fetcher import __version__
 from fetcher.distributed.coordinator import Coordinator
 from fetcher.distributed.protocol import PROTOCOL, Finished, Grant, Refusal, Wait, Welcome, WorkerInfo
-from fetcher.models import ErrorKind, Result, Status, Task, failed
+from fetcher.models import ErrorKind, Result, Status, FetchTask, failed
 from fetcher.options import Options
 
 
@@ -31,11 +31,11 @@ def coord(clock, tmp_path) -> Coordinator:
     return Coordinator(Options.create(out=str(tmp_path)), "run1", epoch=7, lease_timeout=10.0, clock=clock)
 
 
-def task(i: int) -> Task:
-    return Task(url=f"http://h{i % 3}.example/f{i}", name=f"f{i}", index=i)
+def task(i: int) -> FetchTask:
+    return FetchTask(url=f"http://h{i % 3}.example/f{i}", name=f"f{i}", index=i)
 
 
-def ok(t: Task) -> Result:
+def ok(t: FetchTask) -> Result:
     return Result(url=t.url, status=Status.OK, path=t.name, bytes=10, index=t.index)
 
 
@@ -167,7 +167,7 @@ def test_hello_refuses_another_version(coord):
 
 
 def test_messages_pickle_by_value():
-    t = Task(url="http://h/x", name="x", index=3, attempt=2, checksum="sha256:ab", meta={"k": [1]},
+    t = FetchTask(url="http://h/x", name="x", index=3, attempt=2, checksum="sha256:ab", meta={"k": [1]},
              provisional_name=True)
     r = failed(t, ErrorKind.HTTP_STATUS, "HTTP 503", retryable=True, retry_after=2.0, http_status=503)
     grant = Grant([(1, t)], 10.0)

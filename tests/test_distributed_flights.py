@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fetcher.distributed import flights
 from fetcher.distributed.flights import FlightBook
-from fetcher.journal import COMMIT_EVERY_S
-from fetcher.models import ErrorKind, Result, Status, Task, failed
+from fetcher.models import ErrorKind, Result, Status, failed
+from fetcher.models import FetchTask as Task
+from fetcher.run.journal import COMMIT_EVERY_S
 
 
 def task(i: int) -> Task:

@@ -10,11 +10,12 @@ import pytest
 import requests
 import responses
 
-from fetcher.download import fetch_one, parse_retry_after
-from fetcher.models import Status, Task
-from fetcher.naming import name_for_url
+from fetcher.download.attempt import fetch_one
+from fetcher.download.headers import parse_retry_after
+from fetcher.models import Status, FetchTask
+from fetcher.files.naming import name_for_url
 from fetcher.options import Options
-from fetcher.session import make_session
+from fetcher.transports.factory import make_session
 
 URL = "http://example.test/pics/cat.jpg"
 
@@ -30,8 +31,8 @@ def session():
         yield s
 
 
-def task(url: str = URL) -> Task:
-    return Task(url=url, name=name_for_url(url), attempt=2, index=7)
+def task(url: str = URL) -> FetchTask:
+    return FetchTask(url=url, name=name_for_url(url), attempt=2, index=7)
 
 
 def files_under(root) -> list[str]:
@@ -99,14 +100,14 @@ def test_cancel_removes_the_partial_file(options, session):
 @responses.activate
 def test_a_disk_error_is_an_io_failure(options, session, tmp_path):
     responses.get(URL, body=b"data")
-    blocked = Task(url=URL, name="file-not-dir/x.jpg")
+    blocked = FetchTask(url=URL, name="file-not-dir/x.jpg")
     (tmp_path / "file-not-dir").write_text("I am a file, not a folder")
     result = fetch_one(blocked, session, options)
     assert result.error is not None and result.error.kind == "io"
 
 
 def test_a_name_that_escapes_is_refused_before_any_request(options, session):
-    result = fetch_one(Task(url=URL, name="../escape.jpg"), session, options)
+    result = fetch_one(FetchTask(url=URL, name="../escape.jpg"), session, options)
     assert result.error is not None and result.error.kind == "invalid-url"
 
 
@@ -124,8 +125,8 @@ def test_input_columns_are_carried_into_ok_and_failed_results(options, session):
     responses.get(URL, body=b"x")
     responses.get(URL + "?missing", status=404)
     meta = {"title": "Cat", "status": "mine", "path": "theirs"}
-    ok = fetch_one(Task(url=URL, name="x.jpg", meta=meta), session, options)
-    bad = fetch_one(Task(url=URL + "?missing", name="y.jpg", meta=meta), session, options)
+    ok = fetch_one(FetchTask(url=URL, name="x.jpg", meta=meta), session, options)
+    bad = fetch_one(FetchTask(url=URL + "?missing", name="y.jpg", meta=meta), session, options)
     for result in (ok, bad):
         record = result.to_record()
         assert record["input"] == meta
@@ -139,7 +140,7 @@ def test_expected_checksum_ok(options, session, algorithm):
     body = os.urandom(100_000)
     responses.get(URL, body=body)
     expected = hashlib.new(algorithm, body).hexdigest()
-    result = fetch_one(Task(url=URL, name="x.jpg", checksum=f"{algorithm}:{expected}"), session, options)
+    result = fetch_one(FetchTask(url=URL, name="x.jpg", checksum=f"{algorithm}:{expected}"), session, options)
     assert result.status is Status.OK and result.sha256 == hashlib.sha256(body).hexdigest()
 
 
@@ -148,7 +149,7 @@ def test_expected_checksum_ok(options, session, algorithm):
 def test_checksum_mismatch_is_bad_content_and_leaves_nothing(options, session, algorithm):
     responses.get(URL, body=b"not what was promised")
     wrong = "0" * (64 if algorithm == "sha256" else 32)
-    result = fetch_one(Task(url=URL, name="x.jpg", checksum=f"{algorithm}:{wrong}"), session, options)
+    result = fetch_one(FetchTask(url=URL, name="x.jpg", checksum=f"{algorithm}:{wrong}"), session, options)
     assert result.status is Status.FAILED and result.error is not None
     assert result.error.kind == "bad-content" and f"{algorithm} mismatch" in result.error.message
     assert result.retryable is False and result.path is None
@@ -160,14 +161,14 @@ def test_provisional_name_is_completed_from_the_headers(options, session):
     url = "http://example.test/photo/42"
     responses.get(url, body=b"jpeg bytes", content_type="image/jpeg")
     provisional = name_for_url(url, ext="")
-    result = fetch_one(Task(url=url, name=provisional, provisional_name=True), session, options)
+    result = fetch_one(FetchTask(url=url, name=provisional, provisional_name=True), session, options)
     assert result.path == provisional + ".jpg"
     assert files_under(options.out) == [provisional + ".jpg"]
 
 
 
 def test_our_session_keeps_requests_cookie_and_credential_handling(server, options, session):
-    """The prepared-request path (requests_transport._prepare) sends what Session.get would:
+    """The prepared-request path (transports/requests.py) sends what Session.get would:
     credentials in the URL as Basic auth, a cookie set by a redirect along the chain, and
     that cookie again on the session's later requests."""
     import json

@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from fetcher.errors import ConfigError
-from fetcher.inputs import Row, detect_format, read_rows
-from fetcher.models import Result, Status, Task
-from fetcher.sources import iter_rows
+from fetcher.sources.readers import Row, detect_format, read_rows
+from fetcher.models import Result, Status, FetchTask
+from fetcher.sources.tasks import iter_rows
 
 
 def write(tmp_path, name: str, text: str | bytes) -> str:
@@ -23,7 +23,7 @@ def write(tmp_path, name: str, text: str | bytes) -> str:
     return str(path)
 
 
-def items(path: str, input_format: str = "auto", naming: str = "url") -> list[Task | Result]:
+def items(path: str, input_format: str = "auto", naming: str = "url") -> list[FetchTask | Result]:
     return list(iter_rows(read_rows(path, input_format), naming=naming))
 
 
@@ -48,7 +48,7 @@ JSONL = ('{"url": "http://h/a.jpg", "title": "Cat", "Status": "mine"}\n\n'
 ])
 def test_every_format_gives_the_same_tasks(tmp_path, name, text):
     a, b = items(write(tmp_path, name, text))
-    assert isinstance(a, Task) and isinstance(b, Task)
+    assert isinstance(a, FetchTask) and isinstance(b, FetchTask)
     assert a.url == "http://h/a.jpg" and a.name.startswith("h/a-") and a.name.endswith(".jpg")
     assert a.meta == {"title": "Cat", "Status": "mine"}
     assert b.name == "pics/b.jpg" and b.meta == {"title": "Dog", "Status": ""}
@@ -95,7 +95,7 @@ def test_bad_rows_fail_with_their_line_number_and_the_rest_runs(tmp_path):
             "ftp://h/x,,,scheme\n"                 # line 7
             "http://h/ok2,,,b\n")
     got = items(write(tmp_path, "in.csv", text))
-    tasks = [i for i in got if isinstance(i, Task)]
+    tasks = [i for i in got if isinstance(i, FetchTask)]
     failures = {i.error.message.split(":")[0]: i for i in got if isinstance(i, Result)}
     assert [t.url for t in tasks] == ["http://h/ok1", "http://h/ok2"]
     assert set(failures) == {"line 3", "line 4", "line 5", "line 6", "line 7"}
@@ -118,7 +118,7 @@ def test_bad_json_lines_fail_and_the_rest_runs(tmp_path):
             '{"url": "http://h/e", "sha256": 7}\n'
             '{"url": "http://h/f", "tags": ["x", {"y": 1}], "n": 3}\n')
     got = items(write(tmp_path, "in.jsonl", text))
-    assert [i.url for i in got if isinstance(i, Task)] == ["http://h/a", "http://h/f"]
+    assert [i.url for i in got if isinstance(i, FetchTask)] == ["http://h/a", "http://h/f"]
     messages = [i.error.message for i in got if isinstance(i, Result)]
     assert [m.split(":")[0] for m in messages] == ["line 2", "line 3", "line 4", "line 5", "line 6", "line 7"]
     assert "not valid JSON" in messages[0] and "expected a JSON object" in messages[1]
@@ -154,7 +154,7 @@ def test_a_truncated_gzip_ends_the_input_with_one_failed_record(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     got = items(str(path))
     last = got[-1]
-    assert all(isinstance(i, Task) for i in got[:-1]) and len(got) > 100
+    assert all(isinstance(i, FetchTask) for i in got[:-1]) and len(got) > 100
     assert isinstance(last, Result) and "cannot read the rest of the input" in last.error.message
 
 
@@ -181,7 +181,7 @@ def test_filename_that_leaves_nothing_or_is_reused_fails(tmp_path):
     lines = [{"url": "http://h/1", "filename": "../.."}, {"url": "http://h/2", "filename": "a.jpg"},
              {"url": "http://h/3", "filename": "A.JPG"}, {"url": "http://h/4", "filename": "./a.jpg/"}]
     got = items(write(tmp_path, "in.jsonl", "".join(json.dumps(x) + "\n" for x in lines)))
-    assert [type(i).__name__ for i in got] == ["Result", "Task", "Result", "Result"]
+    assert [type(i).__name__ for i in got] == ["Result", "FetchTask", "Result", "Result"]
     assert "leaves no usable file name" in got[0].error.message
     assert "already used by an earlier row" in got[2].error.message
 

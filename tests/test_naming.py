@@ -9,11 +9,12 @@ import re
 import pytest
 
 from fetcher.errors import ConfigError
-from fetcher.filenames import clean_component, disposition_filename, extension_for_type
-from fetcher.models import Task
-from fetcher import naming, partial
-from fetcher.naming import (FOUND, NO_FILE, NO_FOLDER, finalize_name, initial_name, join_within, locate,
-                            name_for_url, parse_naming, safe_component, url_digest)
+from fetcher.files.filenames import clean_component, disposition_filename, extension_for_type
+from fetcher.models import FetchTask
+from fetcher.download import partial
+from fetcher.files import paths
+from fetcher.files.naming import finalize_name, initial_name, name_for_url, parse_naming, safe_component, url_digest
+from fetcher.files.paths import FOUND, NO_FILE, NO_FOLDER, join_within, locate
 
 
 @pytest.mark.parametrize("url", [
@@ -130,7 +131,7 @@ def test_a_url_without_extension_is_completed_from_content_type():
     url = "http://h/photos/123"
     name, provisional = initial_name(url, 0, "url")
     assert provisional and name == name_for_url(url, ext="")
-    task = Task(url=url, name=name, provisional_name=True)
+    task = FetchTask(url=url, name=name, provisional_name=True)
     assert finalize_name(task, "image/jpeg; charset=binary", None, "url") == name + ".jpg"
     assert finalize_name(task, "application/octet-stream", None, "url") == name
     assert finalize_name(task, None, None, "url") == name
@@ -139,14 +140,14 @@ def test_a_url_without_extension_is_completed_from_content_type():
 def test_script_extensions_defer_to_content_type():
     url = "http://h/show.php?id=3"
     name, provisional = initial_name(url, 0, "url")
-    task = Task(url=url, name=name, provisional_name=provisional)
+    task = FetchTask(url=url, name=name, provisional_name=provisional)
     assert provisional
     assert finalize_name(task, "image/png", None, "url").endswith(".png")
     assert finalize_name(task, None, None, "url").endswith(".php")
 
 
 def test_a_final_name_is_never_changed_by_headers():
-    task = Task(url="http://h/a.jpg", name="mine/a.jpg")
+    task = FetchTask(url="http://h/a.jpg", name="mine/a.jpg")
     assert finalize_name(task, "text/html", 'attachment; filename="evil.exe"', "content-disposition") == \
         "mine/a.jpg"
 
@@ -180,7 +181,7 @@ def test_content_disposition_names_are_reduced_to_a_safe_base_name(header, expec
 def test_content_disposition_mode_keeps_the_hash():
     url = "http://h/download?id=1"
     name, provisional = initial_name(url, 0, "content-disposition")
-    task = Task(url=url, name=name, provisional_name=provisional)
+    task = FetchTask(url=url, name=name, provisional_name=provisional)
     final = finalize_name(task, "application/pdf", 'attachment; filename="../Report.PDF"', "content-disposition")
     assert final == f"h/Report-{url_digest(url)}.pdf"
     assert finalize_name(task, "application/pdf", None, "content-disposition") == name_for_url(url, ext="pdf")
@@ -311,8 +312,8 @@ def test_a_folder_removed_under_a_download_is_checked_again(tmp_path):
     root = tmp_path / "out"
     (root / "h").mkdir(parents=True)
     join_within(str(root), "h/a.jpg")
-    assert naming._verified[str(root)]
+    assert paths._verified[str(root)]
     shutil.rmtree(root / "h")
-    partial._made.add(str(root / "h"))  # as if this process had made it earlier
+    paths._made.add(str(root / "h"))  # as if this process had made it earlier
     partial.open_part(str(root / "h" / "a.jpg.part"), 0).close()  # recreates it ...
-    assert not naming._verified.get(str(root))  # ... and forgets every remembered folder
+    assert not paths._verified.get(str(root))  # ... and forgets every remembered folder

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from fetcher import partial
+from fetcher.download import partial
 
 
 def test_a_small_body_is_one_write_at_close(tmp_path, monkeypatch):

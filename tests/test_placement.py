@@ -11,12 +11,12 @@ import os
 import pytest
 import responses
 
-from fetcher import placement
-from fetcher.download import fetch_one
-from fetcher.models import Status, Task
-from fetcher.naming import initial_name
+from fetcher.download import placement
+from fetcher.download.attempt import fetch_one
+from fetcher.models import Status, FetchTask
+from fetcher.files.naming import initial_name
 from fetcher.options import Options
-from fetcher.session import make_session
+from fetcher.transports.factory import make_session
 
 URL = "http://example.test/pics/cat.jpg"
 NEW = b"new body"
@@ -45,7 +45,7 @@ def read(path) -> bytes:
 @responses.activate
 def test_skip_records_the_existing_file_without_a_request(tmp_path, session):
     options, existing = setup(tmp_path, "skip")
-    result = fetch_one(Task(url=URL, name="h/cat.jpg", meta={"k": "v"}), session, options)
+    result = fetch_one(FetchTask(url=URL, name="h/cat.jpg", meta={"k": "v"}), session, options)
     assert result.status is Status.SKIPPED and result.ok
     assert (result.path, result.bytes, result.attempts) == ("h/cat.jpg", len(OLD), 0)
     assert result.to_record()["input"] == {"k": "v"}
@@ -57,9 +57,9 @@ def test_skip_records_the_existing_file_without_a_request(tmp_path, session):
 def test_skip_checks_an_expected_checksum(tmp_path, session):
     options, existing = setup(tmp_path, "skip")
     good = "sha256:" + hashlib.sha256(OLD).hexdigest()
-    kept = fetch_one(Task(url=URL, name="h/cat.jpg", checksum=good), session, options)
+    kept = fetch_one(FetchTask(url=URL, name="h/cat.jpg", checksum=good), session, options)
     assert kept.status is Status.SKIPPED and kept.sha256 == good.split(":")[1]
-    wrong = fetch_one(Task(url=URL, name="h/cat.jpg", checksum="md5:" + "0" * 32), session, options)
+    wrong = fetch_one(FetchTask(url=URL, name="h/cat.jpg", checksum="md5:" + "0" * 32), session, options)
     assert wrong.error is not None and wrong.error.kind == "bad-content"
     assert "does not match" in wrong.error.message and read(existing) == OLD
     assert len(responses.calls) == 0
@@ -72,7 +72,7 @@ def test_an_unreadable_existing_file_is_an_io_failure(tmp_path, session, monkeyp
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(placement, "file_matches", refuse)
-    result = fetch_one(Task(url=URL, name="h/cat.jpg", checksum="md5:" + "0" * 32), session, options)
+    result = fetch_one(FetchTask(url=URL, name="h/cat.jpg", checksum="md5:" + "0" * 32), session, options)
     assert result.error is not None and result.error.kind == "io"
     assert "Permission denied" in result.error.message
 
@@ -84,7 +84,7 @@ def test_skip_with_a_name_from_the_headers_asks_first_then_drops(tmp_path, sessi
     assert provisional
     options, existing = setup(tmp_path, "skip", name + ".jpg")
     responses.get(url, body=NEW, content_type="image/jpeg")
-    result = fetch_one(Task(url=url, name=name, provisional_name=True), session, options)
+    result = fetch_one(FetchTask(url=url, name=name, provisional_name=True), session, options)
     assert result.status is Status.SKIPPED and result.path == name + ".jpg" and result.attempts == 1
     assert read(existing) == OLD and len(responses.calls) == 1
     assert os.listdir(os.path.dirname(existing)) == [os.path.basename(existing)]  # no .part left
@@ -94,7 +94,7 @@ def test_skip_with_a_name_from_the_headers_asks_first_then_drops(tmp_path, sessi
 def test_overwrite_replaces(tmp_path, session):
     options, existing = setup(tmp_path, "overwrite")
     responses.get(URL, body=NEW)
-    result = fetch_one(Task(url=URL, name="h/cat.jpg"), session, options)
+    result = fetch_one(FetchTask(url=URL, name="h/cat.jpg"), session, options)
     assert result.status is Status.OK and result.path == "h/cat.jpg" and read(existing) == NEW
 
 
@@ -102,8 +102,8 @@ def test_overwrite_replaces(tmp_path, session):
 def test_rename_keeps_the_old_file_and_numbers_the_new_one(tmp_path, session):
     options, existing = setup(tmp_path, "rename")
     responses.get(URL, body=NEW)
-    first = fetch_one(Task(url=URL, name="h/cat.jpg"), session, options)
-    second = fetch_one(Task(url=URL, name="h/cat.jpg"), session, options)
+    first = fetch_one(FetchTask(url=URL, name="h/cat.jpg"), session, options)
+    second = fetch_one(FetchTask(url=URL, name="h/cat.jpg"), session, options)
     assert (first.path, second.path) == ("h/cat (1).jpg", "h/cat (2).jpg")
     assert read(existing) == OLD and read(tmp_path / "h" / "cat (1).jpg") == NEW
     assert sorted(os.listdir(tmp_path / "h")) == ["cat (1).jpg", "cat (2).jpg", "cat.jpg"]
@@ -114,7 +114,7 @@ def test_place_never_clobbers_a_name_that_appeared_meanwhile(tmp_path):
     (tmp_path / "x.part").write_bytes(NEW)
     assert placement.place(str(tmp_path / "x.part"), str(tmp_path), "taken.jpg", "skip") is None
     assert read(tmp_path / "taken.jpg") == OLD and not (tmp_path / "x.part").exists()
-    task = Task(url=URL, name="taken.jpg")
+    task = FetchTask(url=URL, name="taken.jpg")
     assert placement.taken_meanwhile(task, "taken.jpg", str(tmp_path)).status is Status.SKIPPED
 
 

@@ -12,8 +12,8 @@ import time
 from conftest import write_list
 from server import body_for
 
-from fetcher.cli import main
-from fetcher.job import _exclusive
+from fetcher.cli.main import main
+from fetcher.run.job import _exclusive
 
 
 def records(out: str) -> dict[str, dict]:

@@ -17,7 +17,7 @@ import pytest
 from conftest import write_list
 from server import TestServer, image_body
 
-from fetcher.cli import main as cli_main
+from fetcher.cli.main import main as cli_main
 
 _setup: list[list[str]] = [[]]
 policy_only = pytest.mark.parametrize("setup", [[]], ids=["requests"])

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fetcher.models import ErrorKind, Result, Status, Task, failed
+from fetcher.models import ErrorKind, Result, Status, FetchTask, failed
 from fetcher.options import Options
-from fetcher.scheduler import Scheduler
+from fetcher.run.scheduler import Scheduler
 
 
 class Clock:
@@ -22,7 +22,7 @@ def make(tasks, **opts):
 
 
 def test_retryable_failure_comes_back_after_its_backoff():
-    task = Task("http://h/a", "h/a", index=0)
+    task = FetchTask("http://h/a", "h/a", index=0)
     sched, clock = make([task])
     assert sched.next_ready() == task
     assert sched.settle(task, failed(task, ErrorKind.CONNECT, "x", retryable=True)) is None
@@ -35,14 +35,14 @@ def test_retryable_failure_comes_back_after_its_backoff():
 
 
 def test_attempts_are_bounded_by_retries():
-    task = Task("http://h/a", "h/a", attempt=3)  # retries=2: this was the last try
+    task = FetchTask("http://h/a", "h/a", attempt=3)  # retries=2: this was the last try
     sched, _ = make([])
     result = failed(task, ErrorKind.TIMEOUT, "x", retryable=True)
     assert sched.settle(task, result) is result
 
 
 def test_permanent_failures_and_successes_are_final():
-    task = Task("http://h/a", "h/a")
+    task = FetchTask("http://h/a", "h/a")
     sched, _ = make([])
     result = failed(task, ErrorKind.HTTP_STATUS, "404", http_status=404)
     assert sched.settle(task, result) is result
@@ -64,7 +64,7 @@ def test_retry_after_is_a_floor_capped_by_max_retry_after():
 
 def test_bad_lines_pass_through_in_order():
     bad = Result(url="x", status=failed("x", ErrorKind.INVALID_URL, "m").status)
-    task = Task("http://h/a", "h/a")
+    task = FetchTask("http://h/a", "h/a")
     sched, _ = make([bad, task])
     assert sched.next_ready() is bad
     assert sched.next_ready() is task
@@ -73,7 +73,7 @@ def test_bad_lines_pass_through_in_order():
 
 def tasks_for(hosts: list[str]):
     for i, host in enumerate(hosts):
-        yield Task(f"http://{host}/{i}", f"{host}/{i}", index=i)
+        yield FetchTask(f"http://{host}/{i}", f"{host}/{i}", index=i)
 
 
 def test_per_host_cap_parks_tasks_and_other_hosts_keep_flowing():
@@ -93,7 +93,7 @@ def test_parked_tasks_are_bounded():
         nonlocal pulled
         for i in range(100_000):
             pulled += 1
-            yield Task(f"http://one/{i}", f"one/{i}", index=i)
+            yield FetchTask(f"http://one/{i}", f"one/{i}", index=i)
 
     sched = Scheduler(endless_one_host(), Options.create(per_host=1), max_parked=100)
     assert sched.next_ready() is not None

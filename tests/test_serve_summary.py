@@ -5,7 +5,8 @@ from __future__ import annotations
 from fetcher import __version__
 from fetcher.distributed.coordinator import Coordinator
 from fetcher.distributed.protocol import PROTOCOL, Grant, Welcome, WorkerInfo
-from fetcher.models import Result, Status, Task
+from fetcher.models import FetchTask as Task
+from fetcher.models import Result, Status
 from fetcher.options import Options
 
 

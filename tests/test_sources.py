@@ -6,8 +6,14 @@ import itertools
 
 import pytest
 
-from fetcher.models import Result, Status, Task
-from fetcher.sources import InvalidURL, canonical_url, iter_inputs
+from fetcher.models import FetchTask, Result, Status
+from fetcher.sources.readers import text_rows
+from fetcher.sources.tasks import InvalidURL, canonical_url, iter_rows
+
+
+def iter_inputs(lines, counts=None):
+    """Numbered raw lines of a plain list, through the txt reader's rows and ``iter_rows``."""
+    return iter_rows(text_rows(iter(lines)), counts)
 
 
 def numbered(lines: list[bytes]):
@@ -21,7 +27,7 @@ def test_comments_blank_lines_and_duplicates_are_skipped():
         b"HTTP://H:80/a.jpg#frag\n", b"http://h/b.jpg\r\n",
     ]), counts))
     assert [i.url for i in items] == ["http://h/a.jpg", "http://h/b.jpg"]
-    assert all(isinstance(i, Task) for i in items)
+    assert all(isinstance(i, FetchTask) for i in items)
     assert [i.index for i in items] == [0, 1]
     assert counts["duplicates"] == 2
 
@@ -46,7 +52,7 @@ def test_bad_lines_become_failed_results_and_the_rest_still_runs(line, kind):
     assert bad.error is not None and bad.error.kind == kind
     assert "line 1" in bad.error.message
     assert bad.attempts == 0
-    assert isinstance(good, Task) and good.url == "http://h/ok.jpg"
+    assert isinstance(good, FetchTask) and good.url == "http://h/ok.jpg"
 
 
 def test_canonical_form():

@@ -16,7 +16,7 @@ import pytest
 from conftest import HAVE_PYCURL, write_list
 
 from fetcher import Task, fetch
-from fetcher.cli import main
+from fetcher.cli.main import main
 from fetcher.options import Options
 from fetcher.transports.base import Headers
 from fetcher.transports.environment import Environment
@@ -94,7 +94,7 @@ def test_curl_without_pycurl_is_a_usage_error_that_says_how_to_install(server, o
 def test_a_blocking_curl_transport_refuses_a_gevent_patched_process(monkeypatch):
     """The thread backend's easy handles would block the loop; the gevent backend has its own (gevent_curl.py)."""
     from fetcher.errors import ConfigError
-    from fetcher.session import make_session
+    from fetcher.transports.factory import make_session
 
     class Monkey:
         @staticmethod

@@ -11,20 +11,20 @@ from __future__ import annotations
 import queue
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar
 
-from fetcher.models import ErrorKind, Result, Task, failed
+from fetcher.models import ErrorKind, Result, FetchTask, failed
 
 if TYPE_CHECKING:
     import requests
 
     from fetcher.options import Options
-    from fetcher.streaming import CancelFlag
+    from fetcher.download.guards import CancelFlag
     from fetcher.transports.base import Transport
 
-# Returns what fetch_one fetches through: a transport (session.make_session) or a requests.Session.
+# Returns what fetch_one fetches through: a transport (transports.factory.make_session) or a requests.Session.
 SessionFactory = Callable[[], "Transport | requests.Session"]
 BackendFactory = Callable[["Options", "SessionFactory | None"], "Backend"]
 
@@ -77,7 +77,7 @@ class Backend(ABC):
         """Start the workers."""
 
     @abstractmethod
-    def submit(self, task: Task) -> None:
+    def submit(self, task: FetchTask) -> None:
         """Queue one task."""
 
     @abstractmethod
@@ -90,6 +90,15 @@ class Backend(ABC):
         A backend whose workers come and go (remote) answers with what they can start.
         """
         return window
+
+    def abandon(self, tasks: Iterable[FetchTask]) -> None:
+        """After a cancelled run: the tasks submitted and never answered. A download that could
+        not stop in time (a stuck read, a worker terminated) left its ``.part``: it goes, unless
+        a later run can resume it (``download.partial.abandon``)."""
+        from fetcher.download.partial import abandon
+
+        for task in tasks:
+            abandon(task, self.options)
 
     def wait(self, timeout: float | None) -> list[Result]:
         """Results finished so far; blocks up to ``timeout`` seconds for the first."""
@@ -108,13 +117,13 @@ class Backend(ABC):
         self._results.put(result)
 
 
-def run_task(task: Task, session: Transport | requests.Session, options: Options,
+def run_task(task: FetchTask, session: Transport | requests.Session, options: Options,
              cancel: CancelFlag | None = None) -> Result:
     """``fetch_one`` with a last safety net: a bug becomes an ``internal`` Result.
 
     A worker function that raises stops or hangs a pool, so nothing may escape.
     """
-    from fetcher.download import fetch_one
+    from fetcher.download.attempt import fetch_one
 
     try:
         return fetch_one(task, session, options, cancel)
@@ -122,7 +131,7 @@ def run_task(task: Task, session: Transport | requests.Session, options: Options
         return internal_failure(task, exc)
 
 
-def internal_failure(task: Task, exc: Exception) -> Result:
+def internal_failure(task: FetchTask, exc: Exception) -> Result:
     """A bug met while fetching ``task``, as its failed Result: the type, message and where it was raised."""
     where = traceback.extract_tb(exc.__traceback__)[-1]
     return failed(task, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})")

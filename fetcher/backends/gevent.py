@@ -1,4 +1,4 @@
-"""The gevent backend: ``pool`` greenlets sharing one Session.
+"""The gevent backend (``--backend gevent``): ``pool`` greenlets sharing one Session.
 
 One Session, not one per worker: after monkey-patching, ``threading.local`` is
 per greenlet, so a session per worker would become a session per URL. Its
@@ -7,10 +7,8 @@ with urllib3's default of 10, a larger pool would open connections only to
 throw them away. A custom ``session_factory`` is called once and should size
 its adapter the same way.
 
-With ``--client curl`` there are no worker greenlets: the downloads are the
-multi backend's (one libcurl multi handle, an easy handle per pool slot),
-driven from gevent's loop (gevent_curl.py), so the application's greenlets
-run whenever the transfers wait.
+``GeventHubBackend`` is what every backend on gevent's hub shares; with
+``--client curl`` the backend is ``gevent_curl.GeventCurlBackend`` instead.
 
 The process must be monkey-patched before requests is imported: the CLI does
 it for ``--backend gevent``; from the API, call ``gevent.monkey.patch_all()``
@@ -30,11 +28,10 @@ from gevent import monkey
 
 from fetcher.backends.base import Backend, SessionFactory, run_task
 from fetcher.errors import BackendError
-from fetcher.models import Task
-from fetcher.session import make_session
+from fetcher.models import FetchTask
+from fetcher.transports.factory import make_session
 
 if TYPE_CHECKING:
-    from fetcher.backends.gevent_curl import CurlHub
     from fetcher.options import Options
 
 KILL_TIMEOUT_S = 2.0
@@ -44,11 +41,10 @@ NOT_PATCHED = ("the gevent backend needs a monkey-patched process, and this one 
                "command does this for --backend gevent), or use another backend (thread, process)")
 
 
-class GeventBackend(Backend):
-    """``pool`` long-lived greenlets taking tasks from one queue; with ``--client curl``, a CurlHub.
+class GeventHubBackend(Backend):
+    """A backend whose work runs on gevent's hub: the patch check, a gevent result queue, Ctrl-C.
 
-    Long-lived, not a greenlet spawned per task: at a pool of 1,000, spawning
-    (gevent's Pool.spawn and Group.add) was a tenth of the run's CPU.
+    Subclasses implement ``_start_work``, ``submit`` and ``_stop_work``.
     """
 
     name = "gevent"
@@ -60,17 +56,7 @@ class GeventBackend(Backend):
 
     def _start(self) -> None:
         self.check(self.options, self.session_factory)
-        self._curl_hub: CurlHub | None = None
-        self._session: Any = None
         self._cancel = gevent.event.Event()
-        if self.session_factory is None and self.options.client == "curl":
-            from fetcher.backends.gevent_curl import CurlHub
-
-            self._curl_hub = CurlHub(self.options, self._deliver, self._cancel)
-        else:
-            factory = self.session_factory or partial(make_session, self.options, self.options.pool)
-            self._session = factory()
-        self._tasks: gevent.queue.Queue[Task | None] = gevent.queue.Queue()
         # The base class's wait() blocks on this queue: make it gevent's, because a
         # stdlib queue blocks the hub itself unless threading was patched too.
         self._results = gevent.queue.Queue()
@@ -79,36 +65,53 @@ class GeventBackend(Backend):
         self._gevent_hub = gevent.get_hub()
         self._hub_not_error = self._gevent_hub.NOT_ERROR
         self._gevent_hub.NOT_ERROR = (*self._hub_not_error, KeyboardInterrupt)
-        self._greenlets = ([] if self._curl_hub is not None else
-                           [gevent.spawn(self._work, self._session) for _ in range(self.options.pool)])
+        self._start_work()
 
-    def submit(self, task: Task) -> None:
-        if self._curl_hub is not None:
-            self._curl_hub.submit(task)
-        else:
-            self._tasks.put(task)
+    def _start_work(self) -> None:
+        raise NotImplementedError
+
+    def _stop_work(self, cancel: bool) -> None:
+        raise NotImplementedError
+
+    def submit(self, task: FetchTask) -> None:
+        raise NotImplementedError
+
+    def shutdown(self, cancel: bool = False) -> None:
+        if cancel:
+            self._cancel.set()
+        try:
+            self._stop_work(cancel)
+        finally:
+            self._gevent_hub.NOT_ERROR = self._hub_not_error
+
+
+class GeventBackend(GeventHubBackend):
+    """``pool`` long-lived greenlets taking tasks from one queue, through one shared Session.
+
+    Long-lived, not a greenlet spawned per task: at a pool of 1,000, spawning
+    (gevent's Pool.spawn and Group.add) was a tenth of the run's CPU.
+    """
+
+    def _start_work(self) -> None:
+        factory = self.session_factory or partial(make_session, self.options, self.options.pool)
+        self._session: Any = factory()
+        self._tasks: gevent.queue.Queue[FetchTask | None] = gevent.queue.Queue()
+        self._greenlets = [gevent.spawn(self._work, self._session) for _ in range(self.options.pool)]
+
+    def submit(self, task: FetchTask) -> None:
+        self._tasks.put(task)
 
     def _work(self, session: Any) -> None:
         while (task := self._tasks.get()) is not None:
             if not self._cancel.is_set():
                 self._deliver(run_task(task, session, self.options, self._cancel))
 
-    def shutdown(self, cancel: bool = False) -> None:
-        hub = self._curl_hub
+    def _stop_work(self, cancel: bool) -> None:
         if cancel:
-            self._cancel.set()
-            if hub is not None:
-                hub.cancel()  # every transfer stops now; each .part goes unless resumable
             # GreenletExit lands in each download's blocking read; fetch_one removes its .part.
             gevent.killall(self._greenlets, timeout=KILL_TIMEOUT_S)
         else:
-            while hub is not None and hub.busy:  # let queued work finish, as the thread backend does
-                self.wait(KILL_TIMEOUT_S)
             for _ in self._greenlets:
                 self._tasks.put(None)
             gevent.joinall(self._greenlets)
-        if self._session is not None:
-            self._session.close()
-        if hub is not None:
-            hub.close()
-        self._gevent_hub.NOT_ERROR = self._hub_not_error
+        self._session.close()

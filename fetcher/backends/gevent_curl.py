@@ -1,12 +1,13 @@
-"""libcurl under gevent (``--backend gevent --client curl``): one multi handle on gevent's loop.
+"""The gevent backend with libcurl (``--backend gevent --client curl``): one multi handle on gevent's loop.
 
-libcurl must never block the event loop, so nothing calls ``perform``. The
-downloads are the multi backend's (``CurlTransfers``: an easy handle per pool
-slot, tasks in, Results out); only the waiting differs. libcurl says which
+There are no worker greenlets: libcurl must never block the event loop, so
+nothing calls ``perform``. The downloads are the multi backend's
+(``MultiDownloads``: an easy handle per pool slot, tasks in, Results out); only
+the waiting differs. libcurl says which
 sockets to watch and when it wants to be called back (its socket and timer
 callbacks), and gevent's own loop watches them and keeps the timer; its
 callbacks let libcurl move and settle what it reports over. On Linux the
-sockets go into one epoll set (curl_sockets.py) and the hub watches that set's
+sockets go into one epoll set (transports/curl/sockets.py) and the hub watches that set's
 own descriptor: one io watcher however many connections, and at most 16
 sockets served per turn of the loop, in turn, so the Results of the first
 go back (and their slots get new URLs) before the rest of a burst is read.
@@ -26,16 +27,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
-import pycurl
 from gevent.monkey import get_original
 
-from fetcher.backends.curl_sockets import SocketPoller, curl_flags
-from fetcher.backends.curl_transfers import CurlTransfers
+from fetcher.backends.base import SessionFactory
+from fetcher.backends.gevent import KILL_TIMEOUT_S, GeventHubBackend
+from fetcher.backends.multi import MultiDownloads
+from fetcher.errors import BackendError
+from fetcher.transports.curl.sockets import SocketPoller, curl_flags, ready_flags, wanted
 
 if TYPE_CHECKING:
-    from fetcher.models import Result, Task
+    from fetcher.download.guards import CancelFlag
+    from fetcher.models import Result, FetchTask
     from fetcher.options import Options
-    from fetcher.streaming import CancelFlag
 
 _READ, _WRITE = 1, 2  # libev's EV_READ and EV_WRITE, as gevent's loop.io takes them
 
@@ -49,8 +52,33 @@ def unpatched_epoll() -> Callable[[], Any] | None:
     return epoll
 
 
+class GeventCurlBackend(GeventHubBackend):
+    """Downloads on a ``CurlHub``: libcurl's transfers, driven by gevent's loop."""
+
+    @classmethod
+    def check(cls, options: Options, session_factory: SessionFactory | None = None) -> None:
+        super().check(options, session_factory)
+        if session_factory is not None:
+            raise BackendError("--client curl makes its own libcurl handles: it takes no session_factory")
+
+    def _start_work(self) -> None:
+        self._hub = CurlHub(self.options, self._deliver, self._cancel)
+
+    def submit(self, task: FetchTask) -> None:
+        self._hub.submit(task)
+
+    def _stop_work(self, cancel: bool) -> None:
+        hub = self._hub
+        if cancel:
+            hub.cancel()  # every transfer stops now; each .part goes unless resumable
+        else:
+            while hub.busy:  # let queued work finish, as the thread backend does
+                self.wait(KILL_TIMEOUT_S)
+        hub.close()
+
+
 class CurlHub:
-    """``CurlTransfers`` driven by the current gevent hub; each Result goes to ``deliver``.
+    """``MultiDownloads`` driven by the current gevent hub; each Result goes to ``deliver``.
 
     ``submit`` is called from any greenlet; everything else runs on the hub.
     Without epoll (``unpatched_epoll()`` is None) each socket gets its own io watcher.
@@ -68,20 +96,20 @@ class CurlHub:
             on_socket = self._sockets.on_socket
             self._ready = self._loop.io(self._sockets.fileno(), _READ)
             self._ready.start(self._on_ready)
-        self._transfers = CurlTransfers(options, on_socket, self._on_timer, cancel)
+        self._downloads = MultiDownloads(options, on_socket, self._on_timer, cancel)
 
     @property
     def busy(self) -> bool:
-        return self._transfers.busy
+        return self._downloads.busy
 
-    def submit(self, task: Task) -> None:
-        self._transfers.submit(task)
+    def submit(self, task: FetchTask) -> None:
+        self._downloads.submit(task)
         self._hand_back()  # a task decided before any request (a bad name, a kept file)
 
     def cancel(self) -> None:
         """Stop every transfer now (their ``.part`` removed unless resumable), and drop queued tasks."""
-        self._transfers.cancel_all()
-        self._transfers.done.clear()
+        self._downloads.cancel_all()
+        self._downloads.done.clear()
 
     def close(self) -> None:
         for watcher in self._watchers.values():
@@ -92,13 +120,11 @@ class CurlHub:
         if self._sockets is not None:
             self._ready.stop()
             self._sockets.close()
-        self._transfers.close()
+        self._downloads.close()
 
     def _hand_back(self) -> None:
-        transfers = self._transfers
-        if transfers.done:
-            done, transfers.done = transfers.done, []
-            for result in done:
+        if self._downloads.done:
+            for result in self._downloads.take_done():
                 self._deliver(result)
 
     # -- libcurl's callbacks (inside add_handle / socket_action: never switch) ----------
@@ -106,12 +132,13 @@ class CurlHub:
     def _on_socket(self, what: int, fd: int, _multi: object, _data: object) -> None:
         """Without epoll: an io watcher per socket."""
         watcher = self._watchers.get(fd)
-        if what == pycurl.POLL_REMOVE:
+        asked = wanted(what)
+        if asked is None:
             if watcher is not None:
                 watcher.stop()
                 del self._watchers[fd]
             return
-        events = (_READ if what & pycurl.POLL_IN else 0) | (_WRITE if what & pycurl.POLL_OUT else 0)
+        events = (_READ if asked[0] else 0) | (_WRITE if asked[1] else 0)
         if watcher is None:
             watcher = self._watchers[fd] = self._loop.io(fd, events)
         else:  # the same socket, now waiting for something else: re-arm, no new watcher
@@ -134,19 +161,23 @@ class CurlHub:
         self._act([(fd, curl_flags(events)) for fd, events in self._sockets.poll(0)])  # type: ignore[union-attr]
 
     def _on_io(self, events: int, fd: int) -> None:
-        flags = (pycurl.CSELECT_IN if events & _READ else 0) | (pycurl.CSELECT_OUT if events & _WRITE else 0)
-        self._act([(fd, flags)])
+        self._act([(fd, ready_flags(bool(events & _READ), bool(events & _WRITE)))])
 
     def _on_timeout(self) -> None:
         self._timer = None
-        self._act([(pycurl.SOCKET_TIMEOUT, 0)])
+        self._act([])
 
     def _act(self, actions: list[tuple[int, int]]) -> None:
-        """Let libcurl move on these ``(socket, CSELECT flags)``, settle what ended, hand the Results back."""
+        """Let libcurl move on these ``(socket, CSELECT flags)`` (none: its timer expired), settle
+        what ended, hand the Results back."""
+        transfers = self._downloads.transfers
         try:
-            for fd, flags in actions:
-                self._transfers.multi.socket_action(fd, flags)
-            self._transfers.settle_ended()
+            if actions:
+                for fd, flags in actions:
+                    transfers.socket_action(fd, flags)
+            else:
+                transfers.on_timeout()
+            self._downloads.settle_ended()
         except Exception as exc:  # noqa: BLE001 - on the hub, an exception would only be printed
-            self._transfers.fail_all(exc)
+            self._downloads.fail_all(exc)
         self._hand_back()

@@ -1,66 +1,155 @@
-"""The multi backend: libcurl's multi interface runs every transfer from the engine's own thread.
+"""The multi backend (``--backend multi --client curl``): libcurl's multi interface runs every
+transfer from the engine's own thread.
 
 No worker threads at all. ``submit`` starts a transfer on a free easy handle
-(one per pool slot, each a ``CurlTransport``); ``wait`` lets libcurl move all
-of them forward and hands back the finished ones. Python runs only in the
-callbacks, on the same thread as the scheduler, so nothing ever waits for the
-GIL and no result crosses a thread. Measured on 5,000 small files (issue 8):
-one thread driving 8 transfers fetched about twice the files per second of 8
-threads with an easy handle each, whose callbacks and hand-offs queue for the GIL.
+(one per pool slot); ``wait`` lets libcurl move all of them forward and hands
+back the finished ones. Python runs only in the callbacks, on the same thread
+as the scheduler, so nothing ever waits for the GIL and no result crosses a
+thread. Measured on 5,000 small files (issue 8): one thread driving 8
+transfers fetched about twice the files per second of 8 threads with an easy
+handle each, whose callbacks and hand-offs queue for the GIL.
 
 The loop uses libcurl's socket interface (``socket_action`` with socket and
 timer callbacks), not ``perform`` with ``fdset``: libcurl says which sockets to
-watch as they change, epoll waits on them (curl_sockets.py, at most 16 ready
-ones per wake-up), and each wake-up costs work for the sockets that are ready
-rather than for every transfer in flight.
-``fdset`` also silently leaves out descriptors above 1,023, which a pool of a
-thousand reaches, so those transfers would only move on timeouts.
+watch as they change, epoll waits on them (transports/curl/sockets.py, at most
+16 ready ones per wake-up), and each wake-up costs work for the sockets that
+are ready rather than for every transfer in flight. ``fdset`` also silently
+leaves out descriptors above 1,023, which a pool of a thousand reaches, so
+those transfers would only move on timeouts.
 
-The downloads themselves (easy handles, tasks, Results) are ``CurlTransfers``
-(curl_transfers.py), which the gevent backend's ``--client curl`` drives from
-gevent's loop instead. Needs ``--client curl``.
+``MultiDownloads`` (tasks in, Results out, over ``CurlTransfers``) is shared
+with the gevent backend's ``--client curl`` (gevent_curl.py), which drives it
+from gevent's loop instead.
 """
 
 from __future__ import annotations
 
 import select
 import time
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
-import pycurl
-
-from fetcher.backends.base import Backend, SessionFactory
-from fetcher.backends.curl_sockets import SocketPoller, curl_flags
-from fetcher.backends.curl_transfers import CurlTransfers
+from fetcher.backends.base import Backend, SessionFactory, internal_failure
+from fetcher.download.attempt import Download, prepare
+from fetcher.download.guards import Cancelled
 from fetcher.errors import BackendError
-from fetcher.models import Result, Task
-from fetcher.session import refuse_blocking_curl
+from fetcher.models import Result, FetchTask
+from fetcher.transports.curl.multi import CurlTransfers
+from fetcher.transports.curl.sockets import SocketPoller, curl_flags
+from fetcher.transports.factory import refuse_blocking_curl
 
 if TYPE_CHECKING:
+    from fetcher.download.guards import CancelFlag
     from fetcher.options import Options
-    from fetcher.streaming import CancelFlag
+    from fetcher.transports.base import Head
 
 IDLE_POLL_S = 1.0  # longest wait when libcurl has no timer of its own
 
 
-class MultiBackend(Backend):
-    """Attributes set before entering, for a host that drives this backend (a process-backend worker):
+class MultiDownloads:
+    """Up to ``options.pool`` downloads at once on one ``CurlTransfers``: tasks in, Results out.
 
-    - ``wake_fds``: file descriptors that end a ``wait`` early when readable
-      (the worker's pipe to its parent), so new tasks never wait for a timeout.
-    - ``cancel``: a flag every download checks between chunks.
+    Every rule is the same code as on the other backends: ``download.attempt.prepare``
+    and ``Download`` around the same ``CurlTransport``.
+
+    Args:
+        options: the run's options.
+        on_socket, on_timer: libcurl's socket and timer callbacks, the driver's.
+        cancel: the flag every download checks between chunks.
+    """
+
+    def __init__(self, options: Options, on_socket: Callable[..., Any], on_timer: Callable[[int], Any],
+                 cancel: CancelFlag | None = None) -> None:
+        self.options, self.cancel = options, cancel
+        self.transfers: CurlTransfers[Download] = CurlTransfers(options, on_socket, on_timer, options.pool)
+        self._pending: deque[FetchTask] = deque()
+        self.done: list[Result] = []  # settled, not yet handed back by the driver
+
+    @property
+    def busy(self) -> bool:
+        """Some task is queued or transferring."""
+        return bool(self.transfers.active or self._pending)
+
+    def submit(self, task: FetchTask) -> None:
+        self._pending.append(task)
+        self.start_pending()
+
+    def start_pending(self) -> None:
+        """Start queued tasks while easy handles are free."""
+        while self._pending and self.transfers.free:
+            task = self._pending.popleft()
+            download = _settled(task, partial(prepare, task, self.options, self.cancel))
+            if isinstance(download, Result):  # decided before any request (a bad name, a kept file)
+                self.done.append(download)
+                continue
+            self.transfers.start(download.request(), download, download)
+
+    def settle_ended(self) -> None:
+        """Settle every transfer libcurl reports over (after ``socket_action``), then start queued tasks."""
+        for download, finish in self.transfers.ended():
+            result = _settled(download.task, partial(download.settle, finish))
+            assert isinstance(result, Result), "settle() returns a Result"
+            self.done.append(result)
+        self.start_pending()
+
+    def cancel_all(self) -> None:
+        """Drop queued tasks; stop every transfer now, its ``.part`` removed unless resumable."""
+        self._pending.clear()
+        for download in self.transfers.stop_all():
+            _settled(download.task, partial(download.settle, _cancelled))
+
+    def fail_all(self, error: Exception) -> None:
+        """libcurl itself failed (not one transfer): every transfer ends as an ``internal`` Result."""
+        def fail() -> Head:
+            raise error
+
+        for download in self.transfers.stop_all():
+            result = _settled(download.task, partial(download.settle, fail))
+            assert isinstance(result, Result), "settle() returns a Result"
+            self.done.append(result)
+
+    def take_done(self) -> list[Result]:
+        done, self.done = self.done, []
+        return done
+
+    def close(self) -> None:
+        self.transfers.close()
+
+
+def _cancelled() -> Head:
+    raise Cancelled()
+
+
+def _settled(task: FetchTask, step: Callable[[], Result | Download]) -> Result | Download:
+    """``step()``, with ``run_task``'s safety net: a bug becomes an ``internal`` Result, not a stopped run."""
+    try:
+        return step()
+    except Exception as exc:  # noqa: BLE001 - one URL's bug must not stop the others
+        return internal_failure(task, exc)
+
+
+class MultiBackend(Backend):
+    """``MultiDownloads`` waited on with epoll, on the caller's thread.
+
+    Args:
+        wake_fds: file descriptors that end a ``wait`` early when readable (a
+            process-backend worker's pipe to its parent), so new tasks never wait for a timeout.
+        cancel: a flag every download checks between chunks (the process backend's shared one).
     """
 
     name = "multi"
-    wake_fds: tuple[int, ...] = ()
-    cancel: CancelFlag | None = None
+
+    def __init__(self, options: Options, session_factory: SessionFactory | None = None, *,
+                 wake_fds: tuple[int, ...] = (), cancel: CancelFlag | None = None) -> None:
+        super().__init__(options, session_factory)
+        self.wake_fds, self.cancel = wake_fds, cancel
 
     @classmethod
     def check(cls, options: Options, session_factory: SessionFactory | None = None) -> None:
         if session_factory is not None:
             raise BackendError("the multi backend makes its own libcurl handles: it takes no session_factory")
-        if options.client != "curl":
-            raise BackendError("the multi backend drives libcurl's multi interface: use it with --client curl")
 
     def _start(self) -> None:
         self.check(self.options, self.session_factory)
@@ -69,19 +158,17 @@ class MultiBackend(Backend):
         self._timer_at: float | None = None  # when libcurl wants socket_action(SOCKET_TIMEOUT)
         for fd in self.wake_fds:
             self._poller.watch(fd, select.POLLIN)
-        self._transfers = CurlTransfers(self.options, self._poller.on_socket, self._on_timer, self.cancel)
+        self._downloads = MultiDownloads(self.options, self._poller.on_socket, self._on_timer, self.cancel)
 
-    def submit(self, task: Task) -> None:
-        self._transfers.submit(task)
+    def submit(self, task: FetchTask) -> None:
+        self._downloads.submit(task)
 
     def wait(self, timeout: float | None) -> list[Result]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        transfers = self._transfers
         while True:
             self._drive()
-            if transfers.done:
-                done, transfers.done = transfers.done, []
-                return done
+            if self._downloads.done:
+                return self._downloads.take_done()
             remaining = IDLE_POLL_S if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 return []
@@ -98,12 +185,12 @@ class MultiBackend(Backend):
             timeout = min(timeout, max(0.0, self._timer_at - time.monotonic()))
         woken = False
         wake_fds = self.wake_fds
-        multi = self._transfers.multi
+        transfers = self._downloads.transfers
         for fd, events in self._poller.poll(timeout):
             if fd in wake_fds:
                 woken = True
                 continue
-            multi.socket_action(fd, curl_flags(events))
+            transfers.socket_action(fd, curl_flags(events))
         return woken
 
     def _on_timer(self, timeout_ms: int) -> None:
@@ -112,15 +199,15 @@ class MultiBackend(Backend):
 
     def shutdown(self, cancel: bool = False) -> None:
         if cancel:
-            self._transfers.cancel_all()
-        while self._transfers.busy:  # let queued work finish, as the thread backend does
+            self._downloads.cancel_all()
+        while self._downloads.busy:  # let queued work finish, as the thread backend does
             self.wait(IDLE_POLL_S)
-        self._transfers.close()
+        self._downloads.close()
         self._poller.close()
 
     def _drive(self) -> None:
         """Run libcurl's due timer; settle the transfers that ended; start pending ones."""
         if self._timer_at is not None and self._timer_at <= time.monotonic():
             self._timer_at = None
-            self._transfers.multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
-        self._transfers.settle_ended()
+            self._downloads.transfers.on_timeout()
+        self._downloads.settle_ended()

@@ -24,96 +24,41 @@ lock-free shared byte, not a ``multiprocessing.Event``, whose internal lock a
 SIGKILLed child may hold forever. The parent needs no helper thread either:
 results are read in ``wait()``, on the caller's thread.
 
-Start method, unless chosen with ``ProcessBackend(..., start_method=...)`` or
-the environment variable ``FETCHER_START_METHOD`` (``fork``, ``forkserver`` or
-``spawn``): ``fork`` while the parent runs a single thread, else
-``forkserver`` where the platform has it, else ``spawn``; decided again for
-each worker started, replacements included. ``fork`` is unsafe only in a
-parent that runs threads (one may hold a lock the child then needs), and
-with one thread there is none; it starts workers fastest and saves
-forkserver's own interpreter: 0.06 ms of CPU per file and 37 MiB on 5,000
-small files (issue 8). The fetcher command runs one thread (its progress
-bar has no monitor thread). forkserver forks each worker from a clean server
-process that has already imported requests, so the parent's threads (an
-application's own) never leak into a fork; Python 3.14 makes it the Linux
-default for that reason. ``spawn`` works everywhere at the cost of a fresh
-interpreter per worker. The session factory must pickle unless ``fork`` was
-asked for by name, so a factory that works today keeps working in a parent
-that starts a thread tomorrow.
+How workers start (the start method, how many, their shares): process_start.py.
+What each worker runs: process_worker.py.
 """
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
-import os
-import pickle
-import queue
 import select
 import signal
-import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing import connection
 from typing import TYPE_CHECKING, Any
 
-from fetcher.backends.base import Backend, SessionFactory, run_task
+from fetcher.backends.base import Backend, SessionFactory
+from fetcher.backends.process_start import (START_METHOD_ENV, check_picklable, default_processes,
+                                            default_start_method, resolve_start_method, shares)
+from fetcher.backends.process_worker import READY, Serve, SharedFlag, serve_multi, serve_threads, watching, worker_main
+from fetcher.download.partial import give_up
 from fetcher.errors import BackendError
-from fetcher.models import ErrorKind, Result, Task, failed
+from fetcher.models import ErrorKind, Result, FetchTask, failed
 from fetcher.options import MAX_PROCESSES
-from fetcher.session import make_session
+from fetcher.transports.factory import make_session
 
 if TYPE_CHECKING:
-    from multiprocessing.context import BaseContext
     from multiprocessing.process import BaseProcess
 
     from fetcher.options import Options
 
-START_METHOD_ENV = "FETCHER_START_METHOD"
+__all__ = ["START_METHOD_ENV", "ProcessBackend", "ProcessCurlBackend", "default_start_method", "shares"]
+
 MAX_STARTUP_FAILURES = 3  # workers in a row that died before they were ready
 CANCEL_GRACE_S = 1.0  # after this, workers still busy on a cancel are terminated
-PARENT_CHECK_S = 1.0  # how often an idle worker checks that its parent still lives
-
-_READY, _INIT_FAILED = "ready", "init-failed"
-
-
-def default_start_method() -> str:
-    """``fork`` while this process runs one thread (nothing to leak into a fork), else the safe one."""
-    available = multiprocessing.get_all_start_methods()
-    if "fork" in available and threading.active_count() == 1:
-        return "fork"
-    return "forkserver" if "forkserver" in available else "spawn"
-
-
-def resolve_start_method(requested: str | None = None) -> str | None:
-    """The start method asked for: ``requested``, else ``$FETCHER_START_METHOD``; None: the default, per worker.
-
-    Raises:
-        BackendError: the platform has no such start method.
-    """
-    method = requested or os.environ.get(START_METHOD_ENV)
-    if method is None:
-        return None
-    available = multiprocessing.get_all_start_methods()
-    if method not in available:
-        raise BackendError(f"unknown process start method {method!r} (from {START_METHOD_ENV} or "
-                           f"start_method=); choose one of: {', '.join(available)}")
-    return method
-
-
-class SharedFlag:
-    """A cancel flag all workers see: one byte of shared memory, deliberately without a lock."""
-
-    def __init__(self, ctx: BaseContext) -> None:
-        self._value = ctx.RawValue(ctypes.c_bool, False)
-
-    def set(self) -> None:
-        self._value.value = True
-
-    def is_set(self) -> bool:
-        return bool(self._value.value)
 
 
 @dataclass(eq=False)
@@ -122,47 +67,45 @@ class _Worker:
     conn: connection.Connection
     slots: int  # its share of the pool
     ready: bool = False
-    tasks: dict[int, Task] = field(default_factory=dict)  # sent and not yet answered, by index
+    tasks: dict[int, FetchTask] = field(default_factory=dict)  # sent and not yet answered, by index
     inbox: Any = None  # whether its pipe has a message (see _watching)
 
     def __post_init__(self) -> None:
-        self.inbox = _watching(self.conn)
+        self.inbox = watching(self.conn)
 
     @property
     def free(self) -> int:
         return self.slots - len(self.tasks) if self.ready else 0
 
 
-def shares(pool: int, processes: int) -> list[int]:
-    """The pool split as evenly as it goes over ``processes`` workers (at most one per download)."""
-    count = max(1, min(pool, processes))
-    base, extra = divmod(pool, count)
-    return [base + (1 if i < extra else 0) for i in range(count)]
-
-
-def default_processes() -> int:
-    """One worker per CPU this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 class ProcessBackend(Backend):
+    """Worker processes that each run their share of the pool as threads, a transport each.
+
+    ``serve`` is what each worker runs (process_worker.py); ``ProcessCurlBackend`` runs
+    a libcurl multi loop there instead.
+    """
+
     name = "process"
+    serve: Serve = staticmethod(serve_threads)
+    # Imported once where workers come from (see _start), not once per worker.
+    preload: tuple[str, ...] = ("fetcher.backends.process_worker", "fetcher.download.attempt")
 
     def __init__(self, options: Options, session_factory: SessionFactory | None = None, *,
                  start_method: str | None = None) -> None:
         super().__init__(options, session_factory)
         self._requested = resolve_start_method(start_method)
         self._workers: list[_Worker] = []
-        self._pending: deque[Task] = deque()
+        self._pending: deque[FetchTask] = deque()
         self._finished: list[Result] = []
         self._startup_failures = 0
         # Every worker's pipe and process sentinel, in one poll set kept across waits
         # (connection.wait would build a selector for all of them on every call).
         self._watch = select.poll()
         self._owners: dict[int, _Worker] = {}  # watched fd -> its worker
+
+    def _session_factory(self) -> SessionFactory | None:
+        """What each worker thread fetches through: the caller's factory, else a transport per thread."""
+        return self.session_factory or partial(make_session, self.options, 1)
 
     @property
     def start_method(self) -> str:
@@ -173,19 +116,15 @@ class ProcessBackend(Backend):
     def check(cls, options: Options, session_factory: SessionFactory | None = None) -> None:
         requested = resolve_start_method()
         if session_factory is not None and requested != "fork":
-            _check_picklable(session_factory, requested or "forkserver")
+            check_picklable(session_factory, requested or "forkserver")
 
     def _start(self) -> None:
-        # With libcurl, each worker runs the multi backend; a caller's factory means threads.
-        self._multi = self.session_factory is None and self.options.client == "curl"
-        self._factory = self.session_factory or partial(make_session, self.options, 1)
-        if self._requested != "fork":
-            _check_picklable(self._factory, self._requested or "forkserver")
+        self._factory = self._session_factory()
+        if self._requested != "fork" and self._factory is not None:
+            check_picklable(self._factory, self._requested or "forkserver")
         # Import requests (and libcurl) once where workers come from, not once per worker:
         # here for fork, in the server for forkserver (started on first use, if ever).
-        preload = ["fetcher.backends.process", "fetcher.download"]
-        if self._multi:
-            preload.append("fetcher.backends.multi")
+        preload = list(self.preload)
         for module in preload:
             __import__(module)
         if "forkserver" in multiprocessing.get_all_start_methods():
@@ -202,8 +141,8 @@ class ProcessBackend(Backend):
         ctx = multiprocessing.get_context(self.start_method)
         parent_end, child_end = ctx.Pipe(duplex=True)
         # get_context(name) is typed as BaseContext; every concrete context has Process.
-        process = ctx.Process(target=_worker_main, name="fetcher-worker", daemon=True,  # type: ignore[attr-defined]
-                              args=(child_end, self._factory, self.options, self._cancel, slots, self._multi))
+        process = ctx.Process(target=worker_main, name="fetcher-worker", daemon=True,  # type: ignore[attr-defined]
+                              args=(child_end, self.serve, self._factory, self.options, self._cancel, slots))
         process.start()
         child_end.close()  # so that a dead child's pipe reads as EOF here
         worker = _Worker(process, parent_end, slots)
@@ -212,7 +151,7 @@ class ProcessBackend(Backend):
             self._owners[fd] = worker
         return worker
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: FetchTask) -> None:
         # Sent in wait(), which the engine calls after each round of submits: one message per worker.
         self._pending.append(task)
 
@@ -247,7 +186,7 @@ class ProcessBackend(Backend):
                     for result in message:
                         worker.tasks.pop(result.index, None)
                     self._finished.extend(message)
-                elif message[0] == _READY:
+                elif message[0] == READY:
                     worker.ready = True
                     self._startup_failures = 0
                 else:
@@ -267,6 +206,8 @@ class ProcessBackend(Backend):
                 raise BackendError(f"{self._startup_failures} worker processes in a row exited before they were "
                                    f"ready ({_describe_exit(code)}; start method {self.start_method})")
         for task in worker.tasks.values():
+            if not self.options.will_retry(task.attempt, retryable=True):
+                give_up(task, self.options)  # what the dead worker left: no retry will resume it
             self._finished.append(failed(task, ErrorKind.WORKER_DIED,
                                          f"the worker process fetching this URL died ({_describe_exit(code)})",
                                          retryable=True))
@@ -346,124 +287,18 @@ def _describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def _check_picklable(factory: SessionFactory, method: str) -> None:
-    try:
-        pickle.dumps(factory)
-    except Exception as exc:  # noqa: BLE001 - pickle raises many types
-        raise BackendError(f"the process backend's {method} start method sends the session factory to "
-                           f"each worker, so it must pickle (a module-level function or a "
-                           f"functools.partial of one): {type(exc).__name__}: {exc}") from None
+class ProcessCurlBackend(ProcessBackend):
+    """Worker processes that each run their share of the pool as one libcurl multi loop
+    (the multi backend, inside the worker): no thread per download there either."""
 
+    serve = staticmethod(serve_multi)
+    preload = (*ProcessBackend.preload, "fetcher.backends.multi")
 
-def _worker_main(conn: connection.Connection, factory: SessionFactory, options: Options,
-                 cancel: SharedFlag, slots: int, multi: bool) -> None:
-    """A worker's life: run ``slots`` downloads at once, with tasks from the pipe, until told to stop."""
-    # Ctrl-C reaches the whole process group; stopping workers is the parent's job.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        if multi:
-            _serve_multi(conn, options, cancel, slots)
-        else:
-            _serve_threads(conn, factory, options, cancel, slots)
-    except (EOFError, OSError):
-        return  # the parent went away
+    @classmethod
+    def check(cls, options: Options, session_factory: SessionFactory | None = None) -> None:
+        if session_factory is not None:
+            raise BackendError("--client curl makes its own libcurl handles: it takes no session_factory")
 
-
-def _next_batch(conn: connection.Connection, incoming: Any, parent: int) -> list[Task] | None:
-    """The next message from the parent: a batch of tasks, or None for "stop" (also when orphaned).
-
-    ``incoming``: a poll object watching ``conn`` (Connection.poll would build a selector per call).
-    """
-    while not incoming.poll(PARENT_CHECK_S * 1000):
-        if os.getppid() != parent:  # orphaned: the parent died without stopping us
-            return None
-    batch: list[Task] | None = conn.recv()
-    return batch
-
-
-def _watching(conn: connection.Connection) -> Any:
-    """A poll object that says when ``conn`` has a message (or is closed)."""
-    incoming = select.poll()
-    incoming.register(conn.fileno(), select.POLLIN)
-    return incoming
-
-
-def _serve_threads(conn: connection.Connection, factory: SessionFactory, options: Options,
-                   cancel: SharedFlag, slots: int) -> None:
-    """``slots`` threads, a session each, answering one result at a time."""
-    parent = os.getppid()
-    try:
-        sessions = [factory() for _ in range(slots)]
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        conn.send((_INIT_FAILED, f"{type(exc).__name__}: {exc}"))
-        return
-    inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
-    send_lock = threading.Lock()
-
-    def work(session: Any) -> None:
-        try:
-            while (task := inbox.get()) is not None:
-                if cancel.is_set():
-                    result = failed(task, ErrorKind.CANCELLED, "cancelled before it started")
-                else:
-                    result = run_task(task, session, options, cancel)
-                with send_lock:
-                    conn.send([result])
-        except (EOFError, OSError):
-            return  # the parent went away
-        finally:
-            session.close()
-
-    threads = [threading.Thread(target=work, args=(session,), daemon=True) for session in sessions]
-    for thread in threads:
-        thread.start()
-    with send_lock:
-        conn.send((_READY, None))
-    try:
-        incoming = _watching(conn)
-        while (batch := _next_batch(conn, incoming, parent)) is not None:
-            for task in batch:
-                inbox.put(task)
-    finally:
-        for _ in threads:
-            inbox.put(None)
-        deadline = time.monotonic() + CANCEL_GRACE_S
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _serve_multi(conn: connection.Connection, options: Options, cancel: SharedFlag, slots: int) -> None:
-    """The multi backend with ``slots`` transfers, woken by the pipe as by libcurl; results go back in batches."""
-    from fetcher.backends.multi import MultiBackend
-
-    parent = os.getppid()
-    backend = MultiBackend(replace(options, pool=slots))
-    backend.wake_fds, backend.cancel = (conn.fileno(),), cancel
-    try:
-        backend.__enter__()
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        conn.send((_INIT_FAILED, f"{type(exc).__name__}: {exc}"))
-        return
-    stopping = False
-    incoming = _watching(conn)
-    try:
-        conn.send((_READY, None))
-        checked = time.monotonic()
-        while not stopping:
-            while incoming.poll(0):
-                batch = conn.recv()
-                if batch is None:
-                    stopping = True
-                    break
-                for task in batch:
-                    backend.submit(task)
-            if stopping:
-                break
-            if results := backend.wait(PARENT_CHECK_S):
-                conn.send(results)
-            if time.monotonic() - checked > PARENT_CHECK_S:
-                checked = time.monotonic()
-                stopping = stopping or os.getppid() != parent  # orphaned: stop
-    finally:
-        # The parent says stop only when nothing is in flight, or to cancel: then downloads end now.
-        backend.shutdown(cancel=True)
+    def _session_factory(self) -> SessionFactory | None:
+        self.check(self.options, self.session_factory)
+        return None

@@ -16,8 +16,8 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from fetcher.backends.base import Backend, run_task
-from fetcher.models import Task
-from fetcher.session import make_session
+from fetcher.models import FetchTask
+from fetcher.transports.factory import make_session
 
 if TYPE_CHECKING:
     import requests
@@ -29,7 +29,7 @@ class ThreadBackend(Backend):
     name = "thread"
 
     def _start(self) -> None:
-        self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[FetchTask | None] = queue.SimpleQueue()
         self._cancel = threading.Event()
         factory = self.session_factory or partial(make_session, self.options, 1)
         # Sessions are made here, not in the threads, so a failing factory raises
@@ -41,7 +41,7 @@ class ThreadBackend(Backend):
         for thread in self._threads:
             thread.start()
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: FetchTask) -> None:
         self._tasks.put(task)
 
     def _work(self, session: requests.Session) -> None:

@@ -14,7 +14,7 @@ import stat
 from collections.abc import Callable
 
 from fetcher.errors import ConfigError
-from fetcher.journal import JOURNAL_DIR
+from fetcher.run.journal import JOURNAL_DIR
 
 ENV_VAR = "FETCHER_AUTHKEY"
 KEY_FILE = "authkey"

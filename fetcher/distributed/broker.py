@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol, Union
 from fetcher.distributed.protocol import Finished, Grant, LeaseId, Refusal, Wait, Welcome, WorkerInfo, format_address
 
 if TYPE_CHECKING:
-    from fetcher.models import Result, Task
+    from fetcher.models import FetchTask as Task
+    from fetcher.models import Result
     from fetcher.options import Options
 
 

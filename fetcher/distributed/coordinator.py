@@ -23,7 +23,8 @@ from fetcher import __version__
 from fetcher.distributed.leases import LeaseBook
 from fetcher.distributed.protocol import (PROTOCOL, Finished, Grant, Refusal, Wait, Welcome,
                                           WorkerInfo)
-from fetcher.models import Result, Task
+from fetcher.models import FetchTask as Task
+from fetcher.models import Result
 from fetcher.options import Options
 
 RUNNING, DONE, STOPPED = "running", "done", "stopped"

@@ -12,7 +12,7 @@
 - Results-stream entries (each carries a batch of results) are deleted only
   once the journal holds all of them: ``final`` is called right after the
   collector recorded a result, and the journal commits at the first record
-  at least ``COMMIT_EVERY_S`` after an uncommitted one (journal.py). So a
+  at least ``COMMIT_EVERY_S`` after an uncommitted one (run/journal.py). So a
   result recorded at ``t`` is committed at the first ``final`` at
   ``t + COMMIT_EVERY_S`` or later, or once the journal is closed. Each entry
   counts the results of it still needed; at zero it goes to ``deletable``.
@@ -23,8 +23,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from fetcher.journal import COMMIT_EVERY_S
-from fetcher.models import Result, Task
+from fetcher.models import FetchTask as Task
+from fetcher.models import Result
+from fetcher.run.journal import COMMIT_EVERY_S
 
 KEEP_LIMIT = 50_000
 MARGIN_S = 0.1  # the journal reads its clock a moment before ``final`` is called

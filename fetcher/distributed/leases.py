@@ -22,7 +22,8 @@ from collections import Counter, deque
 from dataclasses import dataclass
 
 from fetcher.distributed.protocol import LeaseId
-from fetcher.models import Result, Task
+from fetcher.models import FetchTask as Task
+from fetcher.models import Result
 
 KEEP_LIMIT = 50_000  # remembered successes, and claims, for URLs not (yet) in flight
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Union
 from fetcher.errors import ConfigError
 
 if TYPE_CHECKING:
-    from fetcher.models import Task
+    from fetcher.models import FetchTask as Task
     from fetcher.options import Options
 
 PROTOCOL = 1

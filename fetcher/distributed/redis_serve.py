@@ -28,7 +28,8 @@ from fetcher.distributed.redis_streams import RunStreams, log
 from fetcher.errors import ConfigError
 
 if TYPE_CHECKING:
-    from fetcher.models import Result, Task
+    from fetcher.models import FetchTask as Task
+    from fetcher.models import Result
     from fetcher.options import Options
 
 TICK_S = 0.25

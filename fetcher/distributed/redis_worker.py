@@ -33,7 +33,8 @@ from fetcher.distributed.redis_common import (GROUP, MAX_BLOCK_MS, MESSAGE, Keys
 from fetcher.distributed.rpc import AuthError, LinkError
 
 if TYPE_CHECKING:
-    from fetcher.models import Result, Task
+    from fetcher.models import FetchTask as Task
+    from fetcher.models import Result
 
 log = logging.getLogger("fetcher.distributed")
 BUSY_BLOCK_MS = 50  # while downloads run: results wait at most this long for the loop to send them

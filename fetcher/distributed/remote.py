@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fetcher.backends.base import Backend, SessionFactory
-from fetcher.models import Result, Task
+from fetcher.models import FetchTask as Task
+from fetcher.models import Result
 
 if TYPE_CHECKING:
     from fetcher.distributed.broker import ServeBroker

@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from fetcher.collector import Summary
 from fetcher.distributed.broker import BrokerSpec, ServeBroker, serve_broker
 from fetcher.distributed.remote import RemoteBackend
-from fetcher.job import run_job
-from fetcher.journal import JOURNAL_DIR
-from fetcher.models import Result, Task
+from fetcher.models import FetchTask as Task
+from fetcher.models import Result
+from fetcher.run.collector import Summary
+from fetcher.run.job import run_job
+from fetcher.run.journal import JOURNAL_DIR
 from fetcher.options import Options
-from fetcher.progress import Progress
+from fetcher.run.progress import Progress
 
 RUN_ID_FILE = "run-id"
 LINGER_SLACK_S = 2.0  # beyond a heartbeat interval (at most 2 s): every worker has called by then

@@ -21,7 +21,8 @@ import json
 from typing import Any
 
 from fetcher.distributed.protocol import WorkerInfo
-from fetcher.models import ErrorInfo, Result, Status, Task
+from fetcher.models import ErrorInfo, Result, Status
+from fetcher.models import FetchTask as Task
 from fetcher.options import Options
 
 VERSION = 1

@@ -28,7 +28,8 @@ from fetcher.distributed.outbox import BATCH, Outbox
 from fetcher.distributed.protocol import Finished, Grant, LeaseId, Wait, WorkerInfo
 from fetcher.distributed.rpc import LinkError
 from fetcher.errors import ConfigError
-from fetcher.models import Result, Task
+from fetcher.models import FetchTask as Task
+from fetcher.models import Result
 from fetcher.options import Options
 
 MAX_IDLE_POLL_S = 0.25  # longest wait between lease calls when the server has nothing: an idle call costs it ~50 µs

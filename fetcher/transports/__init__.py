@@ -1,6 +1,10 @@
 """HTTP transports below ``fetch_one``, by ``--client`` name; see base.py for the seam.
 
+Its one job: move the bytes of one GET into a receiver (``base.Receiver``), with the
+same failure kinds whatever the client. ``factory`` makes the transport a worker
+fetches through; ``requests`` is the default client, ``curl/`` holds all of libcurl.
 Imported lazily like the backends: ``--client requests`` never imports pycurl.
+May import: options, files, models, errors.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fetcher.transports.base import Transport
 
-CLIENTS = ("requests", "curl")
-CURL_INSTALL_HINT = "pip install 'fetcher[curl]' (or: pip install pycurl)"
+from fetcher.options import CLIENTS, CURL_INSTALL_HINT
+
+__all__ = ["CLIENTS", "CURL_INSTALL_HINT", "as_transport"]
 
 
 def as_transport(session: Any) -> Transport:
@@ -20,6 +25,6 @@ def as_transport(session: Any) -> Transport:
 
     if isinstance(session, Transport):
         return session
-    from fetcher.transports.requests_transport import RequestsTransport
+    from fetcher.transports.requests import RequestsTransport
 
     return RequestsTransport(session)

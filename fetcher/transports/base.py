@@ -24,10 +24,28 @@ from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
-    from fetcher.guards import TransferGuard
+    from fetcher.errors import FetchFailure
 
 # What both transports ask for and can decode (requests' default without brotli/zstd).
 ACCEPT_ENCODING = "gzip, deflate"
+
+
+class Deadline(Protocol):
+    """What a transport asks of an attempt's deadlines (``fetch.guards.TransferGuard`` is one).
+
+    A Protocol, so the transports need nothing from download/ above them.
+    """
+
+    read_timeout: float  # the longest silence allowed between two reads
+
+    def next_read_timeout(self) -> float:
+        """Socket timeout for the next read; raises FetchFailure if a deadline has passed."""
+
+    def check(self, now: float) -> None:
+        """Raise FetchFailure if a deadline has passed or the transfer is too slow."""
+
+    def timed_out(self) -> FetchFailure:
+        """The failure to report for a read that hit the timeout."""
 
 
 @dataclass(slots=True)
@@ -48,7 +66,7 @@ class Request:
     url: str
     headers: dict[str, str]
     connect_timeout: float
-    guard: TransferGuard
+    guard: Deadline
     chunk_size: int = 256 * 1024
 
 
@@ -79,7 +97,7 @@ class Transport(ABC):
     """Performs GETs for one worker; not shared between threads (gevent shares one per process).
 
     Use as a context manager, or call ``close``. A backend gets one from
-    ``session.make_session(options, pool_maxsize)``, which picks the class for
+    ``transports.factory.make_session(options, pool_maxsize)``, which picks the class for
     ``options.client``.
     """
 

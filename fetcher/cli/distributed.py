@@ -1,0 +1,296 @@
+"""``fetcher serve``, ``fetcher work`` and ``fetcher status ADDRESS``: argparse → fetcher.distributed.
+
+Kept out of cli/main.py so that module stays about the local command; it shares
+cli/common.py's parser class and fetching-rule flags, and errors.ExitStatus, so a rule means the
+same on ``fetcher`` and ``fetcher serve``. The address picks the broker:
+``HOST:PORT`` is the manager broker (``serve`` itself), ``redis://``,
+``rediss://`` or ``unix://`` a Redis server. This module does the printing;
+fetcher.distributed reports events and outcomes as data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from fetcher.cli.common import (Parser, add_fetching_rules, add_input_and_naming_arguments,
+                                add_run_reporting, chain, count_lines, positive_int, prepare_backend, rule_options)
+from fetcher.distributed.protocol import DEFAULT_PORT, parse_address
+from fetcher.errors import ConfigError, ExitStatus
+
+if TYPE_CHECKING:
+    from fetcher.distributed.broker import BrokerSpec
+    from fetcher.distributed.events import Outcome, WorkerEvent
+
+PASSWORD_HELP = ("Redis only: file holding the Redis password (default: $FETCHER_REDIS_PASSWORD; "
+                 "never on the command line or in the URL, which ps shows)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
+    return value
+
+
+def _note(prog: str) -> Any:
+    return lambda line: print(f"{prog}: {line}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM ends ``serve`` and ``work`` as Ctrl-C does: workers told, leases returned."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- broker addresses and credentials ----------------------------------------------------
+
+
+def add_broker_credentials(parser: argparse.ArgumentParser, serving: bool = False) -> None:
+    """--authkey-file (manager broker), --queue and --redis-password-file (Redis broker)."""
+    parser.add_argument("--authkey-file", metavar="PATH",
+                        help="manager broker only: file holding the shared key (default: $FETCHER_AUTHKEY"
+                             + (", else one made in OUT/.fetcher/authkey)" if serving else ")"))
+    parser.add_argument("--queue", default="fetcher", metavar="NAME",
+                        help="Redis only: the run's name in Redis, so several runs can share one (default: fetcher)")
+    parser.add_argument("--redis-password-file", metavar="PATH", help=PASSWORD_HELP)
+
+
+def broker_spec(address: str, args: argparse.Namespace, note: Any) -> BrokerSpec:
+    """The broker a worker or ``status`` talks to: ``HOST:PORT`` (manager) or a Redis URL."""
+    from fetcher.distributed.broker import ManagerSpec
+    from fetcher.distributed.redis_common import is_redis_url, redis_spec
+
+    if is_redis_url(address):
+        return redis_spec(address, args.queue, args.redis_password_file, note)
+    from fetcher.distributed import auth
+
+    return ManagerSpec(parse_address(address), auth.worker_key(args.authkey_file, note))
+
+
+# -- serve -------------------------------------------------------------------------------
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="fetcher serve", description="Hold a URL list's work for `fetcher work` processes "
+                     "on any hosts; write the manifest when every URL is final.",
+                     epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 3 stopped: the "
+                            "output's disk is full or read-only, 130 interrupted. "
+                            "Redis password: $FETCHER_REDIS_PASSWORD or --redis-password-file, never argv.")
+    parser.add_argument("input", help="URL list, as for `fetcher` (text, CSV, TSV or JSONL, optionally .gz)")
+    parser.add_argument("--bind", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST[:PORT]",
+                        help=f"manager broker: address workers connect to (default: 127.0.0.1:{DEFAULT_PORT}, "
+                             "this host only; 0.0.0.0 exposes it to the network: read the security note)")
+    parser.add_argument("--broker", metavar="URL",
+                        help="a Redis server to hold the leases instead: redis://[USER@]HOST:PORT/DB, "
+                             "rediss://... (TLS) or unix:///PATH/redis.sock; needs pip install 'fetcher[redis]'")
+    parser.add_argument("-o", "--out", default="downloads", metavar="DIR",
+                        help="folder of the run's journal, authkey and manifest (default: ./downloads)")
+    parser.add_argument("--manifest", metavar="PATH", help="where to write the manifest (default: OUT/manifest.jsonl)")
+    add_broker_credentials(parser, serving=True)
+    parser.add_argument("--lease-timeout", type=_positive_float, default=60.0, metavar="S",
+                        help="seconds before a URL leased to a silent worker is handed to another (default: 60)")
+    add_fetching_rules(parser)
+    add_run_reporting(parser, "restart")
+    add_input_and_naming_arguments(parser)
+    return parser
+
+
+def serve_main(argv: list[str]) -> int:
+    from fetcher.sources import readers as inputs
+    from fetcher.sources import tasks as sources
+    from fetcher.distributed.server import ServeConfig, serve
+    from fetcher.options import Options
+    from fetcher.run.progress import Progress
+
+    args = _serve_parser().parse_args(argv)
+    note = _note("fetcher serve")
+    options = Options.create(out=args.out, manifest=args.manifest, input_format=args.input_format,
+                             naming=args.naming, on_exists=args.on_exists, **rule_options(args))
+    from fetcher.run.outdir import check_output
+
+    check_output(options.out, options.manifest_path)  # before the key is written there
+    spec, stored = _serve_spec(args, options.out, note)
+    if options.insecure:
+        note("warning: --insecure: no worker verifies TLS certificates; anyone between a worker and a "
+             "site can change what it downloads")
+    rows = inputs.read_rows(args.input, options.input_format)
+    first = next(rows, None)  # opens the file now: a missing file or 'url' column is a usage error
+    total = count_lines(args.input)
+    items = sources.iter_rows(chain(first, rows), naming=options.naming, dedupe=False)
+    progress = Progress(total, enabled=not args.quiet and sys.stderr.isatty())
+
+    def listening(where: str) -> None:
+        if not args.quiet:
+            _print_welcome(note, where, spec, stored)
+        elif args.broker is None and parse_address(args.bind)[1] == 0:
+            note(f"listening on {where}")  # a port picked by the system is known only from this line
+
+    with _sigterm_interrupts():
+        served = serve(items, options, progress, ServeConfig(spec, args.lease_timeout), total=total,
+                       on_listening=listening, verbose=args.verbose, quiet=args.quiet,
+                       retry_failed=args.retry_failed)
+    summary = served.summary
+    if not args.quiet:
+        print(summary.describe("remote", sum(w["pool"] for w in served.workers if not w["gone"])))
+        for w in served.workers:
+            gone = " (gone before the end)" if w["gone"] else ""
+            print(f"  worker {w['id']}: {w['done']} URLs{gone}, files in {w['host']}:{w['out']}")
+    return summary.exit_code
+
+
+def _serve_spec(args: argparse.Namespace, out: str, note: Any) -> tuple[BrokerSpec, str | None]:
+    """The broker ``serve`` opens, and where its generated authkey is kept (manager broker, none given)."""
+    from fetcher.distributed import auth
+    from fetcher.distributed.broker import ManagerSpec
+    from fetcher.distributed.redis_common import redis_spec
+
+    if args.broker is not None:
+        if args.authkey_file is not None:
+            raise ConfigError("--authkey-file is for the manager broker; Redis authenticates with its own "
+                              "user and password")
+        return redis_spec(args.broker, args.queue, args.redis_password_file, note), None
+    bind = parse_address(args.bind)
+    key, stored = auth.server_key(args.authkey_file, out, note)
+    return ManagerSpec(bind, key), stored
+
+
+def _print_welcome(note: Any, where: str, spec: BrokerSpec, stored: str | None) -> None:
+    from fetcher.distributed.broker import RedisSpec
+
+    if isinstance(spec, RedisSpec):
+        note(f"serving through Redis at {where}")
+        note(f"start workers with: fetcher work {spec.url} --queue {spec.queue} -o DIR")
+        return
+    note(f"listening on {where}")
+    if not where.startswith("127.") and not where.startswith("localhost"):
+        note("warning: reachable from other hosts; calls are pickles, so anyone with the key can run code "
+             "here: use it on a network you trust, or tunnel it (ssh -L), or use --broker redis://")
+    if stored is not None:
+        note(f"authkey kept in {stored} (mode 0600); copy that file to each worker host, then run there:")
+        note(f"  fetcher work {where} --authkey-file PATH -o DIR      (or FETCHER_AUTHKEY=\"$(cat PATH)\")")
+    else:
+        note(f"start workers with the same key: fetcher work {where} -o DIR")
+
+
+# -- work --------------------------------------------------------------------------------
+
+
+def _work_parser() -> argparse.ArgumentParser:
+    from fetcher.backends import BACKENDS
+
+    parser = Parser(prog="fetcher work", description="Fetch URLs leased from a `fetcher serve` run "
+                     "into a local folder, until the server says the run is over.",
+                     epilog="Exit status: 0 the run is over, 1 the broker could not be reached, "
+                            "2 usage error or wrong authkey/password, 130 interrupted (here or at the server). "
+                            "Redis password: $FETCHER_REDIS_PASSWORD or --redis-password-file, never argv.")
+    parser.add_argument("server", metavar="ADDRESS",
+                        help=f"HOST:PORT of a manager-broker `fetcher serve` (port default: {DEFAULT_PORT}), or "
+                             "the Redis server of a `fetcher serve --broker`: redis://[USER@]HOST:PORT/DB, "
+                             "rediss://... or unix:///PATH")
+    parser.add_argument("--backend", default="thread", metavar="NAME",
+                        help=f"how downloads run here: {', '.join(BACKENDS)} (default: thread)")
+    parser.add_argument("--pool", type=positive_int, default=8, metavar="N",
+                        help="concurrent downloads on this worker (default: 8)")
+    parser.add_argument("--prefetch", type=int, default=None, metavar="N",
+                        help="URLs leased beyond the pool, so it never waits for the server; also the "
+                             "batch size of lease calls (default: pool/4, at least 1; 0: lease one by one)")
+    parser.add_argument("-o", "--out", default="downloads", metavar="DIR",
+                        help="folder the files go to (default: ./downloads)")
+    add_broker_credentials(parser)
+    parser.add_argument("--rpc-timeout", type=_positive_float, default=10.0, metavar="S",
+                        help="deadline of every call to the broker (default: 10)")
+    parser.add_argument("--give-up-after", type=_positive_float, default=600.0, metavar="S",
+                        help="exit 1 after this long without reaching the broker (default: 600)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    return parser
+
+
+def work_main(argv: list[str]) -> int:
+    args = _work_parser().parse_args(argv)
+    if args.prefetch is not None and args.prefetch < 0:
+        raise ConfigError(f"--prefetch must be 0 or more, not {args.prefetch}")
+    prepare_backend(args.backend)  # before anything imports requests: gevent patches first
+    from fetcher.backends import get_backend
+    from fetcher.distributed.worker import Worker, WorkerConfig
+
+    get_backend(args.backend)  # an unknown name is a usage error now, not after connecting
+    note = _note("fetcher work")
+    spec = broker_spec(args.server, args, note)
+    prefetch = max(1, args.pool // 4) if args.prefetch is None else args.prefetch
+    config = WorkerConfig(spec, args.out, args.backend, args.pool, prefetch, args.rpc_timeout, args.give_up_after)
+
+    def show(event: WorkerEvent) -> None:
+        if event.important or not args.quiet:
+            note(event.message)
+
+    with _sigterm_interrupts():
+        return exit_status(Worker(config, on_event=show).run())
+
+
+def exit_status(outcome: Outcome) -> int:
+    """A worker's outcome as its exit status (errors.ExitStatus: the one definition)."""
+    from fetcher.distributed.events import Outcome
+
+    return {Outcome.DONE: ExitStatus.OK, Outcome.UNREACHABLE: ExitStatus.FAILED,
+            Outcome.STOPPED: ExitStatus.INTERRUPTED, Outcome.INTERRUPTED: ExitStatus.INTERRUPTED}[outcome]
+
+
+# -- status ADDRESS ----------------------------------------------------------------------
+
+
+def remote_status(args: argparse.Namespace) -> int:
+    """``fetcher status ADDRESS``: a running run's counts and connected workers."""
+    from fetcher.distributed.broker import worker_sessions
+    from fetcher.distributed.rpc import LinkError
+
+    spec = broker_spec(args.server, args, _note("fetcher status"))
+    try:
+        session = worker_sessions(spec)(5.0)
+        try:
+            stats = session.stats()
+        finally:
+            session.close()
+    except LinkError as exc:
+        print(f"fetcher: error: {exc}", file=sys.stderr)
+        return ExitStatus.FAILED
+    for line in describe_stats(spec.where, stats):
+        print(line)
+    return ExitStatus.OK
+
+
+def describe_stats(where: str, stats: dict[str, Any]) -> list[str]:
+    final, counts = stats["final"], stats["counts"]
+    total = stats["total"]
+    done = sum(final.values())
+    lines = [f"server {where} (run {stats['run_id']}, {stats['state']}): "
+             f"{done}{'' if total is None else f' of about {total}'} URLs final: "
+             + ", ".join(f"{final.get(s, 0)} {s}" for s in ("ok", "failed", "skipped"))
+             + f"; {stats['leased']} leased, {stats['queued']} queued",
+             f"leases: {counts.get('leased', 0)} handed out, {counts.get('expired', 0)} expired "
+             f"(timeout {stats['lease_timeout']:g} s), {counts.get('released', 0)} returned; "
+             f"{counts.get('duplicates', 0)} late duplicates ignored",
+             f"workers connected: {len(stats['workers'])}"]
+    for w in stats["workers"]:
+        lines.append(f"  {w['id']}: {w['backend']} pool {w['pool']}, holding {w['held']}, done {w['done']}, "
+                     f"files in {w['host']}:{w['out']}, last call {w['seen_s_ago']:g} s ago")
+    return lines

@@ -1,0 +1,237 @@
+"""Partial downloads: ``NAME.part`` plus a small ``NAME.part.meta`` that makes it resumable.
+
+The meta file records the URL and the validator (ETag or Last-Modified) of the
+response the bytes came from. A later attempt, in this run or the next, asks for
+the rest with ``Range`` and ``If-Range``: a server that still has the same
+representation answers 206 and the download continues; one whose file changed,
+or that ignores ranges, answers 200 and the download restarts cleanly. A part
+without meta cannot be resumed and is simply overwritten.
+
+The meta is written when a download starts if it is expected to be large (see
+``attempt.EAGER_META_BYTES``), so that even a killed run resumes it, and
+otherwise only when an attempt fails transiently or is cancelled: for small
+files, one more file created and deleted per download cost more than fetching
+them again after a crash.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from fetcher.files.paths import PART_SUFFIX, ensure_folder, forget_folders, join_within
+
+if TYPE_CHECKING:
+    from fetcher.models import FetchTask
+    from fetcher.options import Options
+
+META_SUFFIX = ".meta"
+WRITE_BUFFER = 128 * 1024
+
+
+def meta_path(part: str) -> str:
+    return part + META_SUFFIX
+
+
+def read_meta(part: str, url: str) -> tuple[tuple[int, str] | None, bool]:
+    """``((bytes already on disk, If-Range validator) or None, whether a meta file exists)``.
+
+    The first is None unless ``part`` can be resumed for ``url``; a meta file
+    that exists but does not fit must be discarded before ``part`` is rewritten.
+    """
+    path = meta_path(part)
+    # The common case: no meta. access() answers it with one system call and no exception
+    # raised and caught (half the CPU of a failed open(), issue 8).
+    if not os.access(path, os.F_OK):
+        return None, False
+    try:
+        with open(path, encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except FileNotFoundError:
+        return None, False  # removed since
+    except (OSError, ValueError):
+        return None, True
+    try:
+        size = os.path.getsize(part)
+    except OSError:
+        return None, True
+    validator = meta.get("validator") if isinstance(meta, dict) else None
+    if meta.get("url") != url or not isinstance(validator, str) or size <= 0:
+        return None, True
+    return (size, validator), True
+
+
+OPEN_TRIES = 5  # folder made again this often when others keep emptying it (see open_part)
+
+
+def open_part(part: str, offset: int) -> PartFile:
+    """Open ``part`` for writing from ``offset`` (0: a new, empty file), making its folder if needed.
+
+    A symbolic link planted under the part's name is never followed (O_NOFOLLOW).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    if not offset:
+        flags |= os.O_TRUNC
+    folder = os.path.dirname(part)
+    ensure_folder(folder)
+    for attempt in range(OPEN_TRIES):
+        try:
+            fd = os.open(part, flags, 0o666)
+            break
+        except FileNotFoundError:
+            # The folder was removed since this process made it: by hand, or left empty by
+            # failed downloads in it (files.paths.prune_empty) just now. Whatever else was
+            # known of the folders is checked again too.
+            if attempt == OPEN_TRIES - 1:
+                raise
+            forget_folders()
+            ensure_folder(folder)
+    if offset:
+        try:
+            os.lseek(fd, offset, os.SEEK_SET)
+            os.ftruncate(fd, offset)
+        except OSError:
+            os.close(fd)
+            raise
+    return PartFile(fd)
+
+
+class PartFile:
+    """A ``.part`` open for writing: a raw descriptor and a small write buffer.
+
+    Not ``open(fd, "wb")``: that costs an fstat and an lseek per file, and a
+    layer of Python objects per write, for features a sink never uses. The
+    chunks of a body are held (they are immutable bytes) until ``WRITE_BUFFER``
+    bytes have gathered, so a small body is one write(2), at close.
+    """
+
+    __slots__ = ("_fd", "_chunks", "_buffered")
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+
+    def write(self, chunk: bytes) -> int:
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        if self._buffered >= WRITE_BUFFER:
+            self.flush()
+        return len(chunk)
+
+    def flush(self) -> None:
+        chunks = self._chunks
+        if not chunks:
+            return
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        _write_all(self._fd, data)
+
+    def close(self) -> None:
+        """Write what is buffered and close; a second call does nothing."""
+        if self._fd < 0:
+            return
+        try:
+            self.flush()
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """write(2) until all of ``data`` is written (a regular file may take less at once, e.g. near a quota)."""
+    written = os.write(fd, data)
+    if written == len(data):
+        return  # the usual case: one call, no copy
+    view = memoryview(data)[written:]
+    while view:  # bounded: every round writes at least one byte, or raises
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
+def remember(part: str, url: str, headers: Mapping[str, str]) -> bool:
+    """Write the meta of a download if its response can be resumed later; True if written.
+
+    If-Range needs a strong validator: a weak ETag (``W/"..."``) does not count,
+    Last-Modified does. An encoded body (gzip) is not resumable: ranges would
+    count encoded bytes while the part holds decoded ones.
+    """
+    if (headers.get("Content-Encoding") or "identity").strip().lower() not in ("", "identity"):
+        return False
+    etag = headers.get("ETag") or ""
+    validator = etag if etag and not etag.startswith("W/") else (headers.get("Last-Modified") or "")
+    if not validator or (headers.get("Accept-Ranges") or "bytes").strip().lower() == "none":
+        return False
+    try:
+        with open(meta_path(part), "w", encoding="utf-8") as handle:
+            json.dump({"url": url, "validator": validator}, handle)
+    except OSError:  # a full disk: the part simply is not resumable (never half a meta)
+        discard_meta(part)
+        return False
+    return True
+
+
+def is_resumable(part: str) -> bool:
+    return os.path.exists(meta_path(part)) and os.path.exists(part)
+
+
+def discard_meta(part: str) -> None:
+    """Remove the meta of a part that has been placed under its final name."""
+    try:
+        os.remove(meta_path(part))
+    except OSError:
+        pass
+
+
+def discard(part: str) -> None:
+    """Remove a partial download and its meta, if there."""
+    for path in (part, meta_path(part)):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def sweep(out: str) -> int:
+    """Remove every partial file under ``out``; return how many. For a run that completed."""
+    removed = 0
+    for folder, _, files in os.walk(out):
+        for name in files:
+            if name.endswith(PART_SUFFIX) or name.endswith(PART_SUFFIX + META_SUFFIX):
+                try:
+                    os.remove(os.path.join(folder, name))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
+
+
+def abandon(task: FetchTask, options: Options) -> None:
+    """A task a cancelled run never heard back from (its download could not stop in time):
+    its ``.part`` goes, unless a later run can resume it."""
+    part = _part_of(task, options)
+    if part is not None and not is_resumable(part):
+        discard(part)
+
+
+def give_up(task: FetchTask, options: Options) -> None:
+    """A task whose last attempt ended where it ran (its worker process died): no retry will resume its ``.part``."""
+    part = _part_of(task, options)
+    if part is not None:
+        discard(part)
+
+
+def _part_of(task: FetchTask, options: Options) -> str | None:
+    """The task's ``.part`` (under its initial name, as a resume finds it), or None without files."""
+    if options.in_memory:
+        return None
+    try:
+        return join_within(options.out, task.name) + PART_SUFFIX
+    except ValueError:
+        return None

@@ -1,0 +1,266 @@
+"""The libcurl transport (``--client curl``): one pycurl easy handle per worker.
+
+libcurl does the connection, TLS, redirects, decoding and the transfer in C
+with the GIL released; Python runs only in the callbacks (one call per header
+line, one per body chunk). The handle is reused, so is its connection cache.
+
+How each rule maps onto libcurl:
+- redirects: FOLLOWLOCATION with MAXREDIRS = ``--max-redirects``; PROTOCOLS
+  and REDIR_PROTOCOLS http,https, so a redirect to ``file://`` is refused.
+- deadlines: CONNECTTIMEOUT_MS, TIMEOUT_MS = ``--max-time``; the read timeout
+  (longest silence) is LOW_SPEED 1 byte/s over that many seconds when it is a
+  whole number and ``--min-speed`` is off. Otherwise a progress callback runs
+  the same ``TransferGuard`` the requests transport uses.
+- size caps, content checks, checksums, cancel: in the receiver, per chunk,
+  exactly as with requests; raising there aborts the transfer (CURLE_WRITE_ERROR)
+  and the exception is re-raised from ``fetch``. Bodies are decoded by libcurl
+  (ACCEPT_ENCODING), so caps count decoded bytes and a gzip bomb stops at the cap.
+- cookies file, ``--insecure``, CA bundle, proxies, netrc: from the options and
+  the environment read once (environment.py), as for requests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from urllib.parse import urljoin
+
+import pycurl
+
+from fetcher.errors import FetchFailure
+from fetcher.models import ErrorKind
+from fetcher.transports.base import ACCEPT_ENCODING, Head, Headers, Receiver, Request, Transport, loop_message
+from fetcher.transports.environment import Environment
+
+if TYPE_CHECKING:
+    from fetcher.options import Options
+
+MAX_BUFFER_SIZE = 10 * 1024 * 1024  # libcurl's largest receive buffer (CURL_MAX_READ_SIZE)
+_HTTP_ONLY = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS
+
+# libcurl error codes -> (kind, retryable, message prefix); see fetch() for the special ones.
+_CONNECT_ERRORS = {pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_CONNECT, pycurl.E_COULDNT_RESOLVE_PROXY,
+                   pycurl.E_GOT_NOTHING, pycurl.E_SEND_ERROR, pycurl.E_RECV_ERROR}
+_TLS_ERRORS = {pycurl.E_SSL_CONNECT_ERROR, pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CERTPROBLEM,
+               pycurl.E_SSL_CIPHER, pycurl.E_SSL_CACERT_BADFILE, pycurl.E_SSL_ISSUER_ERROR,
+               pycurl.E_SSL_PINNEDPUBKEYNOTMATCH, pycurl.E_SSL_INVALIDCERTSTATUS}
+
+
+class CurlTransport(Transport):
+    """GETs through one reused libcurl easy handle (``curl``).
+
+    ``fetch`` performs a request in the calling thread. The multi backend runs
+    many of these at once in one thread instead: ``start``, then libcurl's multi
+    interface drives ``curl``, then ``finish`` with the transfer's result code.
+
+    Args:
+        options: user agent, ``--header``, cookies, ``--insecure``, redirects,
+            timeouts (only what holds for every request of the run).
+        environment: proxies, CA bundle and netrc, read once.
+    """
+
+    client = "curl"
+
+    def __init__(self, options: Options, environment: Environment) -> None:
+        self.curl = curl = pycurl.Curl()
+        self._environment = environment
+        self._base_headers = {name.lower(): f"{name}: {value}" for name, value in options.headers}
+        self._lines: list[bytes] = []  # header lines of every response of the current request
+        self._receiver: Receiver | None = None
+        self._head: Head | None = None
+        self._error: BaseException | None = None
+        self._fine_deadlines = bool(options.min_speed) or options.read_timeout != int(options.read_timeout)
+        self._set_fixed_options(curl, options, environment)
+        self._sent: tuple[list[str] | None, str | None] = (None, None)  # HTTPHEADER and ACCEPT_ENCODING in force
+
+    def _set_fixed_options(self, curl: pycurl.Curl, options: Options, env: Environment) -> None:
+        curl.setopt(pycurl.NOSIGNAL, 1)  # threads: never use signals for timeouts
+        curl.setopt(pycurl.FOLLOWLOCATION, 1)
+        curl.setopt(pycurl.MAXREDIRS, options.max_redirects)
+        curl.setopt(pycurl.PROTOCOLS, _HTTP_ONLY)
+        curl.setopt(pycurl.REDIR_PROTOCOLS, _HTTP_ONLY)
+        curl.setopt(pycurl.USERAGENT, options.user_agent)
+        # The receive buffer bounds each write callback: chunk_size, as for requests' reads.
+        curl.setopt(pycurl.BUFFERSIZE, min(max(options.chunk_size, 1024), MAX_BUFFER_SIZE))
+        curl.setopt(pycurl.HEADERFUNCTION, self._lines.append)
+        curl.setopt(pycurl.WRITEFUNCTION, self._on_write)
+        curl.setopt(pycurl.COOKIEFILE, options.cookies or "")  # "": the cookie engine on, as a Session's jar
+        if options.insecure:
+            curl.setopt(pycurl.SSL_VERIFYPEER, 0)
+            curl.setopt(pycurl.SSL_VERIFYHOST, 0)
+        else:
+            curl.setopt(pycurl.CAINFO, env.ca_bundle or _certifi_bundle())
+        if options.max_time:
+            curl.setopt(pycurl.TIMEOUT_MS, max(1, int(options.max_time * 1000)))
+        if self._fine_deadlines:
+            curl.setopt(pycurl.NOPROGRESS, 0)
+            curl.setopt(pycurl.XFERINFOFUNCTION, self._on_progress)
+        else:  # silence for read_timeout whole seconds = under 1 byte/s for that long
+            curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+            curl.setopt(pycurl.LOW_SPEED_TIME, int(options.read_timeout))
+        curl.setopt(pycurl.PROXY, "")  # "": no proxy, and libcurl never reads the environment itself
+        if env.proxies:
+            curl.setopt(pycurl.NOPROXY, env.no_proxy)  # also applies to redirect targets
+        if env.netrc:
+            curl.setopt(pycurl.NETRC, pycurl.NETRC_OPTIONAL)
+            curl.setopt(pycurl.NETRC_FILE, env.netrc)
+
+    def fetch(self, request: Request, receiver: Receiver) -> Head:
+        self.start(request, receiver)
+        try:
+            self.curl.perform()
+        except pycurl.error as exc:
+            return self.finish(exc.args[0], exc.args[1])
+        return self.finish(0, "")
+
+    def start(self, request: Request, receiver: Receiver) -> None:
+        """Set the handle up for ``request``; then perform it, or add it to a multi handle (backends/multi.py)."""
+        self._prepare(self.curl, request)
+        self._request, self._receiver, self._head, self._error = request, receiver, None, None
+        self._last_data, self._seen = time.monotonic(), -1
+        self._lines.clear()
+
+    def finish(self, code: int, message: str) -> Head:
+        """The transfer ended with libcurl's ``code`` (0: done): its Head, or the failure raised."""
+        receiver, self._receiver = self._receiver, None
+        if self._error is not None:
+            raise self._error
+        if code:
+            raise self._failure(code, message, self._request)
+        if self._head is None:  # an empty body: no write callback came
+            self._head = self._make_head()
+            receiver.on_head(self._head)  # type: ignore[union-attr]
+        self._head.url = self.curl.getinfo(pycurl.EFFECTIVE_URL)
+        return self._head
+
+    def _prepare(self, curl: pycurl.Curl, request: Request) -> None:
+        curl.setopt(pycurl.URL, request.url)
+        curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(request.connect_timeout * 1000)))
+        headers, encoding = self._header_list(request.headers)
+        if (headers, encoding) != self._sent:
+            curl.setopt(pycurl.HTTPHEADER, headers or [])
+            curl.setopt(pycurl.ACCEPT_ENCODING, encoding)
+            self._sent = (headers, encoding)
+        if self._environment.proxies:
+            curl.setopt(pycurl.PROXY, self._environment.proxy_for(request.url) or "")
+
+    def _header_list(self, extra: dict[str, str]) -> tuple[list[str] | None, str]:
+        """The request's headers over the run's, merged by name as requests merges them."""
+        if not extra:
+            return (list(self._base_headers.values()) or None), ACCEPT_ENCODING
+        merged = dict(self._base_headers)
+        encoding = ACCEPT_ENCODING
+        for name, value in extra.items():
+            if name.lower() == "accept-encoding":
+                encoding = value  # ACCEPT_ENCODING sends it, and decodes what comes back
+            else:
+                merged[name.lower()] = f"{name}: {value}"
+        return list(merged.values()) or None, encoding
+
+    def _on_write(self, chunk: bytes) -> int | None:
+        try:
+            if self._head is None:
+                self._head = self._make_head()
+                self._receiver.on_head(self._head)  # type: ignore[union-attr]
+            self._receiver.write(chunk)  # type: ignore[union-attr]
+        except BaseException as exc:  # noqa: BLE001 - re-raised by fetch(); pycurl would only print it
+            self._error = exc
+            return 0  # fewer bytes than given: libcurl aborts with CURLE_WRITE_ERROR
+        return None
+
+    def _on_progress(self, dltotal: int, dlnow: int, ultotal: int, ulnow: int) -> int:
+        """Fine-grained deadlines: the same guard as requests, asked between libcurl's reads."""
+        try:
+            now = time.monotonic()
+            if dlnow != self._seen:
+                self._seen, self._last_data = dlnow, now
+            guard = self._request.guard
+            guard.check(now)
+            if now - self._last_data >= guard.read_timeout:
+                raise guard.timed_out()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by fetch()
+            self._error = exc
+            return 1  # non-zero: CURLE_ABORTED_BY_CALLBACK
+        return 0
+
+    def _make_head(self) -> Head:
+        """Status and headers of the last response (earlier ones were redirects), parsed from its lines.
+
+        pycurl refuses getinfo() while perform() runs, so the status comes from the
+        status line; the final URL is filled in by fetch() once the transfer is over.
+        """
+        lines = self._lines
+        start = len(lines) - 1
+        while start >= 0 and not lines[start].startswith(b"HTTP/"):
+            start -= 1
+        if start < 0:
+            raise FetchFailure(ErrorKind.CONNECT, "no HTTP status line in the response", retryable=True)
+        status_line, *fields = b"".join(lines[start:]).decode("latin-1").split("\n")  # strip() drops each CR
+        # A plain dict while parsing: Headers' case-folding get/contains are Python calls, per field.
+        fields_by_name: dict[str, str] = {}
+        for field in fields:
+            name, sep, value = field.partition(":")
+            if sep:
+                key, value = name.strip().lower(), value.strip()
+                earlier = fields_by_name.get(key)
+                fields_by_name[key] = value if earlier is None else f"{earlier}, {value}"
+        headers = Headers(fields_by_name)
+        status_parts = status_line.split(None, 2)
+        reason = status_parts[2].strip() if len(status_parts) > 2 else ""
+        return Head(int(status_parts[1]), reason, headers, "")
+
+    def _failure(self, code: int, message: str, request: Request) -> FetchFailure:
+        """A libcurl error as the FetchFailure requests would have given for the same event."""
+        if code == pycurl.E_OPERATION_TIMEDOUT:
+            return self._timeout(request)
+        if code == pycurl.E_TOO_MANY_REDIRECTS:
+            return FetchFailure(ErrorKind.REDIRECT, loop_message(self._redirect_chain(request.url))
+                                or f"Exceeded {self.curl.getinfo(pycurl.REDIRECT_COUNT)} redirects.")
+        if code == pycurl.E_UNSUPPORTED_PROTOCOL:  # the first URL is always http(s): a redirect's target
+            return FetchFailure(ErrorKind.REDIRECT, f"redirected to an unsupported URL: {message}")
+        if code == pycurl.E_URL_MALFORMAT:
+            return FetchFailure(ErrorKind.INVALID_URL, message)
+        if code in _TLS_ERRORS:
+            return FetchFailure(ErrorKind.CONNECT, f"TLS error: {message}")
+        if code == pycurl.E_BAD_CONTENT_ENCODING:
+            return FetchFailure(ErrorKind.BAD_CONTENT, f"cannot decode body: {message}")
+        if code == pycurl.E_PARTIAL_FILE or (code in _CONNECT_ERRORS and self._head is not None):
+            return FetchFailure(ErrorKind.TRUNCATED, f"body ended early: {message}", retryable=True)
+        return FetchFailure(ErrorKind.CONNECT, message, retryable=True)
+
+    def _timeout(self, request: Request) -> FetchFailure:
+        failure = request.guard.timed_out()  # --max-time and --min-speed first, as with requests
+        if failure.message.startswith("no data") and not self.curl.getinfo(pycurl.CONNECT_TIME):
+            return FetchFailure(ErrorKind.TIMEOUT, f"no connection within {request.connect_timeout:g} s",
+                                retryable=True)
+        return failure
+
+    def _redirect_chain(self, url: str) -> list[str]:
+        chain = [url]
+        for line in self._lines:
+            name, sep, value = line.decode("latin-1").partition(":")
+            if sep and name.strip().lower() == "location":
+                chain.append(urljoin(chain[-1], value.strip()))
+        return chain
+
+    def close(self) -> None:
+        self.curl.close()
+
+
+def ended_transfers(multi: pycurl.CurlMulti) -> Iterator[tuple[pycurl.Curl, int, str]]:
+    """Every transfer ``multi`` reports over: (easy handle, libcurl's code (0: done), message)."""
+    while True:
+        queued, ended, errors = multi.info_read()
+        for curl in ended:
+            yield curl, 0, ""
+        yield from errors
+        if not queued:
+            return
+
+
+def _certifi_bundle() -> str:
+    """The CA bundle requests uses, so both transports trust the same roots."""
+    import certifi
+
+    return certifi.where()

@@ -1,0 +1,99 @@
+"""A libcurl multi handle and a pool of easy handles: requests in, ended transfers out.
+
+What the multi backend and the gevent backend's ``--client curl`` drive. Neither
+runs a thread or a greenlet per download: ``start`` puts a request on a free easy
+handle (one per pool slot, each a ``CurlTransport``), libcurl moves every transfer
+when its driver calls ``socket_action`` or ``on_timeout``, and ``ended`` hands back
+the transfers libcurl reports over, each with the ``finish`` that makes its Head
+(or raises its failure). The driver decides only how to wait for sockets and for
+libcurl's timer: epoll in the multi backend, gevent's own loop under gevent.
+
+Nothing here knows tasks or Results: what rides with each transfer is the
+caller's ``token`` (backends/multi.py passes its ``Download``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import pycurl
+
+from fetcher.transports.curl.easy import CurlTransport, ended_transfers
+from fetcher.transports.environment import Environment
+from fetcher.transports.factory import curl_transport
+
+if TYPE_CHECKING:
+    from fetcher.options import Options
+    from fetcher.transports.base import Head, Receiver, Request
+
+T = TypeVar("T")
+
+
+class CurlTransfers(Generic[T]):
+    """Up to ``size`` transfers at once on one ``CurlMulti``.
+
+    Args:
+        options: the run's options, for the easy handles.
+        on_socket, on_timer: libcurl's socket and timer callbacks, the driver's.
+        size: how many easy handles (the pool).
+    """
+
+    def __init__(self, options: Options, on_socket: Callable[..., Any], on_timer: Callable[[int], Any],
+                 size: int) -> None:
+        self.multi = pycurl.CurlMulti()
+        self.multi.setopt(pycurl.M_SOCKETFUNCTION, on_socket)
+        self.multi.setopt(pycurl.M_TIMERFUNCTION, on_timer)
+        environment = Environment.read()  # once, not once per handle
+        self._free: list[CurlTransport] = [curl_transport(options, environment) for _ in range(size)]
+        self._active: dict[pycurl.Curl, tuple[CurlTransport, T]] = {}
+
+    @property
+    def free(self) -> int:
+        """Easy handles not transferring."""
+        return len(self._free)
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    def start(self, request: Request, receiver: Receiver, token: T) -> None:
+        """Start ``request`` on a free handle (libcurl's timer then asks to be run); needs ``free``."""
+        transport = self._free.pop()
+        transport.start(request, receiver)
+        self.multi.add_handle(transport.curl)
+        self._active[transport.curl] = (transport, token)
+
+    def socket_action(self, fd: int, flags: int) -> None:
+        """Let libcurl move the transfers on ``fd`` (``flags``: ``sockets.curl_flags``)."""
+        self.multi.socket_action(fd, flags)
+
+    def on_timeout(self) -> None:
+        """libcurl's timer has expired: let it run what was waiting on time."""
+        self.multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
+
+    def ended(self) -> Iterator[tuple[T, Callable[[], Head]]]:
+        """Every transfer libcurl reports over: its token and the ``finish`` to call (once) before the next."""
+        for curl, code, message in ended_transfers(self.multi):
+            self.multi.remove_handle(curl)
+            transport, token = self._active.pop(curl)
+            try:
+                yield token, partial(transport.finish, code, message)
+            finally:
+                self._free.append(transport)
+
+    def stop_all(self) -> list[T]:
+        """Stop every transfer in flight now; return their tokens, for the caller to settle."""
+        tokens = []
+        for curl, (transport, token) in list(self._active.items()):
+            self.multi.remove_handle(curl)
+            tokens.append(token)
+            self._free.append(transport)
+        self._active.clear()
+        return tokens
+
+    def close(self) -> None:
+        for transport in self._free:
+            transport.close()
+        self.multi.close()
