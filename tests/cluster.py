@@ -116,24 +116,59 @@ class Proc:
 
 
 class Cluster:
-    """Starts servers and workers in one test's folder and kills what is left at teardown."""
+    """Starts servers and workers in one test's folder and kills what is left at teardown.
 
-    def __init__(self, folder: Path) -> None:
+    With ``redis_url``, ``serve`` uses that Redis as its broker (``--broker``, queue ``queue``)
+    and workers are pointed at it; else the manager broker on ``127.0.0.1:PORT``.
+    """
+
+    def __init__(self, folder: Path, redis_url: str | None = None, queue: str = "test") -> None:
         self.folder = folder
+        self.redis_url = redis_url
+        self.queue = queue
         self.procs: list[Proc] = []
 
     def serve(self, url_list: str, out: str, *extra: str, port: int = 0, name: str = "serve",
               env: dict[str, str | None] | None = None, wait: bool = True) -> Proc:
+        if self.redis_url is not None:
+            proc = self._start(name, ["serve", url_list, "--broker", self.redis_url, "--queue", self.queue,
+                                      "-o", out, *extra], env)
+            proc.address = self.redis_url  # type: ignore[attr-defined]
+            if wait:
+                proc.wait_for("serving through Redis")
+            return proc
         proc = self._start(name, ["serve", url_list, "--bind", f"127.0.0.1:{port}", "-o", out, *extra], env)
-        proc.port = port  # type: ignore[attr-defined]
+        proc.address = f"127.0.0.1:{port}"  # type: ignore[attr-defined]
         if wait:
             line = proc.wait_for("listening on 127.0.0.1:")
-            proc.port = int(line.rsplit(":", 1)[1])  # type: ignore[attr-defined]
+            proc.address = "127.0.0.1:" + line.rsplit(":", 1)[1]  # type: ignore[attr-defined]
         return proc
 
-    def work(self, port: int, out: str, *extra: str, name: str = "work",
+    def work(self, address: str, out: str, *extra: str, name: str = "work",
              env: dict[str, str | None] | None = None) -> Proc:
-        return self._start(name, ["work", f"127.0.0.1:{port}", "-o", out, *extra], env)
+        queue = ["--queue", self.queue] if "://" in address else []
+        return self._start(name, ["work", address, "-o", out, *queue, *extra], env)
+
+    def address(self, port: int) -> str:
+        """Where workers reach a server that will listen on ``port`` (or this cluster's Redis)."""
+        return self.redis_url or f"127.0.0.1:{port}"
+
+    def stats(self, address: str) -> dict[str, Any]:
+        """A running run's ``stats()``; {} if it cannot be reached right now."""
+        from fetcher.distributed.broker import worker_sessions
+        from fetcher.distributed.rpc import LinkError
+
+        spec = broker_spec(address, self.queue)
+        try:
+            session = worker_sessions(spec)(5.0)
+        except LinkError:
+            return {}
+        try:
+            return session.stats()
+        except LinkError:
+            return {}
+        finally:
+            session.close()
 
     def _start(self, name: str, args: list[str], env: dict[str, str | None] | None) -> Proc:
         proc = Proc(name, args, self.folder, env)
@@ -145,20 +180,14 @@ class Cluster:
             proc.kill()
 
 
-def stats(port: int) -> dict[str, Any]:
-    """A running server's ``stats()``; {} if it cannot be reached right now."""
-    from fetcher.distributed.rpc import Link, LinkError
+def broker_spec(address: str, queue: str = "test") -> Any:
+    """The BrokerSpec of a test address: a Redis URL, or HOST:PORT with the tests' key."""
+    from fetcher.distributed.broker import ManagerSpec, RedisSpec
+    from fetcher.distributed.protocol import parse_address
 
-    try:
-        link = Link(("127.0.0.1", port), KEY.encode(), timeout=5)
-    except LinkError:
-        return {}
-    try:
-        return link.call("stats")  # type: ignore[no-any-return]
-    except LinkError:
-        return {}
-    finally:
-        link.close()
+    if "://" in address:
+        return RedisSpec(address, queue)
+    return ManagerSpec(parse_address(address), KEY.encode())
 
 
 def manifest(out: str) -> dict[str, dict[str, Any]]:

@@ -109,3 +109,26 @@ def test_addresses(text, expected):
 def test_bad_addresses(text):
     with pytest.raises(ConfigError):
         parse_address(text)
+
+
+def test_a_client_that_never_answers_the_handshake_blocks_nobody(rpc):
+    with socket.create_connection(rpc.bound, timeout=5):  # connected, silent: its handshake waits in its own thread
+        link = Link(rpc.bound, KEY, timeout=5)
+        try:
+            assert link.call("stats")["run_id"] == "run"
+        finally:
+            link.close()
+
+
+def test_a_server_stalled_mid_call_fails_the_call_at_its_deadline(tmp_path):
+    """The handshake passed, then the server goes silent: poll() before recv() bounds the call."""
+    coordinator = Coordinator(Options.create(out=str(tmp_path)), "run", epoch=1)
+    coordinator.stats = lambda: time.sleep(3) or {}  # type: ignore[method-assign]
+    server = RpcServer(coordinator, ("127.0.0.1", 0), KEY, EXPOSED).start()
+    try:
+        link = Link(server.bound, KEY, timeout=0.3)
+        with pytest.raises(LinkError, match="did not answer within 0.3 s"):
+            link.call("stats")
+        assert link.broken
+    finally:
+        server.stop()

@@ -22,6 +22,7 @@ import pytest
 from cluster import Cluster, manifest, wait_until
 from conftest import NEEDS_PYCURL, write_list
 from proc_helpers import HAVE_PROC, RUN_TIMEOUT_S, Variant, descendants, read_manifest, run_cli
+from redis_helper import RedisServer
 
 PASSWORD, TOKEN, COOKIE, USER_TOKEN = "s3cretpw", "TOPSECRETTOKEN", "COOKIESECRET", "TOKENUSER"
 SECRETS = [PASSWORD, TOKEN, COOKIE, USER_TOKEN, base64.b64encode(f"alice:{PASSWORD}".encode()).decode()]
@@ -145,13 +146,17 @@ def test_header_beats_url_credentials_which_beat_netrc_and_none_follows_a_redire
         "url": "Bearer explicit", "netrc": "Bearer explicit", "redirected": None}  # never to another host
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    running = Cluster(tmp_path)
+@pytest.fixture(params=["manager", "redis"])
+def cluster(request, tmp_path):
+    """A cluster on either broker: headers and cookies travel through each."""
+    redis = RedisServer(tmp_path / "redis").start() if request.param == "redis" else None
+    running = Cluster(tmp_path, None if redis is None else redis.url)
     try:
         yield running
     finally:
         running.close()
+        if redis is not None:
+            redis.stop()
 
 
 def command_lines(pids: list[int]) -> str:
@@ -175,7 +180,7 @@ def test_serve_and_work_keep_secrets_and_ship_headers_and_cookies(server, cluste
     srv = cluster.serve(listing, out, "-v", "--retries", "0", "--header", header, "--cookies", cookies)
     os.remove(cookies)  # read by serve at start: a worker gets headers and cookies only through the broker
     os.remove(header[1:])
-    worker = cluster.work(srv.port, worker_out, "--backend", "process", "--pool", "3")
+    worker = cluster.work(srv.address, worker_out, "--backend", "process", "--pool", "3")
     wait_until(lambda: server.stats.active >= 1, what="the slow download")
     running = command_lines([srv.proc.pid, worker.proc.pid, *descendants(worker.proc.pid)])
     assert srv.wait() == 1 and worker.wait() == 0

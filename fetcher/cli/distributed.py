@@ -1,8 +1,11 @@
-"""``fetcher serve``, ``fetcher work`` and ``fetcher status HOST:PORT``: argparse → fetcher.distributed.
+"""``fetcher serve``, ``fetcher work`` and ``fetcher status ADDRESS``: argparse → fetcher.distributed.
 
 Kept out of cli/main.py so that module stays about the local command; it shares
 cli/common.py's parser class and fetching-rule flags, and errors.ExitStatus, so a rule means the
-same on ``fetcher`` and ``fetcher serve``.
+same on ``fetcher`` and ``fetcher serve``. The address picks the broker:
+``HOST:PORT`` is the manager broker (``serve`` itself), ``redis://``,
+``rediss://`` or ``unix://`` a Redis server. This module does the printing;
+fetcher.distributed reports events and outcomes as data.
 """
 
 from __future__ import annotations
@@ -13,12 +16,19 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fetcher.cli.common import (Parser, add_fetching_rules, add_input_and_naming_arguments,
                                 add_run_reporting, chain, count_lines, positive_int, prepare_backend, rule_options)
-from fetcher.distributed.protocol import DEFAULT_PORT, format_address, parse_address
+from fetcher.distributed.protocol import DEFAULT_PORT, parse_address
 from fetcher.errors import ConfigError, ExitStatus
+
+if TYPE_CHECKING:
+    from fetcher.distributed.broker import BrokerSpec
+    from fetcher.distributed.events import Outcome, WorkerEvent
+
+PASSWORD_HELP = ("Redis only: file holding the Redis password (default: $FETCHER_REDIS_PASSWORD; "
+                 "never on the command line or in the URL, which ps shows)")
 
 
 def _positive_float(text: str) -> float:
@@ -52,6 +62,31 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# -- broker addresses and credentials ----------------------------------------------------
+
+
+def add_broker_credentials(parser: argparse.ArgumentParser, serving: bool = False) -> None:
+    """--authkey-file (manager broker), --queue and --redis-password-file (Redis broker)."""
+    parser.add_argument("--authkey-file", metavar="PATH",
+                        help="manager broker only: file holding the shared key (default: $FETCHER_AUTHKEY"
+                             + (", else one made in OUT/.fetcher/authkey)" if serving else ")"))
+    parser.add_argument("--queue", default="fetcher", metavar="NAME",
+                        help="Redis only: the run's name in Redis, so several runs can share one (default: fetcher)")
+    parser.add_argument("--redis-password-file", metavar="PATH", help=PASSWORD_HELP)
+
+
+def broker_spec(address: str, args: argparse.Namespace, note: Any) -> BrokerSpec:
+    """The broker a worker or ``status`` talks to: ``HOST:PORT`` (manager) or a Redis URL."""
+    from fetcher.distributed.broker import ManagerSpec
+    from fetcher.distributed.redis_common import is_redis_url, redis_spec
+
+    if is_redis_url(address):
+        return redis_spec(address, args.queue, args.redis_password_file, note)
+    from fetcher.distributed import auth
+
+    return ManagerSpec(parse_address(address), auth.worker_key(args.authkey_file, note))
+
+
 # -- serve -------------------------------------------------------------------------------
 
 
@@ -59,17 +94,19 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fetcher serve", description="Hold a URL list's work for `fetcher work` processes "
                      "on any hosts; write the manifest when every URL is final.",
                      epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 3 stopped: the "
-                            "output's disk is full or read-only, 130 interrupted.")
+                            "output's disk is full or read-only, 130 interrupted. "
+                            "Redis password: $FETCHER_REDIS_PASSWORD or --redis-password-file, never argv.")
     parser.add_argument("input", help="URL list, as for `fetcher` (text, CSV, TSV or JSONL, optionally .gz)")
     parser.add_argument("--bind", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST[:PORT]",
-                        help=f"address workers connect to (default: 127.0.0.1:{DEFAULT_PORT}, this host only; "
-                             "0.0.0.0 exposes it to the network: read the security note)")
+                        help=f"manager broker: address workers connect to (default: 127.0.0.1:{DEFAULT_PORT}, "
+                             "this host only; 0.0.0.0 exposes it to the network: read the security note)")
+    parser.add_argument("--broker", metavar="URL",
+                        help="a Redis server to hold the leases instead: redis://[USER@]HOST:PORT/DB, "
+                             "rediss://... (TLS) or unix:///PATH/redis.sock; needs pip install 'fetcher[redis]'")
     parser.add_argument("-o", "--out", default="downloads", metavar="DIR",
                         help="folder of the run's journal, authkey and manifest (default: ./downloads)")
     parser.add_argument("--manifest", metavar="PATH", help="where to write the manifest (default: OUT/manifest.jsonl)")
-    parser.add_argument("--authkey-file", metavar="PATH",
-                        help="file holding the shared key (default: $FETCHER_AUTHKEY, else one made in "
-                             "OUT/.fetcher/authkey)")
+    add_broker_credentials(parser, serving=True)
     parser.add_argument("--lease-timeout", type=_positive_float, default=60.0, metavar="S",
                         help="seconds before a URL leased to a silent worker is handed to another (default: 60)")
     add_fetching_rules(parser)
@@ -82,7 +119,6 @@ def serve_main(argv: list[str]) -> int:
     from fetcher.distributed import cookies
     from fetcher.sources import readers as inputs
     from fetcher.sources import tasks as sources
-    from fetcher.distributed import auth
     from fetcher.distributed.server import ServeConfig, serve
     from fetcher.options import Options
     from fetcher.run.progress import Progress
@@ -92,28 +128,27 @@ def serve_main(argv: list[str]) -> int:
     options = Options.create(out=args.out, manifest=args.manifest, input_format=args.input_format,
                              naming=args.naming, on_exists=args.on_exists, **rule_options(args))
     options = cookies.pack(options)  # workers get the cookies through the broker, not a path
-    bind = parse_address(args.bind)
-    if options.insecure:
-        note("warning: --insecure: no worker verifies TLS certificates; anyone between a worker and a "
-             "site can change what it downloads")
     from fetcher.run.outdir import check_output
 
     check_output(options.out, options.manifest_path)  # before the key is written there
-    key, stored = auth.server_key(args.authkey_file, options.out, note)
+    spec, stored = _serve_spec(args, options.out, note)
+    if options.insecure:
+        note("warning: --insecure: no worker verifies TLS certificates; anyone between a worker and a "
+             "site can change what it downloads")
     rows = inputs.read_rows(args.input, options.input_format)
     first = next(rows, None)  # opens the file now: a missing file or 'url' column is a usage error
     total = count_lines(args.input)
     items = sources.iter_rows(chain(first, rows), naming=options.naming, dedupe=False)
     progress = Progress(total, enabled=not args.quiet and sys.stderr.isatty())
 
-    def listening(address: tuple[str, int]) -> None:
+    def listening(where: str) -> None:
         if not args.quiet:
-            _print_welcome(note, address, stored)
-        elif bind[1] == 0:  # a port picked by the system is known only from this line
-            note(f"listening on {format_address(address)}")
+            _print_welcome(note, where, spec, stored)
+        elif args.broker is None and parse_address(args.bind)[1] == 0:
+            note(f"listening on {where}")  # a port picked by the system is known only from this line
 
     with _sigterm_interrupts():
-        served = serve(items, options, progress, ServeConfig(bind, key, args.lease_timeout), total=total,
+        served = serve(items, options, progress, ServeConfig(spec, args.lease_timeout), total=total,
                        on_listening=listening, verbose=args.verbose, quiet=args.quiet,
                        retry_failed=args.retry_failed)
     summary = served.summary
@@ -125,12 +160,33 @@ def serve_main(argv: list[str]) -> int:
     return summary.exit_code
 
 
-def _print_welcome(note: Any, address: tuple[str, int], stored: str | None) -> None:
-    where = format_address(address)
+def _serve_spec(args: argparse.Namespace, out: str, note: Any) -> tuple[BrokerSpec, str | None]:
+    """The broker ``serve`` opens, and where its generated authkey is kept (manager broker, none given)."""
+    from fetcher.distributed import auth
+    from fetcher.distributed.broker import ManagerSpec
+    from fetcher.distributed.redis_common import redis_spec
+
+    if args.broker is not None:
+        if args.authkey_file is not None:
+            raise ConfigError("--authkey-file is for the manager broker; Redis authenticates with its own "
+                              "user and password")
+        return redis_spec(args.broker, args.queue, args.redis_password_file, note), None
+    bind = parse_address(args.bind)
+    key, stored = auth.server_key(args.authkey_file, out, note)
+    return ManagerSpec(bind, key), stored
+
+
+def _print_welcome(note: Any, where: str, spec: BrokerSpec, stored: str | None) -> None:
+    from fetcher.distributed.broker import RedisSpec
+
+    if isinstance(spec, RedisSpec):
+        note(f"serving through Redis at {where}")
+        note(f"start workers with: fetcher work {spec.url} --queue {spec.queue} -o DIR")
+        return
     note(f"listening on {where}")
-    if not address[0].startswith("127.") and address[0] != "localhost":
+    if not where.startswith("127.") and not where.startswith("localhost"):
         note("warning: reachable from other hosts; calls are pickles, so anyone with the key can run code "
-             "here: use it on a network you trust, or tunnel it (ssh -L)")
+             "here: use it on a network you trust, or tunnel it (ssh -L), or use --broker redis://")
     if stored is not None:
         note(f"authkey kept in {stored} (mode 0600); copy that file to each worker host, then run there:")
         note(f"  fetcher work {where} --authkey-file PATH -o DIR      (or FETCHER_AUTHKEY=\"$(cat PATH)\")")
@@ -144,11 +200,15 @@ def _print_welcome(note: Any, address: tuple[str, int], stored: str | None) -> N
 def _work_parser() -> argparse.ArgumentParser:
     from fetcher.backends import BACKENDS
 
-    parser = Parser(prog="fetcher work", description="Fetch URLs leased from a `fetcher serve` server "
+    parser = Parser(prog="fetcher work", description="Fetch URLs leased from a `fetcher serve` run "
                      "into a local folder, until the server says the run is over.",
-                     epilog="Exit status: 0 the run is over, 1 the server could not be reached, "
-                            "2 usage error or wrong authkey, 130 interrupted (here or at the server).")
-    parser.add_argument("server", metavar="HOST:PORT", help=f"the server's address (port default: {DEFAULT_PORT})")
+                     epilog="Exit status: 0 the run is over, 1 the broker could not be reached, "
+                            "2 usage error or wrong authkey/password, 130 interrupted (here or at the server). "
+                            "Redis password: $FETCHER_REDIS_PASSWORD or --redis-password-file, never argv.")
+    parser.add_argument("server", metavar="ADDRESS",
+                        help=f"HOST:PORT of a manager-broker `fetcher serve` (port default: {DEFAULT_PORT}), or "
+                             "the Redis server of a `fetcher serve --broker`: redis://[USER@]HOST:PORT/DB, "
+                             "rediss://... or unix:///PATH")
     parser.add_argument("--backend", default="thread", metavar="NAME",
                         help=f"how downloads run here: {', '.join(BACKENDS)} (default: thread)")
     parser.add_argument("--pool", type=positive_int, default=8, metavar="N",
@@ -158,12 +218,11 @@ def _work_parser() -> argparse.ArgumentParser:
                              "batch size of lease calls (default: pool/4, at least 1; 0: lease one by one)")
     parser.add_argument("-o", "--out", default="downloads", metavar="DIR",
                         help="folder the files go to (default: ./downloads)")
-    parser.add_argument("--authkey-file", metavar="PATH",
-                        help="file holding the server's key (default: $FETCHER_AUTHKEY)")
+    add_broker_credentials(parser)
     parser.add_argument("--rpc-timeout", type=_positive_float, default=10.0, metavar="S",
-                        help="deadline of every call to the server (default: 10)")
+                        help="deadline of every call to the broker (default: 10)")
     parser.add_argument("--give-up-after", type=_positive_float, default=600.0, metavar="S",
-                        help="exit 1 after this long without reaching the server (default: 600)")
+                        help="exit 1 after this long without reaching the broker (default: 600)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     return parser
 
@@ -174,39 +233,49 @@ def work_main(argv: list[str]) -> int:
         raise ConfigError(f"--prefetch must be 0 or more, not {args.prefetch}")
     prepare_backend(args.backend)  # before anything imports requests: gevent patches first
     from fetcher.backends import get_backend
-    from fetcher.distributed import auth
     from fetcher.distributed.worker import Worker, WorkerConfig
 
     get_backend(args.backend)  # an unknown name is a usage error now, not after connecting
     note = _note("fetcher work")
-    key = auth.worker_key(args.authkey_file, note)
+    spec = broker_spec(args.server, args, note)
     prefetch = max(1, args.pool // 4) if args.prefetch is None else args.prefetch
-    config = WorkerConfig(parse_address(args.server), key, args.out, args.backend, args.pool, prefetch,
-                          args.rpc_timeout, args.give_up_after)
+    config = WorkerConfig(spec, args.out, args.backend, args.pool, prefetch, args.rpc_timeout, args.give_up_after)
+
+    def show(event: WorkerEvent) -> None:
+        if event.important or not args.quiet:
+            note(event.message)
+
     with _sigterm_interrupts():
-        return Worker(config, log=note, quiet=args.quiet).run()
+        return exit_status(Worker(config, on_event=show).run())
 
 
-# -- status HOST:PORT ----------------------------------------------------------------------
+def exit_status(outcome: Outcome) -> int:
+    """A worker's outcome as its exit status (errors.ExitStatus: the one definition)."""
+    from fetcher.distributed.events import Outcome
+
+    return {Outcome.DONE: ExitStatus.OK, Outcome.UNREACHABLE: ExitStatus.FAILED,
+            Outcome.STOPPED: ExitStatus.INTERRUPTED, Outcome.INTERRUPTED: ExitStatus.INTERRUPTED}[outcome]
 
 
-def remote_status(server: str, authkey_file: str | None) -> int:
-    """``fetcher status HOST:PORT``: a running server's counts and connected workers."""
-    from fetcher.distributed import auth
-    from fetcher.distributed.rpc import Link, LinkError
+# -- status ADDRESS ----------------------------------------------------------------------
 
-    address = parse_address(server)
-    key = auth.worker_key(authkey_file, _note("fetcher status"))
+
+def remote_status(args: argparse.Namespace) -> int:
+    """``fetcher status ADDRESS``: a running run's counts and connected workers."""
+    from fetcher.distributed.broker import worker_sessions
+    from fetcher.distributed.rpc import LinkError
+
+    spec = broker_spec(args.server, args, _note("fetcher status"))
     try:
-        link = Link(address, key, timeout=5.0)
+        session = worker_sessions(spec)(5.0)
         try:
-            stats = link.call("stats")
+            stats = session.stats()
         finally:
-            link.close()
+            session.close()
     except LinkError as exc:
         print(f"fetcher: error: {exc}", file=sys.stderr)
         return ExitStatus.FAILED
-    for line in describe_stats(format_address(address), stats):
+    for line in describe_stats(spec.where, stats):
         print(line)
     return ExitStatus.OK
 

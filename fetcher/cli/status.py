@@ -14,17 +14,17 @@ def status_main(argv: list[str]) -> int:
     ``fetcher status HOST:PORT``: what a running ``fetcher serve`` knows."""
     parser = Parser(prog="fetcher status", description="Show the state of an output folder's journal, "
                                                         "or of a running `fetcher serve`.")
-    parser.add_argument("server", nargs="?", metavar="HOST:PORT", help="a running server to ask instead")
+    parser.add_argument("server", nargs="?", metavar="HOST:PORT|redis://...",
+                        help="a running `fetcher serve` (or its Redis broker) to ask instead")
     parser.add_argument("-o", "--out", metavar="DIR", help="output folder (default: ./downloads)")
-    parser.add_argument("--authkey-file", metavar="PATH", help="with HOST:PORT: the server's key "
-                                                               "(default: $FETCHER_AUTHKEY)")
+    from fetcher.cli.distributed import add_broker_credentials, remote_status
+
+    add_broker_credentials(parser)
     args = parser.parse_args(argv)
     if args.server is not None:
         if args.out is not None:
             raise ConfigError("give either HOST:PORT or -o DIR, not both")
-        from fetcher.cli.distributed import remote_status
-
-        return remote_status(args.server, args.authkey_file)
+        return remote_status(args)
     _describe_journal(args.out or "downloads")
     return ExitStatus.OK
 

@@ -1,48 +1,50 @@
-"""A worker's connection to its server: hello, reconnecting with jittered backoff, giving up.
+"""A worker's connection to its broker: hello, reconnecting with jittered backoff, giving up.
 
-A Link that fails is thrown away; the next ``connect`` makes a fresh one (see
-rpc.py for why BaseManager proxies cannot do this). ``connect`` says whether
-the server is the same one (a network blip) or a new epoch (a restart), since
-the worker then has results to send again.
+Whatever the broker, a session that fails is thrown away; the next
+``connect`` opens a fresh one (reconnect = a new connection, never a cached
+one). ``connect`` says whether the server is the same one (a network blip) or
+a new epoch (a restart), since the worker then has results to send again.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fetcher import __version__
-from fetcher.distributed.protocol import PROTOCOL, Refusal, Welcome, WorkerInfo, format_address
-from fetcher.distributed.rpc import Link, LinkError
+from fetcher.distributed.broker import SessionFactory, WorkerSession
+from fetcher.distributed.events import EventSink, Kind, WorkerEvent
+from fetcher.distributed.protocol import Finished, Grant, LeaseId, Refusal, Wait, Welcome, WorkerInfo
+from fetcher.distributed.rpc import LinkError
 from fetcher.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fetcher.models import Result
 
 BACKOFF_FIRST_S, BACKOFF_CAP_S = 0.1, 5.0
 FIRST, SAME, RESTARTED = "first", "same", "restarted"
 
 
 class ServerConnection:
-    """Talks to one server address for one worker.
+    """Talks to one broker for one worker.
 
     Args:
-        address: the server's ``(host, port)``.
-        authkey: the shared key.
+        sessions: opens a session (a connection) to the broker.
+        where: the broker's address, for messages.
         info: who this worker is (sent in ``hello``).
         rpc_timeout: deadline of every call.
-        log: where "lost", "waiting" lines go.
+        on_event: where "lost", "waiting" events go.
     """
 
-    def __init__(self, address: tuple[str, int], authkey: bytes, info: WorkerInfo, rpc_timeout: float,
-                 log: Callable[[str], None]) -> None:
-        self.address = address
-        self.where = format_address(address)
+    def __init__(self, sessions: SessionFactory, where: str, info: WorkerInfo, rpc_timeout: float,
+                 on_event: EventSink) -> None:
+        self.where = where
         self.welcome: Welcome | None = None
-        self._authkey = authkey
+        self._sessions = sessions
         self._info = info
         self._timeout = rpc_timeout
-        self._log = log
-        self._link: Link | None = None
+        self._emit = on_event
+        self._session: WorkerSession | None = None
         self.down_since: float | None = time.monotonic()  # not connected yet counts as down
         self.next_attempt = 0.0
         self._failures = 0
@@ -50,43 +52,52 @@ class ServerConnection:
 
     @property
     def up(self) -> bool:
-        return self._link is not None
+        return self._session is not None
 
-    def connect(self, holding: list[tuple[int, str]]) -> str | None:
+    def connect(self, holding: list[tuple[LeaseId, str]]) -> str | None:
         """Say hello (and re-claim ``holding``: ``(lease id, URL)`` still being fetched).
 
-        Returns FIRST, SAME or RESTARTED, or None if the server could not be reached.
+        Returns FIRST, SAME or RESTARTED, or None if the broker could not be reached.
 
         Raises:
             ConfigError: the server refused this worker's key or version.
         """
+        session = None
         try:
-            link = Link(self.address, self._authkey, self._timeout)
-            reply = link.call("hello", PROTOCOL, __version__, self._info)
-            if isinstance(reply, Welcome) and holding:
-                link.call("adopt", self._info.id, holding)
+            session = self._sessions(self._timeout)
+            reply = session.hello(self._info, holding)
         except LinkError as exc:
+            if session is not None:
+                session.close()
             self.lost(exc)
             return None
         if isinstance(reply, Refusal):
-            link.close()
+            session.close()
             raise ConfigError(reply.reason)
-        if not isinstance(reply, Welcome):
-            link.close()
-            self.lost(LinkError(f"the server at {self.where} answered hello with {reply!r}"))
-            return None
-        before, self.welcome, self._link = self.welcome, reply, link
+        before, self.welcome, self._session = self.welcome, reply, session
         self._failures, self.down_since = 0, None
         if before is None:
             return FIRST
         return SAME if before.epoch == reply.epoch else RESTARTED
 
-    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
-        """One call; a LinkError also marks the connection lost (and schedules a reconnect)."""
-        if self._link is None:
+    def lease(self, n: int) -> Grant | Wait | Finished:
+        return self._do(lambda s: s.lease(self._info.id, n))  # type: ignore[no-any-return]
+
+    def heartbeat(self, lease_ids: list[LeaseId]) -> list[LeaseId] | Finished:
+        return self._do(lambda s: s.heartbeat(self._info.id, lease_ids))  # type: ignore[no-any-return]
+
+    def complete(self, items: list[tuple[LeaseId, Result]]) -> int:
+        return int(self._do(lambda s: s.complete(self._info.id, items)))
+
+    def release(self, lease_ids: list[LeaseId], leaving: bool) -> int:
+        return int(self._do(lambda s: s.release(self._info.id, lease_ids, leaving)))
+
+    def _do(self, operation: Any) -> Any:
+        """One operation; a LinkError also marks the connection lost (and schedules a reconnect)."""
+        if self._session is None:
             raise LinkError(f"not connected to {self.where}")
         try:
-            return self._link.call(method, *args, timeout=timeout)
+            return operation(self._session)
         except LinkError as exc:
             self.lost(exc)
             raise
@@ -98,9 +109,9 @@ class ServerConnection:
             return
         if self.down_since is None:
             self.down_since = now
-            self._log(f"{exc}; reconnecting")
+            self._emit(WorkerEvent(Kind.LOST, f"{exc}; reconnecting"))
         elif self._failures == 0:
-            self._log(f"waiting for the server at {self.where} ({exc})")
+            self._emit(WorkerEvent(Kind.WAITING, f"waiting for the server at {self.where} ({exc})"))
         delay = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2 ** min(self._failures, 10))
         self.next_attempt = now + delay * (0.5 + random.random() / 2)  # jitter: workers do not return in step
         self._failures += 1
@@ -109,16 +120,17 @@ class ServerConnection:
         return 0.0 if self.down_since is None else time.monotonic() - self.down_since
 
     def fresh(self, timeout: float) -> None:
-        """A new link with a short deadline, for last words (maybe interrupted mid-call before).
+        """A new session with a short deadline, for last words (maybe interrupted mid-call before).
 
         Raises:
-            LinkError, ConfigError: the server cannot be reached, or refuses the key.
+            LinkError, ConfigError: the broker cannot be reached, or refuses the key.
         """
         self.close()
         self._leaving = True
-        self._link = Link(self.address, self._authkey, timeout)
+        self._session = self._sessions(timeout)
+        self._session.hello(self._info, [])  # who is sending: a session knows it from hello
 
     def close(self) -> None:
-        if self._link is not None:
-            self._link.close()
-            self._link = None
+        if self._session is not None:
+            self._session.close()
+            self._session = None

@@ -21,6 +21,7 @@ import heapq
 from collections import Counter, deque
 from dataclasses import dataclass
 
+from fetcher.distributed.protocol import LeaseId
 from fetcher.models import FetchTask as Task
 from fetcher.models import Result
 
@@ -73,9 +74,9 @@ class LeaseBook:
         self.queued += 1
         return None
 
-    def grant(self, worker_id: str, n: int, now: float) -> list[tuple[int, Task]]:
+    def grant(self, worker_id: str, n: int, now: float) -> list[tuple[LeaseId, Task]]:
         """Lease up to ``n`` queued tasks to a worker, oldest first."""
-        granted: list[tuple[int, Task]] = []
+        granted: list[tuple[LeaseId, Task]] = []
         while len(granted) < n and self._queue:
             slot = self._slots.get(self._queue.popleft())
             if slot is None or slot.lease:  # completed or leased since it was queued

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from fetcher.distributed.protocol import LeaseId
 from fetcher.models import Result
 
 BATCH = 1000  # results per complete() call
@@ -28,19 +29,19 @@ class Outbox:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._pending: list[tuple[int, Result]] = []
+        self._pending: list[tuple[LeaseId, Result]] = []
         self.since = 0.0  # when the oldest pending result arrived
-        self._acked: deque[tuple[float, int, Result]] = deque(maxlen=RESEND_RECENT_MAX)
+        self._acked: deque[tuple[float, LeaseId, Result]] = deque(maxlen=RESEND_RECENT_MAX)
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, lease_id: int, result: Result) -> None:
+    def add(self, lease_id: LeaseId, result: Result) -> None:
         if not self._pending:
             self.since = self._clock()
         self._pending.append((lease_id, result))
 
-    def flush(self, send: Callable[[list[tuple[int, Result]]], object]) -> None:
+    def flush(self, send: Callable[[list[tuple[LeaseId, Result]]], object]) -> None:
         """Send everything in batches; what ``send`` raised on stays for the next flush."""
         while self._pending:
             batch = self._pending[:BATCH]

@@ -1,24 +1,26 @@
-"""What crosses the wire between ``fetcher serve`` and ``fetcher work``: plain frozen data.
+"""What ``fetcher serve`` and ``fetcher work`` say to each other, whatever the broker: plain frozen data.
 
-Every message is a small frozen dataclass (or a list of them) pickled by
-``multiprocessing.connection``, so both ends must run the same fetcher version;
-``hello`` checks that before anything else is exchanged.
-
-The Coordinator's remote methods (see ``coordinator.py``):
+The broker's operations (``broker.WorkerSession``; the manager broker calls
+the Coordinator's methods of the same names, the Redis broker maps them onto
+Streams):
 
     hello(protocol, version, info)         -> Welcome | Refusal
     lease(worker_id, n)                    -> Grant | Wait | Finished
-    heartbeat(worker_id, lease_ids)        -> list[int] (leases no longer held) | Finished
-    complete(worker_id, [(lease_id, Result)]) -> int (how many were accepted)
+    heartbeat(worker_id, lease_ids)        -> list[LeaseId] (leases no longer held) | Finished
+    complete(worker_id, [(lease_id, Result)]) -> int (how many the broker took)
     adopt(worker_id, [(lease_id, url)])    -> int (how many it holds now; after a reconnect)
     release(worker_id, lease_ids, leaving) -> int (how many went back to the queue)
-    stats()                                -> dict (for ``fetcher status HOST:PORT``)
+    stats()                                -> dict (for ``fetcher status``)
+
+The manager broker pickles these dataclasses (both ends must run the same
+fetcher version; ``hello`` checks it first); the Redis broker sends them as
+versioned JSON (``wire.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 
 from fetcher.errors import ConfigError
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
 PROTOCOL = 1
 DEFAULT_PORT = 8001
+LeaseId = Union[int, str]  # the manager broker's counter, or a Redis stream entry id
 EXPOSED = ("hello", "lease", "heartbeat", "complete", "adopt", "release", "stats")
 
 
@@ -74,7 +77,7 @@ class Refusal:
 class Grant:
     """Leased tasks: ``(lease_id, task)`` pairs, each valid ``lease_timeout`` seconds unless renewed."""
 
-    leases: list[tuple[int, Task]]
+    leases: list[tuple[LeaseId, Task]]
     lease_timeout: float
 
 

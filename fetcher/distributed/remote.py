@@ -21,7 +21,7 @@ from fetcher.models import FetchTask as Task
 from fetcher.models import Result
 
 if TYPE_CHECKING:
-    from fetcher.distributed.coordinator import Coordinator
+    from fetcher.distributed.broker import ServeBroker
     from fetcher.options import Options
 
 
@@ -29,14 +29,14 @@ class RemoteBackend(Backend):
     name = "remote"
 
     def __init__(self, options: Options, session_factory: SessionFactory | None = None, *,
-                 coordinator: Coordinator, on_event: Callable[[str], None] | None = None) -> None:
+                 coordinator: ServeBroker, on_event: Callable[[str], None] | None = None) -> None:
         super().__init__(options, session_factory)
         self.coordinator = coordinator
         self._on_event = on_event
         self._outstanding = 0  # submitted, not yet returned by wait(): the engine's in-flight count
 
     def _start(self) -> None:
-        pass  # the RPC server is started by serve() before the run, so workers can connect early
+        pass  # the broker is opened by serve() before the run, so workers can connect early
 
     def submit(self, task: Task) -> None:
         self._outstanding += 1

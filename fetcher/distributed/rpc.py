@@ -1,36 +1,43 @@
-"""The wire: a ``multiprocessing.managers`` server for the Coordinator, and a client with deadlines.
+"""The manager broker's wire: ``multiprocessing.connection`` framing, an authkey handshake, deadlines.
 
-Server side, the stdlib manager ``Server`` does the work (authkey challenge in
-each connection's own thread, one thread per connection, pickled calls),
-with two changes: ``serve_forever`` is not used (it calls ``sys.exit``), and
-the accept loop can be stopped.
+Server side, a public ``multiprocessing.connection.Listener`` accepts; each
+connection gets its own thread, which runs the handshake (with a deadline)
+and then a small dispatcher: ``(method, args)`` in, ``("ok", value)`` or
+``("error", text)`` out, for the methods in ``exposed`` only.
 
-Client side, BaseManager proxies are not used: they cache connections per
-address in ``BaseProxy._address_to_local``, so after a server restart even new
-proxies fail with ``BrokenPipeError`` (CPython #86320, #87495, #78947), and they
-block forever in ``recv()`` on a silent network. ``Link`` speaks the same wire
-protocol (``create`` once, ``accept_connection``, then ``(ident, method, args,
-kwds)`` requests) over its own socket, with a deadline on every call, and a
-broken Link is simply thrown away for a fresh one.
+Client side, a ``Link`` is one authenticated ``Connection`` whose every call
+has a deadline: ``poll(timeout)`` before each ``recv``, and SO_RCVTIMEO /
+SO_SNDTIMEO on the socket, so neither a silent network nor half a message
+blocks a read or a write for longer than the call's timeout. A Link that
+failed is thrown away for a new one (reconnect = new connection).
+
+The handshake is HMAC-SHA256 challenge-response in both directions over
+``send_bytes``/``recv_bytes`` (the stdlib's own ``deliver_challenge`` is not
+public API and cannot take a deadline). Calls are pickled: whoever holds the
+key can run code on the other end; that is the manager mode's documented
+trade-off (the Redis broker speaks JSON instead).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import hmac
 import pickle
+import secrets
 import socket
 import struct
 import threading
-import time
-from multiprocessing import AuthenticationError, connection
-from multiprocessing.managers import BaseManager, Server
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from multiprocessing import connection
 from typing import Any
 
 from fetcher.errors import ConfigError, FetcherError
 
-MAX_MESSAGE = 1 << 30
+MAX_MESSAGE = 64 << 20  # a complete() batch of 1,000 results is a few hundred KiB
+GREETING = b"fetcher-rpc/2 "
+REFUSED = b"#refused"
+HANDSHAKE_TIMEOUT_S = 10.0
+IDLE_CLOSE_S = 600.0  # a connection silent this long (a vanished host) is closed by the server
 
 
 class LinkError(FetcherError):
@@ -41,107 +48,129 @@ class AuthError(ConfigError):
     """The server rejected the authkey (or this side rejected the server's)."""
 
 
+def _digest(key: bytes, nonce: bytes, side: bytes) -> bytes:
+    return hmac.new(key, side + nonce, "sha256").digest()
+
+
+def _expect(conn: connection.Connection, timeout: float, limit: int = 256) -> bytes:
+    """One message, or TimeoutError if none starts within ``timeout``."""
+    if not conn.poll(timeout):
+        raise TimeoutError("no answer within the deadline")
+    return conn.recv_bytes(limit)
+
+
+def _set_deadlines(conn: connection.Connection, timeout: float) -> None:
+    """Bound every read and write syscall on the connection's socket to ``timeout`` seconds."""
+    packed = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))
+    sock = socket.socket(fileno=conn.fileno())
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, packed)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, packed)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a request and its reply are small writes
+    finally:
+        sock.detach()
+
+
 # -- server ------------------------------------------------------------------------------
 
 
-def _same(obj: Any) -> Any:
-    return obj
-
-
-class RpcServer(Server):
-    """A manager Server that serves one object as ``"coordinator"`` until ``stop()``.
+class RpcServer:
+    """Serves the ``exposed`` methods of one object until ``stop()``.
 
     Args:
-        obj: the object whose ``exposed`` methods workers may call.
+        obj: the object whose methods workers may call.
         address: ``(host, port)``; port 0 picks a free one (see ``bound``).
-        authkey: the shared key; a client must prove it knows it.
+        authkey: the shared key; a client must prove it knows it, and so must the server.
+        exposed: the method names a client may call.
     """
 
-    listener: connection.Listener  # made by Server.__init__
-
     def __init__(self, obj: object, address: tuple[str, int], authkey: bytes, exposed: tuple[str, ...]) -> None:
-        manager: type[BaseManager] = type("CoordinatorManager", (BaseManager,), {})  # a registry of its own
-        manager.register("coordinator", callable=functools.partial(_same, obj), exposed=exposed)
-        super().__init__(manager._registry, address, authkey, "pickle")  # type: ignore[attr-defined]
-        host, port = self.listener.address
+        self._methods: dict[str, Callable[..., Any]] = {name: getattr(obj, name) for name in exposed}
+        self._key = authkey
+        self._listener = connection.Listener(address, family="AF_INET", backlog=64)
+        host, port = self._listener.address
         self.bound: tuple[str, int] = (str(host), int(port))  # the real port when asked for 0
-        # serve_client loops while stop_event is unset; serve_forever would make it. It is never
-        # set here: a serving thread that saw it set between two requests would end by sending
-        # one more ("#RETURN", None), which the client would read as the answer to its next call.
-        # Connections end instead when stop() shuts their sockets down.
-        self.stop_event = threading.Event()
-        self.public = ["create", "accept_connection"]  # all Link uses; not "shutdown", which sets stop_event
         self._stopping = threading.Event()
         self._conns: set[connection.Connection] = set()
-        self._conns_lock = threading.Lock()
-        self._thread = threading.Thread(target=self.accepter, name="fetcher-rpc-accept", daemon=True)
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept_loop, name="fetcher-rpc-accept", daemon=True)
 
     def start(self) -> RpcServer:
         self._thread.start()
         return self
 
-    def accepter(self) -> None:
+    def _accept_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                conn = self.listener.accept()
+                conn = self._listener.accept()  # no authkey here: the handshake runs in the connection's thread
             except OSError:
-                time.sleep(0.01)  # e.g. out of file descriptors: the stdlib loop would spin
+                if self._stopping.wait(0.01):  # e.g. out of file descriptors: do not spin
+                    return
                 continue
             if self._stopping.is_set():
                 conn.close()
                 return
-            _tune(conn.fileno(), keepalive=True)
-            with self._conns_lock:
+            with self._lock:
                 self._conns.add(conn)
-            threading.Thread(target=self.handle_request, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._serve, args=(conn,), name="fetcher-rpc-conn", daemon=True).start()
 
-    def handle_request(self, conn: connection.Connection) -> None:
+    def _serve(self, conn: connection.Connection) -> None:
         try:
-            super().handle_request(conn)
+            _set_deadlines(conn, HANDSHAKE_TIMEOUT_S)
+            if self._handshake(conn):
+                _set_deadlines(conn, IDLE_CLOSE_S)
+                while conn.poll(IDLE_CLOSE_S):
+                    conn.send_bytes(self._dispatch(conn.recv_bytes(MAX_MESSAGE)))
+        except (OSError, EOFError, TimeoutError):
+            pass  # the client went away, or stalled: its thread ends, it will make a new connection
         finally:
-            with self._conns_lock:
+            with self._lock:
                 self._conns.discard(conn)
+            conn.close()
+
+    def _handshake(self, conn: connection.Connection) -> bool:
+        nonce = secrets.token_bytes(32)
+        conn.send_bytes(GREETING + nonce)
+        answer = _expect(conn, HANDSHAKE_TIMEOUT_S)
+        if not hmac.compare_digest(answer[:32], _digest(self._key, nonce, b"client")) or len(answer) != 64:
+            conn.send_bytes(REFUSED)
+            return False
+        conn.send_bytes(_digest(self._key, answer[32:], b"server"))
+        return True
+
+    def _dispatch(self, request: bytes) -> bytes:
+        try:
+            method, args = pickle.loads(request)  # after the handshake: only key holders get here
+            function = self._methods.get(method)
+            if function is None:
+                reply: tuple[str, Any] = ("error", f"{method!r} is not in exposed methods")
+            else:
+                reply = ("ok", function(*args))
+        except Exception as exc:  # a bug on the server, or a malformed call: answer it, keep serving
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        return pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
 
     def stop(self) -> None:
         """Stop accepting and hang up on every connected client."""
         self._stopping.set()
-        with contextlib.suppress(OSError):  # wake the accepter, blocked in accept(): closing would not
+        with contextlib.suppress(OSError):  # wake the accept loop, blocked in accept(): closing would not
             socket.create_connection(_loopback(self.bound), timeout=1).close()
         self._thread.join(2)
-        with self._conns_lock:
+        with self._lock:
             conns = list(self._conns)
         for conn in conns:
-            _shutdown(conn.fileno())  # the serving thread's recv() returns EOF and it exits
-        self.listener.close()
+            _shutdown(conn)  # the serving thread's poll/recv returns EOF and it exits
+        self._listener.close()
 
 
 def _loopback(address: tuple[str, int]) -> tuple[str, int]:
-    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(address[0], address[0])
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1"}.get(address[0], address[0])
     return host, address[1]
 
 
-def _tune(fd: int, keepalive: bool = False) -> None:
-    """TCP_NODELAY (a request and its reply are small writes) and keepalive on a raw socket fd."""
+def _shutdown(conn: connection.Connection) -> None:
     try:
-        sock = socket.socket(fileno=fd)
-    except OSError:
-        return
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if keepalive:  # a worker host that vanished frees its server thread within minutes
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6)):
-                if hasattr(socket, name):
-                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
-    except OSError:
-        pass
-    finally:
-        sock.detach()
-
-
-def _shutdown(fd: int) -> None:
-    try:
-        sock = socket.socket(fileno=fd)
+        sock = socket.socket(fileno=conn.fileno())
     except OSError:
         return
     try:
@@ -155,83 +184,29 @@ def _shutdown(fd: int) -> None:
 # -- client ------------------------------------------------------------------------------
 
 
-class _Channel:
-    """``multiprocessing.connection`` framing over a socket whose every call has a deadline.
+def _connect(address: tuple[str, int], timeout: float) -> connection.Connection:
+    """A Connection to ``address`` made within ``timeout``.
 
-    ``send_bytes``/``recv_bytes`` are all ``answer_challenge`` needs, so the stdlib's
-    authkey handshake runs over it unchanged.
+    ``connection.Client`` has no connect deadline (a cut network holds connect()
+    for the kernel's SYN retries, about two minutes), so the socket is made here
+    as its SocketClient makes it, with one, and handed to the documented
+    Connection class.
     """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self.deadline = 0.0
-
-    def _timeout(self) -> float:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("deadline passed")
-        return left
-
-    def send_bytes(self, data: bytes) -> None:
-        self._sock.settimeout(self._timeout())
-        self._sock.sendall(struct.pack("!i", len(data)) + data)
-
-    def recv_bytes(self, maxsize: int | None = None) -> bytes:
-        size = struct.unpack("!i", self._read(4))[0]
-        if size == -1:
-            size = struct.unpack("!Q", self._read(8))[0]
-        if size < 0 or size > (maxsize or MAX_MESSAGE):
-            raise OSError(f"bad message length {size}")
-        return self._read(size)
-
-    def _read(self, size: int) -> bytes:
-        chunks, remaining = [], size
-        while remaining:
-            self._sock.settimeout(self._timeout())
-            chunk = self._sock.recv(min(remaining, 1 << 20))
-            if not chunk:
-                raise EOFError("the server closed the connection")
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
-
-    def request(self, message: Any, timeout: float) -> Any:
-        self.deadline = time.monotonic() + timeout
-        self.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
-        kind, result = pickle.loads(self.recv_bytes())
-        if kind == "#RETURN":
-            return result
-        if kind == "#ERROR" and isinstance(result, BaseException):
-            raise result  # the coordinator raised: a bug on the server, not a network problem
-        raise FetcherError(f"the server failed to answer: {result}")
-
-    def close(self) -> None:
-        self._sock.close()
-
-
-def _open(address: tuple[str, int], authkey: bytes, timeout: float) -> _Channel:
-    """Connect and run the authkey handshake (both ways), all within ``timeout``."""
     sock = socket.create_connection(address, timeout=timeout)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    channel = _Channel(sock)
-    channel.deadline = time.monotonic() + timeout
-    try:
-        connection.answer_challenge(channel, authkey)  # type: ignore[arg-type]
-        connection.deliver_challenge(channel, authkey)  # type: ignore[arg-type]
-    except BaseException:
-        channel.close()
-        raise
-    return channel
+    sock.settimeout(None)  # Connection reads with os.read: the fd must be blocking (SO_RCVTIMEO bounds it)
+    conn = connection.Connection(sock.detach())
+    _set_deadlines(conn, timeout)
+    return conn
 
 
 class Link:
-    """One authenticated connection to a Coordinator; ``call`` has a deadline.
+    """One authenticated connection to an RpcServer; ``call`` has a deadline.
 
     A Link that failed (or was interrupted mid-call, leaving half a message on
     the wire) is ``broken``; make a new one.
 
     Raises (from the constructor and ``call``):
-        AuthError: the server rejected the key.
+        AuthError: the server rejected the key, or proved it does not know it.
         LinkError: no connection, a reset, or no answer within the deadline.
     """
 
@@ -240,48 +215,58 @@ class Link:
         self.timeout = timeout
         self.broken = False
         with _translated(address, timeout):
-            setup = _open(address, authkey, timeout)
+            self._conn = _connect(address, timeout)
             try:
-                self._ident = setup.request((None, "create", ("coordinator",), {}), timeout)[0]
-            finally:
-                setup.close()
-            self._channel = _open(address, authkey, timeout)
-            try:
-                self._channel.request((None, "accept_connection", ("fetcher-worker",), {}), timeout)
+                self._handshake(authkey)
             except BaseException:
-                self._channel.close()
+                self._conn.close()
                 raise
+
+    def _handshake(self, key: bytes) -> None:
+        greeting = _expect(self._conn, self.timeout)
+        if not greeting.startswith(GREETING) or len(greeting) != len(GREETING) + 32:
+            raise LinkError(f"{_where(self.address)} does not speak fetcher's protocol")
+        nonce = secrets.token_bytes(32)
+        self._conn.send_bytes(_digest(key, greeting[len(GREETING):], b"client") + nonce)
+        proof = _expect(self._conn, self.timeout)
+        if not hmac.compare_digest(proof, _digest(key, nonce, b"server")):
+            raise AuthError(f"the server at {_where(self.address)} rejected this authkey, or answered with "
+                            "another one: use the server's key (FETCHER_AUTHKEY or --authkey-file)")
 
     def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         if self.broken:
             raise LinkError("this link failed before; open a new one")
         self.broken = True  # until the reply is in: an interrupted call leaves the stream unusable
+        deadline = timeout or self.timeout
         try:
-            with _translated(self.address, timeout or self.timeout):
-                result = self._channel.request((self._ident, method, args, {}), timeout or self.timeout)
+            with _translated(self.address, deadline):
+                self._conn.send_bytes(pickle.dumps((method, args), protocol=pickle.HIGHEST_PROTOCOL))
+                kind, value = pickle.loads(_expect(self._conn, deadline, MAX_MESSAGE))
         except BaseException:
-            self._channel.close()
+            self._conn.close()
             raise
         self.broken = False
-        return result
+        if kind == "ok":
+            return value
+        raise FetcherError(f"the server failed to answer {method}: {value}")  # a bug there, not the network
 
     def close(self) -> None:
         self.broken = True
-        self._channel.close()
+        self._conn.close()
+
+
+def _where(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"
 
 
 @contextlib.contextmanager
 def _translated(address: tuple[str, int], timeout: float) -> Iterator[None]:
-    """Map socket, framing and handshake errors to LinkError/AuthError in one place."""
-    where = f"{address[0]}:{address[1]}"
+    """Map socket, framing and handshake errors to LinkError in one place."""
     try:
         yield
-    except AuthenticationError:
-        raise AuthError(f"the server at {where} rejected this authkey, or answered with another one: "
-                        "use the server's key (FETCHER_AUTHKEY or --authkey-file)") from None
-    except TimeoutError:
-        raise LinkError(f"the server at {where} did not answer within {timeout:g} s") from None
-    except (OSError, EOFError, pickle.UnpicklingError, struct.error) as exc:
-        raise LinkError(f"no connection to the server at {where}: {exc or type(exc).__name__}") from None
-    except AssertionError:  # answer_challenge asserts the greeting: not a fetcher server
-        raise LinkError(f"{where} does not speak fetcher's protocol") from None
+    except (LinkError, AuthError):
+        raise
+    except (TimeoutError, BlockingIOError):  # poll() ran out, or SO_RCVTIMEO/SO_SNDTIMEO fired mid-message
+        raise LinkError(f"the server at {_where(address)} did not answer within {timeout:g} s") from None
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        raise LinkError(f"no connection to the server at {_where(address)}: {exc or type(exc).__name__}") from None

@@ -1,8 +1,9 @@
 """``fetcher serve``: one ordinary run (journal, scheduler, collector) whose backend is the workers.
 
-The RPC server starts before the run so that waiting workers connect at once,
-and stays up after it, for a bounded while, until every connected worker has
-been told the run is over: no worker is left calling a server that is gone.
+The broker (the manager's RPC server, or the run's keys in Redis) opens
+before the run so that waiting workers start at once, and stays open after
+it, for a bounded while, until every connected worker has been told the run
+is over: no worker is left calling a server that is gone.
 """
 
 from __future__ import annotations
@@ -15,16 +16,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from fetcher.run.collector import Summary
-from fetcher.distributed.coordinator import Coordinator
-from fetcher.distributed.protocol import EXPOSED, format_address
+from fetcher.distributed.broker import BrokerSpec, ServeBroker, serve_broker
 from fetcher.distributed.remote import RemoteBackend
-from fetcher.distributed.rpc import RpcServer
-from fetcher.errors import ConfigError
-from fetcher.run.job import run_job
-from fetcher.run.journal import JOURNAL_DIR
 from fetcher.models import FetchTask as Task
 from fetcher.models import Result
+from fetcher.run.collector import Summary
+from fetcher.run.job import run_job
+from fetcher.run.journal import JOURNAL_DIR
 from fetcher.options import Options
 from fetcher.run.progress import Progress
 
@@ -34,10 +32,9 @@ LINGER_SLACK_S = 2.0  # beyond a heartbeat interval (at most 2 s): every worker 
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Where to listen, with which key, and how long a lease lives without a heartbeat."""
+    """Which broker, and how long a lease lives without a heartbeat."""
 
-    bind: tuple[str, int]
-    authkey: bytes
+    broker: BrokerSpec
     lease_timeout: float = 60.0
 
 
@@ -51,37 +48,39 @@ class Served:
 
 
 def serve(items: Iterator[Task | Result], options: Options, progress: Progress, config: ServeConfig, *,
-          total: int | None = None, on_listening: Callable[[tuple[str, int]], None] | None = None,
+          total: int | None = None, on_listening: Callable[[str], None] | None = None,
           verbose: bool = False, quiet: bool = False, retry_failed: bool = True) -> Served:
     """Serve ``items`` to workers until every one is final (or Ctrl-C), then tell them to exit.
 
+    ``on_listening`` is called with where workers reach the broker, once it is open.
+
     Raises:
-        ConfigError: the address cannot be bound, or another run holds the output folder.
+        ConfigError: the broker cannot be opened, or another run holds the output folder.
     """
-    coordinator = Coordinator(options, _run_id(options.out), secrets.randbits(31), config.lease_timeout, total)
-    try:
-        server = RpcServer(coordinator, config.bind, config.authkey, EXPOSED).start()
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {format_address(config.bind)}: {exc.strerror or exc}") from None
+    broker = serve_broker(config.broker, options, _run_id(options.out), secrets.randbits(31),
+                          config.lease_timeout, total)
+    where = broker.start()
     if on_listening is not None:
-        on_listening(server.bound)
-    backend = partial(RemoteBackend, coordinator=coordinator, on_event=None if quiet else progress.note)
+        on_listening(where)
+    backend = partial(RemoteBackend, coordinator=broker, on_event=None if quiet else progress.note)
+    completed = False
     try:
         summary = run_job(items, options, progress, verbose=verbose, quiet=quiet, retry_failed=retry_failed,
-                          on_result=coordinator.note_final, backend_factory=backend, local_files=False)
-        # The engine has shut the backend down, which ended the run for the coordinator.
-        workers = [w for w in coordinator.stats(gone_too=True)["workers"] if w["done"] or not w["gone"]]
+                          on_result=broker.note_final, backend_factory=backend, local_files=False)
+        # The engine has shut the backend down, which ended the run for the broker; the journal is closed.
+        completed = True
+        workers = [w for w in broker.stats(gone_too=True)["workers"] if w["done"] or not w["gone"]]
     finally:
-        if coordinator.running:  # the run never started (e.g. the folder is in use)
-            coordinator.finish(interrupted=True)
+        if broker.running:  # the run never started (e.g. the folder is in use)
+            broker.finish(interrupted=True)
         try:  # also after an error: workers told to stop do not wait minutes for a server that is gone
-            _linger(coordinator, coordinator.heartbeat_s + LINGER_SLACK_S)
+            _linger(broker, broker.heartbeat_s + LINGER_SLACK_S)
         finally:
-            server.stop()
+            broker.stop(completed)
     return Served(summary, workers)
 
 
-def _linger(coordinator: Coordinator, bound: float) -> None:
+def _linger(coordinator: ServeBroker, bound: float) -> None:
     """Wait until every connected worker has heard the run is over, at most ``bound`` seconds."""
     deadline = time.monotonic() + bound
     while not coordinator.everyone_told() and time.monotonic() < deadline:

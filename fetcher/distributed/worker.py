@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,16 +22,17 @@ from secrets import token_hex
 
 from fetcher.backends.base import Backend, BackendFactory
 from fetcher.distributed import cookies
+from fetcher.distributed.broker import BrokerSpec, worker_sessions
 from fetcher.distributed.client import FIRST, RESTARTED, ServerConnection
+from fetcher.distributed.events import EventSink, Kind, Outcome, WorkerEvent, ignore
 from fetcher.distributed.outbox import BATCH, Outbox
-from fetcher.distributed.protocol import Finished, Grant, Wait, WorkerInfo, format_address
+from fetcher.distributed.protocol import Finished, Grant, LeaseId, Wait, WorkerInfo
 from fetcher.distributed.rpc import LinkError
-from fetcher.errors import ConfigError, ExitStatus
-from fetcher.models import ErrorKind, Result
+from fetcher.errors import ConfigError
 from fetcher.models import FetchTask as Task
+from fetcher.models import Result
 from fetcher.options import Options
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = ExitStatus.OK, ExitStatus.FAILED, ExitStatus.INTERRUPTED  # errors.py
 MAX_IDLE_POLL_S = 0.25  # longest wait between lease calls when the server has nothing: an idle call costs it ~50 µs
 MAX_PAUSE_S = 0.5  # longest the loop waits on the local backend
 FLUSH_AFTER_S = 0.05  # a finished result waits at most this long for others to share its call
@@ -49,12 +49,11 @@ class WorkerConfig:
     Attributes:
         prefetch: tasks held beyond the pool so the pool never waits for a round
             trip; the worker leases when this many slots are free (0: one by one).
-        rpc_timeout: deadline of every call to the server.
-        give_up_after: seconds without reaching the server before exiting 1.
+        rpc_timeout: deadline of every call to the broker.
+        give_up_after: seconds without reaching the broker before giving up.
     """
 
-    address: tuple[str, int]
-    authkey: bytes
+    broker: BrokerSpec
     out: str
     backend: str = "thread"
     pool: int = 8
@@ -64,29 +63,28 @@ class WorkerConfig:
 
 
 class Worker:
-    """Runs until the server says the run is over (exit 0), stops it (130), or is unreachable (1).
+    """Runs until the server says the run is over or stops it, the broker is unreachable, or Ctrl-C.
 
     Args:
         config: the command's settings.
         backend_factory: replaces ``config.backend`` (benchmarks use a backend that does no HTTP).
-        log: where progress lines and warnings go (stderr).
-        quiet: only warnings and giving up reach ``log``.
+        on_event: gets what the worker has to tell (connected, lost, gave up, ...); it prints nothing itself.
     """
 
     def __init__(self, config: WorkerConfig, backend_factory: BackendFactory | None = None,
-                 log: Callable[[str], None] | None = None, quiet: bool = False) -> None:
+                 on_event: EventSink = ignore) -> None:
         self.config = config
         host, pid = socket.gethostname(), os.getpid()
         self.info = WorkerInfo(f"{host}-{pid}-{token_hex(2)}", host, pid, os.path.abspath(config.out),
                                config.backend, config.pool, config.pool + config.prefetch)
         self._backend_factory = backend_factory
-        self._warn = log or _stderr
-        self._log = (lambda line: None) if quiet else self._warn
-        self._where = format_address(config.address)
+        self._emit = on_event
+        self._where = config.broker.where
         self._batch = max(1, config.prefetch)
-        self._server = ServerConnection(config.address, config.authkey, self.info, config.rpc_timeout, self._log)
-        self._held: dict[int, Task] = {}  # lease id -> task running here
-        self._running: dict[str, int] = {}  # URL -> the lease it runs under now
+        self._server = ServerConnection(worker_sessions(config.broker), self._where, self.info,
+                                        config.rpc_timeout, on_event)
+        self._held: dict[LeaseId, Task] = {}  # lease id -> task running here
+        self._running: dict[str, LeaseId] = {}  # URL -> the lease it runs under now
         self._outbox = Outbox()
         self._next_lease = self._next_heartbeat = 0.0
         self._idle = 0
@@ -94,14 +92,14 @@ class Worker:
         self._end: Finished | None = None
         self._done: Counter[str] = Counter()
 
-    def run(self) -> int:
-        """Work; returns the exit status.
+    def run(self) -> Outcome:
+        """Work; returns how it ended.
 
         Raises:
             ConfigError: the server refused the authkey or this version.
         """
         if not self._first_contact():
-            return EXIT_FAILED
+            return Outcome.UNREACHABLE
         assert self._server.welcome is not None
         backend = (self._backend_factory or _registered(self.config.backend))(
             self._local_options(self._server.welcome.options), None)
@@ -113,15 +111,16 @@ class Worker:
             backend.shutdown(cancel=True)
             shut = True
             self._leave(backend)
-            return EXIT_INTERRUPTED
+            return Outcome.INTERRUPTED
         finally:
             if not shut:
                 backend.shutdown(cancel=True)
             self._server.close()
             self._forget_cookies()
         done = ", ".join(f"{n} {status}" for status, n in sorted(self._done.items())) or "nothing"
-        if code != EXIT_FAILED:
-            self._log(f"{'the server stopped the run' if code else 'the run is over'}; this worker finished {done}")
+        if code is not Outcome.UNREACHABLE:
+            self._emit(WorkerEvent(Kind.ENDED, f"{'the server stopped the run' if code is Outcome.STOPPED else 'the run is over'}; "
+                                              f"this worker finished {done}"))
         return code
 
     # -- connection --------------------------------------------------------------------------
@@ -142,36 +141,37 @@ class Worker:
         self._next_lease = self._next_heartbeat = time.monotonic()
         if how == FIRST:
             assert self._server.welcome is not None
-            self._log(f"connected to {self._where} (run {self._server.welcome.run_id}): {self.config.backend} "
-                      f"backend, pool {self.config.pool}, files into {self.info.out}")
+            self._emit(WorkerEvent(Kind.CONNECTED, f"connected to {self._where} (run {self._server.welcome.run_id}): "
+                                   f"{self.config.backend} backend, pool {self.config.pool}, files into {self.info.out}"))
         elif how == RESTARTED:
             unsent, again = len(self._outbox), self._outbox.resend_recent()
-            self._log(f"the server restarted; carrying on, {unsent} results to send and "
-                      f"{again} recent successes to send again")
+            self._emit(WorkerEvent(Kind.RESTARTED, f"the server restarted; carrying on, {unsent} results to send "
+                                   f"and {again} recent successes to send again"))
             self._next_lease += RESTART_SETTLE_S
         else:
-            self._log(f"reconnected to {self._where}")
+            self._emit(WorkerEvent(Kind.RECONNECTED, f"reconnected to {self._where}"))
 
     def _gave_up(self) -> bool:
         if self._server.down_for() <= self.config.give_up_after:
             return False
-        self._warn(f"giving up: no answer from the server at {self._where} for {self.config.give_up_after:g} s")
+        self._emit(WorkerEvent(Kind.GAVE_UP, f"giving up: no answer from the server at {self._where} "
+                               f"for {self.config.give_up_after:g} s"))
         return True
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def _loop(self, backend: Backend) -> int:
+    def _loop(self, backend: Backend) -> Outcome:
         while self._end is None:
             if not self._server.up:
                 if self._gave_up():
-                    return EXIT_FAILED
+                    return Outcome.UNREACHABLE
                 if time.monotonic() >= self._server.next_attempt:
                     self._connect()
             if self._server.up:
                 self._talk(backend)
             for result in backend.wait(self._pause()):
                 self._finished(result)
-        return EXIT_INTERRUPTED if self._end.interrupted else EXIT_OK
+        return Outcome.STOPPED if self._end.interrupted else Outcome.DONE
 
     def _talk(self, backend: Backend) -> None:
         try:
@@ -204,7 +204,7 @@ class Worker:
         return self.info.capacity - len(self._held)
 
     def _lease(self, backend: Backend) -> None:
-        reply = self._server.call("lease", self.info.id, self._free())
+        reply = self._server.lease(self._free())
         now = time.monotonic()
         if isinstance(reply, Finished):
             self._end = reply
@@ -215,10 +215,8 @@ class Worker:
         elif isinstance(reply, Wait):  # back off while the server has nothing, so idle workers cost it little
             self._idle += 1
             self._next_lease = now + min(MAX_IDLE_POLL_S, reply.seconds * 2 ** min(self._idle - 1, 6))
-        else:
-            self._server.lost(LinkError(f"the server at {self._where} answered a lease with {reply!r}"))
 
-    def _start(self, backend: Backend, lease_id: int, task: Task) -> None:
+    def _start(self, backend: Backend, lease_id: LeaseId, task: Task) -> None:
         earlier = self._running.get(task.url)
         self._held[lease_id] = task
         self._running[task.url] = lease_id
@@ -236,34 +234,37 @@ class Worker:
         self._done[result.status.value] += 1
 
     def _flush(self) -> None:
-        self._outbox.flush(lambda batch: self._server.call("complete", self.info.id, batch))
+        self._outbox.flush(self._server.complete)
 
     def _heartbeat(self) -> None:
         assert self._server.welcome is not None
-        reply = self._server.call("heartbeat", self.info.id, list(self._held))
+        reply = self._server.heartbeat(list(self._held))
         if isinstance(reply, Finished):
             self._end = reply
-        elif not isinstance(reply, list):
-            self._server.lost(LinkError(f"the server at {self._where} answered a heartbeat with {reply!r}"))
         self._next_heartbeat = time.monotonic() + self._server.welcome.heartbeat_s
 
     # -- leaving -----------------------------------------------------------------------------
 
     def _leave(self, backend: Backend) -> None:
-        """Ctrl-C: send what finished, give back what did not, so no URL waits for a lease timeout."""
+        """Ctrl-C: send what succeeded, give back the rest, so no URL waits for a lease timeout.
+
+        A failure met while the backend was being cancelled (``cancelled``, or e.g. an
+        ``io`` error from a ``.part`` file taken away under a download) says nothing
+        about the URL: it goes back to the server with the unfinished ones.
+        """
         for result in _drain(backend):
-            if result.error is None or result.error.kind != ErrorKind.CANCELLED.value:
+            if result.ok:
                 self._finished(result)
         held = list(self._held)
         try:
             self._server.fresh(GOODBYE_TIMEOUT_S)  # the interrupt may have cut a call in half
             self._flush()
-            returned = self._server.call("release", self.info.id, held, True)
+            returned = self._server.release(held, True)
         except (LinkError, ConfigError) as exc:
-            self._warn(f"interrupted; could not return {len(held)} leases ({exc}): the server hands them "
-                      "out again after its lease timeout")
+            self._emit(WorkerEvent(Kind.WARNING, f"interrupted; could not return {len(held)} leases ({exc}): the "
+                                   "server hands them out again after its lease timeout"))
             return
-        self._log(f"interrupted; returned {returned} unfinished leases to the server")
+        self._emit(WorkerEvent(Kind.LEFT, f"interrupted; returned {returned} unfinished leases to the server"))
 
     def _local_options(self, options: Options) -> Options:
         """The server's fetching rules, with this worker's folder, backend and pool."""
@@ -271,8 +272,8 @@ class Worker:
                         pool=self.config.pool, in_flight=0, manifest=None)
         local, self._forget_cookies = cookies.unpack(local)  # the server's cookies, shipped here
         if local.cookies and not os.path.isfile(local.cookies):
-            self._warn(f"warning: the server's cookies file {local.cookies!r} is not on this host; "
-                      "fetching without cookies")
+            self._emit(WorkerEvent(Kind.WARNING, f"warning: the server's cookies file {local.cookies!r} is not "
+                                   "on this host; fetching without cookies"))
             local = replace(local, cookies=None)
         return local
 
@@ -290,6 +291,3 @@ def _drain(backend: Backend, rounds: int = 1000) -> Iterator[Result]:
             return
         yield from results
 
-
-def _stderr(line: str) -> None:
-    print(f"fetcher work: {line}", file=sys.stderr, flush=True)

@@ -1,0 +1,207 @@
+"""``serve``'s side of the Redis broker: the engine's tasks into a stream, workers' results out of another.
+
+Everything runs in the engine's thread, inside ``collect``: add what was
+offered (redis_streams.py), read results (a short blocking XREAD), and every
+``TICK_S`` refresh who is alive, reclaim expired leases (XAUTOCLAIM: each
+goes back as a new entry), check that the run's keys are still there, and
+publish the counters. When Redis is unreachable, ``collect`` returns nothing
+and tries again with backoff; the engine, journal and politeness rules carry
+on unchanged. When Redis lost the run's keys (emptied, or restarted without
+persistence), every URL in flight is put back: the journal says what is final.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from fetcher import __version__
+from fetcher.distributed import wire
+from fetcher.distributed.broker import RedisSpec
+from fetcher.distributed.protocol import PROTOCOL
+from fetcher.distributed.redis_common import GROUP, MESSAGE, redis_errors
+from fetcher.distributed.redis_streams import RunStreams, log
+from fetcher.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fetcher.models import FetchTask as Task
+    from fetcher.models import Result
+    from fetcher.options import Options
+
+TICK_S = 0.25
+READ_BLOCK_MS = 100
+
+
+class RedisServe(RunStreams):
+    """The ServeBroker of ``--broker redis://``; see the module doc and redis_common.py for the keys."""
+
+    def __init__(self, spec: RedisSpec, options: Options, run_id: str, epoch: int, lease_timeout: float,
+                 total: int | None) -> None:
+        super().__init__(spec, lease_timeout)
+        self.options, self.run_id, self.epoch, self.total = options, run_id, epoch, total
+        self.heartbeat_s = min(lease_timeout / 4, 2.0)
+        self._state = "running"
+        self._final: Counter[str] = Counter()
+        self._next_tick = 0.0
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Create the group, adopt what an earlier serve left in the tasks stream, publish the run.
+
+        Raises:
+            ConfigError: Redis cannot be reached or refuses the credentials.
+        """
+        try:
+            self._open()
+        except redis_errors() + _auth_errors() as exc:
+            raise ConfigError(f"cannot use Redis at {self._where}: {exc}") from None
+        return self._where
+
+    def _open(self) -> None:
+        import redis
+
+        other = self._redis.hget(self._keys.run, "run_id")
+        if other is not None and other != self.run_id:  # the same run (a restart) may take its keys back
+            raise ConfigError(f"queue {self._spec.queue!r} at {self._where} belongs to run {other}, from another "
+                              "output folder: use another --queue (or, if that run is gone for good, delete its "
+                              f"keys: fetcher:{self._spec.queue}:*)")
+        try:
+            self._redis.xgroup_create(self._keys.tasks, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        for entry, fields in self._entries(self._keys.tasks):
+            try:
+                kind, message = wire.load(fields.get(MESSAGE))
+                self._book.adoptable[wire.task_of(message).url] = entry
+            except wire.WireError as exc:
+                self._drop(self._keys.tasks, entry, exc)
+        for _ in range(1000):  # results an earlier serve left: kept, to finish their URLs when offered
+            before = self._cursor
+            self._read(None)
+            if self._cursor == before:
+                break
+        self._publish_run()
+
+    def _publish_run(self) -> None:
+        self._redis.hset(self._keys.run, mapping={
+            "protocol": PROTOCOL, "version": __version__, "run_id": self.run_id, "epoch": self.epoch,
+            "state": self._state, "options": wire.dump_options(self.options),
+            "lease_timeout": self.lease_timeout, "heartbeat_s": self.heartbeat_s})
+
+    # -- the engine's calls ------------------------------------------------------------------
+
+    def offer(self, task: Task) -> None:
+        kept = self._book.offer(task)
+        if kept is not None:
+            self._finished.append(replace(kept, index=task.index))
+
+    def collect(self, timeout: float | None) -> list[Result]:
+        now = time.monotonic()
+        if now < self._retry_at:
+            time.sleep(max(0.0, min(self._retry_at - now, timeout if timeout is not None else 1.0)))
+            return self._take()
+        try:
+            self._place()
+            if now >= self._next_tick:
+                self._tick(now)
+            if self._finished or timeout == 0:
+                block = None  # redis-py reads block=0 as "forever"; None does not block
+            else:
+                block = READ_BLOCK_MS if timeout is None else max(1, min(READ_BLOCK_MS, int(timeout * 1000)))
+            self._read(block)
+            self._flush_trash()
+            if self._down_since is not None:
+                self._events.append(f"Redis at {self._where} is back after {now - self._down_since:.0f} s")
+                self._down_since = None
+        except redis_errors() as exc:
+            self._lost(exc, now)
+        return self._take()
+
+    def _take(self) -> list[Result]:
+        results, self._finished = self._finished, []
+        return results
+
+    def _lost(self, exc: BaseException, now: float) -> None:
+        if self._down_since is None:
+            self._down_since = now
+            self._events.append(f"lost Redis at {self._where} ({exc}); retrying, workers keep downloading")
+        self._retry_at = now + min(5.0, 0.1 * 2 ** min(10, int(now - self._down_since))) * (0.5 + random.random() / 2)
+
+    def room(self) -> int:
+        """Free slots of the live workers, less what is in flight (at least one task in flight, as the manager)."""
+        capacity = sum(int(w.get("capacity", 0)) for w in self._workers.values())
+        return max(capacity - len(self._book), 1 - len(self._book), 0)
+
+    def finish(self, interrupted: bool) -> None:
+        self._state = "stopped" if interrupted else "done"
+        try:
+            self._redis.hset(self._keys.run, "state", self._state)
+        except redis_errors():
+            pass  # everyone_told() tries again during the linger
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    def everyone_told(self) -> bool:
+        try:
+            self._redis.hset(self._keys.run, "state", self._state)
+            self._refresh_workers()
+        except redis_errors():
+            return True  # no Redis: nobody to tell, and no point waiting
+        return all(w.get("told") for w in self._workers.values())
+
+    def note_final(self, result: Result) -> None:
+        self._final[result.status.value] += 1
+        self._book.final(result.url, time.monotonic())
+
+    def take_events(self) -> list[str]:
+        events, self._events = self._events, []
+        return events
+
+    def stats(self, gone_too: bool = False) -> dict[str, Any]:
+        leased = sum(int(w.get("held", 0)) for w in self._workers.values())
+        now = time.time()
+        rows = [{**wire.worker_row(w, now), "gone": worker_id not in self._workers}
+                for worker_id, w in (self._ever if gone_too else self._workers).items()]
+        return {"run_id": self.run_id, "epoch": self.epoch, "state": self._state, "total": self.total,
+                "final": dict(self._final), "queued": max(0, len(self._book) - leased), "leased": leased,
+                "counts": dict(self._counts), "lease_timeout": self.lease_timeout, "workers": rows}
+
+    def stop(self, completed: bool) -> None:
+        """Delete what the run no longer needs: after a completed run, all its keys (workers have been told)."""
+        try:
+            if completed:  # the journal is closed: it holds every result the engine had
+                self._trash.extend(self._book.all_read())
+                self._flush_trash()
+            if completed and self._state == "done":
+                self._redis.delete(self._keys.tasks, self._keys.results, self._keys.stats, self._keys.run)
+        except redis_errors() as exc:
+            log.warning("fetcher serve: could not tidy up Redis at %s: %s", self._where, exc)
+        finally:
+            self._redis.close()
+
+    # -- inside collect ----------------------------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        self._next_tick = now + TICK_S
+        if not self._redis.exists(self._keys.run):
+            self._recover()
+        self._refresh_workers()
+        self._reap()
+        self._redis.set(self._keys.stats, json.dumps(self.stats()))
+
+
+def _auth_errors() -> tuple[type[BaseException], ...]:
+    from fetcher.distributed.redis_common import auth_errors
+
+    return auth_errors()
+

@@ -1,0 +1,184 @@
+"""The Redis broker's messages: versioned JSON, never pickle.
+
+Every message is one JSON object with ``"v"`` (the wire version) and
+``"kind"``. Decoding checks both and every field's type; anything else raises
+``WireError``, which the reader logs and drops: a malformed or foreign entry
+never crashes ``serve`` or a worker.
+
+    task     {"v", "kind": "task", "task": {...}}                                   tasks stream
+    results  {"v", "kind": "results", "worker": {...}, "items": [[lease, {...}], ...]}   results stream
+    release  {"v", "kind": "release", "worker": {...}, "lease", "leaving"}            results stream
+
+A results entry carries a batch (one XADD per complete() call, up to
+``RESULTS_PER_ENTRY``): per-entry costs, in redis-py and in Redis, dominate
+per-URL ones otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from fetcher.distributed.protocol import WorkerInfo
+from fetcher.models import ErrorInfo, Result, Status
+from fetcher.models import FetchTask as Task
+from fetcher.options import Options
+
+VERSION = 1
+MAX_MESSAGE = 8 << 20
+RESULTS_PER_ENTRY = 500
+_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(Result) if f.name not in ("content", "meta", "status", "error"))
+_SIMPLE_FIELDS = frozenset(_RESULT_FIELDS) - {"extra"}
+
+
+class WireError(ValueError):
+    """A message that is not one of ours (or not of this version)."""
+
+
+def _dump(kind: str, body: dict[str, Any]) -> str:
+    return json.dumps({"v": VERSION, "kind": kind, **body}, separators=(",", ":"))
+
+
+def load(text: object) -> tuple[str, dict[str, Any]]:
+    """``(kind, message)`` of a JSON message; WireError if it is not one of ours."""
+    if not isinstance(text, str) or len(text) > MAX_MESSAGE:
+        raise WireError("not a text message, or too large")
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise WireError("not JSON") from None
+    if not isinstance(message, dict) or message.get("v") != VERSION or not isinstance(message.get("kind"), str):
+        raise WireError(f"not a fetcher message of wire version {VERSION}")
+    return message["kind"], message
+
+
+def _typed(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(value, kind) or isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise WireError(f"{what} has the wrong type")
+    return value
+
+
+# -- tasks -------------------------------------------------------------------------------
+
+
+def dump_task(task: Task) -> str:
+    return _dump("task", {"task": {"url": task.url, "name": task.name, "index": task.index,
+                                   "attempt": task.attempt, "checksum": task.checksum, "meta": task.meta,
+                                   "provisional": task.provisional_name,
+                                   "headers": [list(pair) for pair in task.headers or ()] or None}})
+
+
+def task_of(fields: dict[str, Any]) -> Task:
+    body = _typed(fields.get("task"), dict, "task")
+    headers = body.get("headers")
+    if headers is not None:
+        _typed(headers, list, "headers")
+        headers = tuple((str(_typed(p, list, "header")[0]), str(p[1])) for p in headers if len(p) == 2)
+    meta = body.get("meta")
+    return Task(url=_typed(body.get("url"), str, "url"), name=_typed(body.get("name"), str, "name"),
+                index=_typed(body.get("index", 0), int, "index"), attempt=_typed(body.get("attempt", 1), int, "attempt"),
+                checksum=_typed(body.get("checksum"), (str, type(None)), "checksum"),
+                meta=_typed(meta, (dict, type(None)), "meta"), provisional_name=bool(body.get("provisional")),
+                headers=headers)
+
+
+# -- results -----------------------------------------------------------------------------
+
+
+def _result_body(result: Result) -> dict[str, Any]:
+    body = {name: getattr(result, name) for name in _RESULT_FIELDS}
+    body["status"] = result.status.value
+    body["error"] = None if result.error is None else [result.error.kind, result.error.message]
+    return body
+
+
+def dump_results(worker: WorkerInfo, items: list[tuple[str, Result]]) -> str:
+    return _dump("results", {"worker": worker.label, "items": [[lease, _result_body(r)] for lease, r in items]})
+
+
+def results_of(fields: dict[str, Any]) -> list[tuple[str, Result]]:
+    """``(lease id, Result)`` pairs of a results message; each Result's ``extra`` names the worker."""
+    label = _label(fields)
+    items = _typed(fields.get("items"), list, "items")
+    return [_item(item, label) for item in items]
+
+
+def _item(item: Any, label: dict[str, str]) -> tuple[str, Result]:
+    if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], dict):
+        raise WireError("a result item has the wrong shape")
+    lease, body = _typed(item[0], str, "lease"), item[1]
+    try:
+        status = Status(body.get("status"))
+    except ValueError:
+        raise WireError("unknown status") from None
+    error = body.get("error")
+    if error is not None:
+        if not isinstance(error, list) or len(error) != 2 or not all(isinstance(part, str) for part in error):
+            raise WireError("error has the wrong shape")
+        error = ErrorInfo(error[0], error[1])
+    extra = _typed(body.get("extra", {}), dict, "extra")
+    try:
+        result = Result(status=status, error=error, extra={**extra, "worker": label},
+                        **{k: v for k, v in body.items() if k in _SIMPLE_FIELDS})
+    except TypeError:
+        raise WireError("result fields missing") from None
+    _typed(result.url, str, "url")
+    return lease, result
+
+
+def _label(fields: dict[str, Any]) -> dict[str, str]:
+    worker = _typed(fields.get("worker"), dict, "worker")
+    return {key: str(worker.get(key, "?")) for key in ("id", "host", "out")}
+
+
+def dump_release(worker: WorkerInfo, lease: str, leaving: bool) -> str:
+    return _dump("release", {"worker": worker.label, "lease": lease, "leaving": leaving})
+
+
+def release_of(fields: dict[str, Any]) -> tuple[dict[str, str], str, bool]:
+    return _label(fields), _typed(fields.get("lease"), str, "lease"), bool(fields.get("leaving"))
+
+
+# -- run description ---------------------------------------------------------------------
+
+
+def dump_options(options: Options) -> str:
+    return json.dumps(dataclasses.asdict(options), separators=(",", ":"))
+
+
+def options_of(text: str) -> Options:
+    """The run's Options as ``serve`` stored them (tuples come back from lists)."""
+    try:
+        fields = json.loads(text)
+        known = {f.name for f in dataclasses.fields(Options)}
+        values = {k: v for k, v in fields.items() if k in known}
+        values["accept"] = tuple(values.get("accept", ()))
+        values["headers"] = tuple((str(a), str(b)) for a, b in values.get("headers", ()))
+        return Options(**values)
+    except (ValueError, TypeError, AttributeError):
+        raise WireError("the run's options cannot be read") from None
+
+
+def dump_worker(info: WorkerInfo, extra: dict[str, Any]) -> str:
+    return json.dumps({**dataclasses.asdict(info), **extra}, separators=(",", ":"))
+
+
+def worker_row(worker: dict[str, Any], now: float) -> dict[str, Any]:
+    """A worker's description as ``stats()`` lists it (``at``: the wall clock of its last call)."""
+    at = worker.get("at")
+    seen = round(max(0.0, now - at), 1) if isinstance(at, (int, float)) else 0
+    return {"id": worker["id"], "host": worker.get("host", "?"), "pid": worker.get("pid", 0),
+            "out": worker.get("out", "?"), "backend": worker.get("backend", "?"), "pool": worker.get("pool", 0),
+            "held": worker.get("held", 0), "done": worker.get("done", 0), "seen_s_ago": seen}
+
+
+def worker_of(text: object) -> dict[str, Any]:
+    """A worker's description as it keeps it in Redis; WireError if it is not one."""
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not isinstance(value.get("id"), str):
+        raise WireError("not a worker description")
+    return value
