@@ -46,7 +46,9 @@ class Variant:
 
 
 def cli_command(variant: Variant, args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "fetcher", *args, "--backend", variant.backend, *variant.flags]
+    # A pair is named in full: without --client the CLI would pick one (auto), not requests.
+    client = () if "--client" in variant.flags else ("--client", "requests")
+    return [sys.executable, "-m", "fetcher", *args, "--backend", variant.backend, *client, *variant.flags]
 
 
 def run_cli(variant: Variant, args: Sequence[str]) -> subprocess.CompletedProcess[str]:

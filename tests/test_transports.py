@@ -107,8 +107,11 @@ def test_a_blocking_curl_transport_refuses_a_gevent_patched_process(monkeypatch)
 
 
 def test_the_multi_backend_needs_the_curl_client(server, out, tmp_path, capsys):
-    assert main([write_list(tmp_path, [server.url("/files/a")]), "-o", out, "--backend", "multi"]) == 2
+    listing = write_list(tmp_path, [server.url("/files/a")])
+    assert main([listing, "-o", out, "--backend", "multi", "--client", "requests"]) == 2
     assert "use it with --client curl" in capsys.readouterr().err
+    # Without --client, the CLI picks the client (auto): curl where pycurl is installed.
+    assert main([listing, "-o", out, "--backend", "multi"]) == (0 if HAVE_PYCURL else 2)
 
 
 @pytest.mark.skipif(not HAVE_PYCURL, reason="pycurl is not installed")

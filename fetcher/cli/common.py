@@ -99,9 +99,9 @@ def add_fetching_rules(parser: argparse.ArgumentParser) -> None:
                              "batches before their names and journal rows), full (each file flushed on its "
                              "own before its rename), none (no flush: a rerun re-checks files after a reboot)")
     parser.add_argument("--client", default="requests", metavar="NAME",
-                        help="HTTP transport: requests (default), or curl: libcurl through pycurl, much less "
-                             "CPU per request; needs pip install 'fetcher[curl]'; or auto: curl where "
-                             "pycurl is installed, else requests")
+                        help="HTTP transport: requests, or curl: libcurl through pycurl, much less CPU per "
+                             "request; or auto: curl where pycurl imports, else requests (default: auto for "
+                             "a local run, requests for serve's workers)")
     parser.add_argument("--http-version", default="", metavar="V",
                         help="1.1, or 2 (--client curl only: HTTP/2 where the server's TLS offers it, "
                              "one connection per host carrying many requests; curl's default)")

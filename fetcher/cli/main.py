@@ -36,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("input", help="URL list: text (one URL per line), CSV, TSV or JSONL with a 'url' "
                                       "column, optionally .gz; '-' reads stdin")
-    parser.add_argument("--backend", default="thread", metavar="NAME",
-                        help=f"how downloads run concurrently: {', '.join(BACKENDS)}, or auto: the fastest this "
-                             "machine has (default: thread)")
+    parser.add_argument("--backend", default="auto", metavar="NAME",
+                        help=f"how downloads run concurrently: {', '.join(BACKENDS)}, or auto (default): the "
+                             "fastest this machine has")
     parser.add_argument("--pool", type=positive_int, default=8, metavar="N",
                         help="number of concurrent downloads (default: 8)")
     parser.add_argument("--processes", type=positive_int, default=0, metavar="N",
@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--manifest", metavar="PATH",
                         help="where to write the JSONL manifest (default: OUT/manifest.jsonl)")
     add_fetching_rules(parser)
+    # A local run picks the fastest pair this machine has unless told (benchmarks/run.py and wan.py:
+    # multi + curl beat thread + requests on every dataset); serve and work keep requests.
+    parser.set_defaults(client="auto")
     add_run_reporting(parser, "rerun")
     parser.add_argument("--version", action="version", version=f"fetcher {__version__}")
     add_input_and_naming_arguments(parser)
