@@ -87,10 +87,7 @@ def measure_protocol(count: int, workers: int = 2) -> float:
         for proc in procs:
             proc.wait(30)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        reap(procs)
         server.stop()
     return elapsed
 

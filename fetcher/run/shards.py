@@ -33,6 +33,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from fetcher.dataset_options import STAGE_FOLDER, STAGE_NAMING
+from fetcher.download.durability import sync_file, sync_folders
 from fetcher.errors import StorageError
 from fetcher.files.naming import initial_name
 from fetcher.models import ErrorKind, FetchTask, Result, Status, failed, input_extra
@@ -160,9 +161,9 @@ class ShardWriter:
         self._tar.close()
         self._tar = None
         part, final = self._part_path(), os.path.join(self.out, shard_name(self.number))
-        _fsync(part)
+        sync_file(part)
         os.replace(part, final)
-        _fsync(self.out)
+        sync_folders(self.out, [final])
         stats = {"shard": shard_name(self.number), "samples": len(self._samples), "tar_bytes": os.path.getsize(final),
                  **self._stats, "finished": time.time()}
         stats["seconds"] = round(stats["finished"] - stats["started"], 3)
@@ -188,14 +189,6 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
     tar.addfile(info, io.BytesIO(data))
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def open_shards(options: Options) -> ShardWriter | None:
