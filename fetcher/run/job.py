@@ -11,11 +11,12 @@ import fcntl
 import os
 from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack, closing, contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from fetcher.download import durability, partial
 from fetcher.errors import ConfigError, StorageError
 from fetcher.run import engine
+from fetcher.run.engine import Pause
 from fetcher.run.collector import Collector, Summary
 from fetcher.run.journal import JOURNAL_DIR, Journal
 from fetcher.run.outdir import check_output, make_folder
@@ -83,6 +84,27 @@ class Job:
             StorageError: the disk filled up (or became read-only) during the run; the
                 summary (``stopped``) says so, and what finished is kept.
         """
+        # Without a local_backend the run yields no Pause: the cast costs nothing per Result.
+        return cast("Generator[Result, None, None]", self._run(items, wait_for_more, cancel, repeat))
+
+    def steps(self, items: Iterator[Item], local_backend: BackendFactory,
+              wait_for_more: Callable[[float], bool] | None = None,
+              cancel: CancelFlag | None = None, repeat: bool = False) -> Generator[Result | Pause, None, None]:
+        """``results``, for a driver on an event loop: the run never blocks; it yields a ``Pause``
+        where it would wait (``engine.results``).
+
+        Two steps work the disk and never touch the backend, so a driver on a loop runs them on
+        a thread: the first (the setup: the folder's lock, the journal, a sync of the folder),
+        which ends with ``Pause(0)``, and the one after ``Pause(0, disk=True)`` (the teardown:
+        the last commit, the manifest). ``local_backend`` makes the run's backend, on the
+        driver's thread.
+        """
+        return self._run(items, wait_for_more, cancel, repeat, local_backend)
+
+    def _run(self, items: Iterator[Item], wait_for_more: Callable[[float], bool] | None,
+             cancel: CancelFlag | None, repeat: bool,
+             local_backend: BackendFactory | None = None) -> Generator[Result | Pause, None, None]:
+        """The run behind ``results`` and ``steps`` (see them)."""
         # Over 40 lines: one ExitStack holds the lock, journal, collector and engine of the run, in order.
         counts: dict[str, int] = {"duplicates": 0}
         options = self.options
@@ -112,14 +134,21 @@ class Job:
                                   durable=options.durability != "none")
             completed, stopped = False, None
             try:
+                if local_backend is not None:
+                    yield Pause(0.0)  # the setup above is done: back to the driver's own thread
                 finals = stack.enter_context(closing(engine.results(
                     items, options, self.session_factory, wait_for_more, cancel, self.backend_factory,
-                    storage_stops=self.local_files)))
+                    storage_stops=self.local_files, local_backend=local_backend)))
                 for result in finals:
+                    if isinstance(result, Pause):
+                        yield result
+                        continue
                     if shards is not None:
                         result = shards.add(result)
                     collector.record(result)
                     yield result
+                if local_backend is not None:
+                    yield Pause(0.0, disk=True)  # what follows closes the journal and the manifest
                 completed = True
             except StorageError as exc:
                 stopped = str(exc)

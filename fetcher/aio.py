@@ -1,0 +1,359 @@
+"""The asyncio API: ``AsyncFetcher`` and ``afetch``, on the caller's running event loop.
+
+::
+
+    async with AsyncFetcher(out="downloads", pool=16) as f:
+        result = await f.fetch("https://example.com/a.jpg")
+        async for result in f.map(urls):          # as they complete
+            ...
+
+    async for result in afetch(urls, out="downloads"):
+        ...
+
+The same run as ``fetch()``, ``Fetcher`` and the CLI (run/job.py: rules, retries,
+politeness, journal, manifest, durability), on no thread of its own: libcurl's
+multi handle is driven by the loop (backends/asyncio_curl.py) and the engine's
+steps by one task of it (run/aio_driver.py). See docs/async.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import threading
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import replace
+from typing import Any
+
+from fetcher.api import Task, _Converter, _options
+from fetcher.backends.base import SessionFactory
+from fetcher.errors import ConfigError, Interrupted
+from fetcher.models import FetchTask, Item, Result
+from fetcher.options import CURL_INSTALL_HINT
+from fetcher.run.aio_driver import LoopDriver
+from fetcher.run.collector import Summary
+from fetcher.run.job import Job
+from fetcher.run.progress import Progress
+
+__all__ = ["AsyncFetcher", "afetch"]
+
+_Waiter = tuple["asyncio.Future[Result]", Any, bool]  # a submission: its future, its meta, kept for results()
+
+
+class AsyncFetcher:
+    """Downloads on the running event loop, as URLs are asked for, until closed.
+
+    Takes the keyword arguments of ``fetch()`` and ``Fetcher``, with the same names and
+    defaults (``retries=``, ``per_host=``, ``memory=True``, any CLI option by its
+    Options name), except what the loop decides: ``backend`` is ``"multi"`` (libcurl's
+    multi interface, the one an event loop can drive; ``"auto"`` means it too) and
+    ``client`` is ``"curl"``. Use it as an async context manager: leaving the block
+    waits for every URL asked for, or, if the block raised (or its task was
+    cancelled), stops every transfer at once, keeping resumable ``.part`` files.
+
+    Raises:
+        ConfigError: a bad option, pycurl missing (the message says what to install),
+            or (entering the block) the output folder in use by another run.
+    """
+
+    def __init__(self, out: str | None = "downloads", *, backend: str = "multi", pool: int = 8,
+                 memory: bool = False, progress: bool = False, journal: bool | None = None,
+                 session_factory: SessionFactory | None = None, on_result: Callable[[Result], None] | None = None,
+                 keep_results: bool = True, retry_failed: bool = True, **settings: Any) -> None:
+        options = _options(out, _engine(backend, settings), pool, memory, {**settings, "client": "curl"},
+                           session_factory, writes_files=not memory)
+        use_journal = (not memory) if journal is None else journal and not memory
+        self._job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory,
+                        quiet=True, retry_failed=retry_failed)
+        self._converter = _Converter(options.naming)
+        self._on_result, self._keep = on_result, keep_results
+        self._queue: deque[FetchTask | Result] = deque()  # asked for, not yet read by the engine
+        self._waiting: dict[str, list[_Waiter]] = {}
+        self._kept: deque[Result] = deque()
+        self._kept_due = 0  # submit()ted, kept for results(), not yet resolved
+        self._shared = 0  # asked for while already in flight: the summary's duplicates
+        self._closed = False
+        self._cancel = threading.Event()
+        self._error: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started: asyncio.Future[None] | None = None
+        self._wake: Callable[[], None] = _nothing
+        self._changed: asyncio.Future[None] | None = None  # results() waits on it
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncFetcher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is not None:
+            await self.cancel()
+        else:
+            await self.aclose()
+
+    async def start(self) -> None:
+        """Start the run and wait for its setup (``async with`` does it).
+
+        Raises:
+            ConfigError: the output folder is in use, or cannot be written.
+        """
+        self._ensure_started()
+        assert self._started is not None
+        await asyncio.shield(self._started)
+
+    async def aclose(self) -> Summary | None:
+        """No more URLs; wait until every one asked for is done; return the Summary.
+
+        Raises what ended the run early (StorageError: the disk filled up).
+        """
+        self._closed = True
+        self._wake()
+        await self._ended()
+        if self._error is not None:
+            raise self._error
+        return self._job.summary
+
+    async def cancel(self) -> None:
+        """Stop now: no new request starts, transfers in flight end, unresolved futures are cancelled."""
+        self._cancel.set()
+        self._closed = True
+        self._wake()
+        await self._ended()
+
+    @property
+    def summary(self) -> Summary | None:
+        """Counts of the run, once it has ended."""
+        return self._job.summary
+
+    # -- asking ------------------------------------------------------------------------
+
+    async def fetch(self, item: str | Task) -> Result:
+        """Download one URL (or Task) and return its Result; a failure is a Result with ``ok`` False.
+
+        Cancelling the awaiting task leaves the download running (cancel the AsyncFetcher to stop it).
+        """
+        return await self._ask(*self._convert(item), keep=False)
+
+    def submit(self, item: str | Task) -> asyncio.Future[Result]:
+        """Queue a URL (or Task); return a future of its Result, which ``results()`` also yields
+        (unless ``keep_results=False``).
+
+        Raises:
+            RuntimeError: after ``aclose()``, or with no running loop.
+            TypeError: ``item`` is neither a string nor a Task.
+        """
+        return self._ask(*self._convert(item), keep=self._keep)
+
+    async def map(self, items: Iterable[str | Task] | AsyncIterable[str | Task], *,
+                  ahead: int | None = None) -> AsyncIterator[Result]:
+        """Each unique item's Result as it completes; ``items`` (an iterable or async iterable)
+        is read at most ``ahead`` items (default: 4 x the pool) beyond what has come back.
+
+        Leaving the loop early stops reading ``items``; what was asked for still finishes
+        unless the AsyncFetcher is cancelled (leaving its ``async with`` on an exception does it).
+        """
+        limit = ahead or 4 * self._job.options.window
+        source = _items(items)
+        done: deque[asyncio.Future[Result]] = deque()
+        signal: list[asyncio.Future[None]] = []
+        seen: set[bytes] = set()  # digests of the URLs asked for: one Result per unique item
+        pending: set[asyncio.Future[Result]] = set()
+
+        def landed(future: asyncio.Future[Result]) -> None:
+            done.append(future)
+            if signal and not signal[0].done():
+                signal[0].set_result(None)
+
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < limit:
+                    item = await anext(source, _NO_ITEM)
+                    if item is _NO_ITEM:
+                        exhausted = True
+                        break
+                    work, meta = self._convert(item)
+                    digest = hashlib.blake2b(work.url.encode(), digest_size=16).digest()
+                    if digest not in seen:
+                        seen.add(digest)
+                        future = self._ask(work, meta, keep=False)
+                        pending.add(future)
+                        future.add_done_callback(landed)
+                if done:
+                    future = done.popleft()
+                    pending.discard(future)
+                    yield self._outcome(future)
+                elif exhausted and not pending:
+                    return
+                else:
+                    signal[:] = [asyncio.get_running_loop().create_future()]
+                    await signal[0]
+        finally:
+            for future in pending:
+                future.cancel()  # its download goes on; nobody waits for this Result here
+
+    async def results(self) -> AsyncIterator[Result]:
+        """The Results of ``submit()``ted items as they complete, until every one so far is done."""
+        while True:
+            if self._kept:
+                yield self._kept.popleft()
+                continue
+            if not self._kept_due or self._task is None or self._task.done():
+                return
+            self._changed = asyncio.get_running_loop().create_future()
+            await self._changed
+
+    # -- the run -----------------------------------------------------------------------
+
+    def _convert(self, item: str | Task) -> tuple[FetchTask | Result, Any]:
+        if self._error is not None:
+            raise self._error  # the run could not start or stopped (a folder in use, a full disk)
+        if self._closed:
+            raise RuntimeError("cannot ask a closed AsyncFetcher for more")
+        return self._converter.convert(item)
+
+    def _ask(self, work: FetchTask | Result, meta: Any, keep: bool) -> asyncio.Future[Result]:
+        self._ensure_started()
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        waiters = self._waiting.get(work.url)
+        if waiters is not None:  # in flight already: share its Result, never download twice at once
+            self._shared += 1
+            waiters.append((future, meta, keep))
+        else:
+            self._waiting[work.url] = [(future, meta, keep)]
+            self._queue.append(work)
+            self._wake()
+        self._kept_due += keep
+        return future
+
+    def _ensure_started(self) -> None:
+        if self._task is None:
+            loop = asyncio.get_running_loop()
+            self._started = loop.create_future()
+            self._task = loop.create_task(self._run(), name="fetcher-engine")
+
+    async def _run(self) -> None:
+        driver = LoopDriver(self._job, self._resolve)
+        self._wake = driver.wake
+        started = self._started
+        assert started is not None
+        try:
+            await driver.run(self._feed(), self._wait_for_more, self._cancel, lambda: started.set_result(None))
+        except Interrupted:
+            pass  # our own cancel: the futures left are cancelled below
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller: start(), aclose(), fetch()
+            self._error = exc
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            self._closed = True
+            if self._job.summary is not None:
+                self._job.summary.duplicates += self._shared
+            if not started.done():
+                started.set_exception(self._error or Interrupted("cancelled before it started"))
+                started.exception()  # retrieved: start() may never be awaited (submit() alone)
+            self._abandon()
+
+    def _feed(self) -> Iterator[Item]:
+        while True:
+            if self._queue:
+                yield self._queue.popleft()
+            elif self._closed:
+                return
+            else:
+                yield None
+
+    def _wait_for_more(self, _timeout: float) -> bool:
+        return bool(self._queue) or not self._closed
+
+    def _resolve(self, result: Result) -> None:
+        for future, meta, keep in self._waiting.pop(result.url, []):
+            delivered = replace(result, meta=meta) if meta is not None else result
+            if self._on_result is not None:
+                self._on_result(delivered)
+            if keep:
+                self._kept_due -= 1
+                self._kept.append(delivered)
+                self._signal()
+            if not future.done():
+                future.set_result(delivered)
+
+    def _abandon(self) -> None:
+        waiters = [w for ws in self._waiting.values() for w in ws]
+        self._waiting.clear()
+        self._queue.clear()
+        for future, _, _ in waiters:
+            if future.done():
+                continue
+            if self._error is not None:
+                future.set_exception(self._error)
+                future.exception()  # retrieved: a future nobody awaits logs no warning
+            else:
+                future.cancel()
+        self._kept_due = 0
+        self._signal()
+
+    def _signal(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+
+    def _outcome(self, future: asyncio.Future[Result]) -> Result:
+        if future.cancelled():  # the AsyncFetcher was cancelled under this map
+            raise Interrupted("the AsyncFetcher was cancelled")
+        return future.result()
+
+    async def _ended(self) -> None:
+        if self._task is not None:
+            await asyncio.wait([self._task])  # not its exception: _run keeps it in _error
+
+
+def afetch(items: Iterable[str | Task] | AsyncIterable[str | Task], out: str | None = "downloads",
+           **settings: Any) -> AsyncIterator[Result]:
+    """Download ``items`` on the running loop; ``async for`` yields each unique item's Result as it
+    completes. ``AsyncFetcher(out, **settings).map(items)`` inside its ``async with``.
+
+    Raises:
+        ConfigError: at once, for a bad keyword (as ``AsyncFetcher``); when the iteration
+            starts, for an output folder in use.
+    """
+    return _fetched(AsyncFetcher(out, **settings), items)
+
+
+async def _fetched(fetcher: AsyncFetcher, items: Iterable[str | Task] | AsyncIterable[str | Task],
+                   ) -> AsyncIterator[Result]:
+    async with fetcher:
+        async for result in fetcher.map(items):
+            yield result
+
+
+_NO_ITEM: Any = object()
+
+
+async def _items(items: Iterable[str | Task] | AsyncIterable[str | Task]) -> AsyncIterator[str | Task]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+def _engine(backend: str, settings: dict[str, Any]) -> str:
+    """The backend of every AsyncFetcher, after the checks that are its own (ConfigError)."""
+    if importlib.util.find_spec("pycurl") is None:
+        raise ConfigError(f"AsyncFetcher drives libcurl on your event loop and needs pycurl, which is not "
+                          f"installed: {CURL_INSTALL_HINT}")
+    if backend not in ("multi", "auto"):
+        raise ConfigError(f"AsyncFetcher runs libcurl's multi interface on your event loop: backend must be "
+                          f"'multi' (or 'auto'), not {backend!r}; fetch() and Fetcher run the others")
+    if settings.get("client", "curl") not in ("curl", "auto"):
+        raise ConfigError(f"AsyncFetcher's client is libcurl: client must be 'curl' (or 'auto'), "
+                          f"not {settings['client']!r}")
+    return "multi"
+
+
+def _nothing() -> None:
+    pass
