@@ -14,6 +14,9 @@ The same run as ``fetch()``, ``Fetcher`` and the CLI (run/job.py: rules, retries
 politeness, journal, manifest, durability), on no thread of its own: libcurl's
 multi handle is driven by the loop (backends/asyncio_curl.py) and the engine's
 steps by one task of it (run/aio_driver.py). See docs/async.md.
+
+Over 300 lines, as api.py is, on purpose: the public async surface is one module, beside
+the sync one it mirrors; the work is in run/aio_driver.py and backends/asyncio_curl.py.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ class AsyncFetcher:
                  memory: bool = False, progress: bool = False, journal: bool | None = None,
                  session_factory: SessionFactory | None = None, on_result: Callable[[Result], None] | None = None,
                  keep_results: bool = True, retry_failed: bool = True, **settings: Any) -> None:
-        options = _options(out, _engine(backend, settings), pool, memory, {**settings, "client": "curl"},
+        options = _options(out, _engine(backend, settings, session_factory), pool, memory,
+                           {**settings, "client": "curl"},
                            session_factory, writes_files=not memory)
         use_journal = (not memory) if journal is None else journal and not memory
         self._job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory,
@@ -341,7 +345,7 @@ async def _items(items: Iterable[str | Task] | AsyncIterable[str | Task]) -> Asy
             yield item
 
 
-def _engine(backend: str, settings: dict[str, Any]) -> str:
+def _engine(backend: str, settings: dict[str, Any], session_factory: SessionFactory | None) -> str:
     """The backend of every AsyncFetcher, after the checks that are its own (ConfigError)."""
     if importlib.util.find_spec("pycurl") is None:
         raise ConfigError(f"AsyncFetcher drives libcurl on your event loop and needs pycurl, which is not "
@@ -352,6 +356,9 @@ def _engine(backend: str, settings: dict[str, Any]) -> str:
     if settings.get("client", "curl") not in ("curl", "auto"):
         raise ConfigError(f"AsyncFetcher's client is libcurl: client must be 'curl' (or 'auto'), "
                           f"not {settings['client']!r}")
+    if session_factory is not None:
+        raise ConfigError("AsyncFetcher makes its own libcurl handles: it takes no session_factory (a "
+                          "requests Session would block your loop); set headers=, cookies= or user_agent=")
     return "multi"
 
 
