@@ -1,9 +1,10 @@
-"""Every Python block of docs/async.md runs, against the loopback server.
+"""Every Python block of docs/async.md runs, against the loopback server, and prints what it says.
 
-Scrapy and Playwright are not installed for the tests (Scrapy's cookie handling may
-fetch the public-suffix list from the internet; Playwright needs a browser build): their
-blocks run against stand-ins below, small fakes of the few calls they make, which
-fetch the real pages from the loopback server. What is checked is fetcher's side: the
+tests/test_docs_examples.py runs the blocks as written too, but those marked
+``<!-- stand-in: NAME -->``: Scrapy and Playwright are not installed for the tests
+(Scrapy's cookie handling may fetch the public-suffix list from the internet;
+Playwright needs a browser build), so their blocks run here against stand-ins, small
+fakes of the few calls they make, which fetch the real pages from the loopback server. What is checked is fetcher's side: the
 AsyncFetcher they open, feed and close on the running loop.
 """
 
@@ -35,7 +36,7 @@ def doc_text() -> str:
 
 
 def examples() -> dict[str, str]:
-    return dict(re.findall(r"<!-- example: ([\w-]+) -->\n```python\n(.*?)```", doc_text(), flags=re.S))
+    return dict(re.findall(r"<!-- (?:example|stand-in): ([\w-]+) -->\n```python\n(.*?)```", doc_text(), flags=re.S))
 
 
 def run_example(name: str, server, tmp_path, monkeypatch, namespace: dict[str, Any] | None = None) -> str:
