@@ -4,7 +4,9 @@ tests/test_docs_examples.py runs the blocks as written too, but those marked
 ``<!-- stand-in: NAME -->``: Scrapy and Playwright are not installed for the tests
 (Scrapy's cookie handling may fetch the public-suffix list from the internet;
 Playwright needs a browser build), so their blocks run here against stand-ins, small
-fakes of the few calls they make, which fetch the real pages from the loopback server. What is checked is fetcher's side: the
+fakes of the few calls they make, which fetch the real pages from the loopback server.
+(The Scrapy block was also run once for real, with Scrapy 2.19 on its asyncio reactor, in a
+network namespace holding only the loopback: 12 images saved, ``closed`` awaited.) What is checked is fetcher's side: the
 AsyncFetcher they open, feed and close on the running loop.
 """
 
