@@ -1,8 +1,8 @@
-"""The image-dataset options (issue 16), checked once, beside ``options.py``.
+"""The image-dataset options (issue 16): what they may be together, and where webdataset stages files.
 
-What the flags may say; the work itself is in ``download/images.py`` (checks
-and resizing, in the worker), ``download/optout.py``, ``sources/parquet.py`` and
-``run/shards.py`` (webdataset output, in the coordinating process).
+Their flags and single-value checks are in table.py; the work itself is in
+``download/images.py`` (checks and resizing, in the worker), ``download/optout.py``,
+``sources/parquet.py`` and ``run/shards.py`` (webdataset output, in the coordinating process).
 """
 
 from __future__ import annotations
@@ -25,54 +25,27 @@ STAGE_NAMING = STAGE_FOLDER + "/{sha1}.{ext}"  # where webdataset samples wait f
 INSTALL_HINT = "pip install 'fetcher[datasets]' (pyarrow and Pillow)"
 
 
-def wants_images(options: Options) -> bool:
-    """Whether any image option is on (then every body goes through ``download.images``)."""
-    return bool(options.verify_image or options.min_image_size or options.max_image_area
-                or options.max_aspect_ratio or options.resize or options.encode_format)
+def check_together(options: Options) -> None:
+    """Raise ConfigError naming the first dataset option that does not fit the others."""
+    dataset = options.dataset
+    if options.source.caption_column is not None and dataset.output_format != "webdataset":
+        raise ConfigError("--caption-column applies to webdataset output (--output-format webdataset); "
+                          "with files, every column is in the manifest's input")
+    if dataset.output_format == "webdataset":
+        if options.output.in_memory:
+            raise ConfigError("webdataset output writes shards: it cannot be combined with in-memory fetching")
+        if options.output.naming not in ("url", STAGE_NAMING):
+            raise ConfigError("--naming does not apply to webdataset output: samples are named by their key")
 
 
-def check(options: Options) -> None:
-    """Raise ConfigError naming the first bad dataset option."""
-    _check_images(options)
-    _check_output(options)
+def check_machine(options: Options) -> None:
+    """Image options need Pillow here."""
+    if options.dataset.wants_images and importlib.util.find_spec("PIL") is None:
+        raise ConfigError(f"image options need Pillow, which is not installed: {INSTALL_HINT}")
 
 
 def adjust(options: Options) -> Options:
     """Webdataset output stages every image as ``staging/SHA1.EXT`` (see ``run/shards.py``)."""
-    return replace(options, naming=STAGE_NAMING) if options.output_format == "webdataset" else options
-
-
-def _check_images(options: Options) -> None:
-    if options.resize_mode not in RESIZE_MODES:
-        raise ConfigError(f"resize-mode must be one of {', '.join(RESIZE_MODES)}, not {options.resize_mode!r}")
-    if options.encode_format and options.encode_format not in ENCODE_FORMATS:
-        raise ConfigError(f"encode-format must be one of {', '.join(ENCODE_FORMATS)}, "
-                          f"not {options.encode_format!r}")
-    if not 1 <= options.encode_quality <= 100:
-        raise ConfigError(f"encode-quality must be 1 to 100, not {options.encode_quality!r}")
-    for name in ("min_image_size", "max_image_area", "max_aspect_ratio", "resize"):
-        if getattr(options, name) < 0:
-            raise ConfigError(f"{name.replace('_', '-')} must be 0 or more, not {getattr(options, name)!r}")
-    if options.max_aspect_ratio and options.max_aspect_ratio < 1:
-        raise ConfigError(f"max-aspect-ratio is longer side / shorter side: at least 1, "
-                          f"not {options.max_aspect_ratio!r}")
-    if wants_images(options) and importlib.util.find_spec("PIL") is None:
-        raise ConfigError(f"image options need Pillow, which is not installed: {INSTALL_HINT}")
-
-
-def _check_output(options: Options) -> None:
-    if options.output_format not in OUTPUT_FORMATS:
-        raise ConfigError(f"output-format must be one of {', '.join(OUTPUT_FORMATS)}, not {options.output_format!r}")
-    if options.manifest_format not in MANIFEST_FORMATS:
-        raise ConfigError(f"manifest-format must be one of {', '.join(MANIFEST_FORMATS)}, "
-                          f"not {options.manifest_format!r}")
-    if options.shard_size < 1:
-        raise ConfigError(f"shard-size must be at least 1, not {options.shard_size!r}")
-    if options.caption_column is not None and options.output_format != "webdataset":
-        raise ConfigError("--caption-column applies to webdataset output (--output-format webdataset); "
-                          "with files, every column is in the manifest's input")
-    if options.output_format == "webdataset":
-        if options.in_memory:
-            raise ConfigError("webdataset output writes shards: it cannot be combined with in-memory fetching")
-        if options.naming not in ("url", STAGE_NAMING):
-            raise ConfigError("--naming does not apply to webdataset output: samples are named by their key")
+    if options.dataset.output_format != "webdataset":
+        return options
+    return replace(options, output=replace(options.output, naming=STAGE_NAMING))
