@@ -103,7 +103,7 @@ def _serve_parser() -> argparse.ArgumentParser:
                              "this host only; 0.0.0.0 exposes it to the network: read the security note)")
     parser.add_argument("--broker", metavar="URL",
                         help="a Redis server to hold the leases instead: redis://[USER@]HOST:PORT/DB, "
-                             "rediss://... (TLS) or unix:///PATH/redis.sock; needs pip install 'fetcher[redis]'")
+                             "rediss://... (TLS) or unix:///PATH/redis.sock; needs pip install 'fetcher-dl[redis]'")
     add_flags(parser, SERVE, RUN)
     add_broker_credentials(parser, serving=True)
     parser.add_argument("--lease-timeout", type=_positive_float, default=60.0, metavar="S",

@@ -32,8 +32,8 @@ __all__ = ["CLIENTS", "CURL_INSTALL_HINT", "MAX_PROCESSES", "MEMORY_CAP", "Optio
            "parse_timeout", "prepare_run", "remember_secrets"]
 
 MEMORY_CAP = 100 * 1024 * 1024  # in-memory bodies, unless max_size says otherwise
-DEFAULT_USER_AGENT = "fetcher/{version} (+https://pypi.org/project/fetcher/)"
-CURL_INSTALL_HINT = "pip install 'fetcher[curl]' (or: pip install pycurl)"
+DEFAULT_USER_AGENT = "fetcher/{version}"
+CURL_INSTALL_HINT = "pip install pycurl (or: pip install 'fetcher-dl[curl]')"
 
 
 @dataclass(frozen=True, slots=True)

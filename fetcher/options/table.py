@@ -37,7 +37,7 @@ RUN, RULES, NAMING, DATASET = "run", "rules", "naming", "dataset"
 # --help groups
 RETRY, POLITE, VALIDATION = "retries and deadlines", "politeness", "validation"
 INPUT_NAMING = "input and naming"
-DATASETS = "image datasets (pip install 'fetcher[datasets]')"
+DATASETS = "image datasets (pip install 'fetcher-dl[datasets]')"
 
 Check = Callable[[str, Any], None]
 
