@@ -39,7 +39,10 @@ def check_together(options: Options) -> None:
 
 
 def check_machine(options: Options) -> None:
-    """Image options need Pillow here."""
+    """Webdataset output needs pyarrow here, image options Pillow."""
+    if options.dataset.output_format == "webdataset" and importlib.util.find_spec("pyarrow") is None:
+        raise ConfigError(f"webdataset output writes a parquet per shard, and pyarrow is not installed: "
+                          f"{INSTALL_HINT}")
     if options.dataset.wants_images and importlib.util.find_spec("PIL") is None:
         raise ConfigError(f"image options need Pillow, which is not installed: {INSTALL_HINT}")
 

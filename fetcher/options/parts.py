@@ -114,8 +114,12 @@ class DatasetOptions:
 
     @property
     def wants_images(self) -> bool:
-        """Whether any image option is on (then every body goes through ``download.images``)."""
-        return bool(self.verify_image or self.min_image_size or self.max_image_area
+        """Whether any image option is on, or webdataset output (then every body goes through ``download.images``).
+
+        A webdataset sample is an image whose width and height its row records (img2dataset's layout),
+        so its header is read even when nothing else is asked: a body that is no image fails (bad-image).
+        """
+        return bool(self.output_format == "webdataset" or self.verify_image or self.min_image_size or self.max_image_area
                     or self.max_aspect_ratio or self.resize or self.encode_format)
 
 
