@@ -119,7 +119,8 @@ class DatasetOptions:
         A webdataset sample is an image whose width and height its row records (img2dataset's layout),
         so its header is read even when nothing else is asked: a body that is no image fails (bad-image).
         """
-        return bool(self.output_format == "webdataset" or self.verify_image or self.min_image_size or self.max_image_area
+        return bool(self.output_format == "webdataset" or self.verify_image or self.min_image_size
+                    or self.max_image_area
                     or self.max_aspect_ratio or self.resize or self.encode_format)
 
 
