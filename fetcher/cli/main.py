@@ -97,7 +97,7 @@ def _main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace, options: Options, auto: str) -> int:
-    from fetcher.run.job import run_job
+    from fetcher.run.runner import Folder, Report, plan, run_to_end
     from fetcher.run.progress import Progress
     from fetcher.sources.opening import open_input
 
@@ -105,8 +105,8 @@ def _run(args: argparse.Namespace, options: Options, auto: str) -> int:
     total, show_bar = opened.total, not args.quiet and sys.stderr.isatty()
     if auto and args.verbose:
         print(f"fetcher: {auto}", file=sys.stderr)
-    summary = run_job(opened.items, options, Progress(total, enabled=show_bar), verbose=args.verbose,
-                      quiet=args.quiet, retry_failed=args.retry_failed, input_lines=total)
+    report = Report(Progress(total, enabled=show_bar), verbose=args.verbose, quiet=args.quiet)
+    summary = run_to_end(plan(options, report, Folder(args.retry_failed, input_lines=total)), opened.items)
     if not args.quiet:
         transport = options.transport
         label = f"{transport.backend} (+ {transport.client}, chosen by auto)" if auto else transport.backend
