@@ -96,7 +96,8 @@ def _serve_parser() -> argparse.ArgumentParser:
                      epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 3 stopped: the "
                             "output's disk is full or read-only, 130 interrupted. "
                             "Redis password: $FETCHER_REDIS_PASSWORD or --redis-password-file, never argv.")
-    parser.add_argument("input", help="URL list, as for `fetcher` (text, CSV, TSV or JSONL, optionally .gz)")
+    parser.add_argument("input", help="URL list, as for `fetcher` (text, CSV, TSV or JSONL, each "
+                                          "optionally .gz, or parquet)")
     parser.add_argument("--bind", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST[:PORT]",
                         help=f"manager broker: address workers connect to (default: 127.0.0.1:{DEFAULT_PORT}, "
                              "this host only; 0.0.0.0 exposes it to the network: read the security note)")
@@ -210,7 +211,8 @@ def _work_parser() -> argparse.ArgumentParser:
                              "the Redis server of a `fetcher serve --broker`: redis://[USER@]HOST:PORT/DB, "
                              "rediss://... or unix:///PATH")
     parser.add_argument("--backend", default="thread", metavar="NAME",
-                        help=f"how downloads run here: {', '.join(BACKENDS)} (default: thread)")
+                        help=f"how downloads run here: {', '.join(BACKENDS)}, or auto: the fastest for the "
+                             "server's --client (default: thread)")
     parser.add_argument("--pool", type=positive_int, default=8, metavar="N",
                         help="concurrent downloads on this worker (default: 8)")
     parser.add_argument("--prefetch", type=int, default=None, metavar="N",

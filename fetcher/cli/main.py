@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                "Also: 'fetcher status', and distributed mode: 'fetcher serve' and 'fetcher work' "
                "(each has --help).",
     )
-    parser.add_argument("input", help="URL list: text (one URL per line), CSV, TSV or JSONL with a 'url' "
-                                      "column, optionally .gz; '-' reads stdin")
+    parser.add_argument("input", help="URL list: text (one URL per line); CSV, TSV or JSONL with a 'url' "
+                                      "column, each optionally .gz; or parquet; '-' reads stdin")
     parser.add_argument("--backend", default="auto", metavar="NAME",
                         help=f"how downloads run concurrently: {', '.join(BACKENDS)}, or auto (default): the "
                              "fastest this machine has")

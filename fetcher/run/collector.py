@@ -62,7 +62,8 @@ class Summary:
                 f"{human_bytes(self.bytes)} at {self.total / seconds:.1f} files/s "
                 f"({human_bytes(self.bytes / seconds)}/s).")
         if self.duplicates:
-            text += f" {self.duplicates} duplicate lines were fetched once."
+            text += (" 1 duplicate line was fetched once." if self.duplicates == 1 else
+                     f" {self.duplicates} duplicate lines were fetched once.")
         if self.error_kinds:
             kinds = ", ".join(f"{kind} {count}" for kind, count in self.error_kinds.most_common())
             text += f" Failures by kind: {kinds}."

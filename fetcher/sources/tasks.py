@@ -68,7 +68,7 @@ def canonical_url(text: str) -> str:
     if not scheme:
         raise InvalidURL(ErrorKind.INVALID_URL, "not a URL: it has no http:// or https:// scheme")
     if scheme not in ALLOWED_SCHEMES:
-        raise InvalidURL(ErrorKind.UNSUPPORTED_SCHEME, f"scheme {scheme!r} is not fetched; only http and https are")
+        raise InvalidURL(ErrorKind.UNSUPPORTED_SCHEME, f"scheme {scheme!r} is not fetched: only http and https URLs are")
     if not host:
         raise InvalidURL(ErrorKind.INVALID_URL, "URL has no host")
     host_text = f"[{host}]" if ":" in host else host
