@@ -142,11 +142,14 @@ def serve_main(argv: list[str]) -> int:
     items = sources.iter_rows(chain(first, rows), naming=options.naming, dedupe=False)
     progress = Progress(total, enabled=not args.quiet and sys.stderr.isatty())
 
+    def above_the_bar(line: str) -> None:  # the bar is on screen by now: never glue a line to it
+        progress.note(f"fetcher serve: {line}")
+
     def listening(where: str) -> None:
         if not args.quiet:
-            _print_welcome(note, where, spec, stored)
+            _print_welcome(above_the_bar, where, spec, stored)
         elif args.broker is None and parse_address(args.bind)[1] == 0:
-            note(f"listening on {where}")  # a port picked by the system is known only from this line
+            above_the_bar(f"listening on {where}")  # a port picked by the system is known only from this line
 
     with _sigterm_interrupts():
         served = serve(items, options, progress, ServeConfig(spec, args.lease_timeout), total=total,
