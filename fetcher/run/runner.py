@@ -28,6 +28,7 @@ from fetcher.errors import ConfigError, StorageError
 from fetcher.run import engine
 from fetcher.run.collector import Collector, Summary
 from fetcher.run.journal import JOURNAL_DIR, Journal
+from fetcher.run.live import LiveFile
 from fetcher.run.outdir import check_output, make_folder
 from fetcher.run.resume import admit_all
 
@@ -164,13 +165,16 @@ def run(spec: RunSpec, items: Iterator[Item], wait_for_more: Callable[[float], b
             items = step.admit(items)  # before the journal: URLs of finished shards are skipped
         if journal is not None:
             items = journal.admit(items)
+        live = None
+        if journal is not None and spec.folder is not None:  # what `fetcher status` reads while it runs
+            live = LiveFile(os.path.join(options.output.out, JOURNAL_DIR), spec.folder.input_lines)
         collector = Collector(spec.manifest, spec.report.progress, verbose=spec.report.verbose,
                               quiet=spec.report.quiet, on_result=spec.report.on_result,
                               journal=journal.journal if journal is not None else None,
-                              durable=options.output.durability != "none")
+                              durable=options.output.durability != "none", live=live)
         finals = stack.enter_context(closing(engine.results(
             items, options, spec.workers.session_factory, wait_for_more, cancel, spec.workers.backend_factory,
-            storage_stops=spec.workers.files_here)))
+            storage_stops=spec.workers.files_here, tick=collector.tick)))
         yield from _collect(finals, steps, collector, spec.report,
                             journal.counts if journal is not None else {"duplicates": 0})
 
