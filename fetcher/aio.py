@@ -10,7 +10,7 @@
     async for result in afetch(urls, out="downloads"):
         ...
 
-The same run as ``fetch()``, ``Fetcher`` and the CLI (run/job.py: rules, retries,
+The same run as ``fetch()``, ``Fetcher`` and the CLI (run/runner.py: rules, retries,
 politeness, journal, manifest, durability), on no thread of its own: libcurl's
 multi handle is driven by the loop (backends/asyncio_curl.py) and the engine's
 steps by one task of it (run/aio_driver.py). See docs/async.md.
@@ -30,15 +30,13 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from dataclasses import replace
 from typing import Any
 
-from fetcher.api import Task, _Converter, _options
+from fetcher.api import Task, _Converter, _options, _spec
 from fetcher.backends.base import SessionFactory
 from fetcher.errors import ConfigError, Interrupted
 from fetcher.models import FetchTask, Item, Result
 from fetcher.options import CURL_INSTALL_HINT
 from fetcher.run.aio_driver import LoopDriver
 from fetcher.run.collector import Summary
-from fetcher.run.job import Job
-from fetcher.run.progress import Progress
 
 __all__ = ["AsyncFetcher", "afetch"]
 
@@ -68,10 +66,10 @@ class AsyncFetcher:
         options = _options(out, _engine(backend, settings, session_factory), pool, memory,
                            {**settings, "client": "curl"},
                            session_factory, writes_files=not memory)
-        use_journal = (not memory) if journal is None else journal and not memory
-        self._job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory,
-                        quiet=True, retry_failed=retry_failed)
-        self._converter = _Converter(options.naming)
+        self._summary: Summary | None = None
+        self._spec = _spec(options, progress, memory, journal, None, retry_failed, repeat=True,
+                           on_summary=self._ended_with)
+        self._converter = _Converter(options.output.naming)
         self._on_result, self._keep = on_result, keep_results
         self._queue: deque[FetchTask | Result] = deque()  # asked for, not yet read by the engine
         self._waiting: dict[str, list[_Waiter]] = {}
@@ -118,7 +116,7 @@ class AsyncFetcher:
         await self._ended()
         if self._error is not None:
             raise self._error
-        return self._job.summary
+        return self._summary
 
     async def cancel(self) -> None:
         """Stop now: no new request starts, transfers in flight end, unresolved futures are cancelled."""
@@ -130,7 +128,7 @@ class AsyncFetcher:
     @property
     def summary(self) -> Summary | None:
         """Counts of the run, once it has ended."""
-        return self._job.summary
+        return self._summary
 
     # -- asking ------------------------------------------------------------------------
 
@@ -159,7 +157,7 @@ class AsyncFetcher:
         Leaving the loop early stops reading ``items``; what was asked for still finishes
         unless the AsyncFetcher is cancelled (leaving its ``async with`` on an exception does it).
         """
-        limit = ahead or 4 * self._job.options.window
+        limit = ahead or 4 * self._spec.options.transport.window
         source = _items(items)
         done: deque[asyncio.Future[Result]] = deque()
         signal: list[asyncio.Future[None]] = []
@@ -240,7 +238,7 @@ class AsyncFetcher:
             self._task = loop.create_task(self._run(), name="fetcher-engine")
 
     async def _run(self) -> None:
-        driver = LoopDriver(self._job, self._resolve)
+        driver = LoopDriver(self._spec, self._resolve)
         self._wake = driver.wake
         started = self._started
         assert started is not None
@@ -254,12 +252,15 @@ class AsyncFetcher:
                 raise
         finally:
             self._closed = True
-            if self._job.summary is not None:
-                self._job.summary.duplicates += self._shared
+            if self._summary is not None:
+                self._summary.duplicates += self._shared
             if not started.done():
                 started.set_exception(self._error or Interrupted("cancelled before it started"))
                 started.exception()  # retrieved: start() may never be awaited (submit() alone)
             self._abandon()
+
+    def _ended_with(self, summary: Summary) -> None:
+        self._summary = summary
 
     def _feed(self) -> Iterator[Item]:
         while True:

@@ -1,4 +1,4 @@
-"""One run (``Job.steps``) driven from a task of the running asyncio loop, which it never blocks.
+"""One run (``runner.run_pausing``) driven from a task of the running asyncio loop, which it never blocks.
 
 The engine is the same generator every other path runs; it runs pausing: where a
 blocking run would wait (for the backend, for more input, for a flush thread),
@@ -22,21 +22,22 @@ from typing import TYPE_CHECKING
 
 from fetcher.backends.asyncio_curl import LoopCurlBackend
 from fetcher.run.engine import Pause
+from fetcher.run.runner import run_pausing
 
 if TYPE_CHECKING:
     from fetcher.download.guards import CancelFlag
     from fetcher.models import Item, Result
-    from fetcher.run.job import Job
+    from fetcher.run.runner import RunSpec
 
 _Steps = Generator["Result | Pause", None, None]
 _END = Pause(-1.0)  # what _advance returns once the run is over (a StopIteration cannot cross a Future)
 
 
 class LoopDriver:
-    """Runs ``job`` on the running loop; ``deliver`` gets each final Result, on the loop's thread."""
+    """Runs ``spec`` on the running loop; ``deliver`` gets each final Result, on the loop's thread."""
 
-    def __init__(self, job: Job, deliver: Callable[[Result], None]) -> None:
-        self._job = job
+    def __init__(self, spec: RunSpec, deliver: Callable[[Result], None]) -> None:
+        self._spec = spec
         self._deliver = deliver
         self._loop = asyncio.get_running_loop()
         self._woken = False
@@ -57,7 +58,7 @@ class LoopDriver:
         setup (the folder in use), StorageError (the disk filled up).
         """
         backend = partial(LoopCurlBackend, loop=self._loop, wake=self.wake)
-        steps = self._job.steps(items, backend, wait_for_more, cancel, repeat=True)
+        steps = run_pausing(self._spec, items, backend, wait_for_more, cancel)
         busy: asyncio.Future[Result | Pause] | None = None
         try:
             busy = self._loop.run_in_executor(None, _advance, steps)  # the setup: the disk

@@ -1,6 +1,6 @@
 """The engine: input → scheduler → backend → collector, with bounded work in flight.
 
-At most ``options.window`` tasks are submitted and unfinished at any time, so a
+At most ``options.transport.window`` tasks are submitted and unfinished at any time, so a
 list of millions of URLs is read as the downloads go, never all at once.
 
 A run driven from an event loop (``local_backend``: the asyncio API, aio.py) never
@@ -12,7 +12,7 @@ without blocking and then asks for the next step, which looks without waiting.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from fetcher.backends import backend_class
 from fetcher.backends.base import Backend, BackendFactory, SessionFactory
@@ -46,7 +46,7 @@ def results(items: Iterator[Item], options: Options,
             wait_for_more: Callable[[float], bool] | None = None,
             cancel: CancelFlag | None = None,
             backend_factory: BackendFactory | None = None,
-            storage_stops: bool = True,
+            storage_stops: bool = True, tick: Callable[[], None] | None = None,
             local_backend: BackendFactory | None = None) -> Generator[Result | Pause, None, None]:
     """Fetch every item and yield each final Result once, as downloads finish.
 
@@ -58,7 +58,7 @@ def results(items: Iterator[Item], options: Options,
     returns False when no more will ever come (``Fetcher`` uses this).
 
     ``cancel``, checked at least every ``MAX_WAIT_S``, stops the run by raising
-    Interrupted. ``backend_factory`` replaces ``options.backend`` (``fetcher
+    Interrupted. ``backend_factory`` replaces ``options.transport.backend`` (``fetcher
     serve`` passes its RemoteBackend). A download that found the disk full or
     read-only (kind ``storage``) ends the run with StorageError while
     ``storage_stops`` (every later file would fail the same way; the URL stays
@@ -66,9 +66,11 @@ def results(items: Iterator[Item], options: Options,
     retried like any transient failure. On an exception (KeyboardInterrupt included), or when the
     consumer stops early, the backend is cancelled and told which tasks it never
     answered (``Backend.abandon``: their ``.part`` files go unless a later run can resume them).
+    ``tick`` is called after every wait for the backend, at least every ``MAX_WAIT_S`` (the
+    collector's live counts for ``fetcher status`` catch up while no result comes).
 
-    ``local_backend`` makes the backend instead of ``options.backend`` (a backend of this
-    process, whose files are flushed as any local backend's) and makes the run pausing: it
+    ``local_backend`` makes the backend instead of ``options.transport.backend`` (a backend of
+    this process, whose files are flushed as any local backend's) and makes the run pausing: it
     yields ``Pause`` where it would block, and never waits for the backend, the input or a
     flush thread itself (``wait_for_more`` and the backend's ``wait`` are then asked with 0).
     Yields no ``Pause`` without it.
@@ -80,15 +82,15 @@ def results(items: Iterator[Item], options: Options,
     # a backend_factory's (fetcher serve: remote workers) are not here to flush.
     if backend_factory is not None:
         backend = backend_factory(options, session_factory)
-        flusher = Flusher(replace(options, durability=durability.NONE))
+        flusher = Flusher(options, active=False)
     else:
-        make = local_backend or backend_class(options.backend, options.client)
+        make = local_backend or backend_class(options.transport.backend, options.transport.client)
         backend = make(durability.worker_options(options), session_factory)
         flusher = Flusher(options, inline=local_backend is None)
     try:
         with backend:
-            yield from _drive(scheduler, backend, in_flight, options.window, wait_for_more, cancel, flusher,
-                              storage_stops, pausing=local_backend is not None)
+            yield from _drive(scheduler, backend, in_flight, options.transport.window, wait_for_more, cancel,
+                              flusher, storage_stops, tick, pausing=local_backend is not None)
     except GeneratorExit:  # the consumer stopped: nobody to hand the held files to
         backend.abandon(in_flight.values())
         flusher.abandon()
@@ -106,7 +108,8 @@ def results(items: Iterator[Item], options: Options,
 
 def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTask], window: int,
            wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None, flusher: Flusher,
-           storage_stops: bool = True, pausing: bool = False) -> Iterator[Result | Pause]:
+           storage_stops: bool = True, tick: Callable[[], None] | None = None,
+           pausing: bool = False) -> Iterator[Result | Pause]:
     # Over 40 lines: one loop that submits, waits and hands on; the pausing variants sit beside
     # the blocking calls they replace, so both drivers read as the same loop.
     while True:
@@ -156,6 +159,8 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTas
                 if final is not None:
                     yield final
         yield from _checked(flusher.ready(idle=not in_flight), storage_stops)
+        if tick is not None:
+            tick()
 
 
 def _checked(results: Iterable[Result], storage_stops: bool) -> Iterator[Result]:
