@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from fetcher.cli.common import Parser, add_run_reporting, chain, count_lines, prepare_backend
+from fetcher.cli.common import Parser, add_run_reporting, chain, count_lines, open_log, prepare_backend
 from fetcher.cli.flags import add_flags, flag_values
 from fetcher.errors import ConfigError, ExitStatus, StorageError
 from fetcher.options.table import DATASET, LOCAL, NAMING, RULES, RUN
@@ -109,10 +109,18 @@ def _run(args: argparse.Namespace, options: Options, auto: str) -> int:
     items = sources.iter_rows(chain(first, rows), naming=options.output.naming, dedupe=False)  # the journal dedupes
     if auto and args.verbose:
         print(f"fetcher: {auto}", file=sys.stderr)
-    summary = run_job(items, options, Progress(total, enabled=show_bar), verbose=args.verbose,
-                      quiet=args.quiet, retry_failed=args.retry_failed, input_lines=total)
-    if not args.quiet:
+    log = open_log(args.log)
+    try:
+        progress = Progress(total, enabled=show_bar, log=log)
+        summary = run_job(items, options, progress, verbose=args.verbose, quiet=args.quiet,
+                          retry_failed=args.retry_failed, input_lines=total)
         transport = options.transport
         label = f"{transport.backend} (+ {transport.client}, chosen by auto)" if auto else transport.backend
-        print(summary.describe(label, options.transport.pool))
+        described = summary.describe(label, options.transport.pool)
+        progress.log(described)
+    finally:
+        if log is not None:
+            log.close()
+    if not args.quiet:
+        print(described)
     return summary.exit_code

@@ -82,6 +82,13 @@ class Summary:
         return text
 
 
+def result_line(result: Result) -> str:
+    """A final Result as one line: what ``-v`` prints on standard output and ``--log`` keeps."""
+    if result.error is not None:
+        return mask(f"failed {result.url}: {result.error.kind}: {result.error.message}")
+    return mask(f"{result.status.value} {result.url} -> {result.path} ({human_bytes(result.bytes)})")
+
+
 class Collector:
     """Receives every final Result once and reports it.
 
@@ -154,13 +161,9 @@ class Collector:
             self._live.write()
 
     def _note(self, result: Result) -> None:
-        if self._quiet:
-            return
-        if result.error is not None:
-            self._progress.note(mask(f"failed {result.url}: {result.error.kind}: {result.error.message}"))
-        elif self._verbose:
-            self._progress.note(mask(f"{result.status.value} {result.url} -> {result.path} "
-                                     f"({human_bytes(result.bytes)})"))
+        show = not self._quiet and (result.error is not None or self._verbose)
+        if show or self._progress.logging:
+            self._progress.report(result_line(result), show)
 
     def close(self, interrupted: bool = False, stopped: str | None = None) -> Summary:
         """Finish the manifest and the bar; return the run's Summary.
