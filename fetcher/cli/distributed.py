@@ -151,10 +151,12 @@ def serve_main(argv: list[str]) -> int:
                            on_listening=listening, verbose=args.verbose, quiet=args.quiet,
                            retry_failed=args.retry_failed)
         summary = served.summary
-        lines = [summary.describe("remote", sum(w["pool"] for w in served.workers if not w["gone"]))]
-        for w in served.workers:
-            gone = " (gone before the end)" if w["gone"] else ""
-            lines.append(f"  worker {w['id']}: {w['done']} URLs{gone}, files in {w['host']}:{w['out']}")
+        lines: list[str] = []
+        if not args.quiet or log is not None:
+            lines.append(summary.describe("remote", sum(w["pool"] for w in served.workers if not w["gone"])))
+            for w in served.workers:
+                gone = " (gone before the end)" if w["gone"] else ""
+                lines.append(f"  worker {w['id']}: {w['done']} URLs{gone}, files in {w['host']}:{w['out']}")
         for line in lines:
             progress.log(line)
     finally:
