@@ -41,10 +41,10 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                        help="fetch files whose server says X-Robots-Tag: noai or noimageai (refused by default, "
                             "kind opted-out)")
     group.add_argument("--output-format", default="files", metavar="FMT",
-                       help="files (default) or webdataset: OUT/00000.tar, ... with KEY.EXT and KEY.json "
-                            "per sample")
+                       help="files (default) or webdataset: img2dataset's layout, OUT/00000.tar (KEY.EXT, "
+                            "KEY.json per sample), 00000.parquet (every row), 00000_stats.json, ...")
     group.add_argument("--shard-size", type=positive_int, default=10_000, metavar="N",
-                       help="samples per webdataset shard (default: 10000)")
+                       help="rows per webdataset shard, failures included (default: 10000)")
     group.add_argument("--manifest-format", default="jsonl", metavar="FMT",
                        help="jsonl (default) or parquet (OUT/manifest.parquet, written at the end)")
 
