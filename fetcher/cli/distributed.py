@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from fetcher.cli.datasets import add_dataset_arguments, dataset_options
 from fetcher.cli.common import (Parser, add_fetching_rules, add_input_and_naming_arguments,
                                 add_run_reporting, chain, count_lines, positive_int, prepare_backend, rule_options)
 from fetcher.distributed.protocol import DEFAULT_PORT, parse_address
@@ -96,7 +97,8 @@ def _serve_parser() -> argparse.ArgumentParser:
                      epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 3 stopped: the "
                             "output's disk is full or read-only, 130 interrupted. "
                             "Redis password: $FETCHER_REDIS_PASSWORD or --redis-password-file, never argv.")
-    parser.add_argument("input", help="URL list, as for `fetcher` (text, CSV, TSV or JSONL, optionally .gz)")
+    parser.add_argument("input", help="URL list, as for `fetcher` (text, CSV, TSV or JSONL, optionally .gz, "
+                                      "or parquet)")
     parser.add_argument("--bind", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST[:PORT]",
                         help=f"manager broker: address workers connect to (default: 127.0.0.1:{DEFAULT_PORT}, "
                              "this host only; 0.0.0.0 exposes it to the network: read the security note)")
@@ -112,6 +114,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     add_fetching_rules(parser)
     add_run_reporting(parser, "restart")
     add_input_and_naming_arguments(parser)
+    add_dataset_arguments(parser)  # the image checks and resizing run on the workers, where they download
     return parser
 
 
@@ -126,7 +129,11 @@ def serve_main(argv: list[str]) -> int:
     args = _serve_parser().parse_args(argv)
     note = _note("fetcher serve")
     options = Options.create(out=args.out, manifest=args.manifest, input_format=args.input_format,
-                             naming=args.naming, on_exists=args.on_exists, **rule_options(args))
+                             naming=args.naming, on_exists=args.on_exists, **rule_options(args),
+                             **dataset_options(args))
+    if options.output_format == "webdataset":
+        raise ConfigError("--output-format webdataset is not built across hosts yet: run `fetcher INPUT "
+                          "--output-format webdataset` on one host, or serve with --output-format files")
     options = cookies.pack(options)  # workers get the cookies through the broker, not a path
     from fetcher.run.outdir import check_output
 
@@ -135,7 +142,7 @@ def serve_main(argv: list[str]) -> int:
     if options.insecure:
         note("warning: --insecure: no worker verifies TLS certificates; anyone between a worker and a "
              "site can change what it downloads")
-    rows = inputs.read_rows(args.input, options.input_format)
+    rows = inputs.read_rows(args.input, options.input_format, options.url_column)
     first = next(rows, None)  # opens the file now: a missing file or 'url' column is a usage error
     total = count_lines(args.input)
     items = sources.iter_rows(chain(first, rows), naming=options.naming, dedupe=False)

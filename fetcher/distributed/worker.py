@@ -31,6 +31,7 @@ from fetcher.distributed.rpc import LinkError
 from fetcher.errors import ConfigError
 from fetcher.models import FetchTask as Task
 from fetcher.models import Result
+from fetcher import dataset_options
 from fetcher.options import Options
 
 MAX_IDLE_POLL_S = 0.25  # longest wait between lease calls when the server has nothing: an idle call costs it ~50 µs
@@ -271,6 +272,7 @@ class Worker:
         local = replace(options, out=os.path.abspath(self.config.out), backend=self.config.backend,
                         pool=self.config.pool, in_flight=0, manifest=None)
         local, self._forget_cookies = cookies.unpack(local)  # the server's cookies, shipped here
+        dataset_options.check(local)  # the image flags need Pillow here, where the images are decoded
         if local.cookies and not os.path.isfile(local.cookies):
             self._emit(WorkerEvent(Kind.WARNING, f"warning: the server's cookies file {local.cookies!r} is not "
                                    "on this host; fetching without cookies"))
