@@ -17,7 +17,8 @@ from functools import partial
 from typing import Any
 
 from fetcher.distributed import cookies
-from fetcher.distributed.broker import BrokerSpec, ServeBroker, serve_broker
+from fetcher.distributed.broker import BrokerSpec, ServeBroker
+from fetcher.distributed.brokers import serve_broker
 from fetcher.distributed.remote import RemoteBackend
 from fetcher.models import FetchTask as Task
 from fetcher.models import Result

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from fetcher import __version__
 from fetcher.backoff import Backoff
-from fetcher.distributed import wire
+from fetcher.distributed.redis import wire
 from fetcher.distributed.broker import RedisSpec
 from fetcher.distributed.protocol import PROTOCOL, RunRules
-from fetcher.distributed.redis_common import GROUP, MESSAGE, redis_errors
-from fetcher.distributed.redis_streams import RunStreams, log
+from fetcher.distributed.redis.common import GROUP, MESSAGE, redis_errors
+from fetcher.distributed.redis.streams import RunStreams, log
 from fetcher.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ class RedisServe(RunStreams):
 
 
 def _auth_errors() -> tuple[type[BaseException], ...]:
-    from fetcher.distributed.redis_common import auth_errors
+    from fetcher.distributed.redis.common import auth_errors
 
     return auth_errors()
 

@@ -13,10 +13,10 @@ from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from fetcher.distributed import wire
+from fetcher.distributed.redis import wire
 from fetcher.distributed.broker import RedisSpec
-from fetcher.distributed.flights import FlightBook
-from fetcher.distributed.redis_common import GROUP, MESSAGE, Keys, connect, display
+from fetcher.distributed.redis.flights import FlightBook
+from fetcher.distributed.redis.common import GROUP, MESSAGE, Keys, connect, display
 
 if TYPE_CHECKING:
     from fetcher.models import Result
