@@ -145,9 +145,8 @@ def serve_main(argv: list[str]) -> int:
             above_the_bar(f"listening on {where}")  # a port picked by the system is known only from this line
 
     with _sigterm_interrupts():
-        served = serve(opened.items, options, progress, ServeConfig(spec, args.lease_timeout), total=total,
-                       on_listening=listening, verbose=args.verbose, quiet=args.quiet,
-                       retry_failed=args.retry_failed)
+        config = ServeConfig(spec, args.lease_timeout, args.verbose, args.quiet, args.retry_failed)
+        served = serve(opened.items, options, progress, config, total=total, on_listening=listening)
     summary = served.summary
     if not args.quiet:
         print(summary.describe("remote", sum(w["pool"] for w in served.workers if not w["gone"])))
