@@ -26,21 +26,19 @@ import hashlib
 import importlib.util
 import threading
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import replace
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
-from fetcher.api import Task, _Converter, _options, _spec
+from fetcher.api import Task, _Converter
 from fetcher.backends.base import SessionFactory
 from fetcher.errors import ConfigError, Interrupted
-from fetcher.models import FetchTask, Item, Result
+from fetcher.models import FetchTask, Result
 from fetcher.options import CURL_INSTALL_HINT
-from fetcher.run.aio_driver import LoopDriver
+from fetcher.run.aio_driver import Asked, LoopDriver
+from fetcher.run.api_run import api_options, api_spec
 from fetcher.run.collector import Summary
 
 __all__ = ["AsyncFetcher", "afetch"]
-
-_Waiter = tuple["asyncio.Future[Result]", Any, bool]  # a submission: its future, its meta, kept for results()
 
 
 class AsyncFetcher:
@@ -63,26 +61,19 @@ class AsyncFetcher:
                  memory: bool = False, progress: bool = False, journal: bool | None = None,
                  session_factory: SessionFactory | None = None, on_result: Callable[[Result], None] | None = None,
                  keep_results: bool = True, retry_failed: bool = True, **settings: Any) -> None:
-        options = _options(out, _engine(backend, settings, session_factory), pool, memory,
-                           {**settings, "client": "curl"},
-                           session_factory, writes_files=not memory)
+        options = api_options(out, _engine(backend, settings, session_factory), pool, memory,
+                              {**settings, "client": "curl"}, session_factory, writes_files=not memory)
         self._summary: Summary | None = None
-        self._spec = _spec(options, progress, memory, journal, None, retry_failed, repeat=True,
-                           on_summary=self._ended_with)
+        self._spec = api_spec(options, progress, memory, journal, None, retry_failed, repeat=True,
+                              on_summary=self._ended_with)
         self._converter = _Converter(options.output.naming)
-        self._on_result, self._keep = on_result, keep_results
-        self._queue: deque[FetchTask | Result] = deque()  # asked for, not yet read by the engine
-        self._waiting: dict[str, list[_Waiter]] = {}
-        self._kept: deque[Result] = deque()
-        self._kept_due = 0  # submit()ted, kept for results(), not yet resolved
-        self._shared = 0  # asked for while already in flight: the summary's duplicates
-        self._closed = False
+        self._keep = keep_results
+        self._asked = Asked(on_result)
         self._cancel = threading.Event()
         self._error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
         self._started: asyncio.Future[None] | None = None
         self._wake: Callable[[], None] = _nothing
-        self._changed: asyncio.Future[None] | None = None  # results() waits on it
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -111,7 +102,7 @@ class AsyncFetcher:
 
         Raises what ended the run early (StorageError: the disk filled up).
         """
-        self._closed = True
+        self._asked.closed = True
         self._wake()
         await self._ended()
         if self._error is not None:
@@ -121,7 +112,7 @@ class AsyncFetcher:
     async def cancel(self) -> None:
         """Stop now: no new request starts, transfers in flight end, unresolved futures are cancelled."""
         self._cancel.set()
-        self._closed = True
+        self._asked.closed = True
         self._wake()
         await self._ended()
 
@@ -199,36 +190,30 @@ class AsyncFetcher:
 
     async def results(self) -> AsyncIterator[Result]:
         """The Results of ``submit()``ted items as they complete, until every one so far is done."""
+        asked = self._asked
         while True:
-            if self._kept:
-                yield self._kept.popleft()
+            if asked.kept:
+                yield asked.kept.popleft()
                 continue
-            if not self._kept_due or self._task is None or self._task.done():
+            if not asked.kept_due or self._task is None or self._task.done():
                 return
-            self._changed = asyncio.get_running_loop().create_future()
-            await self._changed
+            asked.changed = asyncio.get_running_loop().create_future()
+            await asked.changed
 
     # -- the run -----------------------------------------------------------------------
 
     def _convert(self, item: str | Task) -> tuple[FetchTask | Result, Any]:
         if self._error is not None:
             raise self._error  # the run could not start or stopped (a folder in use, a full disk)
-        if self._closed:
+        if self._asked.closed:
             raise RuntimeError("cannot ask a closed AsyncFetcher for more")
         return self._converter.convert(item)
 
     def _ask(self, work: FetchTask | Result, meta: Any, keep: bool) -> asyncio.Future[Result]:
         self._ensure_started()
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        waiters = self._waiting.get(work.url)
-        if waiters is not None:  # in flight already: share its Result, never download twice at once
-            self._shared += 1
-            waiters.append((future, meta, keep))
-        else:
-            self._waiting[work.url] = [(future, meta, keep)]
-            self._queue.append(work)
+        future, new = self._asked.ask(work, meta, keep)
+        if new:
             self._wake()
-        self._kept_due += keep
         return future
 
     def _ensure_started(self) -> None:
@@ -238,12 +223,13 @@ class AsyncFetcher:
             self._task = loop.create_task(self._run(), name="fetcher-engine")
 
     async def _run(self) -> None:
-        driver = LoopDriver(self._spec, self._resolve)
+        asked = self._asked
+        driver = LoopDriver(self._spec, asked.resolve)
         self._wake = driver.wake
         started = self._started
         assert started is not None
         try:
-            await driver.run(self._feed(), self._wait_for_more, self._cancel, lambda: started.set_result(None))
+            await driver.run(asked.feed(), asked.wait_for_more, self._cancel, lambda: started.set_result(None))
         except Interrupted:
             pass  # our own cancel: the futures left are cancelled below
         except BaseException as exc:  # noqa: BLE001 - handed to the caller: start(), aclose(), fetch()
@@ -251,59 +237,15 @@ class AsyncFetcher:
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
-            self._closed = True
             if self._summary is not None:
-                self._summary.duplicates += self._shared
+                self._summary.duplicates += asked.shared
             if not started.done():
                 started.set_exception(self._error or Interrupted("cancelled before it started"))
                 started.exception()  # retrieved: start() may never be awaited (submit() alone)
-            self._abandon()
+            asked.abandon(self._error)
 
     def _ended_with(self, summary: Summary) -> None:
         self._summary = summary
-
-    def _feed(self) -> Iterator[Item]:
-        while True:
-            if self._queue:
-                yield self._queue.popleft()
-            elif self._closed:
-                return
-            else:
-                yield None
-
-    def _wait_for_more(self, _timeout: float) -> bool:
-        return bool(self._queue) or not self._closed
-
-    def _resolve(self, result: Result) -> None:
-        for future, meta, keep in self._waiting.pop(result.url, []):
-            delivered = replace(result, meta=meta) if meta is not None else result
-            if self._on_result is not None:
-                self._on_result(delivered)
-            if keep:
-                self._kept_due -= 1
-                self._kept.append(delivered)
-                self._signal()
-            if not future.done():
-                future.set_result(delivered)
-
-    def _abandon(self) -> None:
-        waiters = [w for ws in self._waiting.values() for w in ws]
-        self._waiting.clear()
-        self._queue.clear()
-        for future, _, _ in waiters:
-            if future.done():
-                continue
-            if self._error is not None:
-                future.set_exception(self._error)
-                future.exception()  # retrieved: a future nobody awaits logs no warning
-            else:
-                future.cancel()
-        self._kept_due = 0
-        self._signal()
-
-    def _signal(self) -> None:
-        if self._changed is not None and not self._changed.done():
-            self._changed.set_result(None)
 
     def _outcome(self, future: asyncio.Future[Result]) -> Result:
         if future.cancelled():  # the AsyncFetcher was cancelled under this map

@@ -16,9 +16,11 @@ Flusher's own thread. The journal's commits stay here, batched (two or so a seco
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fetcher.backends.asyncio_curl import LoopCurlBackend
 from fetcher.run.engine import Pause
@@ -26,7 +28,7 @@ from fetcher.run.runner import run_pausing
 
 if TYPE_CHECKING:
     from fetcher.download.guards import CancelFlag
-    from fetcher.models import Item, Result
+    from fetcher.models import FetchTask, Item, Result
     from fetcher.run.runner import RunSpec
 
 _Steps = Generator["Result | Pause", None, None]
@@ -104,3 +106,85 @@ def _advance(steps: _Steps) -> Result | Pause:
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+_Waiter = tuple["asyncio.Future[Result]", Any, bool]  # a submission: its future, its meta, kept for results()
+
+
+class Asked:
+    """What was asked for and not answered yet: the run's input (``feed``) and the futures its
+    Results resolve. A URL asked for again while in flight shares the one download.
+
+    Args:
+        on_result: called with each Result, once per submission, before its future resolves.
+    """
+
+    def __init__(self, on_result: Callable[[Result], None] | None) -> None:
+        self._on_result = on_result
+        self._queue: deque[FetchTask | Result] = deque()  # not yet read by the engine
+        self._waiting: dict[str, list[_Waiter]] = {}
+        self.kept: deque[Result] = deque()  # Results of kept submissions, for AsyncFetcher.results()
+        self.kept_due = 0  # kept submissions not resolved yet
+        self.shared = 0  # submissions of a URL already in flight: the summary's duplicates
+        self.closed = False  # no more input: the run ends once what was asked is done
+        self.changed: asyncio.Future[None] | None = None  # set when ``kept`` grows or the run ends
+
+    def ask(self, work: FetchTask | Result, meta: Any, keep: bool) -> tuple[asyncio.Future[Result], bool]:
+        """A future of ``work``'s Result, and whether the run has new input (not a shared URL)."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self.kept_due += keep
+        waiters = self._waiting.get(work.url)
+        if waiters is not None:
+            self.shared += 1
+            waiters.append((future, meta, keep))
+            return future, False
+        self._waiting[work.url] = [(future, meta, keep)]
+        self._queue.append(work)
+        return future, True
+
+    def feed(self) -> Iterator[Item]:
+        """The run's input: what was asked, ``None`` while nothing is, until closed."""
+        while True:
+            if self._queue:
+                yield self._queue.popleft()
+            elif self.closed:
+                return
+            else:
+                yield None
+
+    def wait_for_more(self, _timeout: float) -> bool:
+        """More input may come (the engine asks with 0: the driver did the waiting)."""
+        return bool(self._queue) or not self.closed
+
+    def resolve(self, result: Result) -> None:
+        for future, meta, keep in self._waiting.pop(result.url, []):
+            delivered = replace(result, meta=meta) if meta is not None else result
+            if self._on_result is not None:
+                self._on_result(delivered)
+            if keep:
+                self.kept_due -= 1
+                self.kept.append(delivered)
+                self.signal()
+            if not future.done():  # a cancelled await leaves a cancelled future
+                future.set_result(delivered)
+
+    def abandon(self, error: BaseException | None) -> None:
+        """The run ended: every future still waiting fails with ``error``, or is cancelled."""
+        waiters = [w for ws in self._waiting.values() for w in ws]
+        self._waiting.clear()
+        self._queue.clear()
+        self.closed = True
+        for future, _, _ in waiters:
+            if future.done():
+                continue
+            if error is not None and not isinstance(error, asyncio.CancelledError):
+                future.set_exception(error)
+                future.exception()  # retrieved: a future nobody awaits logs no warning
+            else:
+                future.cancel()
+        self.kept_due = 0
+        self.signal()
+
+    def signal(self) -> None:
+        if self.changed is not None and not self.changed.done():
+            self.changed.set_result(None)

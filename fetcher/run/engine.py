@@ -41,13 +41,20 @@ class Pause:
     disk: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class LoopBackend:
+    """A ``backend_factory`` for a backend of this process that an event loop drives (the asyncio API):
+    its files are flushed as any local backend's, and the run is pausing (see ``results``)."""
+
+    make: BackendFactory
+
+
 def results(items: Iterator[Item], options: Options,
             session_factory: SessionFactory | None = None,
             wait_for_more: Callable[[float], bool] | None = None,
             cancel: CancelFlag | None = None,
-            backend_factory: BackendFactory | None = None,
-            storage_stops: bool = True, tick: Callable[[], None] | None = None,
-            local_backend: BackendFactory | None = None) -> Generator[Result | Pause, None, None]:
+            backend_factory: BackendFactory | LoopBackend | None = None,
+            storage_stops: bool = True, tick: Callable[[], None] | None = None) -> Generator[Result | Pause, None, None]:
     """Fetch every item and yield each final Result once, as downloads finish.
 
     ``items`` is pulled lazily, only when a worker is free. An item may be
@@ -69,28 +76,17 @@ def results(items: Iterator[Item], options: Options,
     ``tick`` is called after every wait for the backend, at least every ``MAX_WAIT_S`` (the
     collector's live counts for ``fetcher status`` catch up while no result comes).
 
-    ``local_backend`` makes the backend instead of ``options.transport.backend`` (a backend of
-    this process, whose files are flushed as any local backend's) and makes the run pausing: it
-    yields ``Pause`` where it would block, and never waits for the backend, the input or a
-    flush thread itself (``wait_for_more`` and the backend's ``wait`` are then asked with 0).
-    Yields no ``Pause`` without it.
+    A ``LoopBackend`` makes the run pausing: it yields ``Pause`` where it would block, and
+    never waits for the backend, the input or a flush thread itself (``wait_for_more`` and the
+    backend's ``wait`` are then asked with 0). Yields no ``Pause`` without one.
     """
-    # Over 40 lines: the three kinds of backend are set up here, and the cleanup of every way out.
     scheduler = Scheduler(items, options)
     in_flight: dict[int, FetchTask] = {}
-    # A local backend's files reach the disk in the order --durability asks (download/durability.py);
-    # a backend_factory's (fetcher serve: remote workers) are not here to flush.
-    if backend_factory is not None:
-        backend = backend_factory(options, session_factory)
-        flusher = Flusher(options, active=False)
-    else:
-        make = local_backend or backend_class(options.transport.backend, options.transport.client)
-        backend = make(durability.worker_options(options), session_factory)
-        flusher = Flusher(options, inline=local_backend is None)
+    backend, flusher = _backend_and_flusher(options, session_factory, backend_factory)
     try:
         with backend:
-            yield from _drive(scheduler, backend, in_flight, options.transport.window, wait_for_more, cancel,
-                              flusher, storage_stops, tick, pausing=local_backend is not None)
+            caller = _Caller(wait_for_more, cancel, storage_stops, tick, isinstance(backend_factory, LoopBackend))
+            yield from _drive(scheduler, backend, in_flight, options.transport.window, flusher, caller)
     except GeneratorExit:  # the consumer stopped: nobody to hand the held files to
         backend.abandon(in_flight.values())
         flusher.abandon()
@@ -106,12 +102,37 @@ def results(items: Iterator[Item], options: Options,
         raise
 
 
-def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTask], window: int,
-           wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None, flusher: Flusher,
-           storage_stops: bool = True, tick: Callable[[], None] | None = None,
-           pausing: bool = False) -> Iterator[Result | Pause]:
+def _backend_and_flusher(options: Options, session_factory: SessionFactory | None,
+                         backend_factory: BackendFactory | LoopBackend | None) -> tuple[Backend, Flusher]:
+    """A local backend's files reach the disk in the order --durability asks (download/durability.py);
+    a backend_factory's (fetcher serve: remote workers) are not here to flush."""
+    if backend_factory is not None and not isinstance(backend_factory, LoopBackend):
+        return backend_factory(options, session_factory), Flusher(options, active=False)
+    if isinstance(backend_factory, LoopBackend):
+        make = backend_factory.make
+    else:
+        make = backend_class(options.transport.backend, options.transport.client)
+    backend = make(durability.worker_options(options), session_factory)
+    return backend, Flusher(options, inline=not isinstance(backend_factory, LoopBackend))
+
+
+@dataclass(frozen=True)
+class _Caller:
+    """What the caller of ``results`` hands the loop: see its docstring (``pausing``: a ``LoopBackend``)."""
+
+    wait_for_more: Callable[[float], bool] | None
+    cancel: CancelFlag | None
+    storage_stops: bool
+    tick: Callable[[], None] | None
+    pausing: bool = False
+
+
+def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTask], window: int, flusher: Flusher,
+           caller: _Caller) -> Iterator[Result | Pause]:
     # Over 40 lines: one loop that submits, waits and hands on; the pausing variants sit beside
     # the blocking calls they replace, so both drivers read as the same loop.
+    wait_for_more, cancel, storage_stops, tick = caller.wait_for_more, caller.cancel, caller.storage_stops, caller.tick
+    pausing = caller.pausing
     while True:
         if cancel is not None and cancel.is_set():
             raise Interrupted("cancelled")

@@ -196,9 +196,10 @@ def _run(spec: RunSpec, items: Iterator[Item], wait_for_more: Callable[[float], 
                               durable=options.output.durability != "none", live=live)
         if local_backend is not None:
             yield Pause(0.0)  # the setup above is done: back to the driver's own thread
+        backend = spec.workers.backend_factory if local_backend is None else engine.LoopBackend(local_backend)
         finals = stack.enter_context(closing(engine.results(
-            items, options, spec.workers.session_factory, wait_for_more, cancel, spec.workers.backend_factory,
-            storage_stops=spec.workers.files_here, tick=collector.tick, local_backend=local_backend)))
+            items, options, spec.workers.session_factory, wait_for_more, cancel, backend,
+            storage_stops=spec.workers.files_here, tick=collector.tick)))
         yield from _collect(finals, opened, collector, spec.report,
                             journal.counts if journal is not None else {"duplicates": 0}, local_backend is not None)
 
