@@ -157,6 +157,8 @@ def serve_main(argv: list[str]) -> int:
         for w in served.workers:
             gone = " (gone before the end)" if w["gone"] else ""
             print(f"  worker {w['id']}: {w['done']} URLs{gone}, files in {w['host']}:{w['out']}")
+    if served.dropped:
+        note(f"dropped {served.dropped} malformed broker messages (not ours, or damaged); the run went on")
     return summary.exit_code
 
 

@@ -23,7 +23,7 @@ from fetcher import __version__
 from fetcher.distributed import wire
 from fetcher.distributed.broker import RedisSpec
 from fetcher.distributed.protocol import PROTOCOL
-from fetcher.distributed.redis_common import GROUP, MESSAGE, redis_errors
+from fetcher.distributed.redis_common import GROUP, redis_errors
 from fetcher.distributed.redis_streams import RunStreams, log
 from fetcher.errors import ConfigError
 
@@ -67,7 +67,8 @@ class RedisServe(RunStreams):
     def _open(self) -> None:
         import redis
 
-        other = self._redis.hget(self._keys.run, "run_id")
+        stored = self._redis.hget(self._keys.run, "run_id")
+        other = None if stored is None else stored.decode("utf-8", "replace")
         if other is not None and other != self.run_id:  # the same run (a restart) may take its keys back
             raise ConfigError(f"queue {self._spec.queue!r} at {self._where} belongs to run {other}, from another "
                               "output folder: use another --queue (or, if that run is gone for good, delete its "
@@ -77,9 +78,9 @@ class RedisServe(RunStreams):
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        for entry, fields in self._entries(self._keys.tasks):
+        for entry, field in self._entries(self._keys.tasks):
             try:
-                kind, message = wire.load(fields.get(MESSAGE))
+                kind, message = wire.load(field)
                 self._book.adoptable[wire.task_of(message).url] = entry
             except wire.WireError as exc:
                 self._drop(self._keys.tasks, entry, exc)
@@ -90,11 +91,33 @@ class RedisServe(RunStreams):
                 break
         self._publish_run()
 
+    def _run_fields(self) -> dict[bytes, bytes]:
+        fields = {"protocol": PROTOCOL, "version": __version__, "run_id": self.run_id, "epoch": self.epoch,
+                  "state": self._state, "options": wire.dump_options(self.options),
+                  "lease_timeout": self.lease_timeout, "heartbeat_s": self.heartbeat_s}
+        return {name.encode(): str(value).encode() for name, value in fields.items()}
+
     def _publish_run(self) -> None:
-        self._redis.hset(self._keys.run, mapping={
-            "protocol": PROTOCOL, "version": __version__, "run_id": self.run_id, "epoch": self.epoch,
-            "state": self._state, "options": wire.dump_options(self.options),
-            "lease_timeout": self.lease_timeout, "heartbeat_s": self.heartbeat_s})
+        self._redis.hset(self._keys.run, mapping=self._run_fields())
+
+    def _check_run(self) -> None:
+        """The run's description as published, or written again: anything else in it is dropped."""
+        stored = self._redis.hgetall(self._keys.run)
+        if not stored:
+            self._recover()
+            return
+        fields = self._run_fields()
+        wrong = [name for name, value in stored.items() if fields.get(name) != value]
+        if not wrong:
+            return
+        for name in wrong:
+            self._dropped(f"field {name[:64]!r} of {self._keys.run}", "not what serve published")
+        foreign = [name for name in wrong if name not in fields]
+        pipe = self._redis.pipeline(transaction=True)
+        if foreign:
+            pipe.hdel(self._keys.run, *foreign)
+        pipe.hset(self._keys.run, mapping=fields)
+        pipe.execute()
 
     # -- the engine's calls ------------------------------------------------------------------
 
@@ -174,7 +197,11 @@ class RedisServe(RunStreams):
                 for worker_id, w in (self._ever if gone_too else self._workers).items()]
         return {"run_id": self.run_id, "epoch": self.epoch, "state": self._state, "total": self.total,
                 "final": dict(self._final), "queued": max(0, len(self._book) - leased), "leased": leased,
-                "counts": dict(self._counts), "lease_timeout": self.lease_timeout, "workers": rows}
+                "counts": {**self._counts, "dropped": self._dropped_count()}, "lease_timeout": self.lease_timeout, "workers": rows}
+
+    def _dropped_count(self) -> int:
+        """Messages dropped here, and by every worker seen (each counts those it read from the tasks stream)."""
+        return self._dropped.count + sum(int(w.get("dropped", 0)) for w in self._ever.values())
 
     def stop(self, completed: bool) -> None:
         """Delete what the run no longer needs: after a completed run, all its keys (workers have been told)."""
@@ -193,8 +220,7 @@ class RedisServe(RunStreams):
 
     def _tick(self, now: float) -> None:
         self._next_tick = now + TICK_S
-        if not self._redis.exists(self._keys.run):
-            self._recover()
+        self._check_run()
         self._refresh_workers()
         self._reap()
         self._redis.set(self._keys.stats, json.dumps(self.stats()))

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from fetcher.distributed import wire
 from fetcher.distributed.broker import RedisSpec
 from fetcher.distributed.flights import FlightBook
-from fetcher.distributed.redis_common import GROUP, MESSAGE, Keys, connect, display
+from fetcher.distributed.dropped import Dropped
+from fetcher.distributed.redis_common import GROUP, Keys, connect, display, entry_id, message_of
 
 if TYPE_CHECKING:
     from fetcher.models import Result
@@ -51,23 +52,24 @@ class RunStreams:
         self._workers: dict[str, dict[str, Any]] = {}  # alive now
         self._ever: dict[str, dict[str, Any]] = {}  # every worker seen, as last seen (for the summary)
         self._trash: list[str] = []  # results-stream entries to delete
+        self._dropped = Dropped(log, "fetcher serve")
 
     def _publish_run(self) -> None:
         raise NotImplementedError
 
-    def _entries(self, stream: str) -> list[tuple[str, dict[str, Any]]]:
-        """Every entry of a stream (bounded: only what is in flight is there), page by page."""
-        found: list[tuple[str, dict[str, Any]]] = []
+    def _entries(self, stream: str) -> list[tuple[str, object]]:
+        """Every entry of a stream (bounded: only what is in flight is there), page by page: (id, ``m`` field)."""
+        found: list[tuple[str, object]] = []
         start = "-"
         while True:
             page = self._redis.xrange(stream, start, "+", count=PAGE)
-            found.extend(page)
+            found.extend((entry_id(entry), message_of(fields)) for entry, fields in page)
             if len(page) < PAGE:
                 return found
-            start = "(" + page[-1][0]
+            start = "(" + found[-1][0]
 
     def _drop(self, stream: str, entry: str, why: Exception) -> None:
-        log.warning("fetcher serve: dropped entry %s of %s: %s", entry, stream, why)
+        self._dropped(f"entry {entry} of {stream}", why)
         self._redis.xdel(stream, entry)
 
     def _place(self) -> None:
@@ -84,17 +86,17 @@ class RunStreams:
                 unplaced.extendleft(reversed(chunk))  # not added (or not known to be): the next call tries again
                 raise
             for url, entry in zip(chunk, entries):
-                self._book.placed(url, entry)
+                self._book.placed(url, entry_id(entry))
 
     def _read(self, block: int | None) -> None:
         replies = self._redis.xread({self._keys.results: self._cursor}, count=READ_COUNT, block=block)
         done: list[str] = []
         left: Counter[str] = Counter()
         for _stream, items in replies or []:
-            for entry, fields in items:
-                self._cursor = entry
+            for raw_entry, fields in items:
+                self._cursor = entry = entry_id(raw_entry)
                 try:
-                    kind, message = wire.load((fields or {}).get(MESSAGE))
+                    kind, message = wire.load(message_of(fields))
                     if kind == "results":
                         items = wire.results_of(message)
                         self._book.hold(entry, len(items))
@@ -146,10 +148,14 @@ class RunStreams:
         keys = list(self._redis.scan_iter(self._keys.worker_pattern, count=1000))
         workers: dict[str, dict[str, Any]] = {}
         for key, text in zip(keys, self._redis.mget(keys) if keys else []):
+            if text is None:
+                continue  # expired between SCAN and MGET
             try:
                 worker = wire.worker_of(text)
-            except wire.WireError:
-                continue  # expired between SCAN and MGET, or not ours
+            except wire.WireError as exc:  # not a worker's: in the run's namespace, so deleted
+                self._dropped(f"key {key!r}", exc)
+                self._redis.delete(key)
+                continue
             if worker["id"] not in self._workers:
                 self._events.append(f"worker {worker['id']} joined ({worker.get('backend')}, pool "
                                     f"{worker.get('pool')}, files in {worker.get('host')}:{worker.get('out')})")
@@ -163,8 +169,8 @@ class RunStreams:
         for _ in range(100):  # bounded: at most 100 pages a tick
             reply = self._redis.xautoclaim(self._keys.tasks, GROUP, REAPER, int(self.lease_timeout * 1000),
                                            cursor, count=PAGE)
-            cursor, entries = reply[0], reply[1]
-            ids = [entry for entry, _fields in entries]
+            cursor, entries = entry_id(reply[0]), reply[1]
+            ids = [entry_id(entry[0] if isinstance(entry, (list, tuple)) else entry) for entry in entries]
             expired += sum(self._book.take_back(entry) for entry in ids)
             if ids:  # an earlier serve's entry that nobody renews is not worth adopting any more
                 gone = set(ids)
