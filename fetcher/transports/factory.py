@@ -67,9 +67,9 @@ def requests_session(options: Options, pool_maxsize: int = 1, ca_bundle: str | N
         session.verify = ca_bundle
     if options.cookies:
         session.cookies = _load_cookies(options.cookies)  # type: ignore[assignment]
-    from requests.adapters import HTTPAdapter
+    from fetcher.transports.head_deadline import DeadlineAdapter
 
-    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=max(pool_maxsize, 1), max_retries=0)
+    adapter = DeadlineAdapter(pool_connections=16, pool_maxsize=max(pool_maxsize, 1), max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

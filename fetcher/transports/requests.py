@@ -16,6 +16,7 @@ A caller's own session goes through ``Session.get``, exactly as they configured 
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -28,7 +29,9 @@ from requests.structures import CaseInsensitiveDict
 from fetcher.errors import FetchFailure
 from fetcher.models import ErrorKind
 from fetcher.redact import has_userinfo
-from fetcher.transports.base import Head, Receiver, Request, Transport, credentials_rule, loop_message
+from fetcher.transports.base import (Head, Receiver, Request, Transport, credentials_rule, loop_message,
+                                     malformed_response, refused_redirect)
+from fetcher.transports.head_deadline import head_deadline
 
 if TYPE_CHECKING:
     from fetcher.transports.environment import Environment
@@ -52,12 +55,19 @@ class RequestsTransport(Transport):
         self._netrc = environment is not None and environment.netrc is not None
 
     def fetch(self, request: Request, receiver: Receiver) -> Head:
-        with _translate_errors(request):
-            with self._open(request) as response:
-                head = Head(response.status_code, response.reason or "", response.headers, response.url)
-                receiver.on_head(head)
-                _stream(response, receiver, request)
-                return head
+        guard = request.guard
+        with head_deadline(guard.started + guard.max_time if guard.max_time else None) as watches:
+            try:
+                with _translate_errors(request):
+                    with self._open(request) as response:
+                        head = Head(response.status_code, response.reason or "", response.headers, response.url)
+                        receiver.on_head(head)
+                        _stream(response, receiver, request)
+                        return head
+            except FetchFailure:
+                if any(watch.fired for watch in watches):  # --max-time cut a head that came too slowly
+                    raise guard.timed_out() from None
+                raise
 
     def _open(self, request: Request) -> requests.Response:
         timeout = (request.connect_timeout, request.guard.read_timeout)
@@ -164,6 +174,8 @@ def _translate_errors(request: Request) -> Iterator[None]:
     except exc_module.SSLError as exc:
         raise FetchFailure(ErrorKind.CONNECT, f"TLS error: {short(_root_cause(exc))}") from None
     except exc_module.ConnectionError as exc:
+        if (bad := _bad_http(exc)) is not None:  # BadStatusLine, LineTooLong, too many headers
+            raise malformed_response(_malformed(bad)) from None
         raise FetchFailure(ErrorKind.CONNECT, short(_root_cause(exc)), retryable=True) from None
     except exc_module.ChunkedEncodingError as exc:
         raise FetchFailure(ErrorKind.TRUNCATED, f"body ended early: {short(exc)}", retryable=True) from None
@@ -172,8 +184,12 @@ def _translate_errors(request: Request) -> Iterator[None]:
     except exc_module.TooManyRedirects as exc:
         raise FetchFailure(ErrorKind.REDIRECT, _redirect_message(exc)) from None
     except (exc_module.InvalidSchema, exc_module.MissingSchema) as exc:
-        raise FetchFailure(ErrorKind.REDIRECT, f"redirected to an unsupported URL: {short(exc)}") from None
-    except (exc_module.InvalidURL, exc_module.InvalidHeader, UnicodeError) as exc:
+        raise refused_redirect(str(exc)) from None
+    except exc_module.InvalidHeader as exc:
+        if exc.args and isinstance(exc.args[0], urllib3.exceptions.HTTPError):  # the response's, not ours
+            raise malformed_response(short(exc.args[0])) from None
+        raise FetchFailure(ErrorKind.INVALID_URL, short(exc)) from None
+    except (exc_module.InvalidURL, UnicodeError) as exc:
         raise FetchFailure(ErrorKind.INVALID_URL, short(exc)) from None
     except urllib3.exceptions.ReadTimeoutError as exc:
         raise FetchFailure(ErrorKind.TIMEOUT, short(exc), retryable=True) from None
@@ -195,6 +211,25 @@ def _redirect_message(exc: requests.TooManyRedirects) -> str:
         if loop:
             return loop
     return short(exc)
+
+
+def _bad_http(exc: BaseException) -> http.client.HTTPException | None:
+    """The http.client error a requests error wraps when the reply was not HTTP/1.x (not a hang-up)."""
+    seen: list[BaseException] = [exc]
+    for error in seen:  # requests -> urllib3 ProtocolError('Connection aborted.', BadStatusLine(...))
+        if len(seen) > 16:
+            break
+        if isinstance(error, http.client.HTTPException) and not isinstance(error, http.client.RemoteDisconnected):
+            return error
+        seen += [a for a in (*error.args, getattr(error, "reason", None)) if isinstance(a, BaseException)]
+    return None
+
+
+def _malformed(cause: http.client.HTTPException) -> str:
+    if isinstance(cause, http.client.BadStatusLine):
+        line = str(cause.args[0]) if cause.args else ""
+        return f"no HTTP/1.x status line: {line[:60]!r}"
+    return short(cause)
 
 
 def short(exc: BaseException, limit: int = 300) -> str:
