@@ -243,7 +243,7 @@ def test_resize_targets_come_from_the_original_size_even_after_a_draft_decode(mo
     from fetcher.download.images import finish_image, target_size
     from fetcher.options import Options
 
-    options = Options(resize=64, resize_mode=mode, encode_format="png")
+    options = Options.create(resize=64, resize_mode=mode, encode_format="png")
     for width, height in DRAFT_SIZES:
         outcome = finish_image(jpeg_of(width, height), options)
         assert outcome.data is not None

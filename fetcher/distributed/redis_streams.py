@@ -152,9 +152,13 @@ class RunStreams:
                 continue  # expired between SCAN and MGET
             try:
                 worker = wire.worker_of(text)
-            except wire.WireError as exc:  # not a worker's: in the run's namespace, so deleted
-                self._dropped(f"key {key!r}", exc)
-                self._redis.delete(key)
+            except wire.WireError as exc:
+                self._dropped(f"key {key[:80]!r}", exc)
+                known = self._workers.get(key.decode("utf-8", "replace").rsplit(":worker:", 1)[-1])
+                if known is not None:  # a live worker's, overwritten: it writes it again on its next call
+                    workers[known["id"]] = known
+                else:  # nobody's: in the run's namespace, so deleted
+                    self._redis.delete(key)
                 continue
             if worker["id"] not in self._workers:
                 self._events.append(f"worker {worker['id']} joined ({worker.get('backend')}, pool "

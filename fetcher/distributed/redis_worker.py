@@ -94,8 +94,8 @@ class RedisSession(WorkerSession):
             return Refusal(f"the server runs fetcher {run.get('version')} (protocol {run.get('protocol')}) and "
                            f"this worker fetcher {__version__} (protocol {PROTOCOL}): install the same version on both")
         try:
-            options = wire.options_of(run.get("options", ""))
-            welcome = Welcome(run.get("run_id", "?"), int(run["epoch"]), options, float(run["lease_timeout"]),
+            rules = wire.rules_of(run.get("options", ""))
+            welcome = Welcome(run.get("run_id", "?"), int(run["epoch"]), rules, float(run["lease_timeout"]),
                               float(run["heartbeat_s"]))
         except (wire.WireError, ValueError, KeyError) as exc:  # serve writes it again within a tick
             self._dropped(f"the run description in {self._keys.run}", exc)
