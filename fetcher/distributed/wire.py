@@ -92,7 +92,9 @@ def task_of(fields: dict[str, Any]) -> Task:
     headers = body.get("headers")
     if headers is not None:
         _typed(headers, list, "headers")
-        headers = tuple((str(_typed(p, list, "header")[0]), str(p[1])) for p in headers if len(p) == 2)
+        if not all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in headers):
+            raise WireError("a header is not a [name, value] pair of strings")
+        headers = tuple((p[0], p[1]) for p in headers)
     meta = body.get("meta")
     return Task(url=_typed(body.get("url"), str, "url"), name=_typed(body.get("name"), str, "name"),
                 index=_typed(body.get("index", 0), int, "index"), attempt=_typed(body.get("attempt", 1), int, "attempt"),

@@ -140,7 +140,10 @@ def _socket_of(raw: object) -> Any:
 def _netrc_auth(netloc: str, path: str) -> tuple[str, str] | None:
     """requests' own netrc lookup (``$NETRC``, else ``~/.netrc``: where ``path`` came from),
     once per host instead of once per request."""
-    return requests.utils.get_netrc_auth(f"http://{netloc}/")
+    try:
+        return requests.utils.get_netrc_auth(f"http://{netloc}/")
+    except (UnicodeError, ValueError):  # not UTF-8: requests ignores a netrc it cannot parse, and so do we
+        return None
 
 
 def _root_cause(exc: BaseException) -> BaseException:
