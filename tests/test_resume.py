@@ -14,7 +14,7 @@ from proc_helpers import files_in_place
 from server import body_for
 
 from fetcher.cli.main import main
-from fetcher.run.job import _exclusive
+from fetcher.run.runner import _exclusive
 
 
 def records(out: str) -> dict[str, dict]:

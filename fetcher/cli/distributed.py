@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from fetcher.cli.common import Parser, add_run_reporting, chain, count_lines, prepare_backend
+from fetcher.cli.common import Parser, add_run_reporting, prepare_backend
 from fetcher.cli.flags import add_flags, flag_values
 from fetcher.distributed.protocol import DEFAULT_PORT, parse_address
 from fetcher.errors import ConfigError, ExitStatus
@@ -97,7 +97,8 @@ def _serve_parser() -> argparse.ArgumentParser:
                      epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 3 stopped: the "
                             "output's disk is full or read-only, 130 interrupted. "
                             "Redis password: $FETCHER_REDIS_PASSWORD or --redis-password-file, never argv.")
-    parser.add_argument("input", help="URL list, as for `fetcher` (text, CSV, TSV or JSONL, optionally .gz)")
+    parser.add_argument("input", help="URL list, as for `fetcher` (text, CSV, TSV or JSONL, each "
+                                          "optionally .gz, or parquet)")
     parser.add_argument("--bind", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST[:PORT]",
                         help=f"manager broker: address workers connect to (default: 127.0.0.1:{DEFAULT_PORT}, "
                              "this host only; 0.0.0.0 exposes it to the network: read the security note)")
@@ -115,11 +116,10 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def serve_main(argv: list[str]) -> int:
-    from fetcher.sources import readers as inputs
-    from fetcher.sources import tasks as sources
     from fetcher.distributed.server import ServeConfig, serve
     from fetcher.options import Options, prepare_run
     from fetcher.run.progress import Progress
+    from fetcher.sources.opening import open_input
 
     args = _serve_parser().parse_args(argv)
     note = _note("fetcher serve")
@@ -131,20 +131,21 @@ def serve_main(argv: list[str]) -> int:
     if options.politeness.insecure:
         note("warning: --insecure: no worker verifies TLS certificates; anyone between a worker and a "
              "site can change what it downloads")
-    rows = inputs.read_rows(args.input, options.source.input_format)
-    first = next(rows, None)  # opens the file now: a missing file or 'url' column is a usage error
-    total = count_lines(args.input)
-    items = sources.iter_rows(chain(first, rows), naming=options.output.naming, dedupe=False)
+    opened = open_input(args.input, options)  # the same set-up as fetcher INPUT's
+    total = opened.total
     progress = Progress(total, enabled=not args.quiet and sys.stderr.isatty())
+
+    def above_the_bar(line: str) -> None:  # the bar is on screen by now: never glue a line to it
+        progress.note(f"fetcher serve: {line}")
 
     def listening(where: str) -> None:
         if not args.quiet:
-            _print_welcome(note, where, spec, stored)
+            _print_welcome(above_the_bar, where, spec, stored)
         elif args.broker is None and parse_address(args.bind)[1] == 0:
-            note(f"listening on {where}")  # a port picked by the system is known only from this line
+            above_the_bar(f"listening on {where}")  # a port picked by the system is known only from this line
 
     with _sigterm_interrupts():
-        served = serve(items, options, progress, ServeConfig(spec, args.lease_timeout), total=total,
+        served = serve(opened.items, options, progress, ServeConfig(spec, args.lease_timeout), total=total,
                        on_listening=listening, verbose=args.verbose, quiet=args.quiet,
                        retry_failed=args.retry_failed)
     summary = served.summary
