@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from conftest import NEEDS_PYCURL
 from hostile_server import BEHAVIOURS, HostileServer, body_of
 from proc_helpers import read_manifest
 from test_parity import PAIRS, pair_id
@@ -172,3 +173,24 @@ def test_a_hung_up_keep_alive_connection_loses_no_request(runs: Runs) -> None:
             url = runs.server.url(f"/close-after-one/{pid}-{i}")
             assert runs.server.requests[f"/close-after-one/{pid}-{i}"] >= 1
             assert runs.records[pid][url]["status"] == "ok", runs.records[pid][url]
+
+
+@pytest.mark.parametrize("client", ["requests", pytest.param("curl", marks=NEEDS_PYCURL)])
+def test_a_request_on_a_connection_the_server_hung_up_is_sent_again_without_a_retry(tmp_path, client):
+    """--retries 0: the server says keep-alive, then closes; the next request on that pooled connection
+    is sent again on a new one (libcurl does; 28b5069's requests transport lost every other URL)."""
+    server = HostileServer().start()
+    try:
+        urls = [server.url(f"/close-after-one/{client}-again-{i}") for i in range(12)]
+        (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+        out = str(tmp_path / "out")
+        done = subprocess.run([sys.executable, "-m", "fetcher", str(tmp_path / "urls.txt"), "-o", out, "-q",
+                               "--client", client, "--backend", "thread", "--pool", "1", "--retries", "0"],
+                              capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    records = {r["url"]: r for r in read_manifest(os.path.join(out, "manifest.jsonl"))}
+    for url in urls:
+        assert records[url]["status"] == "ok" and records[url]["attempts"] == 1
+        assert records[url]["sha256"] == hashlib.sha256(body_of("/" + url.split("/", 3)[3])).hexdigest()

@@ -1,4 +1,4 @@
-"""``--max-time`` while a response's head arrives, for the requests transport.
+"""``--max-time`` while a response's head arrives, and stale keep-alive connections, for the requests transport.
 
 urllib3 reads the status line and headers with blocking ``recv`` calls whose
 timeout is per call: a server that sends its headers a byte a second never
@@ -7,6 +7,11 @@ libcurl's ``TIMEOUT`` covers the whole transfer; here a watchdog does: one
 daemon thread (a greenlet under gevent) keeps the deadlines of the heads being
 read and, when one passes, shuts the socket down, so the blocked read returns
 at once. The transport then reports the deadline, not the broken connection.
+
+The same connection class notes when a request dies before any response on a
+connection that already carried one: the server closed an idle keep-alive
+connection as the request went out. libcurl sends such a request again on a new
+connection; the transport does the same (``Watching.stale``), once.
 
 Only public API: urllib3's documented ``ConnectionCls`` of a connection pool
 (a subclass whose ``getresponse`` arms the watchdog), set through the pool
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import http.client
 import itertools
 import socket
 import threading
@@ -90,32 +96,55 @@ class Watchdog:
 WATCHDOG = Watchdog()
 
 
-@contextlib.contextmanager
-def head_deadline(deadline: float | None) -> Iterator[list[Watch]]:
-    """While inside, heads read by this thread end at ``deadline`` (monotonic; None: no deadline).
+class Watching:
+    """What happened to the heads read inside one ``head_deadline``."""
 
-    Yields a list that holds the Watch if one was armed: ``fired`` says the deadline cut the read.
-    """
-    watches: list[Watch] = []
-    _local.deadline, _local.watches = deadline, watches
+    __slots__ = ("deadline", "watches", "stale")
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        self.watches: list[Watch] = []
+        self.stale = False  # a request died before any response on a connection that had carried one
+
+    @property
+    def fired(self) -> bool:
+        return any(watch.fired for watch in self.watches)
+
+
+@contextlib.contextmanager
+def head_deadline(deadline: float | None) -> Iterator[Watching]:
+    """While inside, heads read by this thread end at ``deadline`` (monotonic; None: no deadline)."""
+    watching = Watching(deadline)
+    _local.watching = watching
     try:
-        yield watches
+        yield watching
     finally:
-        _local.deadline = None
-        for watch in watches:
+        _local.watching = None
+        for watch in watching.watches:
             WATCHDOG.disarm(watch)
 
 
+_HUNG_UP = (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)
+
+
 def _watched_response(conn: Any, read: Any) -> Any:
-    deadline = getattr(_local, "deadline", None)
-    if deadline is None or conn.sock is None:
-        return read()
-    watch = WATCHDOG.arm(conn.sock, deadline)
-    _local.watches.append(watch)
+    watching: Watching | None = getattr(_local, "watching", None)
+    reused = getattr(conn, "_fetcher_served", 0) > 0
+    watch = None
+    if watching is not None and watching.deadline is not None and conn.sock is not None:
+        watch = WATCHDOG.arm(conn.sock, watching.deadline)
+        watching.watches.append(watch)
     try:
-        return read()
+        response = read()
+    except _HUNG_UP:
+        if reused and watching is not None:
+            watching.stale = True
+        raise
     finally:
-        WATCHDOG.disarm(watch)
+        if watch is not None:
+            WATCHDOG.disarm(watch)
+    conn._fetcher_served = getattr(conn, "_fetcher_served", 0) + 1
+    return response
 
 
 class _Connection(HTTPConnection):

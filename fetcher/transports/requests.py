@@ -56,18 +56,25 @@ class RequestsTransport(Transport):
 
     def fetch(self, request: Request, receiver: Receiver) -> Head:
         guard = request.guard
-        with head_deadline(guard.started + guard.max_time if guard.max_time else None) as watches:
-            try:
-                with _translate_errors(request):
-                    with self._open(request) as response:
-                        head = Head(response.status_code, response.reason or "", response.headers, response.url)
-                        receiver.on_head(head)
-                        _stream(response, receiver, request)
-                        return head
-            except FetchFailure:
-                if any(watch.fired for watch in watches):  # --max-time cut a head that came too slowly
-                    raise guard.timed_out() from None
-                raise
+        deadline = guard.started + guard.max_time if guard.max_time else None
+        for tries_left in (2, 1, 0):  # a pooled connection the server had closed: sent again (head_deadline.py)
+            with head_deadline(deadline) as watching:
+                try:
+                    return self._fetch(request, receiver)
+                except FetchFailure:
+                    if watching.fired:  # --max-time cut a head that came too slowly
+                        raise guard.timed_out() from None
+                    if not (watching.stale and tries_left):
+                        raise
+        raise AssertionError("unreachable: the last try returns or raises")
+
+    def _fetch(self, request: Request, receiver: Receiver) -> Head:
+        with _translate_errors(request):
+            with self._open(request) as response:
+                head = Head(response.status_code, response.reason or "", response.headers, response.url)
+                receiver.on_head(head)
+                _stream(response, receiver, request)
+                return head
 
     def _open(self, request: Request) -> requests.Response:
         timeout = (request.connect_timeout, request.guard.read_timeout)
