@@ -10,7 +10,6 @@ Each mutation named in a test's docstring left every test file green on 28b5069:
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat
 
 import pytest
@@ -41,7 +40,6 @@ def test_the_journal_syncs_every_commit_unless_durability_is_none(tmp_path, leve
     finally:
         journal.close()
     assert os.path.exists(journal_path(str(tmp_path)))
-    sqlite3.connect(journal_path(str(tmp_path))).close()
 
 
 # -- size caps --------------------------------------------------------------------------------
@@ -131,7 +129,7 @@ def test_a_completed_redis_run_deletes_its_keys(server, tmp_path):
         wait_until(lambda: client.exists("fetcher:tidy:run"), timeout=30, what="the run's keys")
         worker = cluster.work(srv.address, str(tmp_path / "w"))
         assert srv.wait(60) == 0 and worker.wait(30) == 0
-        assert client.keys("fetcher:tidy:*") == [] or all(":worker:" in k for k in client.keys("fetcher:tidy:*"))
+        assert all(":worker:" in k for k in client.keys("fetcher:tidy:*"))  # a worker's own key expires by itself
         assert not any(client.exists(f"fetcher:tidy:{key}") for key in ("run", "tasks", "results", "stats"))
     finally:
         cluster.close()
