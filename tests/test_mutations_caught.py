@@ -19,8 +19,8 @@ from redis_helper import RedisServer
 from test_distributed_coordinator import Clock, join, task
 
 from fetcher.cli.main import main
-from fetcher.distributed.coordinator import Coordinator
-from fetcher.distributed.protocol import Grant
+from fetcher.distributed.manager.coordinator import Coordinator
+from fetcher.distributed.protocol import Grant, RunRules
 from fetcher.options import Options
 from fetcher.run.journal import Journal, journal_path
 
@@ -75,7 +75,8 @@ def test_a_worker_cannot_renew_another_workers_lease(tmp_path):
     """Mutation: ``renew`` without the holder check (leases.py): w2's heartbeats would keep w1's
     lease alive after w1 died, and the URL would never be handed out again."""
     clock = Clock()
-    coord = Coordinator(Options.create(out=str(tmp_path)), "run1", epoch=7, lease_timeout=10.0, clock=clock)
+    rules = RunRules(Options.create(out=str(tmp_path)).worker_form())
+    coord = Coordinator(rules, "run1", epoch=7, lease_timeout=10.0, clock=clock)
     join(coord, "w1")
     join(coord, "w2")
     coord.offer(task(0))
@@ -138,7 +139,7 @@ def test_a_completed_redis_run_deletes_its_keys(server, tmp_path):
 
 @pytest.mark.parametrize(("mode", "warned"), [(0o600, False), (0o644, True), (0o640, True)])
 def test_a_redis_password_file_others_can_read_is_warned_about(tmp_path, mode, warned):
-    from fetcher.distributed.redis_common import redis_spec
+    from fetcher.distributed.redis.common import redis_spec
 
     path = tmp_path / "pass"
     path.write_text("pw\n", encoding="utf-8")

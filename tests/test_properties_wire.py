@@ -11,10 +11,10 @@ import props  # noqa: F401 - loads the hypothesis profile
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fetcher.distributed import wire
+from fetcher.distributed.redis import wire
 from fetcher.distributed.calls import WireError, check_call
 from fetcher.distributed.protocol import WorkerInfo
-from fetcher.distributed.rpc import RpcServer
+from fetcher.distributed.manager.rpc import RpcServer
 from fetcher.models import ErrorInfo, FetchTask, Result, Status
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
