@@ -55,7 +55,7 @@ class Summary:
             return ExitStatus.INTERRUPTED
         return ExitStatus.FAILED if self.failed else ExitStatus.OK
 
-    def describe(self, backend: str, pool: int) -> str:
+    def describe(self, backend: str, pool: int | str) -> str:
         """The one-paragraph summary printed at the end of a CLI run."""
         seconds = max(self.elapsed_s, 1e-9)
         head = ("Stopped after" if self.stopped is not None else
