@@ -68,7 +68,7 @@ def fetch_one(task: FetchTask, session: Any, options: Options, cancel: CancelFla
     if isinstance(download, Result):
         return download
     transport = as_transport(session)
-    return download.settle(lambda: transport.fetch(download.request(), download))
+    return download.settle(transport.fetch, download.request(), download)
 
 
 def prepare(task: FetchTask, options: Options, cancel: CancelFlag | None = None) -> Download | Result:
@@ -128,14 +128,15 @@ class Download:
         connect = min(options.connect_timeout, options.max_time) if options.max_time else options.connect_timeout
         return Request(self.task.url, headers, connect, self.guard, options.chunk_size)
 
-    def settle(self, transfer: Callable[[], Head]) -> Result:
-        """The Result of this attempt, ``transfer`` being the transport's (blocking, or finished) transfer.
+    def settle(self, transfer: Callable[..., Head], *args: object) -> Result:
+        """The Result of this attempt, ``transfer(*args)`` being the transport's transfer: a blocking
+        ``fetch``, or the ``finish`` of one a multi handle ran (``CurlTransport.finish(code, message)``).
 
         Every failure of this URL becomes a Result; only bugs raise.
         """
         try:
             try:
-                return self._finish(transfer())
+                return self._finish(transfer(*args))
             finally:
                 if self.sink is not None:
                     self.sink.close()
