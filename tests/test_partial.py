@@ -79,3 +79,44 @@ def test_open_part_never_follows_a_link_planted_under_the_part_name(tmp_path):
     with pytest.raises(OSError):
         partial.open_part(str(tmp_path / "x.part"), 0)
     assert victim.read_bytes() == b"precious"
+
+
+# --- read_meta: no look-up where nothing of an earlier run or attempt can be ------------------
+
+def _counting_access(monkeypatch) -> list[str]:
+    seen: list[str] = []
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: seen.append(path) or real_access(path, mode))
+    return seen
+
+
+def test_a_folder_this_process_made_is_not_searched_for_meta_on_a_first_attempt(tmp_path, monkeypatch):
+    part = str(tmp_path / "fresh" / "a.bin.part")
+    partial.open_part(part, 0).close()  # makes the folder
+    seen = _counting_access(monkeypatch)
+    assert partial.read_meta(str(tmp_path / "fresh" / "b.bin.part"), "http://h/b") == (None, False)
+    assert seen == []
+    # A retry looks: its first attempt may have run in another process and left a meta.
+    partial.read_meta(str(tmp_path / "fresh" / "b.bin.part"), "http://h/b", attempt=2)
+    assert seen == [str(tmp_path / "fresh" / "b.bin.part.meta")]
+
+
+def test_a_folder_that_was_there_before_is_searched_for_meta(tmp_path, monkeypatch):
+    (tmp_path / "old").mkdir()
+    part = str(tmp_path / "old" / "a.bin.part")
+    with open(part, "wb") as handle:
+        handle.write(b"x" * 10)
+    with open(part + ".meta", "w") as handle:  # left by an earlier, killed run
+        handle.write('{"url": "http://h/a", "validator": "\\"v1\\""}')
+    partial.open_part(str(tmp_path / "old" / "b.bin.part"), 0).close()  # the folder is found, not made
+    assert partial.read_meta(part, "http://h/a") == ((10, '"v1"'), True)
+
+
+def test_a_meta_written_by_this_process_is_found_in_a_folder_it_made(tmp_path):
+    part = str(tmp_path / "made" / "a.bin.part")
+    sink = partial.open_part(part, 0)
+    sink.write(b"y" * 20)
+    sink.close()
+    # A cancelled download keeps its part for the next run of the same (API) process.
+    assert partial.remember(part, "http://h/a", {"ETag": '"v2"'})
+    assert partial.read_meta(part, "http://h/a") == ((20, '"v2"'), True)

@@ -107,7 +107,7 @@ class Download:
         self.resume: tuple[int, str] | None = None
         self.has_meta = False  # NAME.part.meta exists (from an earlier attempt, or written by this one)
         if may_resume and not options.in_memory:  # False: the part's folder does not exist yet
-            self.resume, self.has_meta = partial.read_meta(self.part, task.url)
+            self.resume, self.has_meta = partial.read_meta(self.part, task.url, task.attempt)
         self.head: Head | None = None
         self.name = task.name
         self.sink: partial.PartFile | io.BytesIO | None = None
