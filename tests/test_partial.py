@@ -9,10 +9,18 @@ import pytest
 from fetcher.download import partial
 
 
-def test_a_small_body_is_one_write_at_close(tmp_path, monkeypatch):
+def _counting_writes(monkeypatch) -> list[int]:
+    """Bytes per write(2) or writev(2) call."""
     writes: list[int] = []
-    real_write = os.write
+    real_write, real_writev = os.write, os.writev
     monkeypatch.setattr(os, "write", lambda fd, data: writes.append(len(data)) or real_write(fd, data))
+    monkeypatch.setattr(os, "writev", lambda fd, buffers: writes.append(sum(map(len, buffers)))
+                        or real_writev(fd, buffers))
+    return writes
+
+
+def test_a_small_body_is_one_write_at_close(tmp_path, monkeypatch):
+    writes = _counting_writes(monkeypatch)
     part = str(tmp_path / "h" / "x.bin.part")  # its folder is made
     sink = partial.open_part(part, 0)
     for piece in (b"abc", b"def", b"g" * 1000):
@@ -33,6 +41,29 @@ def test_a_large_body_is_written_as_the_buffer_fills(tmp_path):
     assert os.path.getsize(part) >= partial.WRITE_BUFFER  # flushed before close
     sink.close()
     assert (tmp_path / "x.part").read_bytes() == chunk * 20
+
+
+def test_chunks_are_written_without_joining_them(tmp_path, monkeypatch):
+    writes = _counting_writes(monkeypatch)
+    part = str(tmp_path / "x.part")
+    sink = partial.open_part(part, 0)
+    chunks = [bytes([n]) * 50_000 for n in range(4)]  # 200 KB: flushed at 150 KB, then at close
+    for chunk in chunks:
+        sink.write(chunk)
+    sink.close()
+    assert writes == [150_000, 50_000]
+    assert (tmp_path / "x.part").read_bytes() == b"".join(chunks)
+
+
+def test_a_short_writev_is_continued(tmp_path, monkeypatch):
+    real_writev = os.writev
+    monkeypatch.setattr(os, "writev", lambda fd, buffers: real_writev(fd, [bytes(buffers[0][:5])]))
+    part = str(tmp_path / "x.part")
+    sink = partial.open_part(part, 0)
+    for piece in (b"0123456789", b"abcdefghij", b"ABCDEFGHIJ"):
+        sink.write(piece)
+    sink.close()
+    assert (tmp_path / "x.part").read_bytes() == b"0123456789abcdefghijABCDEFGHIJ"
 
 
 def test_a_short_write_is_continued(tmp_path, monkeypatch):

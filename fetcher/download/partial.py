@@ -135,10 +135,12 @@ class PartFile:
         chunks = self._chunks
         if not chunks:
             return
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if len(chunks) == 1 or not _HAVE_WRITEV:
+            _write_all(self._fd, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        else:  # one writev(2), no joined copy: that copy was a twentieth of a large file's CPU (issue 29)
+            _writev_all(self._fd, chunks, self._buffered)
         chunks.clear()
         self._buffered = 0
-        _write_all(self._fd, data)
 
     def close(self, sync: bool = False) -> None:
         """Write what is buffered and close; a second call does nothing.
@@ -167,6 +169,18 @@ def _write_all(fd: int, data: bytes) -> None:
         if written <= 0:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         view = view[written:]
+
+
+def _writev_all(fd: int, chunks: list[bytes], size: int) -> None:
+    """writev(2) of ``chunks`` (``size`` bytes in all); what a short write left is written on."""
+    written = os.writev(fd, chunks[:IOV_MAX])
+    if written == size:
+        return  # the usual case: one call, no copy
+    _write_all(fd, b"".join(chunks)[written:])  # rare (near a quota, or over IOV_MAX chunks): copy once
+
+
+_HAVE_WRITEV = hasattr(os, "writev")  # not on Windows: the chunks are joined there
+IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") and "SC_IOV_MAX" in os.sysconf_names else 16
 
 
 def remember(part: str, url: str, headers: Mapping[str, str]) -> bool:
