@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from fetcher.auto import AUTO, choose
 from fetcher.errors import BackendError
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ def backend_class(name: str, client: str) -> type[Backend]:
         BackendError: no backend has that name, or it does not run with that client.
     """
     _check_name(name)
+    if name == AUTO:  # fetcher work --backend auto: the client is the server's, known only now
+        name = choose(AUTO, client)[0]
     target = PAIRS.get((name, client))
     if target is None:
         why = _WHY_NOT.get((name, client), f"--backend {name} does not run with --client {client}")
@@ -50,7 +53,7 @@ def backend_class(name: str, client: str) -> type[Backend]:
 
 
 def get_backend(name: str) -> BackendFactory:
-    """What makes the backend ``name`` for a run, choosing its class by the run's ``options.client``.
+    """What makes the backend ``name`` for a run, choosing its class by the run's ``options.transport.client``.
 
     For callers that know the backend before the options (``fetcher work`` learns the
     client from its server).
@@ -61,14 +64,14 @@ def get_backend(name: str) -> BackendFactory:
     _check_name(name)
 
     def create(options: Options, session_factory: SessionFactory | None = None) -> Backend:
-        return backend_class(name, options.client)(options, session_factory)
+        return backend_class(name, options.transport.client)(options, session_factory)
 
     return create
 
 
 def _check_name(name: str) -> None:
-    if name not in BACKENDS:
-        choices = ", ".join(sorted(BACKENDS))
+    if name != AUTO and name not in BACKENDS:
+        choices = ", ".join((AUTO, *sorted(BACKENDS)))
         raise BackendError(f"unknown backend {name!r}; choose one of: {choices}")
 
 

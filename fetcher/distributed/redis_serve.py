@@ -13,16 +13,16 @@ persistence), every URL in flight is put back: the journal says what is final.
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from fetcher import __version__
+from fetcher.backoff import Backoff
 from fetcher.distributed import wire
 from fetcher.distributed.broker import RedisSpec
-from fetcher.distributed.protocol import PROTOCOL
+from fetcher.distributed.protocol import PROTOCOL, RunRules
 from fetcher.distributed.redis_common import GROUP, MESSAGE, redis_errors
 from fetcher.distributed.redis_streams import RunStreams, log
 from fetcher.errors import ConfigError
@@ -30,19 +30,19 @@ from fetcher.errors import ConfigError
 if TYPE_CHECKING:
     from fetcher.models import FetchTask as Task
     from fetcher.models import Result
-    from fetcher.options import Options
 
 TICK_S = 0.25
 READ_BLOCK_MS = 100
+RECONNECT = Backoff(first=0.1, cap=5.0, max_doublings=10)
 
 
 class RedisServe(RunStreams):
     """The ServeBroker of ``--broker redis://``; see the module doc and redis_common.py for the keys."""
 
-    def __init__(self, spec: RedisSpec, options: Options, run_id: str, epoch: int, lease_timeout: float,
+    def __init__(self, spec: RedisSpec, rules: RunRules, run_id: str, epoch: int, lease_timeout: float,
                  total: int | None) -> None:
         super().__init__(spec, lease_timeout)
-        self.options, self.run_id, self.epoch, self.total = options, run_id, epoch, total
+        self.rules, self.run_id, self.epoch, self.total = rules, run_id, epoch, total
         self.heartbeat_s = min(lease_timeout / 4, 2.0)
         self._state = "running"
         self._final: Counter[str] = Counter()
@@ -93,7 +93,7 @@ class RedisServe(RunStreams):
     def _publish_run(self) -> None:
         self._redis.hset(self._keys.run, mapping={
             "protocol": PROTOCOL, "version": __version__, "run_id": self.run_id, "epoch": self.epoch,
-            "state": self._state, "options": wire.dump_options(self.options),
+            "state": self._state, "options": wire.dump_rules(self.rules),
             "lease_timeout": self.lease_timeout, "heartbeat_s": self.heartbeat_s})
 
     # -- the engine's calls ------------------------------------------------------------------
@@ -133,7 +133,7 @@ class RedisServe(RunStreams):
         if self._down_since is None:
             self._down_since = now
             self._events.append(f"lost Redis at {self._where} ({exc}); retrying, workers keep downloading")
-        self._retry_at = now + min(5.0, 0.1 * 2 ** min(10, int(now - self._down_since))) * (0.5 + random.random() / 2)
+        self._retry_at = now + RECONNECT.delay(int(now - self._down_since))  # doubles each second it stays down
 
     def room(self) -> int:
         """Free slots of the live workers, less what is in flight (at least one task in flight, as the manager)."""

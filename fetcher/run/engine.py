@@ -1,13 +1,12 @@
 """The engine: input → scheduler → backend → collector, with bounded work in flight.
 
-At most ``options.window`` tasks are submitted and unfinished at any time, so a
+At most ``options.transport.window`` tasks are submitted and unfinished at any time, so a
 list of millions of URLs is read as the downloads go, never all at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import replace
 
 from fetcher.backends import backend_class
 from fetcher.backends.base import Backend, BackendFactory, SessionFactory
@@ -28,7 +27,7 @@ def results(items: Iterator[Item], options: Options,
             wait_for_more: Callable[[float], bool] | None = None,
             cancel: CancelFlag | None = None,
             backend_factory: BackendFactory | None = None,
-            storage_stops: bool = True) -> Generator[Result, None, None]:
+            storage_stops: bool = True, tick: Callable[[], None] | None = None) -> Generator[Result, None, None]:
     """Fetch every item and yield each final Result once, as downloads finish.
 
     ``items`` is pulled lazily, only when a worker is free. An item may be
@@ -39,7 +38,7 @@ def results(items: Iterator[Item], options: Options,
     returns False when no more will ever come (``Fetcher`` uses this).
 
     ``cancel``, checked at least every ``MAX_WAIT_S``, stops the run by raising
-    Interrupted. ``backend_factory`` replaces ``options.backend`` (``fetcher
+    Interrupted. ``backend_factory`` replaces ``options.transport.backend`` (``fetcher
     serve`` passes its RemoteBackend). A download that found the disk full or
     read-only (kind ``storage``) ends the run with StorageError while
     ``storage_stops`` (every later file would fail the same way; the URL stays
@@ -47,6 +46,8 @@ def results(items: Iterator[Item], options: Options,
     retried like any transient failure. On an exception (KeyboardInterrupt included), or when the
     consumer stops early, the backend is cancelled and told which tasks it never
     answered (``Backend.abandon``: their ``.part`` files go unless a later run can resume them).
+    ``tick`` is called after every wait for the backend, at least every ``MAX_WAIT_S`` (the
+    collector's live counts for ``fetcher status`` catch up while no result comes).
     """
     scheduler = Scheduler(items, options)
     in_flight: dict[int, FetchTask] = {}
@@ -54,14 +55,15 @@ def results(items: Iterator[Item], options: Options,
     # a backend_factory's (fetcher serve: remote workers) are not here to flush.
     if backend_factory is not None:
         backend = backend_factory(options, session_factory)
-        flusher = Flusher(replace(options, durability=durability.NONE))
+        flusher = Flusher(options, active=False)
     else:
-        backend = backend_class(options.backend, options.client)(durability.worker_options(options), session_factory)
+        backend_type = backend_class(options.transport.backend, options.transport.client)
+        backend = backend_type(durability.worker_options(options), session_factory)
         flusher = Flusher(options)
     try:
         with backend:
-            yield from _drive(scheduler, backend, in_flight, options.window, wait_for_more, cancel, flusher,
-                              storage_stops)
+            yield from _drive(scheduler, backend, in_flight, options.transport.window, wait_for_more, cancel,
+                              flusher, storage_stops, tick)
     except GeneratorExit:  # the consumer stopped: nobody to hand the held files to
         backend.abandon(in_flight.values())
         flusher.abandon()
@@ -79,7 +81,7 @@ def results(items: Iterator[Item], options: Options,
 
 def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTask], window: int,
            wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None, flusher: Flusher,
-           storage_stops: bool = True) -> Iterator[Result]:
+           storage_stops: bool = True, tick: Callable[[], None] | None = None) -> Iterator[Result]:
     while True:
         if cancel is not None and cancel.is_set():
             raise Interrupted("cancelled")
@@ -117,6 +119,8 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTas
                 if final is not None:
                     yield final
         yield from _checked(flusher.ready(idle=not in_flight), storage_stops)
+        if tick is not None:
+            tick()
 
 
 def _checked(results: Iterable[Result], storage_stops: bool) -> Iterator[Result]:
