@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from fetcher.cli.common import Parser, add_run_reporting, prepare_backend
+from fetcher.cli.common import Parser, add_run_reporting, open_log, prepare_backend
 from fetcher.cli.flags import add_flags, flag_values
 from fetcher.distributed.protocol import DEFAULT_PORT, parse_address
 from fetcher.errors import ConfigError, ExitStatus
-from fetcher.options.table import NAMING, RULES, RUN, SERVE, WORK
+from fetcher.options.table import DATASET, NAMING, RULES, RUN, SERVE, WORK
 
 if TYPE_CHECKING:
     from fetcher.distributed.broker import BrokerSpec
@@ -79,11 +79,11 @@ def add_broker_credentials(parser: argparse.ArgumentParser, serving: bool = Fals
 def broker_spec(address: str, args: argparse.Namespace, note: Any) -> BrokerSpec:
     """The broker a worker or ``status`` talks to: ``HOST:PORT`` (manager) or a Redis URL."""
     from fetcher.distributed.broker import ManagerSpec
-    from fetcher.distributed.redis_common import is_redis_url, redis_spec
+    from fetcher.distributed.redis.common import is_redis_url, redis_spec
 
     if is_redis_url(address):
         return redis_spec(address, args.queue, args.redis_password_file, note)
-    from fetcher.distributed import auth
+    from fetcher.distributed.manager import auth
 
     return ManagerSpec(parse_address(address), auth.worker_key(args.authkey_file, note))
 
@@ -112,6 +112,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     add_flags(parser, SERVE, RULES)
     add_run_reporting(parser, "restart")
     add_flags(parser, SERVE, NAMING)
+    add_flags(parser, SERVE, DATASET)  # the image checks and resizing run on the workers, where they download
     return parser
 
 
@@ -124,6 +125,9 @@ def serve_main(argv: list[str]) -> int:
     args = _serve_parser().parse_args(argv)
     note = _note("fetcher serve")
     options, _ = prepare_run(Options.create(**flag_values(args, SERVE)))  # workers get the cookies via the broker
+    if options.dataset.output_format == "webdataset":
+        raise ConfigError("--output-format webdataset is not built across hosts yet: run `fetcher INPUT "
+                          "--output-format webdataset` on one host, or serve with --output-format files")
     from fetcher.run.outdir import check_output
 
     check_output(options.output.out, options.output.manifest_path)  # before the key is written there
@@ -133,7 +137,8 @@ def serve_main(argv: list[str]) -> int:
              "site can change what it downloads")
     opened = open_input(args.input, options)  # the same set-up as fetcher INPUT's
     total = opened.total
-    progress = Progress(total, enabled=not args.quiet and sys.stderr.isatty())
+    log = open_log(args.log)
+    progress = Progress(total, enabled=not args.quiet and sys.stderr.isatty(), log=log)
 
     def above_the_bar(line: str) -> None:  # the bar is on screen by now: never glue a line to it
         progress.note(f"fetcher serve: {line}")
@@ -144,24 +149,35 @@ def serve_main(argv: list[str]) -> int:
         elif args.broker is None and parse_address(args.bind)[1] == 0:
             above_the_bar(f"listening on {where}")  # a port picked by the system is known only from this line
 
-    with _sigterm_interrupts():
-        served = serve(opened.items, options, progress, ServeConfig(spec, args.lease_timeout), total=total,
-                       on_listening=listening, verbose=args.verbose, quiet=args.quiet,
-                       retry_failed=args.retry_failed)
-    summary = served.summary
+    try:
+        with _sigterm_interrupts():
+            config = ServeConfig(spec, args.lease_timeout, args.verbose, args.quiet, args.retry_failed)
+            served = serve(opened.items, options, progress, config, total=total, on_listening=listening)
+        summary = served.summary
+        lines: list[str] = []
+        if not args.quiet or log is not None:
+            lines.append(summary.describe("remote", sum(w["pool"] for w in served.workers if not w["gone"])))
+            for w in served.workers:
+                gone = " (gone before the end)" if w["gone"] else ""
+                lines.append(f"  worker {w['id']}: {w['done']} URLs{gone}, files in {w['host']}:{w['out']}")
+            if served.dropped:
+                lines.append(f"dropped {served.dropped} malformed broker messages (not ours, or damaged); "
+                             "the run went on")
+        for line in lines:
+            progress.log(line)
+    finally:
+        if log is not None:
+            log.close()
     if not args.quiet:
-        print(summary.describe("remote", sum(w["pool"] for w in served.workers if not w["gone"])))
-        for w in served.workers:
-            gone = " (gone before the end)" if w["gone"] else ""
-            print(f"  worker {w['id']}: {w['done']} URLs{gone}, files in {w['host']}:{w['out']}")
+        print("\n".join(lines))
     return summary.exit_code
 
 
 def _serve_spec(args: argparse.Namespace, out: str, note: Any) -> tuple[BrokerSpec, str | None]:
     """The broker ``serve`` opens, and where its generated authkey is kept (manager broker, none given)."""
-    from fetcher.distributed import auth
+    from fetcher.distributed.manager import auth
     from fetcher.distributed.broker import ManagerSpec
-    from fetcher.distributed.redis_common import redis_spec
+    from fetcher.distributed.redis.common import redis_spec
 
     if args.broker is not None:
         if args.authkey_file is not None:
@@ -253,8 +269,8 @@ def exit_status(outcome: Outcome) -> int:
 
 def remote_status(args: argparse.Namespace) -> int:
     """``fetcher status ADDRESS``: a running run's counts and connected workers."""
-    from fetcher.distributed.broker import worker_sessions
-    from fetcher.distributed.rpc import LinkError
+    from fetcher.distributed.brokers import worker_sessions
+    from fetcher.errors import LinkError
 
     spec = broker_spec(args.server, args, _note("fetcher status"))
     try:

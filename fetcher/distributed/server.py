@@ -17,7 +17,8 @@ from functools import partial
 from typing import Any
 
 from fetcher.distributed import cookies
-from fetcher.distributed.broker import BrokerSpec, ServeBroker, serve_broker
+from fetcher.distributed.broker import BrokerSpec, ServeBroker
+from fetcher.distributed.brokers import serve_broker
 from fetcher.distributed.remote import RemoteBackend
 from fetcher.models import FetchTask as Task
 from fetcher.models import Result
@@ -33,10 +34,14 @@ LINGER_SLACK_S = 2.0  # beyond a heartbeat interval (at most 2 s): every worker 
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Which broker, and how long a lease lives without a heartbeat."""
+    """Which broker, how long a lease lives without a heartbeat, and how the run reports (as ``fetcher``'s
+    ``-v``/``-q``; ``retry_failed``: on a restart, URLs that failed before are tried again)."""
 
     broker: BrokerSpec
     lease_timeout: float = 60.0
+    verbose: bool = False
+    quiet: bool = False
+    retry_failed: bool = True
 
 
 @dataclass
@@ -46,11 +51,11 @@ class Served:
 
     summary: Summary
     workers: list[dict[str, Any]]
+    dropped: int = 0  # malformed broker messages dropped (serve's and the workers' own counts)
 
 
 def serve(items: Iterator[Task | Result], options: Options, progress: Progress, config: ServeConfig, *,
-          total: int | None = None, on_listening: Callable[[str], None] | None = None,
-          verbose: bool = False, quiet: bool = False, retry_failed: bool = True) -> Served:
+          total: int | None = None, on_listening: Callable[[str], None] | None = None) -> Served:
     """Serve ``items`` to workers until every one is final (or Ctrl-C), then tell them to exit.
 
     ``on_listening`` is called with where workers reach the broker, once it is open.
@@ -65,15 +70,16 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
     where = broker.start()
     if on_listening is not None:
         on_listening(where)
-    backend = partial(RemoteBackend, coordinator=broker, on_event=None if quiet else progress.note)
+    backend = partial(RemoteBackend, coordinator=broker, on_event=None if config.quiet else progress.note)
     completed = False
     try:
-        spec = plan(options, Report(progress, verbose, quiet, on_result=broker.note_final),
-                    Folder(retry_failed=retry_failed), workers=Workers(backend_factory=backend, files_here=False))
+        spec = plan(options, Report(progress, config.verbose, config.quiet, on_result=broker.note_final),
+                    Folder(retry_failed=config.retry_failed), workers=Workers(backend_factory=backend, files_here=False))
         summary = run_to_end(spec, items)
         # The engine has shut the backend down, which ended the run for the broker; the journal is closed.
         completed = True
-        workers = [w for w in broker.stats(gone_too=True)["workers"] if w["done"] or not w["gone"]]
+        stats = broker.stats(gone_too=True)
+        workers = [w for w in stats["workers"] if w["done"] or not w["gone"]]
     finally:
         if broker.running:  # the run never started (e.g. the folder is in use)
             broker.finish(interrupted=True)
@@ -81,7 +87,7 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
             _linger(broker, broker.heartbeat_s + LINGER_SLACK_S)
         finally:
             broker.stop(completed)
-    return Served(summary, workers)
+    return Served(summary, workers, int(broker.stats(gone_too=True)["counts"].get("dropped", 0)))
 
 
 def _linger(coordinator: ServeBroker, bound: float) -> None:
