@@ -206,22 +206,24 @@ def test_a_journal_or_manifest_that_hits_a_full_disk_stops_the_run_cleanly(serve
         out = os.path.join(disk, "out")
         filler = os.path.join(disk, "filler")
         seen = []
+        # Made before the run, unbuffered: on a loaded machine more than 50 files may land before the
+        # 50th result, and once the disk is full no new file (nor a buffered flush) can be made.
+        handle = open(filler, "wb", buffering=0)  # noqa: SIM115 - closed below, after the run
 
         def fill_after_some(result):
             seen.append(result)
             if len(seen) == 50:  # leave no room at all: the next journal commit or manifest flush fails
-                with open(filler, "wb") as handle:
-                    try:
-                        while True:
-                            handle.write(b"\0" * 65536)
-                            handle.flush()
-                    except OSError:
-                        pass
+                try:
+                    while True:
+                        handle.write(b"\0" * 65536)
+                except OSError:
+                    pass
 
         results = fetch(urls, out=out, pool=4, on_result=fill_after_some)
         with pytest.raises(StorageError):
             for _ in results:
                 pass
+        handle.close()
         manifest = os.path.join(out, "manifest.jsonl")
         whole = _manifest(manifest if os.path.exists(manifest) else manifest + ".part")
         assert len(whole) <= len(seen) < 400
