@@ -40,11 +40,11 @@ def _bar_class() -> type[Any]:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            shape: Any = self.dynamic_ncols
+            shape: Any = getattr(self, "dynamic_ncols", None)  # tqdm's, untyped
             if callable(shape):  # two columns short of the terminal's width: the "^C" a terminal
-                # echoes on Ctrl-C fits on the bar's line, so the bar's last redraw covers it (at full
-                # width the echo wrapped and left a copy of the bar above the final one)
-                self.dynamic_ncols = lambda stream: _narrower(shape(stream))
+                # echoes on Ctrl-C fits on the bar's line, so the bar stays one line (at full width the
+                # echo wrapped and the last redraw left a copy of the bar above the frozen one)
+                setattr(self, "dynamic_ncols", lambda stream: _narrower(shape(stream)))  # noqa: B010
 
     return Bar
 
