@@ -38,7 +38,20 @@ def _bar_class() -> type[Any]:
     class Bar(tqdm):  # type: ignore[misc]
         monitor_interval = 0
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            shape: Any = getattr(self, "dynamic_ncols", None)  # tqdm's, untyped
+            if callable(shape):  # two columns short of the terminal's width: the "^C" a terminal
+                # echoes on Ctrl-C fits on the bar's line, so the bar stays one line (at full width the
+                # echo wrapped and the last redraw left a copy of the bar above the frozen one)
+                setattr(self, "dynamic_ncols", lambda stream: _narrower(shape(stream)))  # noqa: B010
+
     return Bar
+
+
+def _narrower(shape: tuple[int | None, int | None]) -> tuple[int | None, int | None]:
+    columns, rows = shape
+    return (max(columns - 2, 10) if columns else columns), rows
 
 
 class Progress:
