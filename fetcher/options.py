@@ -64,6 +64,8 @@ class Options:
     cookies: str | None = None
     cookies_text: str | None = field(default=None, repr=False)  # serve -> workers: the file's content
     insecure: bool = False
+    # network (docs/network.md): "" takes http_proxy/https_proxy/all_proxy/no_proxy from the environment
+    proxy: str = field(default="", repr=False)  # may hold a password: never printed
     # Python API: bodies in Result.content instead of files (capped by max_size, else MEMORY_CAP)
     in_memory: bool = False
     # input and naming
@@ -108,6 +110,9 @@ class Options:
 
             kwargs["backend"], kwargs["client"], kwargs["auto"] = choose(kwargs.get("backend", "thread"),
                                                                          kwargs.get("client", "requests"))
+        if kwargs.get("proxy"):
+            kwargs["proxy"] = parse_proxy(kwargs["proxy"])
+        _remember_environment_proxies()
         options = replace(cls(), **kwargs)
         options._check()
         for name, value in options.headers:  # a secret header's value is masked in every message
@@ -164,6 +169,12 @@ class Options:
             raise ConfigError(f"client must be one of {', '.join(CLIENTS)}, not {self.client!r}")
         if self.http_version not in ("", "1.1", "2"):
             raise ConfigError(f"--http-version must be 1.1 or 2, not {self.http_version!r}")
+        if self.client == "requests" and self.proxy.startswith("socks"):
+            import importlib.util
+
+            if importlib.util.find_spec("socks") is None:
+                raise ConfigError("a SOCKS proxy with --client requests needs PySocks: pip install PySocks "
+                                  "(or use --client curl)")
         if self.client != "curl":
             if self.http_version == "2":
                 raise ConfigError("--http-version 2 needs --client curl (requests speaks HTTP/1.1 only)")
@@ -244,6 +255,50 @@ def parse_size(value: int | str, what: str = "size") -> int:
     if amount < 0:
         raise ConfigError(f"{what.replace('_', '-')} must be 0 or more; got {value!r}")
     return int(amount * _SIZE_UNITS[unit])
+
+
+def _remember_environment_proxies() -> None:
+    """The environment's proxy passwords are masked in messages, as ``--proxy``'s are."""
+    import urllib.request
+
+    from fetcher.redact import remember_proxy
+
+    for name, url in urllib.request.getproxies_environment().items():
+        if name != "no":
+            remember_proxy(url)
+
+
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+_PROXY_PORTS = {"https": 443}  # else 1080, as curl -x assumes for a proxy without a port
+
+
+def parse_proxy(value: str) -> str:
+    """A ``--proxy`` URL checked and given its port: ``SCHEME://[USER:PASSWORD@]HOST[:PORT]``.
+
+    The port is written out (curl's default: 1080, or 443 for ``https://``), so both clients
+    connect to the same place. An error never shows the value: it may hold a password.
+    """
+    from urllib.parse import urlsplit
+
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ConfigError("--proxy must look like SCHEME://[USER:PASSWORD@]HOST[:PORT] with a port of "
+                          "1 to 65535") from None
+    scheme = parts.scheme.lower()
+    if scheme not in PROXY_SCHEMES or "://" not in text:
+        raise ConfigError(f"--proxy must start with one of {', '.join(s + '://' for s in PROXY_SCHEMES)}; "
+                          f"got {(scheme + '://') if scheme else 'no scheme'}")
+    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError("--proxy must look like SCHEME://[USER:PASSWORD@]HOST[:PORT], nothing after the port")
+    from fetcher.redact import remember_proxy
+
+    remember_proxy(text)
+    netloc = parts.netloc.rpartition("@")
+    host = netloc[2] if port is not None else f"{netloc[2]}:{_PROXY_PORTS.get(scheme, 1080)}"
+    return f"{scheme}://{netloc[0]}{netloc[1]}{host}"
 
 
 def parse_header(text: str) -> tuple[str, str]:

@@ -85,6 +85,12 @@ def add_fetching_rules(parser: argparse.ArgumentParser) -> None:
     polite.add_argument("--cookies", metavar="FILE", help="Netscape/Mozilla cookies.txt file to send cookies from")
     polite.add_argument("--insecure", action="store_true",
                         help="do not verify TLS certificates (dangerous; off by default)")
+    network = parser.add_argument_group("network (docs/network.md)")
+    network.add_argument("--proxy", default="", metavar="URL | @FILE",
+                         help="send every request through this proxy: http://, https://, socks5:// or "
+                              "socks5h:// (the proxy resolves names), optionally USER:PASSWORD@HOST:PORT; "
+                              "@FILE reads the URL from FILE, so a password stays off the command line. "
+                              "Default: http_proxy, https_proxy, all_proxy and no_proxy, as curl reads them")
     check = parser.add_argument_group("validation")
     check.add_argument("--max-size", default="0", metavar="SIZE",
                        help="largest body accepted, e.g. 10M or 1G, counted after decompression (default: none)")
@@ -117,8 +123,23 @@ def rule_options(args: argparse.Namespace) -> dict[str, object]:
         "headers": expand_headers(args.header), "cookies": args.cookies, "insecure": args.insecure,
         "max_size": args.max_size, "min_size": args.min_size, "accept": args.accept,
         "max_redirects": args.max_redirects, "client": args.client, "durability": args.durability,
-        "http_version": args.http_version,
+        "http_version": args.http_version, "proxy": read_proxy(args.proxy),
     }
+
+
+def read_proxy(value: str) -> str:
+    """``--proxy``'s URL: the value itself, or the first line of FILE for ``@FILE`` (never shown in an error)."""
+    if not value.startswith("@"):
+        return value
+    try:
+        with open(value[1:], encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle if line.strip() and not line.lstrip().startswith("#")]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the proxy from {value[1:]!r}: {getattr(exc, 'strerror', None) or exc}"
+                          ) from None
+    if len(lines) != 1:
+        raise ConfigError(f"{value[1:]} must hold one proxy URL on one line, not {len(lines)} lines")
+    return lines[0]
 
 
 def expand_headers(values: list[str]) -> list[str | tuple[str, str]]:

@@ -32,6 +32,7 @@ from fetcher.errors import ConfigError
 from fetcher.models import FetchTask as Task
 from fetcher.models import Result
 from fetcher.options import Options
+from fetcher.redact import remember_proxy
 
 MAX_IDLE_POLL_S = 0.25  # longest wait between lease calls when the server has nothing: an idle call costs it ~50 µs
 MAX_PAUSE_S = 0.5  # longest the loop waits on the local backend
@@ -271,6 +272,8 @@ class Worker:
         local = replace(options, out=os.path.abspath(self.config.out), backend=self.config.backend,
                         pool=self.config.pool, in_flight=0, manifest=None)
         local, self._forget_cookies = cookies.unpack(local)  # the server's cookies, shipped here
+        if local.proxy:  # the server's --proxy: its password is masked in this worker's messages too
+            remember_proxy(local.proxy)
         if local.cookies and not os.path.isfile(local.cookies):
             self._emit(WorkerEvent(Kind.WARNING, f"warning: the server's cookies file {local.cookies!r} is not "
                                    "on this host; fetching without cookies"))

@@ -37,7 +37,7 @@ def make_session(options: Options, pool_maxsize: int = 1, environment: Environme
     """
     from fetcher.transports.environment import Environment
 
-    environment = environment or Environment.read()  # once per worker, not once per request
+    environment = environment or Environment.read(options.proxy)  # once per worker, not once per request
     if options.client == "curl":
         return _curl_transport(options, environment)
     from fetcher.transports.requests import RequestsTransport

@@ -103,8 +103,11 @@ class CurlTransport(Transport):
         if options.insecure:
             curl.setopt(pycurl.SSL_VERIFYPEER, 0)
             curl.setopt(pycurl.SSL_VERIFYHOST, 0)
+            curl.setopt(pycurl.PROXY_SSL_VERIFYPEER, 0)  # an https:// proxy's certificate too, as requests does
+            curl.setopt(pycurl.PROXY_SSL_VERIFYHOST, 0)
         else:
             curl.setopt(pycurl.CAINFO, env.ca_bundle or _certifi_bundle())
+            curl.setopt(pycurl.PROXY_CAINFO, env.ca_bundle or _certifi_bundle())  # the same roots for the proxy
         if options.max_time:
             curl.setopt(pycurl.TIMEOUT_MS, max(1, int(options.max_time * 1000)))
         curl.setopt(pycurl.PROXY, "")  # "": no proxy, and libcurl never reads the environment itself

@@ -1,0 +1,58 @@
+"""Every command of docs/network.md runs as written, against servers on 127.0.0.1.
+
+A block's ``urls.txt`` is written with the test server's URLs, ``fetcher`` is this checkout's
+``python -m fetcher``, and the addresses the doc names (a proxy on 127.0.0.1:1080) are the
+test's own; each block is then checked for what it claims.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from proc_helpers import RUN_TIMEOUT_S, read_manifest
+from proxies import Socks5Proxy
+
+DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "network.md")
+
+
+def blocks() -> list[str]:
+    with open(DOC, encoding="utf-8") as handle:
+        return re.findall(r"```bash\n(.*?)```", handle.read(), flags=re.S)
+
+
+def block_with(needle: str) -> str:
+    [found] = [block for block in blocks() if needle in block]
+    return found
+
+
+def run_block(block: str, cwd, urls: list[str], **replace: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    (cwd / "urls.txt").write_text("\n".join(urls) + "\n", encoding="utf-8")
+    for old, new in replace.items():
+        block = block.replace(old, new)
+    script = re.sub(r"(^|\s)fetcher ", rf"\1{sys.executable} -m fetcher ", block)
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    return subprocess.run(["bash", "-e", "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+
+
+def test_every_block_is_checked() -> None:
+    assert len(blocks()) == len(CHECKED), "a new block of docs/network.md needs a check here"
+
+
+def test_proxy(server, tmp_path) -> None:
+    proxy = Socks5Proxy().start()
+    try:
+        done = run_block(block_with("--proxy"), tmp_path, [server.url(f"/files/{i}.bin") for i in range(2)],
+                         **{"127.0.0.1:1080": f"127.0.0.1:{proxy.port}"})
+    finally:
+        proxy.stop()
+    assert done.returncode == 0, done.stderr
+    assert [r["status"] for r in read_manifest(str(tmp_path / "out" / "manifest.jsonl"))] == ["ok", "ok"]
+    assert server.stats.connections == sum(proxy.requests.values()) >= 1  # every connection came through it
+
+
+CHECKED = [test_proxy]
+
