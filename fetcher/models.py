@@ -47,6 +47,7 @@ class ErrorKind(str, enum.Enum):
     IMAGE_TOO_LARGE = "image-too-large"
     BAD_ASPECT_RATIO = "bad-aspect-ratio"
     OPTED_OUT = "opted-out"
+    ROBOTS = "robots"  # --robots: robots.txt disallows the URL, or could not be had (5xx, unreachable)
     INTERNAL = "internal"
 
 
@@ -113,9 +114,13 @@ class Result:
     - ``staged``: 0, or (``--durability batch``) the body is whole in the task's
       ``.part`` and gets its final name ``path`` from the coordinator's flush
       (durability.py): 1, or 2 when a ``.part.meta`` is to be removed too.
+    - ``after_head_s``: seconds from the response's head to the end of the attempt, as the
+      worker measured them (None: no response came). The scheduler counts a host's ``--delay``
+      or Crawl-delay from that head, the latest moment the server surely saw the request,
+      whatever the clocks and queues between it and the worker (run/hosts.py).
 
-    ``index``, ``retryable``, ``retry_after``, ``content``, ``meta`` and ``staged``
-    are not written to the manifest.
+    ``index``, ``retryable``, ``retry_after``, ``content``, ``meta``, ``staged`` and
+    ``after_head_s`` are not written to the manifest.
     """
 
     url: str
@@ -136,6 +141,7 @@ class Result:
     content: builtins.bytes | None = None  # builtins: the field `bytes` shadows the type here
     meta: Any = None
     staged: int = 0
+    after_head_s: float | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return Result, _result_fields(self)  # see FetchTask.__reduce__

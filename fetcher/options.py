@@ -66,6 +66,7 @@ class Options:
     insecure: bool = False
     # network (docs/network.md): "" takes http_proxy/https_proxy/all_proxy/no_proxy from the environment
     proxy: str = field(default="", repr=False)  # may hold a password: never printed
+    robots: bool = False  # obey robots.txt (run/robots.py): fetched once per origin before its first request
     # Python API: bodies in Result.content instead of files (capped by max_size, else MEMORY_CAP)
     in_memory: bool = False
     # input and naming

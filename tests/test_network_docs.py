@@ -54,5 +54,21 @@ def test_proxy(server, tmp_path) -> None:
     assert server.stats.connections == sum(proxy.requests.values()) >= 1  # every connection came through it
 
 
-CHECKED = [test_proxy]
+def test_robots(server, tmp_path) -> None:
+    server.robots = (200, "User-agent: my-dataset-bot\nDisallow: /files/no\n")
+    done = run_block(block_with("--robots"), tmp_path, [server.url("/files/yes.bin"), server.url("/files/no.bin")])
+    assert done.returncode == 1  # one URL is disallowed
+    records = {r["url"].rsplit("/", 1)[1]: r for r in read_manifest(str(tmp_path / "out" / "manifest.jsonl"))}
+    assert records["yes.bin"]["status"] == "ok" and records["no.bin"]["error"]["kind"] == "robots"
+    assert server.stats.requests["/robots.txt"] == 1 and server.stats.requests["/files/no.bin"] == 0
+
+
+def test_delay(server, tmp_path) -> None:
+    done = run_block(block_with("--delay 1"), tmp_path, [server.url(f"/files/{i}.bin") for i in range(2)])
+    assert done.returncode == 0, done.stderr
+    starts = sorted(t for times in server.stats.times.values() for t in times)
+    assert starts[1] - starts[0] >= 1.0
+
+
+CHECKED = [test_proxy, test_robots, test_delay]
 

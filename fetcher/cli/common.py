@@ -77,6 +77,10 @@ def add_fetching_rules(parser: argparse.ArgumentParser) -> None:
                         help="most concurrent requests to one host, across all workers; 0: no cap (default: 8)")
     polite.add_argument("--delay", type=float, default=0.0, metavar="S",
                         help="least seconds between two requests to one host (default: 0)")
+    polite.add_argument("--robots", action="store_true",
+                        help="obey robots.txt (RFC 9309): fetched once per site before its first request; a "
+                             "disallowed URL is recorded with error kind robots, never requested; Crawl-delay "
+                             "spaces requests to the site (default: robots.txt is never fetched)")
     polite.add_argument("--user-agent", default="", metavar="TEXT",
                         help="User-Agent header (default: fetcher/VERSION)")
     polite.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE' | @FILE",
@@ -124,6 +128,7 @@ def rule_options(args: argparse.Namespace) -> dict[str, object]:
         "max_size": args.max_size, "min_size": args.min_size, "accept": args.accept,
         "max_redirects": args.max_redirects, "client": args.client, "durability": args.durability,
         "http_version": args.http_version, "proxy": read_proxy(args.proxy),
+        "robots": args.robots,
     }
 
 

@@ -109,6 +109,7 @@ class Download:
         if may_resume and not options.in_memory:  # False: the part's folder does not exist yet
             self.resume, self.has_meta = partial.read_meta(self.part, task.url)
         self.head: Head | None = None
+        self.head_at = 0.0  # monotonic time on_head was called
         self.name = task.name
         self.sink: partial.PartFile | io.BytesIO | None = None
         self.offset = 0
@@ -157,7 +158,7 @@ class Download:
 
     def on_head(self, head: Head) -> None:
         """Refuse a response whose status or headers fail a rule; else open the sink."""
-        self.head = head
+        self.head, self.head_at = head, time.monotonic()
         status, headers = head.status, head.headers
         if status == 416 and self.resume is not None:
             partial.discard(self.part)  # the part no longer fits the file: start over on the retry
@@ -279,7 +280,7 @@ class Download:
         task = self.task
         return Result(url=task.url, status=Status.OK, bytes=size, sha256=sha256, http_status=status,
                       content_type=head.headers.get("Content-Type"), final_url=head.url, attempts=task.attempt,
-                      index=task.index, elapsed_s=time.monotonic() - self.started,
+                      index=task.index, elapsed_s=time.monotonic() - self.started, after_head_s=self._after_head(),
                       extra={**input_extra(task.meta), **image} if image else input_extra(task.meta), **fields)
 
     def _image_step(self, size: int, sha256: str) -> tuple[dict[str, Any], int, str]:
@@ -331,7 +332,11 @@ class Download:
             return failed(task, ErrorKind.CANCELLED, "cancelled before the download finished", elapsed_s=elapsed)
         status = failure.http_status if failure.http_status is not None else getattr(self.head, "status", None)
         return failed(task, failure.kind, failure.message, retryable=failure.retryable, http_status=status,
-                      retry_after=failure.retry_after, elapsed_s=elapsed)
+                      retry_after=failure.retry_after, elapsed_s=elapsed, after_head_s=self._after_head())
+
+    def _after_head(self) -> float | None:
+        """Seconds since the response's head arrived (Result.after_head_s); None if none did."""
+        return None if self.head is None else time.monotonic() - self.head_at
 
     def _keep_for_resume(self) -> bool:
         """Whether the ``.part`` can be resumed by a later attempt (writing its meta if it was not yet)."""

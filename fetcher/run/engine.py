@@ -75,6 +75,8 @@ def results(items: Iterator[Item], options: Options,
             raise
         yield from finished
         raise
+    finally:
+        scheduler.close()
 
 
 def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTask], window: int,

@@ -22,7 +22,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from fetcher.run.hosts import HostLimits, host_key
-from fetcher.models import FetchTask, Item, Result
+from fetcher.models import ErrorKind, FetchTask, Item, Result, failed
+from fetcher.run.robots import ALLOW, WAIT, RobotsGate, origin_of
 
 if TYPE_CHECKING:
     from fetcher.options import Options
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 DEFAULT_MAX_PARKED = 10_000
 PAUSING_STATUSES = frozenset({429, 503})
 FORGET_EVERY = 4096
+ROBOTS_POLL_S = 0.02  # how often a run with nothing else to do looks for robots.txt answers
 
 
 class Scheduler:
@@ -48,7 +50,7 @@ class Scheduler:
     def __init__(self, items: Iterator[Item], options: Options,
                  clock: Callable[[], float] = time.monotonic,
                  jitter: Callable[[], float] = random.random,
-                 max_parked: int = DEFAULT_MAX_PARKED) -> None:
+                 max_parked: int = DEFAULT_MAX_PARKED, robots: RobotsGate | None = None) -> None:
         self._items = items
         self._options = options
         self._clock = clock
@@ -63,6 +65,9 @@ class Scheduler:
         self._source_done = False
         self._starved = False  # the input's last answer was None: "nothing right now"
         self._settled = 0
+        # --robots: tasks of an origin whose robots.txt is on its way wait parked, their host not runnable
+        self._robots = robots if robots is not None else (RobotsGate(options) if options.robots else None)
+        self._robots_waiting: dict[str, set[str]] = {}  # origin -> hosts parked until its answer
 
     @property
     def done(self) -> bool:
@@ -88,17 +93,26 @@ class Scheduler:
             self._park(heapq.heappop(self._retries)[2], front=True)
         while self._timed and self._timed[0][0] <= now:
             self._runnable.append(heapq.heappop(self._timed)[1])
+        if self._robots is not None:
+            self._robots_arrived()
         task = self._next_parked(now)
         if task is not None:
             return task
         return self._next_from_input(now)
 
-    def _next_parked(self, now: float) -> FetchTask | None:
+    def _next_parked(self, now: float) -> FetchTask | Result | None:
         while self._runnable:
             host = self._runnable.popleft()
             queue = self._parked.get(host)
             if not queue:
                 continue
+            if self._robots is not None:
+                verdict = self._robots.verdict(queue[0].url)
+                if verdict == WAIT:
+                    self._robots_waiting.setdefault(origin_of(queue[0].url), set()).add(host)
+                    continue
+                if verdict != ALLOW:
+                    return self._refused(host, queue, verdict)
             blocked = self._limits.blocked_until(host, now)
             if blocked is not None:
                 self._wait(host, blocked)
@@ -131,6 +145,15 @@ class Scheduler:
                 self._parked[host].append(item)
                 self._parked_count += 1
                 continue
+            if self._robots is not None:
+                verdict = self._robots.verdict(item.url)
+                if verdict == WAIT:
+                    self._parked[host] = deque([item])
+                    self._parked_count += 1
+                    self._robots_waiting.setdefault(origin_of(item.url), set()).add(host)
+                    continue
+                if verdict != ALLOW:
+                    return failed(item, ErrorKind.ROBOTS, verdict, attempts=item.attempt - 1)
             blocked = self._limits.blocked_until(host, now)
             if blocked is None:
                 self._limits.acquire(host, now)
@@ -139,6 +162,33 @@ class Scheduler:
             self._parked_count += 1
             self._wait(host, blocked)
         return None
+
+    def _robots_arrived(self) -> None:
+        """Hosts parked on a robots.txt that has come become runnable; a Crawl-delay becomes their gap."""
+        assert self._robots is not None
+        for origin, answer in self._robots.resolved():
+            delay = answer.rules.crawl_delay if answer.rules is not None else None
+            if delay:
+                self._limits.set_gap(host_key(origin + "/"), min(delay, self._options.max_retry_after),
+                                     answer.asked)
+            for host in self._robots_waiting.pop(origin, ()):
+                if host in self._parked:
+                    self._runnable.append(host)
+
+    def _refused(self, host: str, queue: deque[FetchTask], reason: str) -> Result:
+        """The first parked task of ``host``, failed with kind ``robots`` without a request."""
+        task = queue.popleft()
+        self._parked_count -= 1
+        if queue:
+            self._runnable.append(host)
+        else:
+            del self._parked[host]
+        return failed(task, ErrorKind.ROBOTS, reason, attempts=task.attempt - 1)
+
+    def close(self) -> None:
+        """Stop fetching robots.txt (the run is over or interrupted)."""
+        if self._robots is not None:
+            self._robots.close()
 
     def _park(self, task: FetchTask, front: bool = False) -> None:
         host = host_key(task.url)
@@ -160,6 +210,8 @@ class Scheduler:
     def seconds_until_next(self) -> float | None:
         """How long until a waiting retry or host becomes ready (None if nothing waits on time)."""
         times = [heap[0][0] for heap in (self._retries, self._timed) if heap]
+        if self._robots is not None and self._robots.asking:
+            times.append(self._clock() + ROBOTS_POLL_S)
         if not times:
             return None
         return max(0.0, min(times) - self._clock())
@@ -172,7 +224,7 @@ class Scheduler:
         """
         now = self._clock()
         host = host_key(task.url)
-        self._limits.release(host, now)
+        self._limits.release(host, now, None if result.after_head_s is None else now - result.after_head_s)
         if result.retry_after is not None and result.http_status in PAUSING_STATUSES:
             self._limits.pause(host, now + min(result.retry_after, self._options.max_retry_after))
         if host in self._parked:
