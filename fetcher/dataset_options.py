@@ -22,7 +22,7 @@ OUTPUT_FORMATS = ("files", "webdataset")
 MANIFEST_FORMATS = ("jsonl", "parquet")
 STAGE_FOLDER = "staging"
 STAGE_NAMING = STAGE_FOLDER + "/{sha1}.{ext}"  # where webdataset samples wait for their shard
-INSTALL_HINT = "pip install 'fetcher[datasets]' (pyarrow and Pillow)"
+INSTALL_HINT = "pip install 'fetcher-dl[datasets]' (pyarrow and Pillow; '.[datasets]' in a checkout)"
 
 
 def wants_images(options: Options) -> bool:

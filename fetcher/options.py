@@ -10,12 +10,12 @@ from fetcher.errors import ConfigError
 from fetcher.redact import remember_header
 
 MEMORY_CAP = 100 * 1024 * 1024  # in-memory bodies, unless max_size says otherwise
-DEFAULT_USER_AGENT = "fetcher/{version} (+https://pypi.org/project/fetcher/)"
+DEFAULT_USER_AGENT = "fetcher/{version}"
 INPUT_FORMATS = ("auto", "txt", "csv", "tsv", "jsonl", "parquet")
 ON_EXISTS = ("skip", "overwrite", "rename")
 DURABILITY = ("batch", "full", "none")  # durability.LEVELS, without importing it here
 CLIENTS = ("requests", "curl")  # --client: the HTTP transports (transports/)
-CURL_INSTALL_HINT = "pip install 'fetcher[curl]' (or: pip install pycurl)"
+CURL_INSTALL_HINT = "pip install pycurl (or: pip install 'fetcher-dl[curl]')"
 
 
 MAX_PROCESSES = 256  # worker processes of the process backend; the pool itself may be far larger

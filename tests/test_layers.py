@@ -1,4 +1,4 @@
-"""The package's layers, as README.md's "How it works" lists them, top to bottom: no module
+"""The package's layers, as docs/how-it-works.md lists them, top to bottom: no module
 imports from a layer above its own.
 
 Every import counts, wherever it is written: at the top, inside a function (fetcher imports
@@ -26,8 +26,8 @@ OUTSIDE = {"fetcher", "fetcher.__main__"}
 
 
 def readme_layers() -> list[list[str]]:
-    """The layer table of README.md: each row's module names, as dotted prefixes."""
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+    """The layer table of docs/how-it-works.md: each row's module names, as dotted prefixes."""
+    with open(os.path.join(ROOT, "docs", "how-it-works.md"), encoding="utf-8") as handle:
         text = handle.read()
     table = text.split("<!-- layers -->", 1)[1].split("<!-- /layers -->", 1)[0]
     layers = []
@@ -50,7 +50,7 @@ def layer_of(module: str) -> int | None:
     for index, prefixes in enumerate(LAYERS):
         if any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes):
             return index
-    raise AssertionError(f"{module} is in no layer of README.md's table: add it there")
+    raise AssertionError(f"{module} is in no layer of docs/how-it-works.md's table: add it there")
 
 
 def modules() -> dict[str, str]:

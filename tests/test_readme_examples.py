@@ -1,4 +1,6 @@
-"""The README's Python examples run as written, against the loopback server."""
+"""The Python examples of README.md and docs/python-api.md print what they say, against the loopback server.
+
+(tests/test_docs_examples.py runs every block of every page; here the named ones' output is checked.)"""
 
 from __future__ import annotations
 
@@ -9,13 +11,17 @@ import re
 
 import pytest
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
 
 
 def examples() -> dict[str, str]:
-    with open(README, encoding="utf-8") as handle:
-        text = handle.read()
-    return dict(re.findall(r"<!-- example: ([\w-]+) -->\n```python\n(.*?)```", text, flags=re.S))
+    found = {}
+    for page in (README, os.path.join(ROOT, "docs", "python-api.md")):
+        with open(page, encoding="utf-8") as handle:
+            text = handle.read()
+        found.update(re.findall(r"<!-- example: ([\w-]+) -->\n```python\n(.*?)```", text, flags=re.S))
+    return found
 
 
 def run_example(name: str, server, tmp_path, monkeypatch) -> str:
@@ -27,8 +33,16 @@ def run_example(name: str, server, tmp_path, monkeypatch) -> str:
     return printed.getvalue()
 
 
-def test_the_readme_has_the_three_examples():
-    assert set(examples()) == {"plain-list", "crawler", "in-memory"}
+def test_the_pages_have_the_four_examples():
+    assert set(examples()) == {"readme", "plain-list", "crawler", "in-memory"}
+
+
+def test_readme(server, tmp_path, monkeypatch):
+    printed = run_example("readme", server, tmp_path, monkeypatch)
+    lines = sorted(printed.splitlines())
+    assert lines[0].startswith("failed ") and "/status/404 http-status HTTP 404" in lines[0]
+    assert lines[1].startswith("saved ") and lines[1].endswith(".jpg 1000")
+    assert (tmp_path / "downloads" / lines[1].split()[1]).stat().st_size == 1000
 
 
 def test_plain_list(server, tmp_path, monkeypatch):
@@ -53,7 +67,7 @@ def test_in_memory(server, tmp_path, monkeypatch):
     assert not any(p for p in tmp_path.iterdir())  # nothing written
 
 
-@pytest.mark.parametrize("name", ["plain-list", "crawler", "in-memory"])
+@pytest.mark.parametrize("name", ["readme", "plain-list", "crawler", "in-memory"])
 def test_examples_import_only_public_names(name):
     imported = re.findall(r"from fetcher(?:\.\w+)? import ([\w, ]+)", examples()[name])
     for names in imported:

@@ -86,7 +86,7 @@ def test_curl_without_pycurl_is_a_usage_error_that_says_how_to_install(server, o
     monkeypatch.setitem(sys.modules, "pycurl", None)  # as if it were not installed
     assert main([write_list(tmp_path, [server.url("/files/a")]), "-o", out, "--client", "curl"]) == 2
     err = capsys.readouterr().err
-    assert "pycurl" in err and "pip install 'fetcher[curl]'" in err and err.count("\n") == 1
+    assert "pycurl" in err and "pip install pycurl" in err and err.count("\n") == 1
     assert sum(server.stats.requests.values()) == 0
 
 

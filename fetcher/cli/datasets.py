@@ -13,7 +13,7 @@ from fetcher.cli.common import non_negative_int, positive_int
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """The dataset flags of ``fetcher``; every one defaults to today's plain download."""
-    group = parser.add_argument_group("image datasets (pip install 'fetcher[datasets]')")
+    group = parser.add_argument_group("image datasets (pip install 'fetcher-dl[datasets]')")
     group.add_argument("--url-column", default="url", metavar="NAME",
                        help="the column of a CSV, TSV, JSONL or parquet input that holds the URL, in any case "
                             "(default: url)")

@@ -102,7 +102,7 @@ def _serve_parser() -> argparse.ArgumentParser:
                              "this host only; 0.0.0.0 exposes it to the network: read the security note)")
     parser.add_argument("--broker", metavar="URL",
                         help="a Redis server to hold the leases instead: redis://[USER@]HOST:PORT/DB, "
-                             "rediss://... (TLS) or unix:///PATH/redis.sock; needs pip install 'fetcher[redis]'")
+                             "rediss://... (TLS) or unix:///PATH/redis.sock; needs pip install 'fetcher-dl[redis]'")
     parser.add_argument("-o", "--out", default="downloads", metavar="DIR",
                         help="folder of the run's journal, authkey and manifest (default: ./downloads)")
     parser.add_argument("--manifest", metavar="PATH", help="where to write the manifest (default: OUT/manifest.jsonl)")

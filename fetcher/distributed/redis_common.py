@@ -54,7 +54,7 @@ def redis_spec(url: str, queue: str, password_file: str | None, warn: Callable[[
     try:
         import redis  # noqa: F401
     except ImportError:
-        raise ConfigError("the Redis broker needs redis-py: pip install 'fetcher[redis]'") from None
+        raise ConfigError("the Redis broker needs redis-py: pip install 'fetcher-dl[redis]' ('.[redis]' in a checkout)") from None
     return RedisSpec(url, queue, _password(password_file, warn))
 
 

@@ -23,7 +23,7 @@ from fetcher.errors import ConfigError
 from fetcher.sources.readers import Row
 
 BATCH_ROWS = 1024
-INSTALL_HINT = "pip install 'fetcher[datasets]' (pyarrow and Pillow)"
+INSTALL_HINT = "pip install 'fetcher-dl[datasets]' (pyarrow and Pillow; '.[datasets]' in a checkout)"
 
 
 def parquet_rows(path: str, url_column: str = "url") -> Iterator[Row]:
