@@ -78,7 +78,7 @@ def test_rfc_9309_section_2_2_2_and_special_characters(pattern: str, path: str, 
 
 def test_the_product_token_must_equal_the_group_name_not_contain_it() -> None:
     text = "User-agent: fetch\nDisallow: /\n\nUser-agent: *\nDisallow: /star\n"
-    rules = RobotsRules.parse(text, "fetcher/1.0 (+https://pypi.org/project/fetcher/)")
+    rules = RobotsRules.parse(text, "fetcher/1.0 (+https://example.org/fetcher)")
     assert rules.allows("/x") and not rules.allows("/star")
     assert not RobotsRules.parse(text, "Fetch/2").allows("/x")
 
