@@ -66,6 +66,7 @@ class Options:
     insecure: bool = False
     # network (docs/network.md): "" takes http_proxy/https_proxy/all_proxy/no_proxy from the environment
     proxy: str = field(default="", repr=False)  # may hold a password: never printed
+    limit_rate: int = 0  # bytes/s for the whole run, all its processes (download/ratelimit.py); 0: no cap
     robots: bool = False  # obey robots.txt (run/robots.py): fetched once per origin before its first request
     # Python API: bodies in Result.content instead of files (capped by max_size, else MEMORY_CAP)
     in_memory: bool = False
@@ -96,7 +97,7 @@ class Options:
         timeout = kwargs.pop("timeout", None)
         if timeout is not None:
             kwargs["connect_timeout"], kwargs["read_timeout"] = parse_timeout(timeout)
-        for key in ("max_size", "min_size", "min_speed"):
+        for key in ("max_size", "min_size", "min_speed", "limit_rate"):
             if isinstance(kwargs.get(key), str):
                 kwargs[key] = parse_size(kwargs[key], key)
         if isinstance(kwargs.get("accept"), str):
@@ -147,7 +148,7 @@ class Options:
             raise ConfigError("backoff must be 0 seconds or more")
         if self.in_flight < 0:
             raise ConfigError(f"in_flight must be 0 or more, not {self.in_flight!r}")
-        for name in ("max_time", "min_speed", "max_size", "min_size", "per_host", "delay",
+        for name in ("max_time", "min_speed", "max_size", "min_size", "per_host", "delay", "limit_rate",
                      "max_retry_after", "max_redirects"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be 0 or more, not {getattr(self, name)!r}")

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 from proc_helpers import RUN_TIMEOUT_S, read_manifest
 from proxies import Socks5Proxy
@@ -70,5 +71,12 @@ def test_delay(server, tmp_path) -> None:
     assert starts[1] - starts[0] >= 1.0
 
 
-CHECKED = [test_proxy, test_robots, test_delay]
+def test_limit_rate(server, tmp_path) -> None:
+    started = time.monotonic()
+    done = run_block(block_with("--limit-rate"), tmp_path, [server.url(f"/files/{i}.bin?size=300000") for i in range(2)])
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started >= 600_000 / (500 * 1024) - 0.2  # a lower bound: the cap held
+
+
+CHECKED = [test_proxy, test_robots, test_delay, test_limit_rate]
 

@@ -95,6 +95,10 @@ def add_fetching_rules(parser: argparse.ArgumentParser) -> None:
                               "socks5h:// (the proxy resolves names), optionally USER:PASSWORD@HOST:PORT; "
                               "@FILE reads the URL from FILE, so a password stays off the command line. "
                               "Default: http_proxy, https_proxy, all_proxy and no_proxy, as curl reads them")
+    network.add_argument("--limit-rate", default="0", metavar="RATE",
+                         help="cap the run's download bandwidth, all its processes together, in bytes per "
+                              "second: e.g. 500K, 10M, 1G (powers of 1024); each fetcher work caps itself "
+                              "(default: no cap)")
     check = parser.add_argument_group("validation")
     check.add_argument("--max-size", default="0", metavar="SIZE",
                        help="largest body accepted, e.g. 10M or 1G, counted after decompression (default: none)")
@@ -128,7 +132,7 @@ def rule_options(args: argparse.Namespace) -> dict[str, object]:
         "max_size": args.max_size, "min_size": args.min_size, "accept": args.accept,
         "max_redirects": args.max_redirects, "client": args.client, "durability": args.durability,
         "http_version": args.http_version, "proxy": read_proxy(args.proxy),
-        "robots": args.robots,
+        "robots": args.robots, "limit_rate": args.limit_rate,
     }
 
 

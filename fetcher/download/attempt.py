@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fetcher.download import durability, images, partial, placement
+from fetcher.download import durability, images, partial, placement, ratelimit
 from fetcher.errors import STORAGE_ERRNOS, FetchFailure
 from fetcher.download.checksum import Verifier, hash_prefix
 from fetcher.download.headers import expected_size, parse_retry_after, resume_offset
@@ -110,6 +110,7 @@ class Download:
             self.resume, self.has_meta = partial.read_meta(self.part, task.url)
         self.head: Head | None = None
         self.head_at = 0.0  # monotonic time on_head was called
+        self.limit = ratelimit.for_options(options)
         self.name = task.name
         self.sink: partial.PartFile | io.BytesIO | None = None
         self.offset = 0
@@ -186,6 +187,8 @@ class Download:
     def write(self, chunk: bytes) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled()
+        if self.limit is not None:
+            self.limit.take(len(chunk))  # --limit-rate: sleeps while the run is ahead of its cap
         if self.rejected is not None:
             self.drained += len(chunk)
             if self.drained > DRAIN_BYTES:
