@@ -47,6 +47,7 @@ class ErrorKind(str, enum.Enum):
     IMAGE_TOO_LARGE = "image-too-large"
     BAD_ASPECT_RATIO = "bad-aspect-ratio"
     OPTED_OUT = "opted-out"
+    DNS = "dns"  # the run's resolver found no address for the host (run/dns.py): its URLs fail without a request
     ROBOTS = "robots"  # --robots: robots.txt disallows the URL, or could not be had (5xx, unreachable)
     INTERNAL = "internal"
 
@@ -81,6 +82,8 @@ class FetchTask:
             ``naming.finalize_name`` for the final name; the ``.part`` file
             keeps ``name`` so it can be found before any request.
         headers: extra request headers for this URL only (Python API).
+        addresses: the host's addresses as the run's resolver found them (run/dns.py),
+            so no worker asks DNS again; None: the worker's client resolves the name.
     """
 
     url: str
@@ -91,6 +94,7 @@ class FetchTask:
     meta: dict[str, Any] | None = None
     provisional_name: bool = False
     headers: tuple[tuple[str, str], ...] | None = None
+    addresses: tuple[str, ...] | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Positional fields via a C attrgetter: 3x cheaper than the generated

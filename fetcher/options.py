@@ -67,6 +67,10 @@ class Options:
     # network (docs/network.md): "" takes http_proxy/https_proxy/all_proxy/no_proxy from the environment
     proxy: str = field(default="", repr=False)  # may hold a password: never printed
     limit_rate: int = 0  # bytes/s for the whole run, all its processes (download/ratelimit.py); 0: no cap
+    # One resolver for the run (run/dns.py); off: each client resolves names itself. On by default in the
+    # CLI (--no-dns-cache); off in the API, whose callers often bring their own session or mock the network.
+    dns_cache: bool = False
+    dns_servers: tuple[str, ...] = ()  # IP[:PORT] of the DNS servers to ask instead of /etc/resolv.conf's
     robots: bool = False  # obey robots.txt (run/robots.py): fetched once per origin before its first request
     # Python API: bodies in Result.content instead of files (capped by max_size, else MEMORY_CAP)
     in_memory: bool = False
@@ -112,6 +116,8 @@ class Options:
 
             kwargs["backend"], kwargs["client"], kwargs["auto"] = choose(kwargs.get("backend", "thread"),
                                                                          kwargs.get("client", "requests"))
+        if isinstance(kwargs.get("dns_servers"), str):
+            kwargs["dns_servers"] = tuple(p.strip() for p in kwargs["dns_servers"].split(",") if p.strip())
         if kwargs.get("proxy"):
             kwargs["proxy"] = parse_proxy(kwargs["proxy"])
         _remember_environment_proxies()

@@ -78,5 +78,20 @@ def test_limit_rate(server, tmp_path) -> None:
     assert time.monotonic() - started >= 600_000 / (500 * 1024) - 0.2  # a lower bound: the cap held
 
 
-CHECKED = [test_proxy, test_robots, test_delay, test_limit_rate]
+def test_dns(server, tmp_path) -> None:
+    from dns_server import DnsServer
+
+    dns = DnsServer().start()
+    try:
+        port = server.server_address[1]
+        done = run_block(block_with("--dns-servers"), tmp_path,
+                         [f"http://a.fetcher-test:{port}/files/{i}.bin" for i in range(3)],
+                         **{"127.0.0.1:5353": dns.address})
+    finally:
+        dns.stop()
+    assert done.returncode == 0, done.stderr
+    assert dns.asked("a.fetcher-test") == 1
+
+
+CHECKED = [test_proxy, test_robots, test_delay, test_limit_rate, test_dns]
 

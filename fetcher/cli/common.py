@@ -99,6 +99,12 @@ def add_fetching_rules(parser: argparse.ArgumentParser) -> None:
                          help="cap the run's download bandwidth, all its processes together, in bytes per "
                               "second: e.g. 500K, 10M, 1G (powers of 1024); each fetcher work caps itself "
                               "(default: no cap)")
+    network.add_argument("--dns-servers", default="", metavar="IP[:PORT],...",
+                         help="DNS servers the run's resolver asks instead of /etc/resolv.conf's")
+    network.add_argument("--no-dns-cache", dest="dns_cache", action="store_false",
+                         help="let each worker's client resolve names itself instead of one resolver for the "
+                              "run (which resolves hosts ahead, once, and fails an unresolvable host's URLs at "
+                              "once, kind dns); off anyway behind a proxy")
     check = parser.add_argument_group("validation")
     check.add_argument("--max-size", default="0", metavar="SIZE",
                        help="largest body accepted, e.g. 10M or 1G, counted after decompression (default: none)")
@@ -132,7 +138,8 @@ def rule_options(args: argparse.Namespace) -> dict[str, object]:
         "max_size": args.max_size, "min_size": args.min_size, "accept": args.accept,
         "max_redirects": args.max_redirects, "client": args.client, "durability": args.durability,
         "http_version": args.http_version, "proxy": read_proxy(args.proxy),
-        "robots": args.robots, "limit_rate": args.limit_rate,
+        "robots": args.robots, "limit_rate": args.limit_rate, "dns_cache": args.dns_cache,
+        "dns_servers": args.dns_servers,
     }
 
 

@@ -128,7 +128,7 @@ class Download:
             headers.update({"Range": f"bytes={self.resume[0]}-", "If-Range": self.resume[1],
                             "Accept-Encoding": "identity"})
         connect = min(options.connect_timeout, options.max_time) if options.max_time else options.connect_timeout
-        return Request(self.task.url, headers, connect, self.guard, options.chunk_size)
+        return Request(self.task.url, headers, connect, self.guard, options.chunk_size, self.task.addresses)
 
     def settle(self, transfer: Callable[[], Head]) -> Result:
         """The Result of this attempt, ``transfer`` being the transport's (blocking, or finished) transfer.

@@ -35,6 +35,7 @@ from fetcher.run.robots_rules import ALLOW_ALL, MAX_BYTES, RobotsRules
 from fetcher.transports.base import Head, Request
 
 if TYPE_CHECKING:
+    from fetcher.models import FetchTask
     from fetcher.options import Options
     from fetcher.transports.base import Transport
 
@@ -72,6 +73,9 @@ class RobotsGate:
         fetch: replaces the HTTP fetch of one origin's robots.txt (tests).
     """
 
+    name = "robots"
+    kind = ErrorKind.ROBOTS
+
     def __init__(self, options: Options, fetch: FetchRobots | None = None) -> None:
         self._options = options
         self._fetch = fetch or HttpRobots(options)
@@ -99,6 +103,14 @@ class RobotsGate:
             return ALLOW
         return f"disallowed by {origin}/robots.txt"
 
+    def admit(self, task: FetchTask) -> FetchTask | str:
+        """``task`` if robots.txt allows it; ``WAIT``; or why not (the scheduler's gate interface)."""
+        verdict = self.verdict(task.url)
+        return task if verdict == ALLOW else verdict
+
+    def key(self, url: str) -> str:
+        return origin_of(url)
+
     def _arrive(self, origin: str, done: Future[Answer]) -> None:
         try:
             answer = done.result()
@@ -111,15 +123,16 @@ class RobotsGate:
         """Some origin's robots.txt is still being fetched."""
         return bool(self._asking)
 
-    def resolved(self) -> list[tuple[str, Answer]]:
-        """Origins whose answer came since the last call (to be called by the scheduler's thread only)."""
+    def resolved(self) -> list[tuple[str, float | None, float]]:
+        """Origins whose answer came since the last call (to be called by the scheduler's thread only):
+        ``(origin, its Crawl-delay or None, when robots.txt was asked for)``."""
         found = []
         while self._arrived:
             origin, answer = self._arrived.popleft()
             self._asking.discard(origin)
             self._known[origin] = answer
             self.fetched += 1
-            found.append((origin, answer))
+            found.append((origin, answer.rules.crawl_delay if answer.rules is not None else None, answer.asked))
         return found
 
     def close(self) -> None:

@@ -22,8 +22,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from fetcher.run.hosts import HostLimits, host_key
-from fetcher.models import ErrorKind, FetchTask, Item, Result, failed
-from fetcher.run.robots import ALLOW, WAIT, RobotsGate, origin_of
+from fetcher.models import FetchTask, Item, Result
+from fetcher.run.gates import Gate, Gates, from_options
 
 if TYPE_CHECKING:
     from fetcher.options import Options
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 DEFAULT_MAX_PARKED = 10_000
 PAUSING_STATUSES = frozenset({429, 503})
 FORGET_EVERY = 4096
-ROBOTS_POLL_S = 0.02  # how often a run with nothing else to do looks for robots.txt answers
+GATE_POLL_S = 0.02  # how often a run with nothing else to do looks for DNS and robots.txt answers
 
 
 class Scheduler:
@@ -50,7 +50,7 @@ class Scheduler:
     def __init__(self, items: Iterator[Item], options: Options,
                  clock: Callable[[], float] = time.monotonic,
                  jitter: Callable[[], float] = random.random,
-                 max_parked: int = DEFAULT_MAX_PARKED, robots: RobotsGate | None = None) -> None:
+                 max_parked: int = DEFAULT_MAX_PARKED, gates: list[Gate] | None = None) -> None:
         self._items = items
         self._options = options
         self._clock = clock
@@ -65,9 +65,8 @@ class Scheduler:
         self._source_done = False
         self._starved = False  # the input's last answer was None: "nothing right now"
         self._settled = 0
-        # --robots: tasks of an origin whose robots.txt is on its way wait parked, their host not runnable
-        self._robots = robots if robots is not None else (RobotsGate(options) if options.robots else None)
-        self._robots_waiting: dict[str, set[str]] = {}  # origin -> hosts parked until its answer
+        # DNS and --robots (gates.py): a host whose answer is on its way waits parked, not runnable
+        self._gates = Gates(from_options(options) if gates is None else gates)
 
     @property
     def done(self) -> bool:
@@ -93,8 +92,9 @@ class Scheduler:
             self._park(heapq.heappop(self._retries)[2], front=True)
         while self._timed and self._timed[0][0] <= now:
             self._runnable.append(heapq.heappop(self._timed)[1])
-        if self._robots is not None:
-            self._robots_arrived()
+        if self._gates:
+            self._runnable.extend(h for h in self._gates.arrived(self._limits, self._options.max_retry_after)
+                                  if h in self._parked)
         task = self._next_parked(now)
         if task is not None:
             return task
@@ -106,13 +106,13 @@ class Scheduler:
             queue = self._parked.get(host)
             if not queue:
                 continue
-            if self._robots is not None:
-                verdict = self._robots.verdict(queue[0].url)
-                if verdict == WAIT:
-                    self._robots_waiting.setdefault(origin_of(queue[0].url), set()).add(host)
+            if self._gates:
+                admitted = self._gates.admit(queue[0], host)
+                if admitted is None:  # made runnable again when the answer comes
                     continue
-                if verdict != ALLOW:
-                    return self._refused(host, queue, verdict)
+                if isinstance(admitted, Result):
+                    return self._refused(host, queue, admitted)
+                queue[0] = admitted
             blocked = self._limits.blocked_until(host, now)
             if blocked is not None:
                 self._wait(host, blocked)
@@ -145,15 +145,15 @@ class Scheduler:
                 self._parked[host].append(item)
                 self._parked_count += 1
                 continue
-            if self._robots is not None:
-                verdict = self._robots.verdict(item.url)
-                if verdict == WAIT:
+            if self._gates:
+                admitted = self._gates.admit(item, host)
+                if admitted is None:
                     self._parked[host] = deque([item])
                     self._parked_count += 1
-                    self._robots_waiting.setdefault(origin_of(item.url), set()).add(host)
                     continue
-                if verdict != ALLOW:
-                    return failed(item, ErrorKind.ROBOTS, verdict, attempts=item.attempt - 1)
+                if isinstance(admitted, Result):
+                    return admitted
+                item = admitted
             blocked = self._limits.blocked_until(host, now)
             if blocked is None:
                 self._limits.acquire(host, now)
@@ -163,32 +163,19 @@ class Scheduler:
             self._wait(host, blocked)
         return None
 
-    def _robots_arrived(self) -> None:
-        """Hosts parked on a robots.txt that has come become runnable; a Crawl-delay becomes their gap."""
-        assert self._robots is not None
-        for origin, answer in self._robots.resolved():
-            delay = answer.rules.crawl_delay if answer.rules is not None else None
-            if delay:
-                self._limits.set_gap(host_key(origin + "/"), min(delay, self._options.max_retry_after),
-                                     answer.asked)
-            for host in self._robots_waiting.pop(origin, ()):
-                if host in self._parked:
-                    self._runnable.append(host)
-
-    def _refused(self, host: str, queue: deque[FetchTask], reason: str) -> Result:
-        """The first parked task of ``host``, failed with kind ``robots`` without a request."""
-        task = queue.popleft()
+    def _refused(self, host: str, queue: deque[FetchTask], refusal: Result) -> Result:
+        """``refusal``, the Result of ``host``'s first parked task, which a gate turned away."""
+        queue.popleft()
         self._parked_count -= 1
         if queue:
             self._runnable.append(host)
         else:
             del self._parked[host]
-        return failed(task, ErrorKind.ROBOTS, reason, attempts=task.attempt - 1)
+        return refusal
 
     def close(self) -> None:
-        """Stop fetching robots.txt (the run is over or interrupted)."""
-        if self._robots is not None:
-            self._robots.close()
+        """Stop the gates' lookups and robots.txt requests (the run is over or interrupted)."""
+        self._gates.close()
 
     def _park(self, task: FetchTask, front: bool = False) -> None:
         host = host_key(task.url)
@@ -210,8 +197,8 @@ class Scheduler:
     def seconds_until_next(self) -> float | None:
         """How long until a waiting retry or host becomes ready (None if nothing waits on time)."""
         times = [heap[0][0] for heap in (self._retries, self._timed) if heap]
-        if self._robots is not None and self._robots.asking:
-            times.append(self._clock() + ROBOTS_POLL_S)
+        if self._gates and self._gates.asking:
+            times.append(self._clock() + GATE_POLL_S)
         if not times:
             return None
         return max(0.0, min(times) - self._clock())

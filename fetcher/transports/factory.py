@@ -70,6 +70,9 @@ def requests_session(options: Options, pool_maxsize: int = 1, ca_bundle: str | N
     from requests.adapters import HTTPAdapter
 
     adapter = HTTPAdapter(pool_connections=16, pool_maxsize=max(pool_maxsize, 1), max_retries=0)
+    from fetcher.transports.resolve import use_answers
+
+    use_answers(adapter)  # connections go to the addresses the run's resolver found, if it did
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

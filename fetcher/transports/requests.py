@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from urllib.parse import urlsplit
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -28,6 +29,7 @@ from requests.structures import CaseInsensitiveDict
 from fetcher.errors import FetchFailure
 from fetcher.models import ErrorKind
 from fetcher.redact import has_userinfo
+from fetcher.transports.resolve import remember
 from fetcher.transports.base import Head, Receiver, Request, Transport, credentials_rule, loop_message
 
 if TYPE_CHECKING:
@@ -62,6 +64,8 @@ class RequestsTransport(Transport):
     def _open(self, request: Request) -> requests.Response:
         timeout = (request.connect_timeout, request.guard.read_timeout)
         environment, session = self._environment, self.session
+        if request.addresses:  # the run's resolver answered for this host (transports/resolve.py)
+            remember(urlsplit(request.url).hostname or "", request.addresses)
         headers = CaseInsensitiveDict(session.headers)
         headers.update(request.headers)
         url = credentials_rule(request.url, "Authorization" in headers)

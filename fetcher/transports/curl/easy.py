@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import pycurl
 
@@ -87,6 +87,7 @@ class CurlTransport(Transport):
         self._set_fixed_options(curl, options, environment)
         self._set_driving(curl, options)
         self._sent: tuple[list[str] | None, str | None] = (None, None)  # HTTPHEADER and ACCEPT_ENCODING in force
+        self._resolved = ""  # the CURLOPT_RESOLVE entry last given
 
     def _set_fixed_options(self, curl: pycurl.Curl, options: Options, env: Environment) -> None:
         curl.setopt(pycurl.NOSIGNAL, 1)  # threads: never use signals for timeouts
@@ -174,6 +175,13 @@ class CurlTransport(Transport):
             self._sent = (headers, encoding)
         if self._environment.proxies:
             curl.setopt(pycurl.PROXY, self._environment.proxy_for(request.url) or "")
+        if request.addresses:  # the run's resolver answered (run/dns.py): libcurl's cache takes it as it is
+            parts = urlsplit(request.url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            entry = curl_entry(parts.hostname or "", port, request.addresses)
+            if entry != self._resolved:
+                curl.setopt(pycurl.RESOLVE, [entry])
+                self._resolved = entry
 
     def _header_list(self, extra: dict[str, str]) -> tuple[list[str] | None, str]:
         """The request's headers over the run's, merged by name as requests merges them."""
@@ -308,6 +316,11 @@ def ended_transfers(multi: pycurl.CurlMulti) -> Iterator[tuple[pycurl.Curl, int,
         yield from errors
         if not queued:
             return
+
+
+def curl_entry(host: str, port: int, addresses: tuple[str, ...]) -> str:
+    """One ``CURLOPT_RESOLVE`` entry: ``host:port:addr,[v6addr]`` (see transports/resolve.py)."""
+    return f"{host}:{port}:" + ",".join(f"[{a}]" if ":" in a else a for a in addresses)
 
 
 def _certifi_bundle() -> str:

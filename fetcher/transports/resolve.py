@@ -1,0 +1,75 @@
+"""Connecting to the addresses the run's resolver found, instead of asking DNS again per process.
+
+The coordinating process resolves each host once for the whole run (run/dns.py) and hands
+the addresses along with each task (``FetchTask.addresses`` -> ``Request.addresses``), so a
+worker process, thread or ``fetcher work`` host never looks the name up itself:
+
+- libcurl takes them as ``CURLOPT_RESOLVE`` entries (``HOST:PORT:ADDR[,ADDR]``), which fill
+  its DNS cache (the run's share handle, share.py) for that host and port;
+- requests has no public way to be given an address: its connections come from urllib3,
+  which resolves ``_dns_host`` in ``HTTPConnection._new_conn``. ``ResolvedHTTPConnection``
+  overrides that one private method, to connect to the known address while ``host`` (the
+  Host header, TLS's SNI and certificate check) stays the name. Measured reason, written
+  here as the house rule asks: without it every requests worker process (and every
+  ``fetcher work`` host) asked DNS again for each host, once per connection it opened when
+  no caching resolver runs on the machine (tests/test_network_dns.py counts the queries at a
+  resolver of the test's own: one per host per run with it, one per process without).
+
+Redirects to hosts the resolver never saw, and proxies (which resolve names themselves),
+go the usual way.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError
+
+_answers: dict[str, tuple[str, ...]] = {}  # host name (lower case) -> addresses, for this process
+
+
+def remember(host: str, addresses: tuple[str, ...]) -> None:
+    """Connections to ``host`` from this process go to ``addresses`` (first that answers)."""
+    _answers[host.lower()] = addresses
+
+
+class ResolvedHTTPConnection(HTTPConnection):
+    """An urllib3 connection that connects to a remembered address of its host, if there is one."""
+
+    def _new_conn(self) -> socket.socket:
+        addresses = _answers.get(self._dns_host.rstrip(".").lower())
+        if not addresses:
+            return super()._new_conn()
+        name = self._dns_host
+        error: Exception | None = None
+        try:
+            for address in addresses:  # as create_connection tries each address getaddrinfo gives
+                self._dns_host = address
+                try:
+                    return super()._new_conn()
+                except (OSError, ConnectTimeoutError) as exc:  # NewConnectionError is a ConnectTimeoutError
+                    error = exc
+        finally:
+            self._dns_host = name  # host, SNI and the certificate check keep the name
+        assert error is not None
+        raise error
+
+
+class ResolvedHTTPSConnection(ResolvedHTTPConnection, HTTPSConnection):
+    """The same, over TLS (``connect`` wraps what ``_new_conn`` returns, checking the name)."""
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = ResolvedHTTPConnection
+
+
+class _TlsPool(HTTPSConnectionPool):
+    ConnectionCls = ResolvedHTTPSConnection
+
+
+def use_answers(adapter: Any) -> None:
+    """Make a requests ``HTTPAdapter``'s direct connections use remembered addresses."""
+    adapter.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TlsPool}
