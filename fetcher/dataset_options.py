@@ -26,8 +26,12 @@ INSTALL_HINT = "pip install 'fetcher-dl[datasets]' (pyarrow and Pillow; '.[datas
 
 
 def wants_images(options: Options) -> bool:
-    """Whether any image option is on (then every body goes through ``download.images``)."""
-    return bool(options.verify_image or options.min_image_size or options.max_image_area
+    """Whether any image option is on, or webdataset output (then every body goes through ``download.images``).
+
+    A webdataset sample is an image whose width and height its row records (img2dataset's layout),
+    so its header is read even when nothing else is asked: a body that is no image fails (bad-image).
+    """
+    return bool(options.output_format == "webdataset" or options.verify_image or options.min_image_size or options.max_image_area
                 or options.max_aspect_ratio or options.resize or options.encode_format)
 
 
@@ -74,5 +78,8 @@ def _check_output(options: Options) -> None:
     if options.output_format == "webdataset":
         if options.in_memory:
             raise ConfigError("webdataset output writes shards: it cannot be combined with in-memory fetching")
+        if importlib.util.find_spec("pyarrow") is None:
+            raise ConfigError(f"webdataset output writes a parquet per shard, and pyarrow is not installed: "
+                              f"{INSTALL_HINT}")
         if options.naming not in ("url", STAGE_NAMING):
             raise ConfigError("--naming does not apply to webdataset output: samples are named by their key")

@@ -11,7 +11,8 @@ Routes (query parameters in brackets):
     /drip/NAME[?size=N&interval=S]  declares N bytes, sends one byte every S seconds
     /reset/NAME                     closes the connection with a TCP reset, no response
     /truncate/NAME[?size=N]         declares N bytes, sends half, closes
-    /flaky/NAME[?fail=K&code=C]     fails K times with C (default 503), then the file
+    /flaky/NAME[?fail=K&code=C&format=F]  fails K times with C (default 503), then the file
+                                    (with format: a real image, F: jpg, png, webp)
     /redirect/NAME[?to=URL&cookie=C]  302 to URL (default /files/NAME), with Set-Cookie: C if given
     /loop/NAME                      302 to itself
     /image/NAME[?format=F&size=N]   a body starting with F's magic bytes (png, jpeg, gif), served as image/F
@@ -196,6 +197,9 @@ class Handler(BaseHTTPRequestHandler):
             if seen <= int(query.get("fail", 1)):
                 headers = {"Retry-After": query["retry_after"]} if "retry_after" in query else {}
                 self._send(int(query.get("code", 503)), b"try again\n", "text/plain", headers)
+            elif "format" in query:  # then a real image (for dataset tests)
+                fmt = query["format"]
+                self._send(200, real_image(name, fmt), "image/" + fmt.replace("jpg", "jpeg"))
             else:
                 self._send_file(name, size, "application/octet-stream")
         elif kind == "loop":

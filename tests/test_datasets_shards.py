@@ -6,7 +6,6 @@ Shards are read back with the standard library's tarfile, as a training job woul
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import io
 import json
 import os
@@ -18,6 +17,7 @@ import time
 
 import pytest
 from conftest import write_list
+from shard_reader import read_folder, tar_members
 from test_cli import manifest
 
 from fetcher.cli import main
@@ -27,37 +27,20 @@ pq = pytest.importorskip("pyarrow.parquet")
 pa = pytest.importorskip("pyarrow")
 
 
-def key_of(url: str) -> str:
-    return hashlib.sha1(url.encode()).hexdigest()
-
-
 def read_shards(out: str) -> dict[str, dict[str, bytes]]:
-    """Every finished shard's samples: shard name -> {member name: bytes}; no .part may remain."""
+    """Every finished shard's members: shard name -> {member name: bytes}; no .part may remain."""
     assert not [n for n in os.listdir(out) if n.endswith(".part")]
-    shards = {}
-    for name in sorted(n for n in os.listdir(out) if n.endswith(".tar")):
-        with tarfile.open(os.path.join(out, name)) as tar:
-            shards[name] = {}
-            for member in tar:
-                with tar.extractfile(member) as handle:
-                    shards[name][member.name] = handle.read()
-    return shards
+    return {name: tar_members(os.path.join(out, name)) for name in sorted(os.listdir(out)) if name.endswith(".tar")}
 
 
-def samples_of(shards: dict[str, dict[str, bytes]]) -> list[str]:
-    """The URL of every sample in every shard, in order, checking each sample is whole."""
-    urls = []
-    for members in shards.values():
-        keys = {name.split(".")[0] for name in members}
-        for key in sorted(keys):
-            record = json.loads(members[key + ".json"])
-            assert key == key_of(record["url"])
-            [image] = [n for n in members if n.startswith(key + ".") and not n.endswith((".json", ".txt"))]
-            data = members[image]
-            assert hashlib.sha256(data).hexdigest() == record["sha256"] and len(data) == record["bytes"]
-            Image.open(io.BytesIO(data)).load()
-            urls.append(record["url"])
-    return urls
+def samples_of(out: str, shard_size: int = 10_000, caption: bool = False) -> list[str]:
+    """The URL of every successful row in every shard, in order, checking each shard is whole."""
+    return [row["url"] for row in read_folder(out, shard_size, caption) if row["status"] == "success"]
+
+
+def member_of(shards: dict[str, dict[str, bytes]], rows: dict[str, dict], url: str, ext: str) -> bytes:
+    key = rows[url]["key"]
+    return shards[key[:5] + ".tar"][f"{key}.{ext}"]
 
 
 def wait_for_lock(out: str, timeout: float = 30.0) -> None:
@@ -90,16 +73,16 @@ def test_shards_hold_each_sample_with_its_record_caption_and_stats(server, out, 
     shards = read_shards(out)
     assert list(shards) == ["00000.tar", "00001.tar", "00002.tar"]
     assert [len(m) for m in shards.values()] == [30, 30, 9]  # KEY.jpg, KEY.json, KEY.txt
-    assert sorted(samples_of(shards)) == sorted(urls)
+    assert sorted(samples_of(out, 10, caption=True)) == sorted(urls)
+    rows = {row["url"]: row for row in read_folder(out, 10, caption=True)}
     for i, url in enumerate(urls):
-        shard = next(m for m in shards.values() if key_of(url) + ".txt" in m)
-        assert shard[key_of(url) + ".txt"] == f"caption {i}".encode()
-        assert Image.open(io.BytesIO(shard[key_of(url) + ".jpg"])).size == (32, 32)
+        assert member_of(shards, rows, url, "txt") == f"caption {i}".encode()
+        assert Image.open(io.BytesIO(member_of(shards, rows, url, "jpg"))).size == (32, 32)
     with open(os.path.join(out, "00002_stats.json"), encoding="utf-8") as handle:
         stats = json.load(handle)
-    assert stats["samples"] == 3 and stats["shard"] == "00002.tar" and stats["formats"] == {"PNG": 3}
+    assert stats["count"] == stats["successes"] == 3 and stats["status_dict"] == {"success": 3}
     records = manifest(out)
-    assert records[urls[0]]["path"] == f"{records[urls[0]]['shard']}/{key_of(urls[0])}.jpg"
+    assert records[urls[0]]["path"] == f"{records[urls[0]]['shard']}/{rows[urls[0]]['key']}.jpg"
     assert not os.path.exists(os.path.join(out, "staging"))
     table = pq.read_table(os.path.join(out, "manifest.parquet"))
     assert table.num_rows == 23 and set(table.column("status").to_pylist()) == {"ok"}
@@ -118,7 +101,7 @@ def test_failed_samples_are_in_no_shard(server, out, tmp_path):
                                     server.url("/status/404")]
     assert main([write_list(tmp_path, urls), "-o", out, "-q", "--output-format", "webdataset",
                  "--verify-image", "--backend", "process", "--processes", "2"]) == 1
-    assert sorted(samples_of(read_shards(out))) == sorted(urls[:5])
+    assert sorted(samples_of(out)) == sorted(urls[:5])
 
 
 @pytest.mark.parametrize(("backend", "sig"), [("thread", signal.SIGKILL), ("process", signal.SIGKILL),
@@ -153,7 +136,7 @@ def test_kill_9_mid_run_then_rerun_gives_complete_shards_with_each_sample_once(s
     assert main(args) == 0
     shards = read_shards(out)
     assert {n: os.path.getmtime(os.path.join(out, n)) for n in finished} == finished  # kept as they were
-    urls_in_shards = samples_of(shards)
+    urls_in_shards = samples_of(out, 7)
     assert sorted(urls_in_shards) == sorted(urls)  # every sample, exactly once
     sizes = [len(m) // 2 for m in shards.values()]
     # After a kill -9 every shard but the last is full; Ctrl-C finishes the open shard as it is.
@@ -181,7 +164,7 @@ def test_a_shard_the_index_never_recorded_is_read_back(server, out, tmp_path):
     requests_before = sum(server.stats.requests.values())
     assert main(args) == 0
     assert sum(server.stats.requests.values()) == requests_before
-    assert sorted(samples_of(read_shards(out))) == sorted(urls)
+    assert sorted(samples_of(out, 4)) == sorted(urls)
     assert {r["status"] for r in manifest(out).values()} == {"skipped"}
 
 
@@ -202,7 +185,7 @@ def test_the_readme_dataset_example_runs_as_written(server, tmp_path, monkeypatc
     assert "exit 1" in done.stdout  # the 8 x 8 image is under --min-image-size 32
     assert done.stdout.count(".webp") == 1 and ".json" in done.stdout  # the first three members
     shards = read_shards(str(tmp_path / "dataset"))
-    assert sorted(samples_of(shards)) == sorted(urls[:5])
+    assert sorted(samples_of(str(tmp_path / "dataset"), 1000, caption=True)) == sorted(urls[:5])
     assert all(Image.open(io.BytesIO(data)).size == (256, 256) for name, data in shards["00000.tar"].items()
                if name.endswith(".webp"))
     assert pq.read_table(str(tmp_path / "dataset" / "manifest.parquet")).num_rows == 6

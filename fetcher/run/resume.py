@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from fetcher.download import durability
 from fetcher.download.checksum import file_matches
 from fetcher.run.journal import FAILED, OK, Entry, Journal
-from fetcher.models import FetchTask, Item, Result, Status
+from fetcher.models import FetchTask, Item, Result, Status, input_extra
 from fetcher.files.paths import join_within
 
 
@@ -140,7 +140,7 @@ def _recover(task: FetchTask, out: str, suspect: frozenset[int] | set[int] = fro
     if found is None:
         return None
     return Result(url=task.url, status=Status.SKIPPED, path=task.name, bytes=found[0], sha256=found[1],
-                  attempts=0, index=task.index)
+                  attempts=0, index=task.index, extra=input_extra(task.meta))
 
 
 def _hash_file(out: str, relative: str) -> tuple[int, str] | None:

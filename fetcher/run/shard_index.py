@@ -1,11 +1,15 @@
-"""Which samples are in finished webdataset shards: ``OUT/.fetcher/shards.sqlite3``.
+"""Which URLs are rows of finished webdataset shards: ``OUT/.fetcher/shards.sqlite3``.
 
 It sits beside the journal, in its own file because the journal holds a write
 transaction open between its batched commits, and a second writer on the same
-file would wait on it. The finished shards themselves are the truth: a shard
-is renamed from ``.part`` before its samples are committed here, so when a run
-is killed between the two, the next one reads that shard back (``tarfile``)
-and records it. Only the coordinating process opens it, from one thread.
+file would wait on it. The finished shards themselves are the truth: a shard's
+parquet is renamed into place before its tar, and its tar before its rows are
+committed here, so when a run is killed between the two, the next one reads that
+shard's parquet back and records it. Only the coordinating process opens it, from one thread.
+
+A URL is found by the SHA-1 of its journal identity (``redact.UrlKeys``). A URL
+with credentials is shown masked in a shard; its identity (a keyed MAC) is kept
+in ``.fetcher/shards/STEM.ids.json`` so that a read-back still knows it.
 """
 
 from __future__ import annotations
@@ -19,131 +23,166 @@ import tarfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from fetcher.errors import ConfigError
 from fetcher.redact import UrlKeys
 from fetcher.run.journal import JOURNAL_DIR
+from fetcher.run.shard_rows import SUCCESS, shard_stem
 
 INDEX_NAME = "shards.sqlite3"
-SHARD_NAME = re.compile(r"^(\d{5,})\.tar$")
+IDS_FOLDER = "shards"
+SHARD_FILE = re.compile(r"^(\d{5,})(\.tar|\.parquet|_stats\.json)(\.part)?$")
 _SQL_BATCH = 500
 IMAGE_FIELDS = ("width", "height", "image_format", "original_bytes", "original_sha256")  # kept per sample
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (id INTEGER PRIMARY KEY, samples INTEGER NOT NULL, finished REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS samples (
-    key TEXT PRIMARY KEY, shard INTEGER NOT NULL, member TEXT NOT NULL, bytes INTEGER NOT NULL, sha256 TEXT,
-    image TEXT
+CREATE TABLE IF NOT EXISTS shard_rows (
+    url TEXT PRIMARY KEY, shard INTEGER NOT NULL, key TEXT NOT NULL, member TEXT, bytes INTEGER NOT NULL,
+    sha256 TEXT, image TEXT
 ) WITHOUT ROWID;
 """
-
-
-def shard_name(number: int) -> str:
-    return f"{number:05d}.tar"
+# A later success replaces an earlier failure of the same URL; nothing replaces a success.
+_UPSERT = ("INSERT INTO shard_rows VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(url) DO UPDATE SET "
+           "shard = excluded.shard, key = excluded.key, member = excluded.member, bytes = excluded.bytes, "
+           "sha256 = excluded.sha256, image = excluded.image WHERE shard_rows.member IS NULL")
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """A sample of a finished shard: its key, its image member (``KEY.EXT``) and what its record said."""
+    """A row of a finished shard: its key, its image member (``KEY.EXT``, None for a failed row)
+    and what its record said; ``url`` is the SHA-1 of the URL's identity."""
 
+    url: str
     key: str
     shard: int
-    member: str
+    member: str | None
     bytes: int
     sha256: str | None
     image: dict[str, object]
 
+    @property
+    def ok(self) -> bool:
+        return self.member is not None
+
 
 class ShardIndex:
-    """The samples of every finished shard of one output folder, by sample key.
-
-    A sample's key is the SHA-1 of the URL's journal identity (``redact.UrlKeys``): the URL itself
-    when it holds no credentials, so neither the index nor a shard's member names hold a password,
-    and a key can be read back from a member name alone.
-    """
+    """The rows of every finished shard of one output folder, by URL."""
 
     def __init__(self, out: str) -> None:
         folder = os.path.join(out, JOURNAL_DIR)
         os.makedirs(folder, exist_ok=True)
         self._keys = UrlKeys(folder)
+        self._ids = os.path.join(folder, IDS_FOLDER)
         self._db = sqlite3.connect(os.path.join(folder, INDEX_NAME), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'samples'").fetchone():
+            self._db.close()
+            raise ConfigError(f"{out!r} holds shards of fetcher's earlier webdataset layout (SHA-1 keys); "
+                              "write img2dataset's layout into a new --out")
         self._db.executescript(_SCHEMA)
         self.out = out
 
     def close(self) -> None:
         self._db.close()
 
-    def sample_key(self, url: str) -> str:
-        """The key of ``url``'s sample: its members are ``KEY.EXT``, ``KEY.json``."""
+    def identity(self, url: str) -> str:
+        """The SHA-1 of ``url``'s journal identity: what the index finds it by."""
         return hashlib.sha1(self._keys.key(url).encode("utf-8", "surrogatepass")).hexdigest()
 
+    def has_credentials(self, url: str) -> bool:
+        return self._keys.key(url) != url
+
+    def write_ids(self, number: int, ids: dict[str, str]) -> str | None:
+        """Keep the identities of a shard's credential URLs (key -> identity); the file's path, if any."""
+        path = os.path.join(self._ids, shard_stem(number) + ".ids.json")
+        if not ids:
+            if os.path.exists(path):
+                os.remove(path)  # a forgotten shard's, under a number used again
+            return None
+        os.makedirs(self._ids, exist_ok=True)
+        with open(path + ".part", "w", encoding="utf-8") as handle:
+            json.dump(ids, handle)
+        os.replace(path + ".part", path)
+        return path
+
     def reconcile(self) -> int:
-        """Record the shards on disk that the index lacks, drop unfinished ``.part`` shards; the next shard number."""
+        """Record the finished shards the index lacks, drop unfinished files; the next shard number."""
         known = {row[0] for row in self._db.execute("SELECT id FROM shards")}
-        on_disk = {int(m.group(1)) for m in map(SHARD_NAME.match, os.listdir(self.out)) if m}
-        self._forget(known - on_disk)  # deleted by hand: their samples are fetched again
-        highest = -1
-        for name in sorted(os.listdir(self.out)):
-            if name.endswith(".tar.part") and SHARD_NAME.match(name[:-5]):
-                os.remove(os.path.join(self.out, name))  # interrupted: its samples are fetched or rebuilt again
-                continue
-            match = SHARD_NAME.match(name)
-            if match is None:
-                continue
-            number = int(match.group(1))
-            highest = max(highest, number)
-            if number not in known:
-                self.add(number, _read_back(os.path.join(self.out, name), number))
+        names = os.listdir(self.out)
+        tars = {int(m.group(1)) for m in map(SHARD_FILE.match, names) if m and m.group(2, 3) == (".tar", None)}
+        self._forget(known - tars)  # deleted by hand: their rows are fetched again
+        highest = max(tars, default=-1)
+        for name in names:
+            match = SHARD_FILE.match(name)
+            if match and (match.group(3) or int(match.group(1)) not in tars):
+                os.remove(os.path.join(self.out, name))  # an unfinished shard's: its rows are done again
+        for number in sorted(tars - known):
+            self.add(number, self._read_back(number))
         return highest + 1
 
     def _forget(self, numbers: set[int]) -> None:
         if numbers:
             self._db.execute("BEGIN")
             for number in numbers:
-                self._db.execute("DELETE FROM samples WHERE shard = ?", (number,))
+                self._db.execute("DELETE FROM shard_rows WHERE shard = ?", (number,))
                 self._db.execute("DELETE FROM shards WHERE id = ?", (number,))
             self._db.execute("COMMIT")
 
     def add(self, number: int, samples: list[Sample]) -> None:
-        """Commit a finished shard and its samples in one transaction."""
+        """Commit a finished shard and its rows in one transaction."""
         self._db.execute("BEGIN")
-        self._db.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?)",
-                             [(s.key, s.shard, s.member, s.bytes, s.sha256, json.dumps(s.image)) for s in samples])
+        self._db.executemany(_UPSERT, [(s.url, s.shard, s.key, s.member, s.bytes, s.sha256, json.dumps(s.image))
+                                       for s in samples])
         self._db.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, ?)", (number, len(samples), time.time()))
         self._db.execute("COMMIT")
 
     def find(self, urls: Iterable[str]) -> dict[str, Sample]:
-        """The samples among ``urls`` that a finished shard holds, by URL."""
-        by_key = {self.sample_key(url): url for url in urls}
-        wanted = list(by_key)
+        """The rows among ``urls`` that a finished shard holds, by URL."""
+        by_id = {self.identity(url): url for url in urls}
+        wanted = list(by_id)
         found: dict[str, Sample] = {}
         for start in range(0, len(wanted), _SQL_BATCH):
             chunk = wanted[start:start + _SQL_BATCH]
-            for key, shard, member, size, sha256, image in self._db.execute(
-                    "SELECT key, shard, member, bytes, sha256, image FROM samples WHERE key IN "
+            for ident, shard, key, member, size, sha256, image in self._db.execute(
+                    "SELECT url, shard, key, member, bytes, sha256, image FROM shard_rows WHERE url IN "
                     f"({','.join('?' * len(chunk))})", chunk):
-                found[by_key[key]] = Sample(key, shard, member, size, sha256, json.loads(image) if image else {})
+                found[by_id[ident]] = Sample(ident, key, shard, member, size, sha256,
+                                             json.loads(image) if image else {})
         return found
 
+    def _read_back(self, number: int) -> list[Sample]:
+        """The rows of a finished shard the index never recorded: its parquet, its tar's members."""
+        stem = os.path.join(self.out, shard_stem(number))
+        members: dict[str, tarfile.TarInfo] = {}
+        with tarfile.open(stem + ".tar", "r") as tar:
+            for member in tar:
+                key, _, ext = member.name.partition(".")
+                if ext not in ("json", "txt"):
+                    members[key] = member
+        ids: dict[str, str] = {}
+        try:
+            with open(os.path.join(self._ids, shard_stem(number) + ".ids.json"), encoding="utf-8") as handle:
+                ids = json.load(handle)
+        except FileNotFoundError:
+            pass
+        return [_sample(row, number, members.get(str(row["key"])), ids.get(str(row["key"]))
+                        or self.identity(str(row["url"]))) for row in _parquet_rows(stem + ".parquet")]
 
-def _read_back(path: str, number: int) -> list[Sample]:
-    """The samples of a finished shard the index never recorded, from its ``KEY.json`` members."""
-    images: dict[str, str] = {}
-    records: list[tuple[str, dict[str, object]]] = []
-    with tarfile.open(path, "r") as tar:
-        for member in tar:
-            key, _, ext = member.name.partition(".")
-            if ext == "json":
-                handle = tar.extractfile(member)
-                if handle is not None:
-                    records.append((key, json.load(handle)))
-            elif ext != "txt":
-                images[key] = member.name
-    samples = []
-    for key, record in records:
-        if key in images:
-            image: dict[str, object] = {name: record[name] for name in IMAGE_FIELDS if name in record}
-            sha256 = record.get("sha256")
-            samples.append(Sample(key, number, images[key], int(str(record.get("bytes", 0))),
-                                  sha256 if isinstance(sha256, str) else None, image))
-    return samples
+
+def _parquet_rows(path: str) -> list[dict[str, Any]]:
+    try:
+        import pyarrow.parquet as parquet
+
+        columns = ["key", "url", "status", "sha256", "original_width", "original_height"]
+        return list(parquet.read_table(path, columns=columns).to_pylist())
+    except (OSError, ValueError, ImportError) as exc:
+        raise ConfigError(f"cannot read {path!r} back ({exc}); remove the shard's .tar to fetch it again") from None
+
+
+def _sample(row: dict[str, Any], number: int, member: tarfile.TarInfo | None, identity: str) -> Sample:
+    ok = row["status"] == SUCCESS and member is not None
+    image = {"width": row["original_width"], "height": row["original_height"]} if ok else {}
+    return Sample(identity, str(row["key"]), number, member.name if ok and member else None,
+                  member.size if ok and member else 0, row["sha256"] if ok else None, image)
