@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 MIN_TTL_S, MAX_TTL_S, FALLBACK_TTL_S = 30.0, 3600.0, 300.0
 NEGATIVE_S, TRANSIENT_S = 600.0, 30.0
 MAX_LOOKUPS = 32
+MAX_NAMES = 200_000  # answers kept; past it the oldest is dropped (looked up again if it comes back)
 Lookup = Callable[[str, Callable[["Answer"], None]], None]  # (name, done) -> None: calls done once, any thread
 
 
@@ -149,7 +150,10 @@ class DnsGate:
                 ttl = min(MAX_TTL_S, max(MIN_TTL_S, answer.ttl))
             else:
                 ttl = NEGATIVE_S if answer.permanent else TRANSIENT_S
+            self._known.pop(host, None)  # re-inserted last: the oldest answers go first past MAX_NAMES
             self._known[host] = _Entry(answer, now + ttl)
+            if len(self._known) > MAX_NAMES:
+                self._known.pop(next(iter(self._known)))
             found.append((host, None, now))
             if self._queued:
                 self._start(self._queued.popleft())

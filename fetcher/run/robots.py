@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 ALLOW = "allow"
 WAIT = "wait"
 MAX_FETCHERS = 8  # robots.txt requests at once: enough to stay ahead of the downloads
+MAX_ORIGINS = 100_000  # answers kept; past it the oldest is dropped (asked again if its origin comes back)
 
 
 def origin_of(url: str) -> str:
@@ -131,6 +132,8 @@ class RobotsGate:
             origin, answer = self._arrived.popleft()
             self._asking.discard(origin)
             self._known[origin] = answer
+            if len(self._known) > MAX_ORIGINS:
+                self._known.pop(next(iter(self._known)))
             self.fetched += 1
             found.append((origin, answer.rules.crawl_delay if answer.rules is not None else None, answer.asked))
         return found

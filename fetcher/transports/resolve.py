@@ -28,12 +28,18 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError
 
+MAX_ANSWERS = 65_536  # hosts remembered per process; the oldest goes first (its tasks bring it back)
 _answers: dict[str, tuple[str, ...]] = {}  # host name (lower case) -> addresses, for this process
 
 
 def remember(host: str, addresses: tuple[str, ...]) -> None:
     """Connections to ``host`` from this process go to ``addresses`` (first that answers)."""
-    _answers[host.lower()] = addresses
+    host = host.lower()
+    if _answers.get(host) == addresses:
+        return
+    _answers[host] = addresses
+    if len(_answers) > MAX_ANSWERS:
+        _answers.pop(next(iter(_answers)), None)
 
 
 class ResolvedHTTPConnection(HTTPConnection):
