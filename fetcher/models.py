@@ -144,8 +144,8 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
     content: builtins.bytes | None = None  # builtins: the field `bytes` shadows the type here
     meta: Any = None
-    staged: int = 0
     after_head_s: float | None = None
+    staged: int = 0  # the last field: run/flusher.py rebuilds a Result without it, by position
 
     def __reduce__(self) -> tuple[Any, ...]:
         return Result, _result_fields(self)  # see FetchTask.__reduce__
