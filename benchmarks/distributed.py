@@ -68,9 +68,11 @@ def measure_protocol(count: int, workers: int = 2) -> float:
     from fetcher.distributed.protocol import EXPOSED
     from fetcher.distributed.rpc import RpcServer
     from fetcher.models import FetchTask
+    from fetcher.distributed.protocol import RunRules
     from fetcher.options import Options
 
-    coordinator = Coordinator(Options.create(out=tempfile.gettempdir()), "bench", 1, lease_timeout=60)
+    rules = RunRules(Options.create(out=tempfile.gettempdir()).worker_form())
+    coordinator = Coordinator(rules, "bench", 1, lease_timeout=60)
     for i in range(count):
         url = f"http://127.0.0.1:9/files/img{i}.jpg"
         coordinator.offer(FetchTask(url=url, name=f"img{i}.jpg", index=i))

@@ -47,10 +47,11 @@ def measure_redis_protocol(url: str, count: int, batch: int, work: str, workers:
     from fetcher.distributed.redis_serve import RedisServe
     from fetcher.models import FetchTask as Task
     from fetcher.run.journal import Journal
+    from fetcher.distributed.protocol import RunRules
     from fetcher.options import Options
 
     out = os.path.join(work, "redis-protocol")
-    serve = RedisServe(RedisSpec(url, QUEUE), Options.create(out=out), "bench", 1, 60.0, None)
+    serve = RedisServe(RedisSpec(url, QUEUE), RunRules(Options.create(out=out).worker_form()), "bench", 1, 60.0, None)
     serve.start()
     journal = Journal(out)
     journal.start_run()

@@ -26,7 +26,7 @@ from fetcher.run.collector import Summary
 from fetcher.errors import ConfigError
 from fetcher.run.job import Job
 from fetcher.models import FetchTask, Item, Result
-from fetcher.options import Options
+from fetcher.options import Options, prepare_run
 from fetcher.run.outdir import check_output
 from fetcher.run.progress import Progress
 from fetcher.redact import remember_header
@@ -58,19 +58,19 @@ class Task:
 
 def _options(out: str | None, backend: str, pool: int, memory: bool, settings: dict[str, Any],
              session_factory: SessionFactory | None, writes_files: bool) -> Options:
-    """The run's Options, every check that can fail before a run made now (ConfigError)."""
-    known = set(Options.__dataclass_fields__) | {"timeout"}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
-    options = Options.create(out=out or "downloads", backend=backend, pool=pool, in_memory=memory, **settings)
-    if session_factory is not None and options.client != "requests":
+    """The run's Options, every check that can fail before a run made now (ConfigError).
+
+    ``Options.create`` is the one check of the keywords (options/table.py declares them).
+    """
+    options, _ = prepare_run(Options.create(**{"out": out or "downloads", "backend": backend, "pool": pool,
+                                               "in_memory": memory, **settings}))
+    if session_factory is not None and options.transport.client != "requests":
         raise ConfigError(f"session_factory builds requests Sessions, so it cannot be combined with "
-                          f"client={options.client!r}; drop one of them")
+                          f"client={options.transport.client!r}; drop one of them")
     # An unknown backend, or one that cannot run here (gevent unpatched), fails here, not in the run.
-    backend_class(options.backend, options.client).check(options, session_factory)
+    backend_class(options.transport.backend, options.transport.client).check(options, session_factory)
     if writes_files:
-        check_output(options.out, options.manifest_path)
+        check_output(options.output.out, options.output.manifest_path)
     return options
 
 
@@ -139,7 +139,7 @@ def fetch(urls: Iterable[str | Task | None], out: str | None = "downloads", *, b
     use_journal = (not memory) if journal is None else journal and not memory
     job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory, quiet=True,
               session_factory=session_factory, retry_failed=retry_failed)
-    return _stream(job, urls, options.naming, deduplicate=not use_journal, on_result=on_result)
+    return _stream(job, urls, options.output.naming, deduplicate=not use_journal, on_result=on_result)
 
 
 def _stream(job: Job, urls: Iterable[str | Task | None], naming: str, deduplicate: bool,
@@ -201,7 +201,7 @@ class Fetcher:
         use_journal = (not memory) if journal is None else journal and not memory
         self._job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory,
                         quiet=True, session_factory=session_factory, retry_failed=retry_failed)
-        self._converter = _Converter(options.naming)
+        self._converter = _Converter(options.output.naming)
         self._on_result = on_result
         self._keep = keep_results
         self._lock = threading.Condition()
@@ -286,7 +286,7 @@ class Fetcher:
     def map(self, items: Iterable[str | Task]) -> Iterator[Result]:
         """Results in the order of ``items``; submits a bounded number ahead."""
         ahead: deque[Future[Result]] = deque()
-        limit = 4 * self._job.options.pool
+        limit = 4 * self._job.options.transport.pool
         for item in items:
             ahead.append(self.submit(item))
             if len(ahead) >= limit:

@@ -8,7 +8,7 @@ from conftest import HAVE_PYCURL, NEEDS_PYCURL, write_list
 from fetcher.auto import choose
 from fetcher.cli import main
 from fetcher.errors import ConfigError
-from fetcher.options import Options
+from fetcher.options import Options, prepare_run
 
 
 def test_auto_picks_libcurl_where_pycurl_imports() -> None:
@@ -19,7 +19,8 @@ def test_auto_picks_libcurl_where_pycurl_imports() -> None:
 
 def test_nothing_auto_changes_nothing() -> None:
     assert choose("thread", "requests") == ("thread", "requests", "")
-    assert Options.create().auto == "" and Options.create().backend == "thread"
+    options, why = prepare_run(Options.create())
+    assert why == "" and options.transport.backend == "thread" and options == Options.create()
 
 
 def test_auto_keeps_what_was_given() -> None:

@@ -253,7 +253,7 @@ def test_the_server_decides_retries_and_failures_for_its_workers(server, broker,
     options = Options.create(out=str(tmp_path / "srv"), retries=3, backoff=0.05)
     served, codes = serve_in_process(tmp_path, urls, options, broker)
     assert (served.summary.ok, served.summary.failed) == (2, 2) and codes == [Outcome.DONE]
-    records = manifest(options.out)
+    records = manifest(options.output.out)
     assert records[urls[0]]["attempts"] == 3 and records[urls[0]]["status"] == "ok"
     assert records[urls[1]]["error"]["kind"] == "http-status"
     assert records["not a url"]["error"]["kind"] == "invalid-url"

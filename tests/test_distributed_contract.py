@@ -19,6 +19,7 @@ from fetcher.distributed.broker import ManagerSpec, RedisSpec, ServeBroker, Work
 from fetcher.distributed.protocol import Finished, Grant, Wait, Welcome, WorkerInfo, parse_address
 from fetcher.models import ErrorKind, Result, Status, failed
 from fetcher.models import FetchTask as Task
+from fetcher.distributed.protocol import RunRules
 from fetcher.options import Options
 
 LEASE_S = 0.6
@@ -38,7 +39,8 @@ def spec(request, tmp_path) -> Iterator[object]:
 
 @pytest.fixture
 def broker(spec, tmp_path) -> Iterator[tuple[ServeBroker, object]]:
-    serve_side = serve_broker(spec, Options.create(out=str(tmp_path / "srv")), "run1", 7, LEASE_S, None)
+    rules = RunRules(Options.create(out=str(tmp_path / "srv")).worker_form())
+    serve_side = serve_broker(spec, rules, "run1", 7, LEASE_S, None)
     where = serve_side.start()
     worker_spec = ManagerSpec(parse_address(where), KEY.encode()) if isinstance(spec, ManagerSpec) else spec
     try:

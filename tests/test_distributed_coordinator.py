@@ -10,6 +10,7 @@ from fetcher import __version__
 from fetcher.distributed.coordinator import Coordinator
 from fetcher.distributed.protocol import PROTOCOL, Finished, Grant, Refusal, Wait, Welcome, WorkerInfo
 from fetcher.models import ErrorKind, Result, Status, FetchTask, failed
+from fetcher.distributed.protocol import RunRules
 from fetcher.options import Options
 
 
@@ -28,7 +29,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 def coord(clock, tmp_path) -> Coordinator:
-    return Coordinator(Options.create(out=str(tmp_path)), "run1", epoch=7, lease_timeout=10.0, clock=clock)
+    rules = RunRules(Options.create(out=str(tmp_path)).worker_form())
+    return Coordinator(rules, "run1", epoch=7, lease_timeout=10.0, clock=clock)
 
 
 def task(i: int) -> FetchTask:

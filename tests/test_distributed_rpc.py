@@ -13,13 +13,14 @@ from fetcher.distributed.coordinator import Coordinator
 from fetcher.distributed.protocol import EXPOSED, parse_address
 from fetcher.distributed.rpc import AuthError, Link, LinkError, RpcServer
 from fetcher.errors import ConfigError
+from fetcher.distributed.protocol import RunRules
 from fetcher.options import Options
 
 KEY = b"test-key-0123456789abcdef"
 
 
 def start(tmp_path, port: int = 0, key: bytes = KEY) -> RpcServer:
-    coordinator = Coordinator(Options.create(out=str(tmp_path)), "run", epoch=1)
+    coordinator = Coordinator(RunRules(Options.create(out=str(tmp_path)).worker_form()), "run", epoch=1)
     return RpcServer(coordinator, ("127.0.0.1", port), key, EXPOSED).start()
 
 
@@ -122,7 +123,7 @@ def test_a_client_that_never_answers_the_handshake_blocks_nobody(rpc):
 
 def test_a_server_stalled_mid_call_fails_the_call_at_its_deadline(tmp_path):
     """The handshake passed, then the server goes silent: poll() before recv() bounds the call."""
-    coordinator = Coordinator(Options.create(out=str(tmp_path)), "run", epoch=1)
+    coordinator = Coordinator(RunRules(Options.create(out=str(tmp_path)).worker_form()), "run", epoch=1)
     coordinator.stats = lambda: time.sleep(3) or {}  # type: ignore[method-assign]
     server = RpcServer(coordinator, ("127.0.0.1", 0), KEY, EXPOSED).start()
     try:

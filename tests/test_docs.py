@@ -101,4 +101,4 @@ def test_every_install_hint_names_this_distribution():
 def test_the_default_user_agent_points_at_nothing_else():
     from fetcher.options import Options
 
-    assert Options.create().user_agent.startswith("fetcher/") and "http" not in Options.create().user_agent
+    assert Options.create().politeness.user_agent.startswith("fetcher/") and "http" not in Options.create().politeness.user_agent

@@ -49,9 +49,9 @@ def test_ok_writes_the_file_atomically_with_its_hash(options, session):
     assert result.sha256 == hashlib.sha256(body).hexdigest()
     assert result.http_status == 200 and result.content_type == "image/jpeg"
     assert result.attempts == 2 and result.index == 7 and result.final_url == URL
-    with open(os.path.join(options.out, result.path), "rb") as handle:
+    with open(os.path.join(options.output.out, result.path), "rb") as handle:
         assert handle.read() == body
-    assert files_under(options.out) == [result.path]
+    assert files_under(options.output.out) == [result.path]
 
 
 @responses.activate
@@ -65,7 +65,7 @@ def test_http_errors_are_values_with_the_right_retry_hint(options, session, stat
     assert result.http_status == status
     assert result.retryable is retryable
     assert result.retry_after == 7.0
-    assert files_under(options.out) == []
+    assert files_under(options.output.out) == []
 
 
 @responses.activate
@@ -84,7 +84,7 @@ def test_transport_errors_are_translated(options, session, exc, kind, retryable)
     assert result.status is Status.FAILED
     assert result.error is not None and result.error.kind == kind
     assert result.retryable is retryable
-    assert files_under(options.out) == []
+    assert files_under(options.output.out) == []
 
 
 @responses.activate
@@ -94,7 +94,7 @@ def test_cancel_removes_the_partial_file(options, session):
     cancel.set()
     result = fetch_one(task(), session, options, cancel=cancel)
     assert result.error is not None and result.error.kind == "cancelled"
-    assert files_under(options.out) == []
+    assert files_under(options.output.out) == []
 
 
 @responses.activate
@@ -153,7 +153,7 @@ def test_checksum_mismatch_is_bad_content_and_leaves_nothing(options, session, a
     assert result.status is Status.FAILED and result.error is not None
     assert result.error.kind == "bad-content" and f"{algorithm} mismatch" in result.error.message
     assert result.retryable is False and result.path is None
-    assert files_under(options.out) == []
+    assert files_under(options.output.out) == []
 
 
 @responses.activate
@@ -163,7 +163,7 @@ def test_provisional_name_is_completed_from_the_headers(options, session):
     provisional = name_for_url(url, ext="")
     result = fetch_one(FetchTask(url=url, name=provisional, provisional_name=True), session, options)
     assert result.path == provisional + ".jpg"
-    assert files_under(options.out) == [provisional + ".jpg"]
+    assert files_under(options.output.out) == [provisional + ".jpg"]
 
 
 
@@ -173,7 +173,7 @@ def test_our_session_keeps_requests_cookie_and_credential_handling(server, optio
     that cookie again on the session's later requests."""
     import json
 
-    memory = Options.create(out=options.out, in_memory=True)
+    memory = Options.create(out=options.output.out, in_memory=True)
 
     def echoed(url: str) -> dict[str, str]:
         result = fetch_one(task(url), session, memory)

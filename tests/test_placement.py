@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import errno
 import hashlib
 import os
@@ -195,4 +194,4 @@ def test_bad_on_exists_is_a_config_error(value):
 
 
 def test_options_default_to_skip():
-    assert dataclasses.asdict(Options.create())["on_exists"] == "skip"
+    assert Options.create().output.on_exists == "skip"

@@ -17,7 +17,7 @@ from fetcher.errors import ConfigError
 from fetcher.run.journal import journal_path
 from fetcher.run.journal_secrets import MASKED_VERSION
 from fetcher.models import ErrorInfo, Result, Status
-from fetcher.options import Options
+from fetcher.options import Options, prepare_run
 
 
 @pytest.mark.parametrize(("text", "shown"), [
@@ -49,9 +49,17 @@ def test_strip_credentials_touches_only_the_netloc() -> None:
     assert redact.strip_credentials("http://h/x@y") == "http://h/x@y"
 
 
+def test_creating_options_remembers_no_header_value() -> None:
+    """Options.create has no process-wide effect; starting a run (prepare_run) remembers the values."""
+    options = Options.create(headers=["Authorization: Bearer n0t-yet-remembered"])
+    assert redact.mask("401 for n0t-yet-remembered") == "401 for n0t-yet-remembered"
+    prepare_run(options)
+    assert redact.mask("401 for n0t-yet-remembered") == "401 for ***"
+
+
 def test_a_remembered_header_value_is_masked_in_any_message() -> None:
-    Options.create(headers=["Authorization: Bearer rememb3red-token", "Referer: http://site/",
-                            "proxy-authorization: Basic cHJveHk6cHc=", "Cookie: sid=c00kie-value"])
+    prepare_run(Options.create(headers=["Authorization: Bearer rememb3red-token", "Referer: http://site/",
+                                        "proxy-authorization: Basic cHJveHk6cHc=", "Cookie: sid=c00kie-value"]))
 
     assert redact.mask("401 for token rememb3red-token") == "401 for token ***"
     assert redact.mask("proxy said cHJveHk6cHc= and sid=c00kie-value") == "proxy said *** and ***"
@@ -190,16 +198,16 @@ def test_cookies_travel_in_the_options_and_land_in_a_private_file(tmp_path) -> N
     sent = cookie_transfer.pack(Options.create(cookies=str(cookies), headers=["Authorization: Bearer T0KEN"]))
     cookies.unlink()  # the worker's host has no copy
 
-    local, forget = cookie_transfer.unpack(sent)
+    path, forget = cookie_transfer.unpack(sent)
 
-    assert local.cookies_text is None and local.cookies is not None
-    with open(local.cookies, encoding="utf-8") as handle:
+    assert path is not None and "cookies_text" not in sent.options
+    with open(path, encoding="utf-8") as handle:
         assert "COOKIESECRET" in handle.read()
-    assert stat.S_IMODE(os.stat(local.cookies).st_mode) == 0o600
-    assert stat.S_IMODE(os.stat(os.path.dirname(local.cookies)).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
     assert "COOKIESECRET" not in repr(sent) and "T0KEN" not in repr(sent)
     forget()
-    assert not os.path.exists(os.path.dirname(local.cookies))
+    assert not os.path.exists(os.path.dirname(path))
 
 
 def test_a_task_header_token_is_masked_in_its_failure(tmp_path) -> None:

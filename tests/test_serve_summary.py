@@ -7,12 +7,13 @@ from fetcher.distributed.coordinator import Coordinator
 from fetcher.distributed.protocol import PROTOCOL, Grant, Welcome, WorkerInfo
 from fetcher.models import FetchTask as Task
 from fetcher.models import Result, Status
+from fetcher.distributed.protocol import RunRules
 from fetcher.options import Options
 
 
 def test_a_worker_gone_silent_still_counts_in_the_summary(tmp_path):
     now = [1000.0]
-    coord = Coordinator(Options.create(out=str(tmp_path)), "run1", epoch=1, lease_timeout=10.0,
+    coord = Coordinator(RunRules(Options.create(out=str(tmp_path)).worker_form()), "run1", epoch=1, lease_timeout=10.0,
                         clock=lambda: now[0])
     for worker_id in ("victim", "rescuer"):
         info = WorkerInfo(worker_id, "host", 1, f"/out/{worker_id}", "thread", 4, 4)

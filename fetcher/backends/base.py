@@ -30,7 +30,7 @@ BackendFactory = Callable[["Options", "SessionFactory | None"], "Backend"]
 
 
 class Backend(ABC):
-    """Runs ``fetch_one`` over submitted tasks with ``options.pool`` of them at once.
+    """Runs ``fetch_one`` over submitted tasks with ``options.transport.pool`` of them at once.
 
     Use as a context manager: entering starts the workers, leaving stops them
     (cancelling unfinished work if the block raised). Between the two:

@@ -93,10 +93,10 @@ class GeventBackend(GeventHubBackend):
     """
 
     def _start_work(self) -> None:
-        factory = self.session_factory or partial(make_session, self.options, self.options.pool)
+        factory = self.session_factory or partial(make_session, self.options, self.options.transport.pool)
         self._session: Any = factory()
         self._tasks: gevent.queue.Queue[FetchTask | None] = gevent.queue.Queue()
-        self._greenlets = [gevent.spawn(self._work, self._session) for _ in range(self.options.pool)]
+        self._greenlets = [gevent.spawn(self._work, self._session) for _ in range(self.options.transport.pool)]
 
     def submit(self, task: FetchTask) -> None:
         self._tasks.put(task)

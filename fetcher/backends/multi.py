@@ -50,7 +50,7 @@ IDLE_POLL_S = 1.0  # longest wait when libcurl has no timer of its own
 
 
 class MultiDownloads:
-    """Up to ``options.pool`` downloads at once on one ``CurlTransfers``: tasks in, Results out.
+    """Up to ``options.transport.pool`` downloads at once on one ``CurlTransfers``: tasks in, Results out.
 
     Every rule is the same code as on the other backends: ``download.attempt.prepare``
     and ``Download`` around the same ``CurlTransport``.
@@ -64,7 +64,7 @@ class MultiDownloads:
     def __init__(self, options: Options, on_socket: Callable[..., Any], on_timer: Callable[[int], Any],
                  cancel: CancelFlag | None = None) -> None:
         self.options, self.cancel = options, cancel
-        self.transfers: CurlTransfers[Download] = CurlTransfers(options, on_socket, on_timer, options.pool)
+        self.transfers: CurlTransfers[Download] = CurlTransfers(options, on_socket, on_timer, options.transport.pool)
         self._pending: deque[FetchTask] = deque()
         self.done: list[Result] = []  # settled, not yet handed back by the driver
 

@@ -131,7 +131,8 @@ class ProcessBackend(Backend):
             multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
         self._cancel = SharedFlag(multiprocessing.get_context())
         try:
-            for slots in shares(self.options.pool, self.options.processes or min(default_processes(), MAX_PROCESSES)):
+            transport = self.options.transport
+            for slots in shares(transport.pool, transport.processes or min(default_processes(), MAX_PROCESSES)):
                 self._workers.append(self._spawn(slots))
         except BaseException:
             self.shutdown(cancel=True)
@@ -208,7 +209,7 @@ class ProcessBackend(Backend):
                 raise BackendError(f"{self._startup_failures} worker processes in a row exited before they were "
                                    f"ready ({_describe_exit(code)}; start method {self.start_method})")
         for task in worker.tasks.values():
-            if not self.options.will_retry(task.attempt, retryable=True):
+            if not self.options.rules.will_retry(task.attempt, retryable=True):
                 give_up(task, self.options)  # what the dead worker left: no retry will resume it
             self._finished.append(failed(task, ErrorKind.WORKER_DIED,
                                          f"the worker process fetching this URL died ({_describe_exit(code)})",

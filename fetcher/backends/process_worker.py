@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import replace
 from multiprocessing import connection
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +126,7 @@ def serve_multi(conn: connection.Connection, factory: SessionFactory | None, opt
     """The multi backend with ``slots`` transfers, woken by the pipe as by libcurl; results go back in batches."""
     from fetcher.backends.multi import MultiBackend
 
-    backend = MultiBackend(replace(options, pool=slots), wake_fds=(conn.fileno(),), cancel=cancel)
+    backend = MultiBackend(options.replace(pool=slots), wake_fds=(conn.fileno(),), cancel=cancel)
     with ExitStack() as stack:
         try:
             stack.enter_context(backend)

@@ -50,7 +50,7 @@ def backend_class(name: str, client: str) -> type[Backend]:
 
 
 def get_backend(name: str) -> BackendFactory:
-    """What makes the backend ``name`` for a run, choosing its class by the run's ``options.client``.
+    """What makes the backend ``name`` for a run, choosing its class by the run's ``options.transport.client``.
 
     For callers that know the backend before the options (``fetcher work`` learns the
     client from its server).
@@ -61,7 +61,7 @@ def get_backend(name: str) -> BackendFactory:
     _check_name(name)
 
     def create(options: Options, session_factory: SessionFactory | None = None) -> Backend:
-        return backend_class(name, options.client)(options, session_factory)
+        return backend_class(name, options.transport.client)(options, session_factory)
 
     return create
 

@@ -36,7 +36,7 @@ class ThreadBackend(Backend):
         # to the caller instead of silently killing a worker.
         self._threads = [
             threading.Thread(target=self._work, args=(factory(),), name=f"fetcher-{i}", daemon=True)
-            for i in range(self.options.pool)
+            for i in range(self.options.transport.pool)
         ]
         for thread in self._threads:
             thread.start()

@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from fetcher.cli.common import (Parser, add_fetching_rules, add_input_and_naming_arguments,
-                                add_run_reporting, chain, count_lines, positive_int, prepare_backend, rule_options)
+from fetcher.cli.common import Parser, add_run_reporting, chain, count_lines, prepare_backend
+from fetcher.cli.flags import add_flags, flag_values
 from fetcher.distributed.protocol import DEFAULT_PORT, parse_address
 from fetcher.errors import ConfigError, ExitStatus
+from fetcher.options.table import NAMING, RULES, RUN, SERVE, WORK
 
 if TYPE_CHECKING:
     from fetcher.distributed.broker import BrokerSpec
@@ -103,42 +104,37 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--broker", metavar="URL",
                         help="a Redis server to hold the leases instead: redis://[USER@]HOST:PORT/DB, "
                              "rediss://... (TLS) or unix:///PATH/redis.sock; needs pip install 'fetcher-dl[redis]'")
-    parser.add_argument("-o", "--out", default="downloads", metavar="DIR",
-                        help="folder of the run's journal, authkey and manifest (default: ./downloads)")
-    parser.add_argument("--manifest", metavar="PATH", help="where to write the manifest (default: OUT/manifest.jsonl)")
+    add_flags(parser, SERVE, RUN)
     add_broker_credentials(parser, serving=True)
     parser.add_argument("--lease-timeout", type=_positive_float, default=60.0, metavar="S",
                         help="seconds before a URL leased to a silent worker is handed to another (default: 60)")
-    add_fetching_rules(parser)
+    add_flags(parser, SERVE, RULES)
     add_run_reporting(parser, "restart")
-    add_input_and_naming_arguments(parser)
+    add_flags(parser, SERVE, NAMING)
     return parser
 
 
 def serve_main(argv: list[str]) -> int:
-    from fetcher.distributed import cookies
     from fetcher.sources import readers as inputs
     from fetcher.sources import tasks as sources
     from fetcher.distributed.server import ServeConfig, serve
-    from fetcher.options import Options
+    from fetcher.options import Options, prepare_run
     from fetcher.run.progress import Progress
 
     args = _serve_parser().parse_args(argv)
     note = _note("fetcher serve")
-    options = Options.create(out=args.out, manifest=args.manifest, input_format=args.input_format,
-                             naming=args.naming, on_exists=args.on_exists, **rule_options(args))
-    options = cookies.pack(options)  # workers get the cookies through the broker, not a path
+    options, _ = prepare_run(Options.create(**flag_values(args, SERVE)))  # workers get the cookies via the broker
     from fetcher.run.outdir import check_output
 
-    check_output(options.out, options.manifest_path)  # before the key is written there
-    spec, stored = _serve_spec(args, options.out, note)
-    if options.insecure:
+    check_output(options.output.out, options.output.manifest_path)  # before the key is written there
+    spec, stored = _serve_spec(args, options.output.out, note)
+    if options.politeness.insecure:
         note("warning: --insecure: no worker verifies TLS certificates; anyone between a worker and a "
              "site can change what it downloads")
-    rows = inputs.read_rows(args.input, options.input_format)
+    rows = inputs.read_rows(args.input, options.source.input_format)
     first = next(rows, None)  # opens the file now: a missing file or 'url' column is a usage error
     total = count_lines(args.input)
-    items = sources.iter_rows(chain(first, rows), naming=options.naming, dedupe=False)
+    items = sources.iter_rows(chain(first, rows), naming=options.output.naming, dedupe=False)
     progress = Progress(total, enabled=not args.quiet and sys.stderr.isatty())
 
     def listening(where: str) -> None:
@@ -198,8 +194,6 @@ def _print_welcome(note: Any, where: str, spec: BrokerSpec, stored: str | None) 
 
 
 def _work_parser() -> argparse.ArgumentParser:
-    from fetcher.backends import BACKENDS
-
     parser = Parser(prog="fetcher work", description="Fetch URLs leased from a `fetcher serve` run "
                      "into a local folder, until the server says the run is over.",
                      epilog="Exit status: 0 the run is over, 1 the broker could not be reached, "
@@ -209,15 +203,11 @@ def _work_parser() -> argparse.ArgumentParser:
                         help=f"HOST:PORT of a manager-broker `fetcher serve` (port default: {DEFAULT_PORT}), or "
                              "the Redis server of a `fetcher serve --broker`: redis://[USER@]HOST:PORT/DB, "
                              "rediss://... or unix:///PATH")
-    parser.add_argument("--backend", default="thread", metavar="NAME",
-                        help=f"how downloads run here: {', '.join(BACKENDS)} (default: thread)")
-    parser.add_argument("--pool", type=positive_int, default=8, metavar="N",
-                        help="concurrent downloads on this worker (default: 8)")
+    add_flags(parser, WORK, RUN, only=("backend", "pool"))
     parser.add_argument("--prefetch", type=int, default=None, metavar="N",
                         help="URLs leased beyond the pool, so it never waits for the server; also the "
                              "batch size of lease calls (default: pool/4, at least 1; 0: lease one by one)")
-    parser.add_argument("-o", "--out", default="downloads", metavar="DIR",
-                        help="folder the files go to (default: ./downloads)")
+    add_flags(parser, WORK, RUN, only=("out",))
     add_broker_credentials(parser)
     parser.add_argument("--rpc-timeout", type=_positive_float, default=10.0, metavar="S",
                         help="deadline of every call to the broker (default: 10)")

@@ -27,12 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
-from fetcher.distributed.protocol import Finished, Grant, LeaseId, Refusal, Wait, Welcome, WorkerInfo, format_address
+from fetcher.distributed.protocol import (Finished, Grant, LeaseId, Refusal, RunRules, Wait, Welcome, WorkerInfo,
+                                          format_address)
 
 if TYPE_CHECKING:
     from fetcher.models import FetchTask as Task
     from fetcher.models import Result
-    from fetcher.options import Options
 
 
 @dataclass(frozen=True)
@@ -130,16 +130,16 @@ class ServeBroker(Protocol):
         """Close (after the linger); ``completed``: the run ended and its journal is closed."""
 
 
-def serve_broker(spec: BrokerSpec, options: Options, run_id: str, epoch: int, lease_timeout: float,
+def serve_broker(spec: BrokerSpec, rules: RunRules, run_id: str, epoch: int, lease_timeout: float,
                  total: int | None) -> ServeBroker:
     """The serve side of ``spec``'s broker (not started yet)."""
     if isinstance(spec, RedisSpec):
         from fetcher.distributed.redis_serve import RedisServe
 
-        return RedisServe(spec, options, run_id, epoch, lease_timeout, total)
+        return RedisServe(spec, rules, run_id, epoch, lease_timeout, total)
     from fetcher.distributed.manager import ManagerServe
 
-    return ManagerServe(spec, options, run_id, epoch, lease_timeout, total)
+    return ManagerServe(spec, rules, run_id, epoch, lease_timeout, total)
 
 
 def worker_sessions(spec: BrokerSpec) -> SessionFactory:

@@ -21,11 +21,10 @@ from typing import Any
 
 from fetcher import __version__
 from fetcher.distributed.leases import LeaseBook
-from fetcher.distributed.protocol import (PROTOCOL, Finished, Grant, Refusal, Wait, Welcome,
+from fetcher.distributed.protocol import (PROTOCOL, Finished, Grant, Refusal, RunRules, Wait, Welcome,
                                           WorkerInfo)
 from fetcher.models import FetchTask as Task
 from fetcher.models import Result
-from fetcher.options import Options
 
 RUNNING, DONE, STOPPED = "running", "done", "stopped"
 MAX_GRANT = 5_000  # tasks per lease reply: bounds one message to a few hundred KiB
@@ -47,7 +46,7 @@ class Coordinator:
     """Leases the tasks the engine offers to workers and hands their results back.
 
     Args:
-        options: the run's options; sent to workers in ``Welcome`` (their fetching rules).
+        rules: what workers fetch by (the run's options that travel, its cookies), sent in ``Welcome``.
         run_id: stays the same across restarts of the server on one output folder.
         epoch: differs on every start; lease ids are made from it so they never repeat.
         lease_timeout: seconds a lease lives without a heartbeat.
@@ -55,9 +54,9 @@ class Coordinator:
         clock: monotonic seconds; injectable for tests.
     """
 
-    def __init__(self, options: Options, run_id: str, epoch: int, lease_timeout: float = 60.0,
+    def __init__(self, rules: RunRules, run_id: str, epoch: int, lease_timeout: float = 60.0,
                  total: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.options = options
+        self.rules = rules
         self.run_id = run_id
         self.epoch = epoch
         self.lease_timeout = lease_timeout
@@ -90,7 +89,7 @@ class Coordinator:
                                     f"files in {info.host}:{info.out})")
             else:
                 worker.info, worker.seen, worker.left = info, self._clock(), False
-        return Welcome(self.run_id, self.epoch, self.options, self.lease_timeout, self.heartbeat_s)
+        return Welcome(self.run_id, self.epoch, self.rules, self.lease_timeout, self.heartbeat_s)
 
     def lease(self, worker_id: str, n: int) -> Grant | Wait | Finished:
         with self._cond:

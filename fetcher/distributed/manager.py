@@ -6,22 +6,21 @@ from typing import TYPE_CHECKING, Any
 
 from fetcher.distributed.broker import ManagerSpec, WorkerSession
 from fetcher.distributed.coordinator import Coordinator
-from fetcher.distributed.protocol import (EXPOSED, PROTOCOL, Finished, Grant, LeaseId, Refusal, Wait, Welcome,
-                                          WorkerInfo, format_address)
+from fetcher.distributed.protocol import (EXPOSED, PROTOCOL, Finished, Grant, LeaseId, Refusal, RunRules, Wait,
+                                          Welcome, WorkerInfo, format_address)
 from fetcher.distributed.rpc import Link, LinkError, RpcServer
 from fetcher.errors import ConfigError
 
 if TYPE_CHECKING:
     from fetcher.models import Result
-    from fetcher.options import Options
 
 
 class ManagerServe(Coordinator):
     """The Coordinator, plus the RpcServer that lets workers call it."""
 
-    def __init__(self, spec: ManagerSpec, options: Options, run_id: str, epoch: int, lease_timeout: float,
+    def __init__(self, spec: ManagerSpec, rules: RunRules, run_id: str, epoch: int, lease_timeout: float,
                  total: int | None) -> None:
-        super().__init__(options, run_id, epoch, lease_timeout, total)
+        super().__init__(rules, run_id, epoch, lease_timeout, total)
         self._spec = spec
         self._server: RpcServer | None = None
 

@@ -19,14 +19,13 @@ versioned JSON (``wire.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Union
 
 from fetcher.errors import ConfigError
 
 if TYPE_CHECKING:
     from fetcher.models import FetchTask as Task
-    from fetcher.options import Options
 
 PROTOCOL = 1
 DEFAULT_PORT = 8001
@@ -52,6 +51,16 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RunRules:
+    """What every worker is told to fetch by: the run's options that travel (``Options.worker_form``, by
+    keyword; the worker checks them again) and the content of ``--cookies``' file (cookies.py), which
+    crosses the authenticated connection, never a command line."""
+
+    options: dict[str, Any] = field(repr=False)  # headers may hold a token: never printed
+    cookies_text: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Welcome:
     """The answer to ``hello``: the run's identity, its fetching rules and the lease timing.
 
@@ -61,7 +70,7 @@ class Welcome:
 
     run_id: str
     epoch: int
-    options: Options
+    rules: RunRules
     lease_timeout: float
     heartbeat_s: float
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from fetcher import __version__
 from fetcher.distributed import wire
 from fetcher.distributed.broker import RedisSpec
-from fetcher.distributed.protocol import PROTOCOL
+from fetcher.distributed.protocol import PROTOCOL, RunRules
 from fetcher.distributed.redis_common import GROUP, MESSAGE, redis_errors
 from fetcher.distributed.redis_streams import RunStreams, log
 from fetcher.errors import ConfigError
@@ -30,7 +30,6 @@ from fetcher.errors import ConfigError
 if TYPE_CHECKING:
     from fetcher.models import FetchTask as Task
     from fetcher.models import Result
-    from fetcher.options import Options
 
 TICK_S = 0.25
 READ_BLOCK_MS = 100
@@ -39,10 +38,10 @@ READ_BLOCK_MS = 100
 class RedisServe(RunStreams):
     """The ServeBroker of ``--broker redis://``; see the module doc and redis_common.py for the keys."""
 
-    def __init__(self, spec: RedisSpec, options: Options, run_id: str, epoch: int, lease_timeout: float,
+    def __init__(self, spec: RedisSpec, rules: RunRules, run_id: str, epoch: int, lease_timeout: float,
                  total: int | None) -> None:
         super().__init__(spec, lease_timeout)
-        self.options, self.run_id, self.epoch, self.total = options, run_id, epoch, total
+        self.rules, self.run_id, self.epoch, self.total = rules, run_id, epoch, total
         self.heartbeat_s = min(lease_timeout / 4, 2.0)
         self._state = "running"
         self._final: Counter[str] = Counter()
@@ -93,7 +92,7 @@ class RedisServe(RunStreams):
     def _publish_run(self) -> None:
         self._redis.hset(self._keys.run, mapping={
             "protocol": PROTOCOL, "version": __version__, "run_id": self.run_id, "epoch": self.epoch,
-            "state": self._state, "options": wire.dump_options(self.options),
+            "state": self._state, "options": wire.dump_rules(self.rules),
             "lease_timeout": self.lease_timeout, "heartbeat_s": self.heartbeat_s})
 
     # -- the engine's calls ------------------------------------------------------------------

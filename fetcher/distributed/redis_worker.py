@@ -91,8 +91,8 @@ class RedisSession(WorkerSession):
             return Refusal(f"the server runs fetcher {run.get('version')} (protocol {run.get('protocol')}) and "
                            f"this worker fetcher {__version__} (protocol {PROTOCOL}): install the same version on both")
         try:
-            options = wire.options_of(run.get("options", ""))
-            welcome = Welcome(run.get("run_id", "?"), int(run["epoch"]), options, float(run["lease_timeout"]),
+            rules = wire.rules_of(run.get("options", ""))
+            welcome = Welcome(run.get("run_id", "?"), int(run["epoch"]), rules, float(run["lease_timeout"]),
                               float(run["heartbeat_s"]))
         except (wire.WireError, ValueError, KeyError):
             return Refusal(f"the run description at {self._where} (queue {self._spec.queue}) cannot be read: "

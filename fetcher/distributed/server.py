@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from fetcher.distributed import cookies
 from fetcher.distributed.broker import BrokerSpec, ServeBroker, serve_broker
 from fetcher.distributed.remote import RemoteBackend
 from fetcher.models import FetchTask as Task
@@ -55,9 +56,11 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
     ``on_listening`` is called with where workers reach the broker, once it is open.
 
     Raises:
-        ConfigError: the broker cannot be opened, or another run holds the output folder.
+        ConfigError: the broker cannot be opened, another run holds the output folder, or the
+            cookies file cannot be read.
     """
-    broker = serve_broker(config.broker, options, _run_id(options.out), secrets.randbits(31),
+    rules = cookies.pack(options)  # what workers fetch by; the cookies' content, never a path on their side
+    broker = serve_broker(config.broker, rules, _run_id(options.output.out), secrets.randbits(31),
                           config.lease_timeout, total)
     where = broker.start()
     if on_listening is not None:

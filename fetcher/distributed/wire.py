@@ -20,10 +20,9 @@ import dataclasses
 import json
 from typing import Any
 
-from fetcher.distributed.protocol import WorkerInfo
+from fetcher.distributed.protocol import RunRules, WorkerInfo
 from fetcher.models import ErrorInfo, Result, Status
 from fetcher.models import FetchTask as Task
-from fetcher.options import Options
 
 VERSION = 1
 MAX_MESSAGE = 8 << 20
@@ -147,21 +146,23 @@ def release_of(fields: dict[str, Any]) -> tuple[dict[str, str], str, bool]:
 # -- run description ---------------------------------------------------------------------
 
 
-def dump_options(options: Options) -> str:
-    return json.dumps(dataclasses.asdict(options), separators=(",", ":"))
+def dump_rules(rules: RunRules) -> str:
+    return json.dumps({"options": rules.options, "cookies_text": rules.cookies_text}, separators=(",", ":"))
 
 
-def options_of(text: str) -> Options:
-    """The run's Options as ``serve`` stored them (tuples come back from lists)."""
+def rules_of(text: str) -> RunRules:
+    """The run's RunRules as ``serve`` stored them (the worker checks the options themselves:
+    ``Options.from_worker_form``)."""
     try:
         fields = json.loads(text)
-        known = {f.name for f in dataclasses.fields(Options)}
-        values = {k: v for k, v in fields.items() if k in known}
-        values["accept"] = tuple(values.get("accept", ()))
-        values["headers"] = tuple((str(a), str(b)) for a, b in values.get("headers", ()))
-        return Options(**values)
-    except (ValueError, TypeError, AttributeError):
-        raise WireError("the run's options cannot be read") from None
+    except ValueError:
+        fields = None
+    if not isinstance(fields, dict) or not isinstance(fields.get("options"), dict):
+        raise WireError("the run's options cannot be read")
+    cookies = fields.get("cookies_text")
+    if cookies is not None and not isinstance(cookies, str):
+        raise WireError("the run's options cannot be read")
+    return RunRules(fields["options"], cookies)
 
 
 def dump_worker(info: WorkerInfo, extra: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from secrets import token_hex
 
 from fetcher.backends.base import Backend, BackendFactory
@@ -26,13 +26,12 @@ from fetcher.distributed.broker import BrokerSpec, worker_sessions
 from fetcher.distributed.client import FIRST, RESTARTED, ServerConnection
 from fetcher.distributed.events import EventSink, Kind, Outcome, WorkerEvent, ignore
 from fetcher.distributed.outbox import BATCH, Outbox
-from fetcher.distributed.protocol import Finished, Grant, LeaseId, Wait, WorkerInfo
+from fetcher.distributed.protocol import Finished, Grant, LeaseId, RunRules, Wait, WorkerInfo
 from fetcher.distributed.rpc import LinkError
 from fetcher.errors import ConfigError
 from fetcher.models import FetchTask as Task
 from fetcher.models import Result
-from fetcher.options import Options
-from fetcher.redact import remember_proxy
+from fetcher.options import Options, remember_secrets
 
 MAX_IDLE_POLL_S = 0.25  # longest wait between lease calls when the server has nothing: an idle call costs it ~50 µs
 MAX_PAUSE_S = 0.5  # longest the loop waits on the local backend
@@ -103,7 +102,7 @@ class Worker:
             return Outcome.UNREACHABLE
         assert self._server.welcome is not None
         backend = (self._backend_factory or _registered(self.config.backend))(
-            self._local_options(self._server.welcome.options), None)
+            self._local_options(self._server.welcome.rules), None)
         shut = False
         try:
             backend.__enter__()
@@ -267,17 +266,19 @@ class Worker:
             return
         self._emit(WorkerEvent(Kind.LEFT, f"interrupted; returned {returned} unfinished leases to the server"))
 
-    def _local_options(self, options: Options) -> Options:
-        """The server's fetching rules, with this worker's folder, backend and pool."""
-        local = replace(options, out=os.path.abspath(self.config.out), backend=self.config.backend,
-                        pool=self.config.pool, in_flight=0, manifest=None)
-        local, self._forget_cookies = cookies.unpack(local)  # the server's cookies, shipped here
-        if local.proxy:  # the server's --proxy: its password is masked in this worker's messages too
-            remember_proxy(local.proxy)
-        if local.cookies and not os.path.isfile(local.cookies):
-            self._emit(WorkerEvent(Kind.WARNING, f"warning: the server's cookies file {local.cookies!r} is not "
+    def _local_options(self, rules: RunRules) -> Options:
+        """The server's fetching rules, checked here, with this worker's folder, backend and pool."""
+        form = dict(rules.options)
+        shipped, self._forget_cookies = cookies.unpack(rules)  # the server's cookies, in a file of ours
+        if shipped is not None:
+            form["cookies"] = shipped
+        elif form.get("cookies") and not os.path.isfile(form["cookies"]):
+            self._emit(WorkerEvent(Kind.WARNING, f"warning: the server's cookies file {form['cookies']!r} is not "
                                    "on this host; fetching without cookies"))
-            local = replace(local, cookies=None)
+            form["cookies"] = None
+        local = Options.from_worker_form(form, out=os.path.abspath(self.config.out), backend=self.config.backend,
+                                         pool=self.config.pool)
+        remember_secrets(local)  # the run's header values are masked in this worker's messages too
         return local
 
 

@@ -27,7 +27,6 @@ from fetcher.download.checksum import Verifier, hash_prefix
 from fetcher.download.headers import expected_size, parse_retry_after, resume_offset
 from fetcher.download.optout import opted_out
 from fetcher.models import ErrorKind, Result, Status, FetchTask, failed, input_extra
-from fetcher.dataset_options import wants_images
 from fetcher.files.naming import finalize_name
 from fetcher.files.paths import FOUND, NO_FOLDER, PART_SUFFIX, join_within, locate, prune_empty
 from fetcher.download.guards import (MAGIC_BYTES, CancelFlag, Cancelled, TransferGuard, check_complete, check_content_type,
@@ -49,7 +48,7 @@ DRAIN_BYTES = 64 * 1024
 
 
 def fetch_one(task: FetchTask, session: Any, options: Options, cancel: CancelFlag | None = None) -> Result:
-    """Download ``task.url`` to ``options.out / task.name`` and describe the outcome.
+    """Download ``task.url`` to ``options.output.out / task.name`` and describe the outcome.
 
     Args:
         task: what to fetch and where to put it (relative, already made safe).
@@ -75,12 +74,13 @@ def prepare(task: FetchTask, options: Options, cancel: CancelFlag | None = None)
     """The checks before any request: a Download to perform, or already a Result."""
     started = time.monotonic()
     try:
-        target, presence = locate(options.out, task.name)
+        target, presence = locate(options.output.out, task.name)
     except ValueError as exc:
         return failed(task, ErrorKind.INVALID_URL, str(exc))
     # --on-exists skip: no request when the name is known and taken (the safety walk saw if it is free).
-    if presence == FOUND and not task.provisional_name and not options.in_memory:
-        kept = placement.kept_file(task, task.name, options.out, options.on_exists, attempts=0, target=target)
+    if presence == FOUND and not task.provisional_name and not options.output.in_memory:
+        output = options.output
+        kept = placement.kept_file(task, task.name, output.out, output.on_exists, attempts=0, target=target)
         if kept is not None:
             return kept
     return Download(task, options, cancel, started, target, may_resume=presence != NO_FOLDER)
@@ -102,11 +102,11 @@ class Download:
         self.task, self.options, self.cancel, self.started = task, options, cancel, started
         self.target = target  # join_within(out, name), kept in step with self.name
         self.part = target + PART_SUFFIX  # the provisional name's, so a resume finds it before any request
-        self.guard = TransferGuard(options.read_timeout, options.max_time, options.min_speed,
-                                   options.min_speed_time, options.memory_cap, started)
+        self.guard = TransferGuard(options.rules.read_timeout, options.rules.max_time, options.rules.min_speed,
+                                   options.rules.min_speed_time, options.memory_cap, started)
         self.resume: tuple[int, str] | None = None
         self.has_meta = False  # NAME.part.meta exists (from an earlier attempt, or written by this one)
-        if may_resume and not options.in_memory:  # False: the part's folder does not exist yet
+        if may_resume and not options.output.in_memory:  # False: the part's folder does not exist yet
             self.resume, self.has_meta = partial.read_meta(self.part, task.url)
         self.head: Head | None = None
         self.head_at = 0.0  # monotonic time on_head was called
@@ -119,7 +119,7 @@ class Download:
         self.verifier = Verifier(task.checksum)
         self.rejected: FetchFailure | None = None  # the response's status failed: its body is drained
         self.drained = 0
-        self.images = wants_images(options)
+        self.images = options.dataset.wants_images
 
     def request(self) -> Request:
         options = self.options
@@ -127,8 +127,9 @@ class Download:
         if self.resume is not None:
             headers.update({"Range": f"bytes={self.resume[0]}-", "If-Range": self.resume[1],
                             "Accept-Encoding": "identity"})
-        connect = min(options.connect_timeout, options.max_time) if options.max_time else options.connect_timeout
-        return Request(self.task.url, headers, connect, self.guard, options.chunk_size, self.task.addresses)
+        rules = options.rules
+        connect = min(rules.connect_timeout, rules.max_time) if rules.max_time else rules.connect_timeout
+        return Request(self.task.url, headers, connect, self.guard, options.transport.chunk_size, self.task.addresses)
 
     def settle(self, transfer: Callable[[], Head]) -> Result:
         """The Result of this attempt, ``transfer`` being the transport's (blocking, or finished) transfer.
@@ -171,17 +172,18 @@ class Download:
                                       retryable=status in TRANSIENT_STATUSES,
                                       retry_after=parse_retry_after(headers.get("Retry-After"))))
             return
-        if not self.options.ignore_opt_out and (directive := opted_out(headers, self.options.user_agent)):
+        user_agent = self.options.politeness.user_agent
+        if not self.options.dataset.ignore_opt_out and (directive := opted_out(headers, user_agent)):
             self._reject(FetchFailure(ErrorKind.OPTED_OUT, f"X-Robots-Tag: {directive}: the server opts this file "
                                       "out of AI training (--ignore-opt-out fetches it anyway)"))
             return
-        check_content_type(headers.get("Content-Type"), self.options.accept)
-        if self.options.in_memory:
+        check_content_type(headers.get("Content-Type"), self.options.rules.accept)
+        if self.options.output.in_memory:
             self.guard.check_declared_size(headers.get("Content-Length"), is_encoded(headers))
             self.sink = io.BytesIO()
         else:
             self._open_part(head)
-        if self.options.accept and self.offset == 0:
+        if self.options.rules.accept and self.offset == 0:
             self.sniffed = b""
 
     def write(self, chunk: bytes) -> None:
@@ -218,7 +220,7 @@ class Download:
         task, options, headers = self.task, self.options, head.headers
         self.name = self._final_name(head)
         if self.name != task.name:  # the name came from the headers: --on-exists can decide only now
-            kept = placement.kept_file(task, self.name, options.out, options.on_exists, task.attempt,
+            kept = placement.kept_file(task, self.name, options.output.out, options.output.on_exists, task.attempt,
                                        target=self.target)
             if kept is not None:
                 raise _Kept(kept)
@@ -237,10 +239,10 @@ class Download:
     def _final_name(self, head: Head) -> str:
         """The naming hook: a provisional name is completed from the response headers."""
         name = finalize_name(self.task, head.headers.get("Content-Type"),
-                             head.headers.get("Content-Disposition"), self.options.naming)
+                             head.headers.get("Content-Disposition"), self.options.output.naming)
         if name != self.task.name:
             try:
-                self.target = join_within(self.options.out, name)
+                self.target = join_within(self.options.output.out, name)
             except ValueError as exc:  # cannot happen with names from naming.py; never trust it blindly
                 raise FetchFailure(ErrorKind.INVALID_URL, str(exc)) from None
         return name
@@ -253,9 +255,9 @@ class Download:
         if self.sniffed is not None:
             check_magic(head.headers.get("Content-Type"), self.sniffed)
         check_complete(head.headers, status, guard.size - self.offset)
-        if guard.size < self.options.min_size:
+        if guard.size < self.options.rules.min_size:
             raise FetchFailure(ErrorKind.TOO_SMALL, f"body of {guard.size} bytes is under --min-size "
-                               f"{self.options.min_size}")
+                               f"{self.options.rules.min_size}")
         sha256 = self.digest.hexdigest()
         if (mismatch := self.verifier.mismatch(sha256)) is not None:
             raise FetchFailure(ErrorKind.BAD_CONTENT, mismatch)
@@ -264,7 +266,7 @@ class Download:
         if self.images:
             image, size, sha256 = self._image_step(size, sha256)
         fields: dict[str, Any] = {}
-        if self.options.in_memory:
+        if self.options.output.in_memory:
             fields["content"] = self.sink.getvalue()  # type: ignore[union-attr]
         elif durability.stages(self.options):  # the coordinator's flush names it (durability.py)
             self.sink.close()  # type: ignore[union-attr]
@@ -273,11 +275,12 @@ class Download:
             sink = self.sink
             assert isinstance(sink, partial.PartFile)
             sink.close(sync=durability.syncs_each_file(self.options))
-            landed = placement.place(self.part, self.options.out, self.name, self.options.on_exists, self.target)
+            output = self.options.output
+            landed = placement.place(self.part, output.out, self.name, output.on_exists, self.target)
             if self.has_meta:
                 partial.discard_meta(self.part)
             if landed is None:  # --on-exists skip, and the name was taken while this one downloaded
-                return placement.taken_meanwhile(self.task, self.name, self.options.out)
+                return placement.taken_meanwhile(self.task, self.name, self.options.output.out)
             durability.after_rename(self.options, self.target)
             fields["path"] = landed
         task = self.task
@@ -291,20 +294,20 @@ class Download:
 
         Runs here, in the worker that downloaded it, so the process backend decodes on every core.
         """
-        if self.options.in_memory:
+        if self.options.output.in_memory:
             source: str | bytes = self.sink.getvalue()  # type: ignore[union-attr]
         else:
             self.sink.close()  # type: ignore[union-attr]  # flushed, so that Pillow reads it all
             source = self.part
         outcome = images.finish_image(source, self.options)
         # The sink is closed already, so its close(sync=...) below does nothing: the .part is synced here.
-        sync = not self.options.in_memory and durability.syncs_each_file(self.options)
+        sync = not self.options.output.in_memory and durability.syncs_each_file(self.options)
         if outcome.data is None:
             if sync:
                 durability.sync_file(self.part)
             return outcome.fields, size, sha256
         fields = {**outcome.fields, "original_bytes": size, "original_sha256": sha256}
-        if self.options.in_memory:
+        if self.options.output.in_memory:
             self.sink = io.BytesIO(outcome.data)
         else:
             with open(self.part, "wb") as handle:  # the stored image replaces the download in its .part
@@ -314,7 +317,7 @@ class Download:
                     durability.sync_data(handle.fileno())
             # The .part keeps its name: a staging flush (durability.py) finds it by the task's name.
             self.name = images.with_extension(self.name, outcome.ext or "jpg")
-            self.target = join_within(self.options.out, self.name)
+            self.target = join_within(self.options.output.out, self.name)
         stored, digest = images.stored_fields(outcome.data)
         return fields, stored, digest
 
@@ -323,13 +326,13 @@ class Download:
         (a cancelled run's too: the next run resumes it)."""
         # A full disk stops the run (run/engine.py): its .part stays for the next run, retry or not.
         keep = (failure is None or failure.kind is ErrorKind.STORAGE
-                or self.options.will_retry(self.task.attempt, failure.retryable))
+                or self.options.rules.will_retry(self.task.attempt, failure.retryable))
         if not (keep and self._keep_for_resume()):
             partial.discard(self.part)
             # Its folder may be new, and now empty. Not on a cancel: every download in flight
             # ends at once then, and the next run needs the folders anyway.
-            if failure is not None and self.sink is not None and not self.options.in_memory:
-                prune_empty(os.path.dirname(self.part), self.options.out)
+            if failure is not None and self.sink is not None and not self.options.output.in_memory:
+                prune_empty(os.path.dirname(self.part), self.options.output.out)
         task, elapsed = self.task, time.monotonic() - self.started
         if failure is None:
             return failed(task, ErrorKind.CANCELLED, "cancelled before the download finished", elapsed_s=elapsed)
@@ -343,7 +346,7 @@ class Download:
 
     def _keep_for_resume(self) -> bool:
         """Whether the ``.part`` can be resumed by a later attempt (writing its meta if it was not yet)."""
-        if self.options.in_memory:
+        if self.options.output.in_memory:
             return False
         if self.has_meta:
             return partial.is_resumable(self.part)

@@ -64,11 +64,10 @@ if TYPE_CHECKING:
 BATCH, FULL, NONE = "batch", "full", "none"
 LEVELS = (BATCH, FULL, NONE)
 DEFAULT = BATCH
-# What a worker sees under an engine's Flusher (set by ``worker_options``, never by users): ``batch`` becomes
-# STAGED (leave the body in .part, the Flusher renames), ``full`` becomes SYNCED (fdatasync and
-# rename here, the Flusher fsyncs the folders).
-STAGED, SYNCED = "staged", "synced"
-DURABLE = frozenset({BATCH, FULL, STAGED, SYNCED})
+# Under an engine's Flusher (``worker_options`` sets ``Options.engine_flushes``, run state no user sets), a
+# worker of a ``batch`` run leaves the body in .part (the Flusher renames), one of a ``full`` run fdatasyncs
+# and renames it (the Flusher fsyncs the folders).
+DURABLE = frozenset({BATCH, FULL})
 FLUSH_EVERY_S = 0.1  # flushes at most this often (the first at once): the longest a finished file waits
 FLUSH_EVERY_N = 1000  # files per flush at most
 
@@ -149,13 +148,13 @@ def begin_run(options: Options) -> str:
     Returns the level to record for the run: its own, or ``none`` if that first flush
     failed (then a later boot reads this run's files back rather than trust them).
     """
-    if options.durability not in DURABLE or options.in_memory:
-        return options.durability
+    if options.output.durability not in DURABLE or options.output.in_memory:
+        return options.output.durability
     try:
-        syncfs(options.out)
+        syncfs(options.output.out)
     except OSError:
         return NONE
-    return options.durability
+    return options.output.durability
 
 
 # -- the worker's side -----------------------------------------------------------------------
@@ -163,18 +162,18 @@ def begin_run(options: Options) -> str:
 
 def stages(options: Options) -> bool:
     """The worker leaves a finished body in .part for the Flusher to rename."""
-    return options.durability == STAGED
+    return options.engine_flushes and options.output.durability == BATCH
 
 
 def syncs_each_file(options: Options) -> bool:
     """The worker fdatasyncs each .part before renaming it."""
-    return options.durability in (SYNCED, BATCH, FULL)
+    return options.output.durability in DURABLE and not stages(options)
 
 
 def after_rename(options: Options, target: str) -> None:
     """No Flusher above this worker: flush the folder of a file it just renamed."""
-    if options.durability in (BATCH, FULL):
-        sync_folders(options.out, [target])
+    if options.output.durability in DURABLE and not options.engine_flushes:
+        sync_folders(options.output.out, [target])
 
 
 # -- the coordinator's side (flusher.py holds the files until their batch is durable) -----------
@@ -182,9 +181,9 @@ def after_rename(options: Options, target: str) -> None:
 
 def worker_options(options: Options) -> Options:
     """The options the backend's workers get when the engine's Flusher stands behind them."""
-    if options.in_memory or options.durability not in (BATCH, FULL):
+    if options.output.in_memory or options.output.durability not in DURABLE:
         return options
-    return dataclasses.replace(options, durability=STAGED if options.durability == BATCH else SYNCED)
+    return dataclasses.replace(options, engine_flushes=True)
 
 
 # -- the rerun's side ------------------------------------------------------------------------

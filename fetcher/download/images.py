@@ -30,7 +30,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from fetcher.dataset_options import ENCODE_FORMATS
+from fetcher.options.dataset import ENCODE_FORMATS
 from fetcher.errors import FetchFailure
 from fetcher.models import ErrorKind
 
@@ -68,10 +68,10 @@ def finish_image(source: str | bytes, options: Options) -> ImageOutcome:
         with Image.open(stream) as image:
             fields = {"width": image.width, "height": image.height, "image_format": image.format}
             _check_geometry(image.width, image.height, options)
-            encode = options.resize > 0 or bool(options.encode_format)
-            if not (options.verify_image or encode):
+            encode = options.dataset.resize > 0 or bool(options.dataset.encode_format)
+            if not (options.dataset.verify_image or encode):
                 return ImageOutcome(fields)  # the filters need only the header
-            if encode and options.resize and image.format == "JPEG":
+            if encode and options.dataset.resize and image.format == "JPEG":
                 image.draft("RGB", _draft_size(image.size, options))  # decode at a reduced scale: less CPU, less memory
             image.load()  # decodes it all: a truncated or corrupt body fails here
             if not encode:
@@ -103,15 +103,15 @@ _BOMB_FILTER = False
 
 def _check_geometry(width: int, height: int, options: Options) -> None:
     shorter, longer = min(width, height), max(width, height)
-    if options.min_image_size and shorter < options.min_image_size:
+    if options.dataset.min_image_size and shorter < options.dataset.min_image_size:
         raise FetchFailure(ErrorKind.IMAGE_TOO_SMALL, f"image of {width}x{height} has a side under "
-                           f"--min-image-size {options.min_image_size}")
-    if options.max_image_area and width * height > options.max_image_area:
+                           f"--min-image-size {options.dataset.min_image_size}")
+    if options.dataset.max_image_area and width * height > options.dataset.max_image_area:
         raise FetchFailure(ErrorKind.IMAGE_TOO_LARGE, f"image of {width}x{height} is over "
-                           f"--max-image-area {options.max_image_area}")
-    if options.max_aspect_ratio and (shorter == 0 or longer / shorter > options.max_aspect_ratio):
+                           f"--max-image-area {options.dataset.max_image_area}")
+    if options.dataset.max_aspect_ratio and (shorter == 0 or longer / shorter > options.dataset.max_aspect_ratio):
         raise FetchFailure(ErrorKind.BAD_ASPECT_RATIO, f"image of {width}x{height} has an aspect ratio over "
-                           f"--max-aspect-ratio {options.max_aspect_ratio:g}")
+                           f"--max-aspect-ratio {options.dataset.max_aspect_ratio:g}")
 
 
 def target_size(width: int, height: int, size: int, mode: str) -> tuple[int, int]:
@@ -121,7 +121,7 @@ def target_size(width: int, height: int, size: int, mode: str) -> tuple[int, int
 
 
 def _draft_size(size: tuple[int, int], options: Options) -> tuple[int, int]:
-    return target_size(size[0], size[1], options.resize, options.resize_mode)
+    return target_size(size[0], size[1], options.dataset.resize, options.dataset.resize_mode)
 
 
 def resize(image: PILImage.Image, size: int, mode: str) -> PILImage.Image:
@@ -146,19 +146,19 @@ def resize(image: PILImage.Image, size: int, mode: str) -> PILImage.Image:
 def _encode(image: PILImage.Image, options: Options) -> tuple[bytes, str]:
     from PIL import Image
 
-    ext = options.encode_format or "jpg"
+    ext = options.dataset.encode_format or "jpg"
     fmt = ENCODE_FORMATS[ext]
     if image.mode not in ("RGB", "RGBA", "L"):
         alpha = "transparency" in image.info or image.mode in ("LA", "PA", "RGBa")
         image = image.convert("RGBA" if alpha else "RGB")
-    if options.resize:
-        image = resize(image, options.resize, options.resize_mode)
+    if options.dataset.resize:
+        image = resize(image, options.dataset.resize, options.dataset.resize_mode)
     if fmt == "JPEG" and image.mode == "RGBA":  # JPEG has no alpha: lay it on white, as img2dataset does
         background = Image.new("RGB", image.size, (255, 255, 255))
         background.paste(image, mask=image.getchannel("A"))
         image = background
     buffer = io.BytesIO()
-    extra: dict[str, Any] = {} if fmt == "PNG" else {"quality": options.encode_quality}
+    extra: dict[str, Any] = {} if fmt == "PNG" else {"quality": options.dataset.encode_quality}
     image.save(buffer, fmt, **extra)
     return buffer.getvalue(), ext
 

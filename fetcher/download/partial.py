@@ -236,9 +236,9 @@ def give_up(task: FetchTask, options: Options) -> None:
 
 def _part_of(task: FetchTask, options: Options) -> str | None:
     """The task's ``.part`` (under its initial name, as a resume finds it), or None without files."""
-    if options.in_memory:
+    if options.output.in_memory:
         return None
     try:
-        return join_within(options.out, task.name) + PART_SUFFIX
+        return join_within(options.output.out, task.name) + PART_SUFFIX
     except ValueError:
         return None

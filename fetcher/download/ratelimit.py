@@ -104,18 +104,19 @@ _limits_lock = threading.Lock()
 
 def for_options(options: Options) -> RateLimit | None:
     """The cap a download of this run pays into, or None without ``--limit-rate``."""
-    if not options.limit_rate:
+    rate = options.transport.limit_rate
+    if not rate:
         return None
-    path = None if options.in_memory else os.path.join(options.out, FOLDER, FILE)
-    key = (options.limit_rate, path)
+    path = None if options.output.in_memory else os.path.join(options.output.out, FOLDER, FILE)
+    key = (rate, path)
     limit = _limits.get(key)
     if limit is None:
         with _limits_lock:
             limit = _limits.get(key)
             if limit is None:
                 try:
-                    limit = RateLimit(options.limit_rate, path)
+                    limit = RateLimit(rate, path)
                 except OSError:  # the folder cannot be written: the download will say so; cap this process
-                    limit = RateLimit(options.limit_rate, None)
+                    limit = RateLimit(rate, None)
                 _limits[key] = limit
     return limit

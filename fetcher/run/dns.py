@@ -171,7 +171,7 @@ def make_lookup(options: Options) -> Lookup:
         import pycares  # noqa: F401
     except ImportError:
         return SystemLookup()
-    return CaresLookup(options.dns_servers)
+    return CaresLookup(options.transport.dns_servers)
 
 
 class CaresLookup:

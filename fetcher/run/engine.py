@@ -1,13 +1,12 @@
 """The engine: input → scheduler → backend → collector, with bounded work in flight.
 
-At most ``options.window`` tasks are submitted and unfinished at any time, so a
+At most ``options.transport.window`` tasks are submitted and unfinished at any time, so a
 list of millions of URLs is read as the downloads go, never all at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import replace
 
 from fetcher.backends import backend_class
 from fetcher.backends.base import Backend, BackendFactory, SessionFactory
@@ -39,7 +38,7 @@ def results(items: Iterator[Item], options: Options,
     returns False when no more will ever come (``Fetcher`` uses this).
 
     ``cancel``, checked at least every ``MAX_WAIT_S``, stops the run by raising
-    Interrupted. ``backend_factory`` replaces ``options.backend`` (``fetcher
+    Interrupted. ``backend_factory`` replaces ``options.transport.backend`` (``fetcher
     serve`` passes its RemoteBackend). A download that found the disk full or
     read-only (kind ``storage``) ends the run with StorageError while
     ``storage_stops`` (every later file would fail the same way; the URL stays
@@ -54,13 +53,14 @@ def results(items: Iterator[Item], options: Options,
     # a backend_factory's (fetcher serve: remote workers) are not here to flush.
     if backend_factory is not None:
         backend = backend_factory(options, session_factory)
-        flusher = Flusher(replace(options, durability=durability.NONE))
+        flusher = Flusher(options, active=False)
     else:
-        backend = backend_class(options.backend, options.client)(durability.worker_options(options), session_factory)
+        backend_type = backend_class(options.transport.backend, options.transport.client)
+        backend = backend_type(durability.worker_options(options), session_factory)
         flusher = Flusher(options)
     try:
         with backend:
-            yield from _drive(scheduler, backend, in_flight, options.window, wait_for_more, cancel, flusher,
+            yield from _drive(scheduler, backend, in_flight, options.transport.window, wait_for_more, cancel, flusher,
                               storage_stops)
     except GeneratorExit:  # the consumer stopped: nobody to hand the held files to
         backend.abandon(in_flight.values())

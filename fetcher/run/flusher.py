@@ -43,12 +43,13 @@ class Flusher:
     the last one, and what is left after an interrupt are flushed on the caller's thread.
 
     Args:
-        options: the run's options (with the user's ``durability``, not the workers').
+        options: the run's options.
+        active: whether files pass through it at all (no: remote workers' files, which are not here).
     """
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, active: bool = True) -> None:
         self.options = options
-        self.active = options.durability in (BATCH, FULL) and not options.in_memory
+        self.active = active and options.output.durability in (BATCH, FULL) and not options.output.in_memory
         self._held: list[tuple[Result, FetchTask]] = []
         self._last = -TRICKLE_S  # when the last flush began: the first one runs at once, here
         # Under gevent a "thread" is a greenlet: syncfs would block the hub all the same, so flush here.
@@ -104,7 +105,7 @@ class Flusher:
         """
         for result, task in self._held:
             if result.staged:
-                part = _inside(self.options.out, task.name) + PART_SUFFIX
+                part = _inside(self.options.output.out, task.name) + PART_SUFFIX
                 if not partial.is_resumable(part):
                     partial.discard(part)
         self._held.clear()
@@ -132,7 +133,7 @@ class Flusher:
 
     def _flush(self, held: list[tuple[Result, FetchTask]]) -> list[Result]:
         """Data, names, folders, in that order; ``held`` is updated in place as files get their names."""
-        out = self.options.out
+        out = self.options.output.out
         parts = [_inside(out, task.name) + PART_SUFFIX for _, task in held]
         try:
             staged = [part for part, (result, _) in zip(parts, held, strict=True) if result.staged]
@@ -155,13 +156,13 @@ class Flusher:
     def _place(self, result: Result, task: FetchTask, part: str, target: str) -> Result:
         assert result.path is not None
         try:  # target: the worker's safety walk checked this name already (Download._final_name)
-            landed = placement.place(part, self.options.out, result.path, self.options.on_exists, target)
+            landed = placement.place(part, self.options.output.out, result.path, self.options.output.on_exists, target)
         except OSError as exc:
             return _failure(task, result, f"cannot write file: {exc.strerror or exc}", exc)
         if result.staged == 2:
             partial.discard_meta(part)
         if landed is None:  # --on-exists skip, and the name was taken while this one downloaded
-            return placement.taken_meanwhile(task, result.path, self.options.out)
+            return placement.taken_meanwhile(task, result.path, self.options.output.out)
         # Result(*fields) with ``staged`` (the last field) left at 0: half the cost of dataclasses.replace.
         fields = result.__reduce__()[1]
         named = Result(*fields[:-1])
@@ -172,7 +173,7 @@ class Flusher:
         if result.staged:
             partial.discard(part)
         elif result.status is Status.OK and result.path is not None:
-            _remove_quietly(_inside(self.options.out, result.path))
+            _remove_quietly(_inside(self.options.output.out, result.path))
         if result.status is not Status.OK:
             return result
         return _failure(task, result, f"cannot flush the file to disk: {exc.strerror or exc}", exc)

@@ -42,11 +42,11 @@ class Gate(Protocol):
 def from_options(options: Options) -> list[Gate]:
     """The gates a run's options ask for: DNS unless off or behind a proxy, robots.txt with ``--robots``."""
     gates: list[Gate] = []
-    if options.dns_cache and not options.proxy and not _environment_proxies():
+    if options.transport.dns_cache and not options.transport.proxy and not _environment_proxies():
         from fetcher.run.dns import DnsGate
 
         gates.append(DnsGate(options))
-    if options.robots:
+    if options.politeness.robots:
         from fetcher.run.robots import RobotsGate
 
         gates.append(RobotsGate(options))

@@ -38,12 +38,12 @@ class Job:
         progress: the bar (or a disabled one).
         journal: keep the output folder's journal (resume, skip, status); off
             for in-memory fetching, where there is no folder.
-        manifest: write ``options.manifest_path``.
+        manifest: write ``options.output.manifest_path``.
         verbose, quiet, on_result: as for Collector.
         retry_failed: on a rerun, try again URLs that failed before.
         session_factory: builds each worker's requests.Session.
-        backend_factory: replaces ``options.backend`` (``fetcher serve`` passes its RemoteBackend).
-        local_files: the files are in ``options.out`` here; False when they live on
+        backend_factory: replaces ``options.transport.backend`` (``fetcher serve`` passes its RemoteBackend).
+        local_files: the files are in ``options.output.out`` here; False when they live on
             remote workers: what the journal calls done is then not checked on disk, and
             a worker's full disk fails its URL (to be retried elsewhere) instead of the run.
         input_lines: about how many lines the input has, if known (for ``fetcher status``).
@@ -87,17 +87,17 @@ class Job:
         counts: dict[str, int] = {"duplicates": 0}
         options = self.options
         if self.use_journal or self.manifest:
-            check_output(options.out, options.manifest_path if self.manifest else None)
+            check_output(options.output.out, options.output.manifest_path if self.manifest else None)
         with ExitStack() as stack:
             journal = None
             earlier_interrupted = False
             shards = None
             if self.use_journal:
-                stack.enter_context(_exclusive(options.out))
+                stack.enter_context(_exclusive(options.output.out))
                 shards = open_shards(options)  # webdataset output, else None
                 if shards is not None:
                     items = shards.admit(items)  # before the journal: URLs of finished shards are skipped
-                journal = Journal(options.out)
+                journal = Journal(options.output.out)
                 stack.callback(journal.close)
                 recorded = durability.begin_run(options)  # what earlier runs left is on disk before this vouches
                 try:
@@ -105,11 +105,11 @@ class Job:
                 except StorageError as exc:
                     raise ConfigError(str(exc)) from None  # nothing fetched yet: a usage-time error
                 earlier_interrupted = journal.interrupted_before()
-                items = admit_all(items, journal, options.out, self.retry_failed, counts, repeat,
+                items = admit_all(items, journal, options.output.out, self.retry_failed, counts, repeat,
                                   local_files=self.local_files)
-            collector = Collector(options.manifest_path if self.manifest else None, self.progress,
+            collector = Collector(options.output.manifest_path if self.manifest else None, self.progress,
                                   verbose=self.verbose, quiet=self.quiet, on_result=self.on_result, journal=journal,
-                                  durable=options.durability != "none")
+                                  durable=options.output.durability != "none")
             completed, stopped = False, None
             try:
                 finals = stack.enter_context(closing(engine.results(
@@ -134,7 +134,7 @@ class Job:
             if journal is not None:
                 journal.finish_run()
                 if earlier_interrupted and self.local_files:
-                    partial.sweep(options.out)  # leftovers of runs that never finished
+                    partial.sweep(options.output.out)  # leftovers of runs that never finished
 
 
 def run_job(items: Iterator[Item], options: Options, progress: Progress, *,
@@ -142,7 +142,7 @@ def run_job(items: Iterator[Item], options: Options, progress: Progress, *,
             on_result: Callable[[Result], None] | None = None,
             session_factory: SessionFactory | None = None, backend_factory: BackendFactory | None = None,
             local_files: bool = True, input_lines: int | None = None) -> Summary:
-    """Fetch ``items`` into ``options.out``, resuming any earlier run there; return the Summary.
+    """Fetch ``items`` into ``options.output.out``, resuming any earlier run there; return the Summary.
 
     Ctrl-C ends the run early with ``summary.interrupted`` set, and a full or
     read-only disk with ``summary.stopped`` set, instead of raising.

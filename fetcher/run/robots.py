@@ -25,7 +25,6 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from fetcher.download.guards import TransferGuard
@@ -80,7 +79,7 @@ class RobotsGate:
     def __init__(self, options: Options, fetch: FetchRobots | None = None) -> None:
         self._options = options
         self._fetch = fetch or HttpRobots(options)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, min(MAX_FETCHERS, options.pool)),
+        self._pool = ThreadPoolExecutor(max_workers=max(1, min(MAX_FETCHERS, options.transport.pool)),
                                         thread_name_prefix="fetcher-robots")
         self._known: dict[str, Answer] = {}
         self._asking: set[str] = set()
@@ -179,15 +178,15 @@ class HttpRobots(FetchRobots):
     timeouts as the run's); transient failures are tried ``--retries`` more times."""
 
     def __init__(self, options: Options) -> None:
-        self._options = replace(options, client="requests", cookies=None, headers=())
+        self._options = options.replace(client="requests", cookies=None, headers=())
         self._local = threading.local()
         self._transports: list[Transport] = []
         self._lock = threading.Lock()
 
     def __call__(self, origin: str) -> Answer:
         asked = time.monotonic()
-        options = self._options
-        for attempt in range(options.retries + 1):
+        rules = self._options.rules
+        for attempt in range(rules.retries + 1):
             body = _Body()
             try:
                 self._transport().fetch(self._request(origin), body)
@@ -196,23 +195,22 @@ class HttpRobots(FetchRobots):
             except FetchFailure as failure:
                 if failure.kind == ErrorKind.REDIRECT:  # RFC 9309 2.3.1.2: too many redirects, "unavailable"
                     return Answer(ALLOW_ALL, None, asked)
-                if failure.retryable and attempt < options.retries:
-                    time.sleep(min(options.backoff_cap, options.backoff * 2 ** attempt))
+                if failure.retryable and attempt < rules.retries:
+                    time.sleep(min(rules.backoff_cap, rules.backoff * 2 ** attempt))
                     continue
                 return Answer(None, f"robots.txt unreachable: {failure.message}", asked)
             assert body.head is not None
             status = body.head.status
-            if 500 <= status and attempt < options.retries:
-                time.sleep(min(options.backoff_cap, options.backoff * 2 ** attempt))
+            if 500 <= status and attempt < rules.retries:
+                time.sleep(min(rules.backoff_cap, rules.backoff * 2 ** attempt))
                 continue
-            return _answer(status, b"".join(body.chunks), options.user_agent, asked)
+            return _answer(status, b"".join(body.chunks), self._options.politeness.user_agent, asked)
         raise AssertionError("unreachable: the last attempt returns")
 
     def _request(self, origin: str) -> Request:
-        options = self._options
-        guard = TransferGuard(options.read_timeout, options.max_time, 0, options.min_speed_time, 0,
-                              time.monotonic())
-        return Request(f"{origin}/robots.txt", {}, options.connect_timeout, guard)
+        rules = self._options.rules
+        guard = TransferGuard(rules.read_timeout, rules.max_time, 0, rules.min_speed_time, 0, time.monotonic())
+        return Request(f"{origin}/robots.txt", {}, rules.connect_timeout, guard)
 
     def _transport(self) -> Transport:
         transport: Transport | None = getattr(self._local, "transport", None)

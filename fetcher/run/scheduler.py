@@ -56,7 +56,7 @@ class Scheduler:
         self._clock = clock
         self._jitter = jitter
         self._max_parked = max_parked
-        self._limits = HostLimits(options.per_host, options.delay)
+        self._limits = HostLimits(options.politeness.per_host, options.politeness.delay)
         self._retries: list[tuple[float, int, FetchTask]] = []  # (due, index, task) heap
         self._parked: dict[str, deque[FetchTask]] = {}
         self._parked_count = 0
@@ -93,7 +93,7 @@ class Scheduler:
         while self._timed and self._timed[0][0] <= now:
             self._runnable.append(heapq.heappop(self._timed)[1])
         if self._gates:
-            self._runnable.extend(h for h in self._gates.arrived(self._limits, self._options.max_retry_after)
+            self._runnable.extend(h for h in self._gates.arrived(self._limits, self._options.rules.max_retry_after)
                                   if h in self._parked)
         task = self._next_parked(now)
         if task is not None:
@@ -213,13 +213,13 @@ class Scheduler:
         host = host_key(task.url)
         self._limits.release(host, now, None if result.after_head_s is None else now - result.after_head_s)
         if result.retry_after is not None and result.http_status in PAUSING_STATUSES:
-            self._limits.pause(host, now + min(result.retry_after, self._options.max_retry_after))
+            self._limits.pause(host, now + min(result.retry_after, self._options.rules.max_retry_after))
         if host in self._parked:
             self._runnable.append(host)
         self._settled += 1
         if self._settled % FORGET_EVERY == 0:
             self._limits.forget_idle(now)
-        if not self._options.will_retry(task.attempt, result.retryable):
+        if not self._options.rules.will_retry(task.attempt, result.retryable):
             return result
         due = now + self.backoff_delay(task.attempt, result.retry_after)
         heapq.heappush(self._retries, (due, task.index, replace(task, attempt=task.attempt + 1)))
@@ -232,8 +232,8 @@ class Scheduler:
         by ``backoff_cap``), so workers that failed together do not retry
         together. A server's Retry-After, capped by ``max_retry_after``, is a floor.
         """
-        base = min(self._options.backoff_cap, self._options.backoff * 2 ** (attempt - 1))
+        base = min(self._options.rules.backoff_cap, self._options.rules.backoff * 2 ** (attempt - 1))
         delay: float = base * (0.5 + self._jitter() / 2)
         if retry_after is not None:
-            delay = max(delay, min(retry_after, self._options.max_retry_after))
+            delay = max(delay, min(retry_after, self._options.rules.max_retry_after))
         return delay

@@ -67,13 +67,13 @@ def row_status(result: Result) -> str:
 
 def stored_size(width: Any, height: Any, options: Options) -> tuple[int | None, int | None]:
     """The stored image's size, from the download's and the resize options (images.resize's rule)."""
-    if not isinstance(width, int) or not isinstance(height, int) or not options.resize:
+    if not isinstance(width, int) or not isinstance(height, int) or not options.dataset.resize:
         return (width, height) if isinstance(width, int) and isinstance(height, int) else (None, None)
-    if options.resize_mode in ("center_crop", "border"):
-        return options.resize, options.resize
+    if options.dataset.resize_mode in ("center_crop", "border"):
+        return options.dataset.resize, options.dataset.resize
     from fetcher.download.images import target_size
 
-    return target_size(width, height, options.resize, options.resize_mode)
+    return target_size(width, height, options.dataset.resize, options.dataset.resize_mode)
 
 
 def make_row(result: Result, key: str, options: Options) -> dict[str, Any]:
@@ -81,12 +81,12 @@ def make_row(result: Result, key: str, options: Options) -> dict[str, Any]:
     row: dict[str, Any] = {"url": mask(result.url)}
     extra = mask_extra(result.extra) if result.extra else {}
     for name, value in (extra.get("input") or {}).items():
-        if name == options.caption_column:
+        if name == options.source.caption_column:
             name = "caption"  # img2dataset's name for its --caption_col
         elif name in FIELDS or name in ("url", "caption"):
             name = "input_" + name  # the row's own field wins; the column is kept beside it
         row[name] = value
-    if options.caption_column is not None:
+    if options.source.caption_column is not None:
         row.setdefault("caption", None)
     status = row_status(result)
     ok = status == SUCCESS

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from fetcher.dataset_options import STAGE_FOLDER, STAGE_NAMING
+from fetcher.options.dataset import STAGE_FOLDER, STAGE_NAMING
 from fetcher.download.durability import sync_file, sync_folders
 from fetcher.errors import StorageError
 from fetcher.files.naming import initial_name
@@ -52,8 +52,9 @@ class ShardWriter:
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        self.out, self.size, self.caption = options.out, options.shard_size, options.caption_column
-        self.index = ShardIndex(options.out)
+        self.out, self.size = options.output.out, options.dataset.shard_size
+        self.caption = options.source.caption_column
+        self.index = ShardIndex(options.output.out)
         self.number = self.index.reconcile()
         self._tar: tarfile.TarFile | None = None
         self._rows: list[dict[str, Any]] = []
@@ -222,7 +223,7 @@ def _header_fields(path: str, options: Options) -> dict[str, Any]:
             width, height = image.size
     except Exception:  # noqa: BLE001 - checked when it was stored; unreadable now, the row just lacks a size
         return {}
-    if options.resize or options.encode_format:
+    if options.dataset.resize or options.dataset.encode_format:
         return {"stored_width": width, "stored_height": height}
     return {"width": width, "height": height}
 
@@ -235,12 +236,12 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def open_shards(options: Options) -> ShardWriter | None:
     """The run's ShardWriter with webdataset output, else None; called with the output folder locked."""
-    return ShardWriter(options) if options.output_format == "webdataset" else None
+    return ShardWriter(options) if options.dataset.output_format == "webdataset" else None
 
 
 def write_manifest_copy(options: Options) -> None:
     """With ``--manifest-format parquet``, the finished JSONL manifest also as ``.parquet`` beside it."""
-    if options.manifest_format == "parquet":
+    if options.output.manifest_format == "parquet":
         from fetcher.run.manifest_parquet import jsonl_to_parquet
 
-        jsonl_to_parquet(options.manifest_path)
+        jsonl_to_parquet(options.output.manifest_path)

@@ -103,7 +103,7 @@ class Transport(ABC):
 
     Use as a context manager, or call ``close``. A backend gets one from
     ``transports.factory.make_session(options, pool_maxsize)``, which picks the class for
-    ``options.client``.
+    ``options.transport.client``.
     """
 
     client: ClassVar[str]

@@ -1,6 +1,6 @@
 """What each worker fetches through: one place, so every backend agrees.
 
-``make_session`` returns the transport that ``options.client`` names (see
+``make_session`` returns the transport that ``options.transport.client`` names (see
 transports/), ready for ``fetch_one``; backends only create and close it.
 """
 
@@ -37,8 +37,8 @@ def make_session(options: Options, pool_maxsize: int = 1, environment: Environme
     """
     from fetcher.transports.environment import Environment
 
-    environment = environment or Environment.read(options.proxy)  # once per worker, not once per request
-    if options.client == "curl":
+    environment = environment or Environment.read(options.transport.proxy)  # once per worker, not once per request
+    if options.transport.client == "curl":
         return _curl_transport(options, environment)
     from fetcher.transports.requests import RequestsTransport
 
@@ -54,10 +54,10 @@ def requests_session(options: Options, pool_maxsize: int = 1, ca_bundle: str | N
 
     session = requests.Session()
     session.trust_env = False
-    session.headers["User-Agent"] = options.user_agent
-    session.headers.update(dict(options.headers))
-    session.max_redirects = options.max_redirects
-    if options.insecure:
+    session.headers["User-Agent"] = options.politeness.user_agent
+    session.headers.update(dict(options.politeness.headers))
+    session.max_redirects = options.rules.max_redirects
+    if options.politeness.insecure:
         # The CLI warns once, loudly; urllib3's per-request warning would flood.
         import urllib3
 
@@ -65,8 +65,8 @@ def requests_session(options: Options, pool_maxsize: int = 1, ca_bundle: str | N
         session.verify = False
     elif ca_bundle:
         session.verify = ca_bundle
-    if options.cookies:
-        session.cookies = _load_cookies(options.cookies)  # type: ignore[assignment]
+    if options.politeness.cookies:
+        session.cookies = _load_cookies(options.politeness.cookies)  # type: ignore[assignment]
     from requests.adapters import HTTPAdapter
 
     adapter = HTTPAdapter(pool_connections=16, pool_maxsize=max(pool_maxsize, 1), max_retries=0)
@@ -105,8 +105,8 @@ def curl_transport(options: Options, environment: Environment, driven: bool = Fa
     except ImportError as exc:
         raise ConfigError(f"--client curl needs pycurl, which is not installed ({exc}): "
                           f"{CURL_INSTALL_HINT}") from None
-    if options.cookies:
-        _load_cookies(options.cookies)  # the same check, and the same error, as for requests
+    if options.politeness.cookies:
+        _load_cookies(options.politeness.cookies)  # the same check, and the same error, as for requests
     return CurlTransport(options, environment, driven)
 
 

@@ -77,9 +77,9 @@ class CurlTransport(Transport):
     def __init__(self, options: Options, environment: Environment, driven: bool = False) -> None:
         self.curl = curl = pycurl.Curl()
         self._options, self._driven = options, driven
-        self._may_multiplex, self._pipewait = driven and options.http_version != "1.1", False
+        self._may_multiplex, self._pipewait = driven and options.transport.http_version != "1.1", False
         self._environment = environment
-        self._base_headers = {name.lower(): f"{name}: {value}" for name, value in options.headers}
+        self._base_headers = {name.lower(): f"{name}: {value}" for name, value in options.politeness.headers}
         self._lines: list[bytes] = []  # header lines of every response of the current request
         self._receiver: Receiver | None = None
         self._head: Head | None = None
@@ -92,16 +92,16 @@ class CurlTransport(Transport):
     def _set_fixed_options(self, curl: pycurl.Curl, options: Options, env: Environment) -> None:
         curl.setopt(pycurl.NOSIGNAL, 1)  # threads: never use signals for timeouts
         curl.setopt(pycurl.FOLLOWLOCATION, 1)
-        curl.setopt(pycurl.MAXREDIRS, options.max_redirects)
+        curl.setopt(pycurl.MAXREDIRS, options.rules.max_redirects)
         curl.setopt(pycurl.PROTOCOLS, _HTTP_ONLY)
         curl.setopt(pycurl.REDIR_PROTOCOLS, _HTTP_ONLY)
-        curl.setopt(pycurl.USERAGENT, options.user_agent)
+        curl.setopt(pycurl.USERAGENT, options.politeness.user_agent)
         # The receive buffer bounds each write callback: chunk_size, as for requests' reads.
-        curl.setopt(pycurl.BUFFERSIZE, min(max(options.chunk_size, 1024), MAX_BUFFER_SIZE))
+        curl.setopt(pycurl.BUFFERSIZE, min(max(options.transport.chunk_size, 1024), MAX_BUFFER_SIZE))
         curl.setopt(pycurl.HEADERFUNCTION, self._lines.append)
         curl.setopt(pycurl.WRITEFUNCTION, self._on_write)
-        curl.setopt(pycurl.COOKIEFILE, options.cookies or "")  # "": the cookie engine on, as a Session's jar
-        if options.insecure:
+        curl.setopt(pycurl.COOKIEFILE, options.politeness.cookies or "")  # "": the cookie engine on, as a Session's jar
+        if options.politeness.insecure:
             curl.setopt(pycurl.SSL_VERIFYPEER, 0)
             curl.setopt(pycurl.SSL_VERIFYHOST, 0)
             curl.setopt(pycurl.PROXY_SSL_VERIFYPEER, 0)  # an https:// proxy's certificate too, as requests does
@@ -109,8 +109,8 @@ class CurlTransport(Transport):
         else:
             curl.setopt(pycurl.CAINFO, env.ca_bundle or _certifi_bundle())
             curl.setopt(pycurl.PROXY_CAINFO, env.ca_bundle or _certifi_bundle())  # the same roots for the proxy
-        if options.max_time:
-            curl.setopt(pycurl.TIMEOUT_MS, max(1, int(options.max_time * 1000)))
+        if options.rules.max_time:
+            curl.setopt(pycurl.TIMEOUT_MS, max(1, int(options.rules.max_time * 1000)))
         curl.setopt(pycurl.PROXY, "")  # "": no proxy, and libcurl never reads the environment itself
         if env.proxies:
             curl.setopt(pycurl.NOPROXY, env.no_proxy)  # also applies to redirect targets
@@ -123,7 +123,7 @@ class CurlTransport(Transport):
         if not self._driven:  # perform() asks overdue() between reads, at least once a second
             curl.setopt(pycurl.NOPROGRESS, 0)
             curl.setopt(pycurl.XFERINFOFUNCTION, self._on_progress)
-        curl.setopt(pycurl.HTTP_VERSION, _HTTP_VERSIONS[options.http_version])
+        curl.setopt(pycurl.HTTP_VERSION, _HTTP_VERSIONS[options.transport.http_version])
         curl.setopt(pycurl.SHARE, curl_share.acquire(options, connections=not self._driven))
         curl.setopt(pycurl.DNS_CACHE_TIMEOUT, curl_share.DNS_CACHE_S)
 

@@ -52,12 +52,12 @@ class CurlTransfers(Generic[T]):
         self.multi = pycurl.CurlMulti()
         self.multi.setopt(pycurl.M_SOCKETFUNCTION, on_socket)
         self.multi.setopt(pycurl.M_TIMERFUNCTION, on_timer)
-        environment = Environment.read(options.proxy)  # once, not once per handle
+        environment = Environment.read(options.transport.proxy)  # once, not once per handle
         self._free: list[CurlTransport] = [curl_transport(options, environment, driven=True) for _ in range(size)]
         self._active: dict[pycurl.Curl, tuple[CurlTransport, T]] = {}
         # A fifth of the shortest window: a silence is seen at most that late.
-        self.tick = max(0.05, min(MAX_TICK_S, options.read_timeout / 5,
-                                  options.min_speed_time / 5 if options.min_speed else MAX_TICK_S))
+        self.tick = max(0.05, min(MAX_TICK_S, options.rules.read_timeout / 5,
+                                  options.rules.min_speed_time / 5 if options.rules.min_speed else MAX_TICK_S))
         self._next_check = time.monotonic() + self.tick
 
     @property
