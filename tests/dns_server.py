@@ -19,12 +19,12 @@ TYPES = {1: "A", 28: "AAAA"}
 class DnsServer:
     """Start with ``start()``, stop with ``stop()``; ``address`` is ``127.0.0.1:PORT``."""
 
-    def __init__(self, ttl: int = 300) -> None:
+    def __init__(self, ttl: int = 300, port: int = 0) -> None:
         self.ttl = ttl
         self.queries: Counter[tuple[str, str]] = Counter()
         self.lock = threading.Lock()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock.bind(("127.0.0.1", port))
         self._sock.settimeout(0.1)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)

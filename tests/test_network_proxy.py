@@ -191,8 +191,8 @@ def test_a_bad_proxy_is_one_line_exit_2_without_its_password(value, message, tmp
 def test_a_proxy_without_a_port_gets_curls_default() -> None:
     from fetcher.options import Options
 
-    assert Options.create(proxy="socks5h://h").proxy == "socks5h://h:1080"
-    assert Options.create(proxy="https://u:p@h").proxy == "https://u:p@h:443"
+    assert Options.create(proxy="socks5h://h").transport.proxy == "socks5h://h:1080"
+    assert Options.create(proxy="https://u:p@h").transport.proxy == "https://u:p@h:443"
     assert "p@h" not in repr(Options.create(proxy="http://u:p@h:3128"))
 
 
