@@ -58,3 +58,20 @@ def test_the_bucket_is_shared_through_its_file_and_forgets_a_stale_moment(tmp_pa
     finally:
         first.close()
         second.close()
+
+
+def test_each_fetcher_work_caps_itself_with_the_servers_rate(server, tmp_path) -> None:
+    from cluster import Cluster
+
+    urls = [server.url(f"/files/w{i}.bin?size={SIZE}") for i in range(FILES)]
+    cluster = Cluster(tmp_path)
+    try:
+        srv = cluster.serve(write_list(tmp_path, urls), str(tmp_path / "srv"), "-q", "--limit-rate", "256K")
+        worker = cluster.work(srv.address, str(tmp_path / "w"), "--backend", "process", "--pool", "4")
+        assert srv.wait() == 0 and worker.wait() == 0
+        ended = time.monotonic()
+    finally:
+        cluster.close()
+    took = ended - min(t for times in server.stats.times.values() for t in times)
+    assert took >= SIZE * FILES / RATE - 2 * BURST_S - 0.5, took
+    assert os.path.exists(tmp_path / "w" / ".fetcher" / "rate")  # the worker's own bucket, in its own folder
