@@ -15,6 +15,7 @@ from cluster import Cluster, manifest
 from conftest import NEEDS_PYCURL, write_list
 from dns_server import DnsServer
 from proc_helpers import Variant, read_manifest, run_cli
+from redis_helper import RedisServer
 
 from fetcher.models import FetchTask
 from fetcher.options import Options
@@ -64,17 +65,21 @@ def test_without_the_cache_the_workers_resolve_names_themselves(server, dns, tmp
     assert record["error"]["kind"] == "connect" and dns.asked("a.fetcher-test") == 0  # the system's resolver
 
 
-def test_serve_resolves_once_for_all_its_workers(server, dns, tmp_path) -> None:
+@pytest.mark.parametrize("broker", ["manager", "redis"])
+def test_serve_resolves_once_for_all_its_workers(server, dns, broker, tmp_path) -> None:
     port = server.server_address[1]
     urls = [f"http://{host}.fetcher-test:{port}/files/{host}{i}.bin" for host in ("a", "b") for i in range(3)]
-    cluster = Cluster(tmp_path)
+    redis = RedisServer(tmp_path / "redis").start() if broker == "redis" else None
+    cluster = Cluster(tmp_path, None if redis is None else redis.url)
     try:
-        srv = cluster.serve(write_list(tmp_path, urls), str(tmp_path / "srv"), "-q", "--dns-servers", dns.address)
+        srv = cluster.serve(write_list(tmp_path, urls), str(tmp_path / "srv"), "--dns-servers", dns.address)
         workers = [cluster.work(srv.address, str(tmp_path / f"w{i}"), "--pool", "2", *flags)
                    for i, flags in enumerate([(), ("--backend", "process")])]
         assert srv.wait() == 0 and all(w.wait() == 0 for w in workers)
     finally:
         cluster.close()
+        if redis is not None:
+            redis.stop()
     assert [r["status"] for r in manifest(str(tmp_path / "srv")).values()] == ["ok"] * 6
     assert dns.asked("a.fetcher-test") == dns.asked("b.fetcher-test") == 1
 
