@@ -16,9 +16,11 @@ from __future__ import annotations
 import base64
 import socket
 import socketserver
+import ssl
 import struct
 import threading
 from collections import Counter
+from typing import Any
 
 LOCAL_SUFFIX = ".test"
 
@@ -183,10 +185,19 @@ def _forward(method: str, target: str, headers: dict[str, str], upstream: socket
 
 
 class HttpProxy(_Proxy):
-    """An HTTP forward proxy on 127.0.0.1 (see the module docstring)."""
+    """An HTTP forward proxy on 127.0.0.1 (see the module docstring); with ``tls``, an ``https://`` one."""
 
-    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(self, credentials: tuple[str, str] | None = None, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(_HttpHandler, credentials)
+        self.tls = tls
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            sock.settimeout(10)
+            sock = self.tls.wrap_socket(sock, server_side=True)  # the handshake, before a handler thread
+            sock.settimeout(None)
+        return sock, address
 
 
 class _SocksHandler(socketserver.BaseRequestHandler):

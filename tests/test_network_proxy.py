@@ -10,6 +10,9 @@ Each run is ``python -m fetcher`` in a subprocess, so gevent patches only there.
 from __future__ import annotations
 
 import os
+import shutil
+import ssl
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -186,6 +189,41 @@ def test_a_bad_proxy_is_one_line_exit_2_without_its_password(value, message, tmp
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert "Secret99" not in done.stderr
+
+
+@pytest.fixture
+def certificate(tmp_path) -> str:  # type: ignore[no-untyped-def]
+    """A self-signed certificate for 127.0.0.1 (key and certificate in one file), made by openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    path = tmp_path / "proxy.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(path), "-out",
+                    str(tmp_path / "cert.pem"), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+    path.write_text(path.read_text() + (tmp_path / "cert.pem").read_text())
+    return str(path)
+
+
+@pytest.mark.parametrize("variant", [Variant("thread"), pytest.param(Variant("multi", flags=("--client", "curl")),
+                                                                       marks=NEEDS_PYCURL)], ids=lambda v: v.id)
+def test_an_https_proxy_is_spoken_to_over_tls_and_its_certificate_checked(server, certificate, variant,
+                                                                         tmp_path) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate)
+    proxy = HttpProxy((USER, PASSWORD), tls=context).start()
+    try:
+        urls = [f"http://files.test:{server.server_address[1]}/files/t{i}.bin?size=100" for i in range(2)]
+        args = [write_list(tmp_path, urls), "-o", str(tmp_path / "ok"), "--retries", "0", "--proxy",
+                proxy.url("https")]
+        trusted = run(variant, args, clean_env(variant, REQUESTS_CA_BUNDLE=certificate, CURL_CA_BUNDLE=certificate))
+        assert trusted.returncode == 0, trusted.stderr
+        assert sum(proxy.requests.values()) == 2
+        args[2] = str(tmp_path / "untrusted")
+        untrusted = run(variant, args)  # the system's roots do not know this certificate
+        assert untrusted.returncode == 1
+        assert sum(proxy.requests.values()) == 2
+    finally:
+        proxy.stop()
 
 
 def test_a_proxy_without_a_port_gets_curls_default() -> None:

@@ -67,9 +67,10 @@ def requests_session(options: Options, pool_maxsize: int = 1, ca_bundle: str | N
         session.verify = ca_bundle
     if options.politeness.cookies:
         session.cookies = _load_cookies(options.politeness.cookies)  # type: ignore[assignment]
-    from requests.adapters import HTTPAdapter
+    from fetcher.transports.requests import ProxyTlsAdapter
 
-    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=max(pool_maxsize, 1), max_retries=0)
+    adapter = ProxyTlsAdapter(ca_bundle, options.politeness.insecure, pool_connections=16,
+                              pool_maxsize=max(pool_maxsize, 1), max_retries=0)
     from fetcher.transports.resolve import use_answers
 
     use_answers(adapter)  # connections go to the addresses the run's resolver found, if it did
