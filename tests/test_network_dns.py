@@ -56,6 +56,18 @@ def test_each_host_is_looked_up_once_for_the_whole_run(server, dns, variant, tmp
     assert sum(n for path, n in server.stats.requests.items() if path.startswith("/files/x")) == 0
 
 
+def test_robots_txt_is_asked_for_at_the_resolved_address(server, dns, tmp_path, out) -> None:
+    server.robots = (200, "User-agent: *\nDisallow: /files/no\n")
+    port = server.server_address[1]
+    urls = [f"http://a.fetcher-test:{port}/files/yes.bin", f"http://a.fetcher-test:{port}/files/no.bin"]
+    done = run_cli(Variant("thread"), [write_list(tmp_path, urls), "-o", out, "--robots", "--dns-servers",
+                                       dns.address])
+    assert done.returncode == 1, done.stderr
+    kinds = sorted((r["error"] or {}).get("kind", "ok") for r in read_manifest(os.path.join(out, "manifest.jsonl")))
+    assert kinds == ["ok", "robots"] and server.stats.requests["/robots.txt"] == 1
+    assert dns.asked("a.fetcher-test") == 1
+
+
 def test_without_the_cache_the_workers_resolve_names_themselves(server, dns, tmp_path, out) -> None:
     urls = [f"http://a.fetcher-test:{server.server_address[1]}/files/a.bin"]
     done = run_cli(Variant("thread"), [write_list(tmp_path, urls), "-o", out, "--retries", "0",

@@ -125,7 +125,7 @@ def test_the_gate_asks_each_origin_once_and_keeps_its_answer() -> None:
 
     asked: list[str] = []
 
-    def fetch(origin: str) -> Answer:
+    def fetch(origin: str, addresses: tuple[str, ...] | None = None) -> Answer:
         asked.append(origin)
         return Answer(RobotsRules.parse("User-agent: *\nDisallow: /no\n", "x"), None, 0.0)
 

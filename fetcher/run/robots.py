@@ -86,14 +86,17 @@ class RobotsGate:
         self._arrived: deque[tuple[str, Answer]] = deque()  # appended by the pool's threads
         self.fetched = 0
 
-    def verdict(self, url: str) -> str:
-        """``ALLOW``, ``WAIT`` (asked, not known yet), or the reason ``url`` is not to be fetched."""
+    def verdict(self, url: str, addresses: tuple[str, ...] | None = None) -> str:
+        """``ALLOW``, ``WAIT`` (asked, not known yet), or the reason ``url`` is not to be fetched.
+
+        ``addresses``: the host's, from the run's resolver (dns.py), for the robots.txt request.
+        """
         origin = origin_of(url)
         answer = self._known.get(origin)
         if answer is None:
             if origin not in self._asking:
                 self._asking.add(origin)
-                future = self._pool.submit(self._fetch, origin)
+                future = self._pool.submit(self._fetch, origin, addresses)
                 future.add_done_callback(functools.partial(self._arrive, origin))
             return WAIT
         if answer.refusal is not None:
@@ -105,7 +108,7 @@ class RobotsGate:
 
     def admit(self, task: FetchTask) -> FetchTask | str:
         """``task`` if robots.txt allows it; ``WAIT``; or why not (the scheduler's gate interface)."""
-        verdict = self.verdict(task.url)
+        verdict = self.verdict(task.url, task.addresses)
         return task if verdict == ALLOW else verdict
 
     def key(self, url: str) -> str:
@@ -145,9 +148,9 @@ class RobotsGate:
 
 
 class FetchRobots:
-    """What fetches one origin's robots.txt: ``(origin) -> Answer`` (a Protocol in spirit; tests pass functions)."""
+    """What fetches one origin's robots.txt: ``(origin, addresses) -> Answer`` (tests pass functions)."""
 
-    def __call__(self, origin: str) -> Answer:  # pragma: no cover - an interface
+    def __call__(self, origin: str, addresses: tuple[str, ...] | None = None) -> Answer:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -183,13 +186,13 @@ class HttpRobots(FetchRobots):
         self._transports: list[Transport] = []
         self._lock = threading.Lock()
 
-    def __call__(self, origin: str) -> Answer:
+    def __call__(self, origin: str, addresses: tuple[str, ...] | None = None) -> Answer:
         asked = time.monotonic()
         rules = self._options.rules
         for attempt in range(rules.retries + 1):
             body = _Body()
             try:
-                self._transport().fetch(self._request(origin), body)
+                self._transport().fetch(self._request(origin, addresses), body)
             except _Enough:
                 pass
             except FetchFailure as failure:
@@ -207,10 +210,10 @@ class HttpRobots(FetchRobots):
             return _answer(status, b"".join(body.chunks), self._options.politeness.user_agent, asked)
         raise AssertionError("unreachable: the last attempt returns")
 
-    def _request(self, origin: str) -> Request:
+    def _request(self, origin: str, addresses: tuple[str, ...] | None) -> Request:
         rules = self._options.rules
         guard = TransferGuard(rules.read_timeout, rules.max_time, 0, rules.min_speed_time, 0, time.monotonic())
-        return Request(f"{origin}/robots.txt", {}, rules.connect_timeout, guard)
+        return Request(f"{origin}/robots.txt", {}, rules.connect_timeout, guard, addresses=addresses)
 
     def _transport(self) -> Transport:
         transport: Transport | None = getattr(self._local, "transport", None)
