@@ -71,9 +71,12 @@ def _ok(url: str, name: str, size: int, attempts: int = 1, final_url: str | None
             "final_url": final_url or url, "error": None, "attempts": attempts}
 
 
-def _failed(url: str, kind: str, attempts: int, http_status: int | None = None) -> dict:
+def _failed(url: str, kind: str, attempts: int, http_status: int | None = None, content_type: str | None = None,
+            final_url: str | None = None) -> dict:
+    """A failed record: with a response, its status, type and final URL are kept (issue 23, item 10)."""
     return {"url": url, "status": "failed", "path": None, "bytes": 0, "sha256": None,
-            "http_status": http_status, "content_type": None, "final_url": None, "error": kind,
+            "http_status": http_status, "content_type": content_type,
+            "final_url": final_url if final_url is not None or http_status is None else url, "error": kind,
             "attempts": attempts}
 
 
@@ -104,8 +107,8 @@ def test_mixed_input_gives_the_same_manifest_and_files(variant, server, tmp_path
         url("/redirect/moved.jpg"): _ok(url("/redirect/moved.jpg"), "moved.jpg", 1000,
                                         final_url=url("/files/moved.jpg")),
         url("/flaky/flaky.bin?fail=1"): _ok(url("/flaky/flaky.bin?fail=1"), "flaky.bin", 1000, attempts=2),
-        url("/status/404"): _failed(url("/status/404"), "http-status", 1, 404),
-        url("/status/500"): _failed(url("/status/500"), "http-status", 2, 500),
+        url("/status/404"): _failed(url("/status/404"), "http-status", 1, 404, "text/plain"),
+        url("/status/500"): _failed(url("/status/500"), "http-status", 2, 500, "text/plain"),
         url("/reset/reset.bin"): _failed(url("/reset/reset.bin"), "connect", 2),
         url("/truncate/cut.bin?size=4000"): _failed(url("/truncate/cut.bin?size=4000"), "truncated", 2, 200),
         "not a url": _failed("not a url", "invalid-url", 0),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from fetcher.auto import AUTO, choose
 from fetcher.errors import BackendError
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ def backend_class(name: str, client: str) -> type[Backend]:
         BackendError: no backend has that name, or it does not run with that client.
     """
     _check_name(name)
+    if name == AUTO:  # fetcher work --backend auto: the client is the server's, known only now
+        name = choose(AUTO, client)[0]
     target = PAIRS.get((name, client))
     if target is None:
         why = _WHY_NOT.get((name, client), f"--backend {name} does not run with --client {client}")
@@ -67,8 +70,8 @@ def get_backend(name: str) -> BackendFactory:
 
 
 def _check_name(name: str) -> None:
-    if name not in BACKENDS:
-        choices = ", ".join(sorted(BACKENDS))
+    if name != AUTO and name not in BACKENDS:
+        choices = ", ".join((AUTO, *sorted(BACKENDS)))
         raise BackendError(f"unknown backend {name!r}; choose one of: {choices}")
 
 

@@ -97,7 +97,8 @@ def _serve_parser() -> argparse.ArgumentParser:
                      epilog="Exit status: 0 all succeeded, 1 some URLs failed, 2 usage error, 3 stopped: the "
                             "output's disk is full or read-only, 130 interrupted. "
                             "Redis password: $FETCHER_REDIS_PASSWORD or --redis-password-file, never argv.")
-    parser.add_argument("input", help="URL list, as for `fetcher` (text, CSV, TSV or JSONL, optionally .gz)")
+    parser.add_argument("input", help="URL list, as for `fetcher` (text, CSV, TSV or JSONL, each "
+                                          "optionally .gz, or parquet)")
     parser.add_argument("--bind", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST[:PORT]",
                         help=f"manager broker: address workers connect to (default: 127.0.0.1:{DEFAULT_PORT}, "
                              "this host only; 0.0.0.0 exposes it to the network: read the security note)")
@@ -137,11 +138,14 @@ def serve_main(argv: list[str]) -> int:
     items = sources.iter_rows(chain(first, rows), naming=options.output.naming, dedupe=False)
     progress = Progress(total, enabled=not args.quiet and sys.stderr.isatty())
 
+    def above_the_bar(line: str) -> None:  # the bar is on screen by now: never glue a line to it
+        progress.note(f"fetcher serve: {line}")
+
     def listening(where: str) -> None:
         if not args.quiet:
-            _print_welcome(note, where, spec, stored)
+            _print_welcome(above_the_bar, where, spec, stored)
         elif args.broker is None and parse_address(args.bind)[1] == 0:
-            note(f"listening on {where}")  # a port picked by the system is known only from this line
+            above_the_bar(f"listening on {where}")  # a port picked by the system is known only from this line
 
     with _sigterm_interrupts():
         served = serve(items, options, progress, ServeConfig(spec, args.lease_timeout), total=total,

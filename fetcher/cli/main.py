@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                "Also: 'fetcher status', and distributed mode: 'fetcher serve' and 'fetcher work' "
                "(each has --help).",
     )
-    parser.add_argument("input", help="URL list: text (one URL per line), CSV, TSV or JSONL with a 'url' "
-                                      "column, optionally .gz; '-' reads stdin")
+    parser.add_argument("input", help="URL list: text (one URL per line); CSV, TSV or JSONL with a 'url' "
+                                      "column, each optionally .gz; or parquet; '-' reads stdin")
     add_flags(parser, LOCAL, RUN)
     add_flags(parser, LOCAL, RULES)
     add_run_reporting(parser, "rerun")

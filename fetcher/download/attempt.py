@@ -336,9 +336,15 @@ class Download:
         task, elapsed = self.task, time.monotonic() - self.started
         if failure is None:
             return failed(task, ErrorKind.CANCELLED, "cancelled before the download finished", elapsed_s=elapsed)
-        status = failure.http_status if failure.http_status is not None else getattr(self.head, "status", None)
-        return failed(task, failure.kind, failure.message, retryable=failure.retryable, http_status=status,
-                      retry_after=failure.retry_after, elapsed_s=elapsed, after_head_s=self._after_head())
+        head = self.head
+        status = failure.http_status if failure.http_status is not None else getattr(head, "status", None)
+        # What the server said stays on the record (a 200 whose body was refused is still a 200 of
+        # that type, from that URL); the .part's path is fetcher's own business, never in a message.
+        message = failure.message.replace(self.part, "the downloaded file") if self.part else failure.message
+        return failed(task, failure.kind, message, retryable=failure.retryable, http_status=status,
+                      retry_after=failure.retry_after, elapsed_s=elapsed,
+                      content_type=head.headers.get("Content-Type") if head is not None else None,
+                      final_url=head.url if head is not None else None, after_head_s=self._after_head())
 
     def _after_head(self) -> float | None:
         """Seconds since the response's head arrived (Result.after_head_s); None if none did."""

@@ -60,7 +60,7 @@ def finish_image(source: str | bytes, options: Options) -> ImageOutcome:
     Raises:
         FetchFailure: with one of the kinds in the module docstring (never retryable).
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     _bombs_are_errors(Image)
     stream: IO[bytes] | str = io.BytesIO(source) if isinstance(source, bytes) else source
@@ -81,6 +81,8 @@ def finish_image(source: str | bytes, options: Options) -> ImageOutcome:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise FetchFailure(ErrorKind.IMAGE_TOO_LARGE, f"image over Pillow's decompression-bomb limit: {exc}") from None
+    except UnidentifiedImageError:  # its message names the file it read: fetcher's own .part
+        raise FetchFailure(ErrorKind.BAD_IMAGE, "cannot decode image: not an image format Pillow can read") from None
     except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise OSError, SyntaxError, ValueError, ...
         raise FetchFailure(ErrorKind.BAD_IMAGE, f"cannot decode image: {type(exc).__name__}: {exc}") from None
     return ImageOutcome(fields, data, ext)

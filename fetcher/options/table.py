@@ -250,7 +250,8 @@ TABLE: tuple[Spec, ...] = (
     Spec("backend", "transport", "thread", travels=False, flag=Flag(
         ("--backend",), "how downloads run concurrently: {backends}, or auto (default): the fastest this "
         "machine has", commands=(LOCAL, WORK), section=RUN, metavar="NAME", default="auto",
-        per_command={WORK: _default_help("how downloads run here: {backends} (default: thread)", "thread")})),
+        per_command={WORK: _default_help("how downloads run here: {backends}, or auto: the fastest "
+                                                  "for the server's --client (default: thread)", "thread")})),
     Spec("pool", "transport", 8, check=_pool, travels=False, flag=Flag(
         ("--pool",), "number of concurrent downloads (default: 8)", commands=(LOCAL, WORK), section=RUN,
         metavar="N", type=positive_int, default=8,

@@ -22,6 +22,7 @@ from fetcher.run.progress import Progress, human_bytes
 
 if TYPE_CHECKING:
     from fetcher.run.journal import Journal
+    from fetcher.run.live import LiveFile
 
 
 @dataclass
@@ -62,7 +63,8 @@ class Summary:
                 f"{human_bytes(self.bytes)} at {self.total / seconds:.1f} files/s "
                 f"({human_bytes(self.bytes / seconds)}/s).")
         if self.duplicates:
-            text += f" {self.duplicates} duplicate lines were fetched once."
+            text += (" 1 duplicate line was fetched once." if self.duplicates == 1 else
+                     f" {self.duplicates} duplicate lines were fetched once.")
         if self.error_kinds:
             kinds = ", ".join(f"{kind} {count}" for kind, count in self.error_kinds.most_common())
             text += f" Failures by kind: {kinds}."
@@ -92,11 +94,12 @@ class Collector:
         journal: where each final Result is also recorded, for reruns.
         durable: flush the manifest to the disk before its rename, and its folder
             after (``--durability`` batch or full; durability.py).
+        live: where the run's counts so far are kept for ``fetcher status`` (live.py).
     """
 
     def __init__(self, manifest_path: str | None, progress: Progress, verbose: bool = False,
                  quiet: bool = False, on_result: Callable[[Result], None] | None = None,
-                 journal: Journal | None = None, durable: bool = False) -> None:
+                 journal: Journal | None = None, durable: bool = False, live: LiveFile | None = None) -> None:
         self.summary = Summary(manifest=manifest_path)
         self._progress = progress
         self._verbose = verbose
@@ -104,6 +107,7 @@ class Collector:
         self._on_result = on_result
         self._journal = journal
         self._durable = durable
+        self._live = live
         self._started = time.monotonic()
         self._closed = False
         self._manifest = ManifestWriter(manifest_path) if manifest_path is not None else None
@@ -131,9 +135,23 @@ class Collector:
             if result.error is not None:
                 summary.error_kinds[result.error.kind] += 1
         self._progress.update(result.bytes, failed=result.status is Status.FAILED)
+        self._update_live()
         self._note(result)
         if self._on_result is not None:
             self._on_result(result)
+
+    def tick(self) -> None:
+        """Bring the bar and the live counts for ``fetcher status`` up to date (the engine calls it
+        while it waits, at least every 0.25 s; the live counts are written at most every 0.5 s)."""
+        self._progress.tick()
+        self._update_live()
+
+    def _update_live(self) -> None:
+        if self._live is not None:
+            summary, counts = self.summary, self._live.counts
+            counts.ok, counts.failed, counts.skipped = summary.ok, summary.failed, summary.skipped
+            counts.bytes = summary.bytes
+            self._live.write()
 
     def _note(self, result: Result) -> None:
         if self._quiet:
@@ -155,7 +173,10 @@ class Collector:
         if self._manifest is not None:
             self.summary.manifest_problem = self._manifest.close(durable=self._durable)
             self._manifest = None
-        self._progress.close()
+        # An interrupted or stopped bar stays where it stopped; a finished one shows its true total.
+        self._progress.close(finished=not interrupted and stopped is None)
+        if self._live is not None:
+            self._live.close()
         self.summary.elapsed_s = time.monotonic() - self._started
         self.summary.interrupted = interrupted
         self.summary.stopped = stopped

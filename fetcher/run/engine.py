@@ -27,7 +27,7 @@ def results(items: Iterator[Item], options: Options,
             wait_for_more: Callable[[float], bool] | None = None,
             cancel: CancelFlag | None = None,
             backend_factory: BackendFactory | None = None,
-            storage_stops: bool = True) -> Generator[Result, None, None]:
+            storage_stops: bool = True, tick: Callable[[], None] | None = None) -> Generator[Result, None, None]:
     """Fetch every item and yield each final Result once, as downloads finish.
 
     ``items`` is pulled lazily, only when a worker is free. An item may be
@@ -46,6 +46,8 @@ def results(items: Iterator[Item], options: Options,
     retried like any transient failure. On an exception (KeyboardInterrupt included), or when the
     consumer stops early, the backend is cancelled and told which tasks it never
     answered (``Backend.abandon``: their ``.part`` files go unless a later run can resume them).
+    ``tick`` is called after every wait for the backend, at least every ``MAX_WAIT_S`` (the
+    collector's live counts for ``fetcher status`` catch up while no result comes).
     """
     scheduler = Scheduler(items, options)
     in_flight: dict[int, FetchTask] = {}
@@ -60,8 +62,8 @@ def results(items: Iterator[Item], options: Options,
         flusher = Flusher(options)
     try:
         with backend:
-            yield from _drive(scheduler, backend, in_flight, options.transport.window, wait_for_more, cancel, flusher,
-                              storage_stops)
+            yield from _drive(scheduler, backend, in_flight, options.transport.window, wait_for_more, cancel,
+                              flusher, storage_stops, tick)
     except GeneratorExit:  # the consumer stopped: nobody to hand the held files to
         backend.abandon(in_flight.values())
         flusher.abandon()
@@ -81,7 +83,7 @@ def results(items: Iterator[Item], options: Options,
 
 def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTask], window: int,
            wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None, flusher: Flusher,
-           storage_stops: bool = True) -> Iterator[Result]:
+           storage_stops: bool = True, tick: Callable[[], None] | None = None) -> Iterator[Result]:
     while True:
         if cancel is not None and cancel.is_set():
             raise Interrupted("cancelled")
@@ -119,6 +121,8 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTas
                 if final is not None:
                     yield final
         yield from _checked(flusher.ready(idle=not in_flight), storage_stops)
+        if tick is not None:
+            tick()
 
 
 def _checked(results: Iterable[Result], storage_stops: bool) -> Iterator[Result]:

@@ -18,6 +18,7 @@ from fetcher.errors import ConfigError, StorageError
 from fetcher.run import engine
 from fetcher.run.collector import Collector, Summary
 from fetcher.run.journal import JOURNAL_DIR, Journal
+from fetcher.run.live import LiveFile
 from fetcher.run.outdir import check_output, make_folder
 from fetcher.run.resume import admit_all
 from fetcher.run.shards import open_shards, write_manifest_copy
@@ -107,14 +108,15 @@ class Job:
                 earlier_interrupted = journal.interrupted_before()
                 items = admit_all(items, journal, options.output.out, self.retry_failed, counts, repeat,
                                   local_files=self.local_files)
+            live = LiveFile(os.path.join(options.output.out, JOURNAL_DIR), self.input_lines) if journal else None
             collector = Collector(options.output.manifest_path if self.manifest else None, self.progress,
                                   verbose=self.verbose, quiet=self.quiet, on_result=self.on_result, journal=journal,
-                                  durable=options.output.durability != "none")
+                                  durable=options.output.durability != "none", live=live)
             completed, stopped = False, None
             try:
                 finals = stack.enter_context(closing(engine.results(
                     items, options, self.session_factory, wait_for_more, cancel, self.backend_factory,
-                    storage_stops=self.local_files)))
+                    storage_stops=self.local_files, tick=collector.tick)))
                 for result in finals:
                     if shards is not None:
                         result = shards.add(result)

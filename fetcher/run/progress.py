@@ -63,14 +63,23 @@ class Progress:
             self._bar.set_postfix_str(f"{human_bytes(self._bytes)}, {self._failed} failed", refresh=False)
             self._bar.update(1)
 
+    def tick(self) -> None:
+        """Redraw the bar if results came since it was last drawn: tqdm redraws only on an update
+        at least ``mininterval`` after the last one, so the last of a burst would wait for the next."""
+        if self._bar is not None and self._bar.n != self._bar.last_print_n:
+            self._bar.refresh()
+
     def note(self, line: str) -> None:
         if self._bar is not None:
             self._bar.write(line, file=self._stream)
         else:
             print(line, file=self._stream, flush=True)
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
+        """Leave the bar on screen: at its true total when the run ``finished`` (the line count
+        was an upper bound: comments, duplicates), else frozen where it stopped (Ctrl-C)."""
         if self._bar is not None:
-            self._bar.total = self._bar.n
-            self._bar.refresh()
+            if finished:
+                self._bar.total = self._bar.n
+                self._bar.refresh()
             self._bar.close()

@@ -58,12 +58,17 @@ class Row:
         fields: column or key → value as read (strings for txt/CSV, any JSON value for JSONL).
         error: why the row cannot be used, or None.
         raw: the row's text, shown in the manifest when it has no usable url.
+        length: for a line too long to be read, its whole length in bytes (``raw`` holds its start).
+        url_line: whether the line was meant as a URL (a plain list's), so that a line no URL can
+            be fails as ``invalid-url``; a CSV/TSV/JSONL row that cannot be read is ``invalid-input``.
     """
 
     line: int
     fields: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     raw: str = ""
+    length: int = 0
+    url_line: bool = False
 
 
 def detect_format(path: str, requested: str = "auto") -> str:
@@ -153,17 +158,18 @@ def _open_binary(path: str) -> Iterator[IO[bytes]]:
             raw.close()
 
 
-def _too_long(number: int, long: LineTooLong, limit: int) -> Row:
+def _too_long(number: int, long: LineTooLong, limit: int, url_line: bool = False) -> Row:
     raw = long.start.decode("utf-8", "backslashreplace")
-    return Row(number, error=f"line of {long.length:,} bytes is longer than the {limit:,} a row may have",
-               raw=raw)
+    what = "a URL" if url_line else "a row"
+    return Row(number, error=f"line of {long.length:,} bytes is longer than the {limit:,} {what} may have",
+               raw=raw, length=long.length, url_line=url_line)
 
 
 def text_rows(lines: Iterator[tuple[int, bytes | LineTooLong]] | Any) -> Iterator[Row]:
     """Rows of a plain list from numbered raw lines: blank lines and ``#`` comments skipped."""
     for number, raw in lines:
         if isinstance(raw, LineTooLong):
-            yield _too_long(number, raw, LINE_LIMIT["txt"])
+            yield _too_long(number, raw, LINE_LIMIT["txt"], url_line=True)
             continue
         line = raw.strip()
         if number == 1 and line.startswith(BOM.encode()):

@@ -68,7 +68,7 @@ def canonical_url(text: str) -> str:
     if not scheme:
         raise InvalidURL(ErrorKind.INVALID_URL, "not a URL: it has no http:// or https:// scheme")
     if scheme not in ALLOWED_SCHEMES:
-        raise InvalidURL(ErrorKind.UNSUPPORTED_SCHEME, f"scheme {scheme!r} is not fetched; only http and https are")
+        raise InvalidURL(ErrorKind.UNSUPPORTED_SCHEME, f"scheme {scheme!r} is not fetched: only http and https URLs are")
     if not host:
         raise InvalidURL(ErrorKind.INVALID_URL, "URL has no host")
     host_text = f"[{host}]" if ":" in host else host
@@ -112,6 +112,8 @@ class Line:
     meta: dict[str, Any] = field(default_factory=dict)
     headers: tuple[tuple[str, str], ...] | None = None
     error: str | None = None
+    length: int = 0  # an over-long line's whole length in bytes (raw holds its start)
+    error_kind: ErrorKind = ErrorKind.INVALID_INPUT
 
 
 def line_of(row: Row) -> Line:
@@ -126,7 +128,8 @@ def line_of(row: Row) -> Line:
             meta[str(key)] = value
     checksum = next(((algorithm, column[algorithm]) for algorithm in ALGORITHMS
                      if column.get(algorithm) not in (None, "")), None)
-    return Line(row.line, row.raw, column.get("url"), column.get("filename"), checksum, meta, error=row.error)
+    return Line(row.line, row.raw, column.get("url"), column.get("filename"), checksum, meta, error=row.error,
+                length=row.length, error_kind=ErrorKind.INVALID_URL if row.url_line else ErrorKind.INVALID_INPUT)
 
 
 class TaskMaker:
@@ -265,7 +268,7 @@ def _filename(value: Any, names: set[int]) -> str | None:
 
 
 def _bad_line(line: Line, message: str, index: int, extra: dict[str, Any]) -> Result:
-    return failed(_display(line.raw), ErrorKind.INVALID_INPUT, f"line {line.number}: {message}",
+    return failed(_display(line.raw, line.length), line.error_kind, f"line {line.number}: {message}",
                   attempts=0, index=index, extra=extra)
 
 
@@ -295,12 +298,15 @@ def _all_text(meta: dict[str, Any]) -> bool:
     return True
 
 
-def _display(text: str) -> str:
+def _display(text: str, length: int = 0) -> str:
     """A bad line as the manifest, the journal and the screen show it: undecodable bytes as
     ``\\xff``, and a long one cut to its first ``MAX_SHOWN`` characters plus its length (a
-    50 MB line must not be copied three times)."""
-    if len(text) > MAX_SHOWN:
-        text = f"{cut(text, MAX_SHOWN)}... ({len(text):,} characters)"  # cut: never half a password
+    50 MB line must not be copied three times). ``length``: the whole line's length in bytes
+    when the reader kept only its start."""
+    if length:
+        text = f"{cut(text, MAX_SHOWN)}... ({length:,} bytes)"  # cut: never half a password
+    elif len(text) > MAX_SHOWN:
+        text = f"{cut(text, MAX_SHOWN)}... ({len(text):,} characters)"
     try:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:

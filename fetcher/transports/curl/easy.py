@@ -145,6 +145,8 @@ class CurlTransport(Transport):
     def finish(self, code: int, message: str) -> Head:
         """The transfer ended with libcurl's ``code`` (0: done): its Head, or the failure raised."""
         receiver, self._receiver = self._receiver, None
+        if self._head is not None:  # also for a body refused or cut: the record keeps where it came from
+            self._head.url = self.curl.getinfo(pycurl.EFFECTIVE_URL)
         if self._error is not None:
             raise self._error
         if code:
@@ -152,7 +154,7 @@ class CurlTransport(Transport):
         if self._head is None:  # an empty body: no write callback came
             self._head = self._make_head()
             receiver.on_head(self._head)  # type: ignore[union-attr]
-        self._head.url = self.curl.getinfo(pycurl.EFFECTIVE_URL)
+            self._head.url = self.curl.getinfo(pycurl.EFFECTIVE_URL)
         return self._head
 
     def _prepare(self, curl: pycurl.Curl, request: Request) -> None:
