@@ -43,7 +43,7 @@ def write_list(path: str, base: str, count: int) -> None:
 def memory_child(list_path: str, out: str) -> None:
     """Runs in a child: the full pipeline over the list with an instant backend; prints its peak RSS."""
     from fetcher.backends.base import Backend
-    from fetcher.run.job import run_job
+    from fetcher.run.runner import Report, Workers, plan, run_to_end
     from fetcher.models import Result, Status, FetchTask
     from fetcher.options import Options
     from fetcher.run.progress import Progress
@@ -68,7 +68,8 @@ def memory_child(list_path: str, out: str) -> None:
     options = Options.create(out=out, pool=64)
     started = time.perf_counter()
     items = iter_rows(read_rows(list_path), dedupe=False)
-    summary = run_job(items, options, Progress(None, enabled=False), quiet=True, backend_factory=InstantBackend)
+    report = Report(Progress(None, enabled=False), quiet=True)
+    summary = run_to_end(plan(options, report, workers=Workers(backend_factory=InstantBackend)), items)
     elapsed = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{summary.ok} {elapsed:.1f} {peak_mib:.1f}")
@@ -118,16 +119,14 @@ def download_once(list_path: str, out: str, journal: bool) -> tuple[float, float
     code = (
         "import sys, time, resource\n"
         "from fetcher.options import Options\n"
-        "from fetcher.run.job import Job\n"
+        "from fetcher.run.runner import Folder, Report, plan, run_to_end\n"
         "from fetcher.run.progress import Progress\n"
         "from fetcher.sources.readers import read_rows\n"
         "from fetcher.sources.tasks import iter_rows\n"
         f"o = Options.create(out={out!r}, pool=8)\n"
         "t = time.perf_counter()\n"
-        f"job = Job(o, Progress(None, False), journal={journal}, quiet=True)\n"
-        f"for _ in job.results(iter_rows(read_rows({list_path!r}), dedupe=not {journal})):\n"
-        "    pass\n"
-        "s = job.summary\n"
+        f"spec = plan(o, Report(Progress(None, False), quiet=True), Folder() if {journal} else None)\n"
+        f"s = run_to_end(spec, iter_rows(read_rows({list_path!r}), dedupe=not {journal}))\n"
         "wall = time.perf_counter() - t\n"
         "r = resource.getrusage(resource.RUSAGE_SELF)\n"
         "assert s.failed == 0, s\n"

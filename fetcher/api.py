@@ -24,7 +24,7 @@ from fetcher.backends import backend_class
 from fetcher.backends.base import SessionFactory
 from fetcher.run.collector import Summary
 from fetcher.errors import ConfigError
-from fetcher.run.job import Job
+from fetcher.run.runner import Folder, Report, RunSpec, Workers, plan, run
 from fetcher.models import FetchTask, Item, Result
 from fetcher.options import Options, prepare_run
 from fetcher.run.outdir import check_output
@@ -136,15 +136,23 @@ def fetch(urls: Iterable[str | Task | None], out: str | None = "downloads", *, b
     """
     # Over 40 lines: the docstring documents every keyword; the body is five statements.
     options = _options(out, backend, pool, memory, settings, session_factory, writes_files=not memory)
-    use_journal = (not memory) if journal is None else journal and not memory
-    job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory, quiet=True,
-              session_factory=session_factory, retry_failed=retry_failed)
-    return _stream(job, urls, options.output.naming, deduplicate=not use_journal, on_result=on_result)
+    spec = _spec(options, progress, memory, journal, session_factory, retry_failed)
+    return _stream(spec, urls, deduplicate=spec.folder is None, on_result=on_result)
 
 
-def _stream(job: Job, urls: Iterable[str | Task | None], naming: str, deduplicate: bool,
+def _spec(options: Options, progress: bool, memory: bool, journal: bool | None,
+          session_factory: SessionFactory | None, retry_failed: bool, repeat: bool = False,
+          on_summary: Callable[[Summary], None] | None = None) -> RunSpec:
+    """The API's run: quiet, the journal unless in memory (or ``journal=False``), a manifest unless in memory."""
+    keep_journal = (not memory) if journal is None else journal and not memory
+    report = Report(Progress(None, enabled=progress), quiet=True, on_summary=on_summary)
+    folder = Folder(retry_failed, repeat=repeat) if keep_journal else None
+    return plan(options, report, folder, manifest=not memory, workers=Workers(session_factory))
+
+
+def _stream(spec: RunSpec, urls: Iterable[str | Task | None], deduplicate: bool,
             on_result: Callable[[Result], None] | None) -> Iterator[Result]:
-    converter = _Converter(naming)
+    converter = _Converter(spec.options.output.naming)
     metas: dict[str, Any] = {}
     seen: set[str] = set()
 
@@ -162,7 +170,7 @@ def _stream(job: Job, urls: Iterable[str | Task | None], naming: str, deduplicat
                 metas[work.url] = meta
             yield work
 
-    for result in job.results(items()):
+    for result in run(spec, items()):
         meta = metas.pop(result.url, None)
         if meta is not None:
             result = replace(result, meta=meta)
@@ -198,9 +206,9 @@ class Fetcher:
                  on_result: Callable[[Result], None] | None = None, keep_results: bool = True,
                  retry_failed: bool = True, **settings: Any) -> None:
         options = _options(out, backend, pool, memory, settings, session_factory, writes_files=not memory)
-        use_journal = (not memory) if journal is None else journal and not memory
-        self._job = Job(options, Progress(None, enabled=progress), journal=use_journal, manifest=not memory,
-                        quiet=True, session_factory=session_factory, retry_failed=retry_failed)
+        self._summary: Summary | None = None
+        self._spec = _spec(options, progress, memory, journal, session_factory, retry_failed, repeat=True,
+                           on_summary=self._ended)
         self._converter = _Converter(options.output.naming)
         self._on_result = on_result
         self._keep = keep_results
@@ -243,7 +251,7 @@ class Fetcher:
             self._thread.join()
             if self._error is not None and not isinstance(self._error, KeyboardInterrupt):
                 raise self._error
-        return self._job.summary
+        return self._summary
 
     def cancel(self) -> None:
         """Stop now: downloads in flight are abandoned, unfinished futures cancelled."""
@@ -253,7 +261,7 @@ class Fetcher:
     @property
     def summary(self) -> Summary | None:
         """Counts of the run, once it has ended."""
-        return self._job.summary
+        return self._summary
 
     # -- submitting --------------------------------------------------------------
 
@@ -286,7 +294,7 @@ class Fetcher:
     def map(self, items: Iterable[str | Task]) -> Iterator[Result]:
         """Results in the order of ``items``; submits a bounded number ahead."""
         ahead: deque[Future[Result]] = deque()
-        limit = 4 * self._job.options.transport.pool
+        limit = 4 * self._spec.options.transport.pool
         for item in items:
             ahead.append(self.submit(item))
             if len(ahead) >= limit:
@@ -313,17 +321,20 @@ class Fetcher:
 
     def _run(self) -> None:
         try:
-            for result in self._job.results(self._feed(), self._wait_for_more, self._cancel, repeat=True):
+            for result in run(self._spec, self._feed(), self._wait_for_more, self._cancel):
                 self._resolve(result)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller in close()/results()
             if not self._cancel.is_set():
                 with self._lock:
                     self._error = exc
         finally:
-            if self._job.summary is not None:
-                self._job.summary.duplicates += self._shared
+            if self._summary is not None:
+                self._summary.duplicates += self._shared
             self._abandon()
             self._done.put(_END)
+
+    def _ended(self, summary: Summary) -> None:
+        self._summary = summary
 
     def _feed(self) -> Iterator[Item]:
         while True:

@@ -13,7 +13,7 @@ from conftest import write_list
 from server import body_for
 
 from fetcher.cli.main import main
-from fetcher.run.job import _exclusive
+from fetcher.run.runner import _exclusive
 
 
 def records(out: str) -> dict[str, dict]:

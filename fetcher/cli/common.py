@@ -9,17 +9,12 @@ imported here either: the gevent backend must monkey-patch before requests loads
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Iterator
-from typing import NoReturn, TypeVar
+from typing import NoReturn
 
 from fetcher.errors import ConfigError
 from fetcher.options.values import non_negative_int, positive_int
 
-__all__ = ["Parser", "add_run_reporting", "chain", "count_lines", "non_negative_int", "positive_int",
-           "prepare_backend"]
-
-_T = TypeVar("_T")
+__all__ = ["Parser", "add_run_reporting", "non_negative_int", "positive_int", "prepare_backend"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,28 +38,3 @@ def prepare_backend(name: str) -> None:
     from fetcher.backends import prepare_process
 
     prepare_process(name)
-
-
-def chain(first: _T | None, rest: Iterator[_T]) -> Iterator[_T]:
-    """``first`` (already read, to open the input early) and then ``rest``."""
-    if first is not None:
-        yield first
-        yield from rest
-
-
-def count_lines(path: str, input_format: str = "txt") -> int | None:
-    """An upper bound on the URL count for the bar; None for stdin or a slow source."""
-    if path == "-" or not os.path.isfile(path):
-        return None
-    if input_format == "parquet":
-        from fetcher.sources.parquet import count_rows
-
-        return count_rows(path)
-    count = 0
-    with open(path, "rb") as handle:
-        if handle.read(2) == b"\x1f\x8b":  # gzip: counting would mean decompressing it all
-            return None
-        handle.seek(0)
-        while block := handle.read(1 << 20):
-            count += block.count(b"\n")
-    return count or None

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from fetcher.cli.common import Parser, add_run_reporting, chain, count_lines, prepare_backend
+from fetcher.cli.common import Parser, add_run_reporting, prepare_backend
 from fetcher.cli.flags import add_flags, flag_values
 from fetcher.distributed.protocol import DEFAULT_PORT, parse_address
 from fetcher.errors import ConfigError, ExitStatus
@@ -116,11 +116,10 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def serve_main(argv: list[str]) -> int:
-    from fetcher.sources import readers as inputs
-    from fetcher.sources import tasks as sources
     from fetcher.distributed.server import ServeConfig, serve
     from fetcher.options import Options, prepare_run
     from fetcher.run.progress import Progress
+    from fetcher.sources.opening import open_input
 
     args = _serve_parser().parse_args(argv)
     note = _note("fetcher serve")
@@ -132,10 +131,8 @@ def serve_main(argv: list[str]) -> int:
     if options.politeness.insecure:
         note("warning: --insecure: no worker verifies TLS certificates; anyone between a worker and a "
              "site can change what it downloads")
-    rows = inputs.read_rows(args.input, options.source.input_format)
-    first = next(rows, None)  # opens the file now: a missing file or 'url' column is a usage error
-    total = count_lines(args.input)
-    items = sources.iter_rows(chain(first, rows), naming=options.output.naming, dedupe=False)
+    opened = open_input(args.input, options)  # the same set-up as fetcher INPUT's
+    total = opened.total
     progress = Progress(total, enabled=not args.quiet and sys.stderr.isatty())
 
     def above_the_bar(line: str) -> None:  # the bar is on screen by now: never glue a line to it
@@ -148,7 +145,7 @@ def serve_main(argv: list[str]) -> int:
             above_the_bar(f"listening on {where}")  # a port picked by the system is known only from this line
 
     with _sigterm_interrupts():
-        served = serve(items, options, progress, ServeConfig(spec, args.lease_timeout), total=total,
+        served = serve(opened.items, options, progress, ServeConfig(spec, args.lease_timeout), total=total,
                        on_listening=listening, verbose=args.verbose, quiet=args.quiet,
                        retry_failed=args.retry_failed)
     summary = served.summary

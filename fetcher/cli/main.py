@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from fetcher.cli.common import Parser, add_run_reporting, chain, count_lines, prepare_backend
+from fetcher.cli.common import Parser, add_run_reporting, prepare_backend
 from fetcher.cli.flags import add_flags, flag_values
 from fetcher.errors import ConfigError, ExitStatus, StorageError
 from fetcher.options.table import DATASET, LOCAL, NAMING, RULES, RUN
@@ -97,20 +97,16 @@ def _main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace, options: Options, auto: str) -> int:
-    from fetcher.sources import readers as inputs
-    from fetcher.sources import tasks as sources
-    from fetcher.run.job import run_job
+    from fetcher.run.runner import Folder, Report, plan, run_to_end
     from fetcher.run.progress import Progress
+    from fetcher.sources.opening import open_input
 
-    rows = inputs.read_rows(args.input, options.source.input_format, options.source.url_column)
-    first = next(rows, None)  # opens the file now: a missing file or 'url' column is a usage error
-    total = count_lines(args.input, inputs.detect_format(args.input, options.source.input_format))
-    show_bar = not args.quiet and sys.stderr.isatty()
-    items = sources.iter_rows(chain(first, rows), naming=options.output.naming, dedupe=False)  # the journal dedupes
+    opened = open_input(args.input, options)
+    total, show_bar = opened.total, not args.quiet and sys.stderr.isatty()
     if auto and args.verbose:
         print(f"fetcher: {auto}", file=sys.stderr)
-    summary = run_job(items, options, Progress(total, enabled=show_bar), verbose=args.verbose,
-                      quiet=args.quiet, retry_failed=args.retry_failed, input_lines=total)
+    report = Report(Progress(total, enabled=show_bar), verbose=args.verbose, quiet=args.quiet)
+    summary = run_to_end(plan(options, report, Folder(args.retry_failed, input_lines=total)), opened.items)
     if not args.quiet:
         transport = options.transport
         label = f"{transport.backend} (+ {transport.client}, chosen by auto)" if auto else transport.backend

@@ -2,7 +2,7 @@
 
     fetcher serve (one process)                        fetcher work (any number, any host)
     ┌──────────────────────────────────────────┐       ┌───────────────────────────────┐
-    │ run_job: journal · scheduler · collector │       │ Worker loop (worker.py)       │
+    │ run_to_end: journal · scheduler · coll.  │       │ Worker loop (worker.py)       │
     │   engine ──submit/wait──► RemoteBackend  │       │   lease ─► local backend      │
     │                             │ (remote.py)│ TCP + │   (thread/process/gevent)     │
     │                        Coordinator ◄─────┼─authkey──  complete ◄─ results       │

@@ -8,10 +8,10 @@ a new epoch (a restart), since the worker then has results to send again.
 
 from __future__ import annotations
 
-import random
 import time
 from typing import TYPE_CHECKING, Any
 
+from fetcher.backoff import Backoff
 from fetcher.distributed.broker import SessionFactory, WorkerSession
 from fetcher.distributed.events import EventSink, Kind, WorkerEvent
 from fetcher.distributed.protocol import Finished, Grant, LeaseId, Refusal, Wait, Welcome, WorkerInfo
@@ -21,7 +21,7 @@ from fetcher.errors import ConfigError
 if TYPE_CHECKING:
     from fetcher.models import Result
 
-BACKOFF_FIRST_S, BACKOFF_CAP_S = 0.1, 5.0
+RECONNECT = Backoff(first=0.1, cap=5.0, max_doublings=10)
 FIRST, SAME, RESTARTED = "first", "same", "restarted"
 
 
@@ -112,8 +112,7 @@ class ServerConnection:
             self._emit(WorkerEvent(Kind.LOST, f"{exc}; reconnecting"))
         elif self._failures == 0:
             self._emit(WorkerEvent(Kind.WAITING, f"waiting for the server at {self.where} ({exc})"))
-        delay = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2 ** min(self._failures, 10))
-        self.next_attempt = now + delay * (0.5 + random.random() / 2)  # jitter: workers do not return in step
+        self.next_attempt = now + RECONNECT.delay(self._failures)  # jittered: workers do not return in step
         self._failures += 1
 
     def down_for(self) -> float:

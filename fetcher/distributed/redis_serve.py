@@ -13,13 +13,13 @@ persistence), every URL in flight is put back: the journal says what is final.
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from fetcher import __version__
+from fetcher.backoff import Backoff
 from fetcher.distributed import wire
 from fetcher.distributed.broker import RedisSpec
 from fetcher.distributed.protocol import PROTOCOL, RunRules
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 TICK_S = 0.25
 READ_BLOCK_MS = 100
+RECONNECT = Backoff(first=0.1, cap=5.0, max_doublings=10)
 
 
 class RedisServe(RunStreams):
@@ -132,7 +133,7 @@ class RedisServe(RunStreams):
         if self._down_since is None:
             self._down_since = now
             self._events.append(f"lost Redis at {self._where} ({exc}); retrying, workers keep downloading")
-        self._retry_at = now + min(5.0, 0.1 * 2 ** min(10, int(now - self._down_since))) * (0.5 + random.random() / 2)
+        self._retry_at = now + RECONNECT.delay(int(now - self._down_since))  # doubles each second it stays down
 
     def room(self) -> int:
         """Free slots of the live workers, less what is in flight (at least one task in flight, as the manager)."""

@@ -22,7 +22,7 @@ from fetcher.distributed.remote import RemoteBackend
 from fetcher.models import FetchTask as Task
 from fetcher.models import Result
 from fetcher.run.collector import Summary
-from fetcher.run.job import run_job
+from fetcher.run.runner import Folder, Report, Workers, plan, run_to_end
 from fetcher.run.journal import JOURNAL_DIR
 from fetcher.options import Options
 from fetcher.run.progress import Progress
@@ -68,8 +68,9 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
     backend = partial(RemoteBackend, coordinator=broker, on_event=None if quiet else progress.note)
     completed = False
     try:
-        summary = run_job(items, options, progress, verbose=verbose, quiet=quiet, retry_failed=retry_failed,
-                          on_result=broker.note_final, backend_factory=backend, local_files=False)
+        spec = plan(options, Report(progress, verbose, quiet, on_result=broker.note_final),
+                    Folder(retry_failed=retry_failed), workers=Workers(backend_factory=backend, files_here=False))
+        summary = run_to_end(spec, items)
         # The engine has shut the backend down, which ended the run for the broker; the journal is closed.
         completed = True
         workers = [w for w in broker.stats(gone_too=True)["workers"] if w["done"] or not w["gone"]]

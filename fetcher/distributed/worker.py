@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from secrets import token_hex
 
+from fetcher.backoff import Backoff
 from fetcher.backends.base import Backend, BackendFactory
 from fetcher.distributed import cookies
 from fetcher.distributed.broker import BrokerSpec, worker_sessions
@@ -214,7 +215,8 @@ class Worker:
                 self._start(backend, lease_id, task)
         elif isinstance(reply, Wait):  # back off while the server has nothing, so idle workers cost it little
             self._idle += 1
-            self._next_lease = now + min(MAX_IDLE_POLL_S, reply.seconds * 2 ** min(self._idle - 1, 6))
+            polls = Backoff(first=reply.seconds, cap=MAX_IDLE_POLL_S, jitter=0.0, max_doublings=6)
+            self._next_lease = now + polls.delay(self._idle - 1)
 
     def _start(self, backend: Backend, lease_id: LeaseId, task: Task) -> None:
         earlier = self._running.get(task.url)

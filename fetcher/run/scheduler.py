@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from fetcher.backoff import Backoff
 from fetcher.run.hosts import HostLimits, host_key
 from fetcher.models import FetchTask, Item, Result
 from fetcher.run.gates import Gate, Gates, from_options
@@ -55,6 +56,7 @@ class Scheduler:
         self._options = options
         self._clock = clock
         self._jitter = jitter
+        self._backoff = Backoff(options.rules.backoff, options.rules.backoff_cap)
         self._max_parked = max_parked
         self._limits = HostLimits(options.politeness.per_host, options.politeness.delay)
         self._retries: list[tuple[float, int, FetchTask]] = []  # (due, index, task) heap
@@ -232,8 +234,7 @@ class Scheduler:
         by ``backoff_cap``), so workers that failed together do not retry
         together. A server's Retry-After, capped by ``max_retry_after``, is a floor.
         """
-        base = min(self._options.rules.backoff_cap, self._options.rules.backoff * 2 ** (attempt - 1))
-        delay: float = base * (0.5 + self._jitter() / 2)
+        delay = self._backoff.delay(attempt - 1, self._jitter)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self._options.rules.max_retry_after))
         return delay

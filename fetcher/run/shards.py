@@ -29,7 +29,7 @@ import sqlite3
 import tarfile
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from fetcher.options.dataset import STAGE_FOLDER, STAGE_NAMING
@@ -234,14 +234,33 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def open_shards(options: Options) -> ShardWriter | None:
-    """The run's ShardWriter with webdataset output, else None; called with the output folder locked."""
-    return ShardWriter(options) if options.dataset.output_format == "webdataset" else None
+@dataclass(frozen=True)
+class Shards:
+    """The webdataset step of a run (runner.RunSpec.steps): a ShardWriter, opened with the folder locked."""
+
+    options: Options
+
+    def open(self) -> ShardWriter:
+        return ShardWriter(self.options)
 
 
-def write_manifest_copy(options: Options) -> None:
-    """With ``--manifest-format parquet``, the finished JSONL manifest also as ``.parquet`` beside it."""
-    if options.output.manifest_format == "parquet":
-        from fetcher.run.manifest_parquet import jsonl_to_parquet
+@dataclass(frozen=True)
+class ParquetManifest:
+    """The ``--manifest-format parquet`` step: the finished JSONL manifest also as ``.parquet`` beside it."""
 
-        jsonl_to_parquet(options.output.manifest_path)
+    path: str
+
+    def open(self) -> ParquetManifest:
+        return self
+
+    def admit(self, items: Iterator[FetchTask | Result | None]) -> Iterator[FetchTask | Result | None]:
+        return items
+
+    def add(self, result: Result) -> Result:
+        return result
+
+    def close(self, completed: bool) -> None:
+        if completed:
+            from fetcher.run.manifest_parquet import jsonl_to_parquet
+
+            jsonl_to_parquet(self.path)

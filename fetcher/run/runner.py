@@ -1,0 +1,297 @@
+"""One run over one output folder, as a function: ``run(spec, items)`` yields each final Result.
+
+The CLI, ``fetcher serve`` and the Python API all run through it, so a rerun behaves
+the same from each: what is done is skipped, what was interrupted resumes, and the
+manifest has one record per unique URL of the run.
+
+A ``RunSpec`` says what a run is made of; ``plan`` builds the usual one. Its parts
+are entered once, in one ExitStack, in this order (and left in the reverse one)::
+
+    folder (lock, journal, resume)  ->  steps (shards, parquet manifest)  ->  collector  ->  engine
+
+Items flow the other way in: the steps' ``admit`` first (finished shards' URLs are
+skipped), then the journal's. A step that is not wanted is not in the spec: nothing
+here branches on a flag.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Generator, Iterator
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Protocol
+
+from fetcher.download import durability, partial
+from fetcher.errors import ConfigError, StorageError
+from fetcher.run import engine
+from fetcher.run.collector import Collector, Summary
+from fetcher.run.journal import JOURNAL_DIR, Journal
+from fetcher.run.live import LiveFile
+from fetcher.run.outdir import check_output, make_folder
+from fetcher.run.resume import admit_all
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from fetcher.backends.base import BackendFactory, SessionFactory
+    from fetcher.download.guards import CancelFlag
+    from fetcher.models import Item, Result
+    from fetcher.options import Options
+    from fetcher.run.progress import Progress
+
+
+class Step(Protocol):
+    """An optional part of a run, open from before the first item until after the manifest is written."""
+
+    def admit(self, items: Iterator[Item]) -> Iterator[Item]:
+        """The items the run should fetch (a step may answer some itself, as Results)."""
+
+    def add(self, result: Result) -> Result:
+        """A final Result on its way to the collector (a step may change what it records)."""
+
+    def close(self, completed: bool) -> None:
+        """The run is over (``completed``: every item was fetched), after the manifest was written."""
+
+
+class StepOpener(Protocol):
+    """What a spec carries: a step opened once the output folder is locked."""
+
+    def open(self) -> Step: ...
+
+
+@dataclass(frozen=True)
+class Report:
+    """How a run is seen: the bar, what is printed, and who is told of each Result and of the end."""
+
+    progress: Progress
+    verbose: bool = False
+    quiet: bool = False
+    on_result: Callable[[Result], None] | None = None
+    on_summary: Callable[[Summary], None] | None = None  # once, however the run ends
+
+
+@dataclass(frozen=True)
+class Folder:
+    """Keep the output folder's journal: lock the folder, resume and skip what earlier runs did.
+
+    Attributes:
+        retry_failed: on a rerun, try again URLs that failed before.
+        input_lines: about how many lines the input has, if known (for ``fetcher status``).
+        repeat: a URL may come again once its result is back (``Fetcher``; see ``resume.admit_all``).
+    """
+
+    retry_failed: bool = True
+    input_lines: int | None = None
+    repeat: bool = False
+
+
+@dataclass(frozen=True)
+class Workers:
+    """Who downloads, and where their files land.
+
+    Attributes:
+        session_factory: builds each worker's requests.Session.
+        backend_factory: replaces ``options.transport.backend`` (``fetcher serve`` passes its RemoteBackend).
+        files_here: the files are in ``options.output.out`` here; False when they live on remote
+            workers: what the journal calls done is then not checked on disk, and a worker's full
+            disk fails its URL (to be retried elsewhere) instead of the run.
+    """
+
+    session_factory: SessionFactory | None = None
+    backend_factory: BackendFactory | None = None
+    files_here: bool = True
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run is made of (``plan`` builds the usual one).
+
+    Attributes:
+        options: the run's options.
+        report: the bar, the printing, the callbacks.
+        folder: the journal's settings; None: no journal (in-memory fetching, where there is no folder).
+        manifest: where the JSONL manifest goes; None: none.
+        steps: optional steps (webdataset shards, the parquet manifest), in the order they see items.
+        workers: who downloads, and where the files land.
+    """
+
+    options: Options
+    report: Report
+    folder: Folder | None = field(default_factory=Folder)
+    manifest: str | None = None
+    steps: tuple[StepOpener, ...] = ()
+    workers: Workers = field(default_factory=Workers)
+
+
+def plan(options: Options, report: Report, folder: Folder | None = Folder(), manifest: bool = True,
+         workers: Workers = Workers()) -> RunSpec:
+    """The usual RunSpec: the steps ``options`` ask for (shards need the journal's folder lock)."""
+    from fetcher.run.shards import ParquetManifest, Shards
+
+    path = options.output.manifest_path if manifest else None
+    steps: list[StepOpener] = []
+    if folder is not None and options.dataset.output_format == "webdataset":
+        steps.append(Shards(options))
+    if path is not None and options.output.manifest_format == "parquet":
+        steps.append(ParquetManifest(path))
+    return RunSpec(options, report, folder, path, tuple(steps), workers)
+
+
+def run(spec: RunSpec, items: Iterator[Item], wait_for_more: Callable[[float], bool] | None = None,
+        cancel: CancelFlag | None = None) -> Generator[Result, None, None]:
+    """Fetch ``items`` and yield each final Result, after it is recorded.
+
+    ``wait_for_more`` and ``cancel`` are passed to ``engine.results``. ``spec.report.on_summary``
+    is called with the Summary when the generator ends, however it ends (an exception, or the
+    consumer stopping early, counts as interrupted).
+
+    Raises:
+        ConfigError: another run holds the output folder, or the folder, its journal
+            or the manifest cannot be written (before anything is fetched).
+        StorageError: the disk filled up (or became read-only) during the run; the
+            summary (``stopped``) says so, and what finished is kept.
+    """
+    options = spec.options
+    if spec.folder is not None or spec.manifest is not None:
+        check_output(options.output.out, spec.manifest)
+    with ExitStack() as stack:
+        journal: _Journaled | None = None
+        if spec.folder is not None:
+            journal = stack.enter_context(_journaled(options, spec.folder, spec.workers.files_here))
+        steps = [_entered(stack, opener.open()) for opener in spec.steps]
+        for step in steps:
+            items = step.admit(items)  # before the journal: URLs of finished shards are skipped
+        if journal is not None:
+            items = journal.admit(items)
+        live = None
+        if journal is not None and spec.folder is not None:  # what `fetcher status` reads while it runs
+            live = LiveFile(os.path.join(options.output.out, JOURNAL_DIR), spec.folder.input_lines)
+        collector = Collector(spec.manifest, spec.report.progress, verbose=spec.report.verbose,
+                              quiet=spec.report.quiet, on_result=spec.report.on_result,
+                              journal=journal.journal if journal is not None else None,
+                              durable=options.output.durability != "none", live=live)
+        finals = stack.enter_context(closing(engine.results(
+            items, options, spec.workers.session_factory, wait_for_more, cancel, spec.workers.backend_factory,
+            storage_stops=spec.workers.files_here, tick=collector.tick)))
+        yield from _collect(finals, steps, collector, spec.report,
+                            journal.counts if journal is not None else {"duplicates": 0})
+
+
+def run_to_end(spec: RunSpec, items: Iterator[Item]) -> Summary:
+    """Fetch ``items`` into ``options.output.out``, resuming any earlier run there; return the Summary.
+
+    Ctrl-C ends the run early with ``summary.interrupted`` set, and a full or
+    read-only disk with ``summary.stopped`` set, instead of raising.
+    """
+    ended: list[Summary] = []
+    report = spec.report
+
+    def keep(summary: Summary) -> None:
+        ended.append(summary)
+        _tell(report, summary)
+
+    spec = replace(spec, report=replace(report, on_summary=keep))
+    try:
+        for _ in run(spec, items):
+            pass
+    except (KeyboardInterrupt, StorageError):
+        if not ended:  # before the run even started
+            raise
+    return ended[0]
+
+
+def _tell(report: Report, summary: Summary) -> None:
+    if report.on_summary is not None:
+        report.on_summary(summary)
+
+
+def _collect(finals: Iterator[Result], steps: list[Step], collector: Collector, report: Report,
+             counts: dict[str, int]) -> Generator[Result, None, None]:
+    """Record each final Result (steps first, then the collector); close the collector however it ends."""
+    completed, stopped = False, None
+    try:
+        for result in finals:
+            for step in steps:
+                result = step.add(result)
+            collector.record(result)
+            yield result
+        completed = True
+    except StorageError as exc:
+        stopped = str(exc)
+        raise
+    finally:
+        summary = collector.close(interrupted=not completed, stopped=stopped)
+        summary.duplicates += counts["duplicates"]
+        _tell(report, summary)
+
+
+def _entered(stack: ExitStack, step: Step) -> Step:
+    """``step``, closed when the stack unwinds: completed only if nothing went wrong."""
+    def close(kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        step.close(completed=kind is None)
+
+    stack.push(close)
+    return step
+
+
+@dataclass
+class _Journaled:
+    """The open journal of a locked folder, and how many duplicate items it dropped."""
+
+    journal: Journal
+    admit: Callable[[Iterator[Item]], Iterator[Item]]
+    counts: dict[str, int]
+
+
+@contextmanager
+def _journaled(options: Options, folder: Folder, files_here: bool) -> Iterator[_Journaled]:
+    """Lock the folder, open its journal and start this run in it; finish the run if it completed."""
+    out = options.output.out
+    with _exclusive(out), closing(Journal(out)) as journal:
+        recorded = durability.begin_run(options)  # what earlier runs left is on disk before this vouches
+        try:
+            journal.start_run(folder.input_lines, recorded, durability.boot_id())
+        except StorageError as exc:
+            raise ConfigError(str(exc)) from None  # nothing fetched yet: a usage-time error
+        earlier_interrupted = journal.interrupted_before()
+        counts = {"duplicates": 0}
+
+        def admit(items: Iterator[Item]) -> Iterator[Item]:
+            return admit_all(items, journal, out, folder.retry_failed, counts, folder.repeat, local_files=files_here)
+
+        yield _Journaled(journal, admit, counts)
+        journal.finish_run()  # reached only when the run completed: an exception skips it
+        if earlier_interrupted and files_here:
+            partial.sweep(out)  # leftovers of runs that never finished
+
+
+@contextmanager
+def _exclusive(out: str) -> Iterator[None]:
+    """Hold the output folder's lock: two runs writing one folder would corrupt each other."""
+    folder = os.path.join(out, JOURNAL_DIR)
+    make_folder(folder, "the journal's folder")
+    try:
+        handle = open(os.path.join(folder, "lock"), "a+")
+    except OSError as exc:
+        raise ConfigError(f"cannot write in {folder!r}: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ConfigError(f"{out!r} is in use by another fetcher run ({holder}); wait for it or use "
+                              "another --out") from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+        except OSError as exc:
+            raise ConfigError(f"cannot write in {folder!r}: {exc.strerror or exc}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
