@@ -168,3 +168,15 @@ def test_without_pycares_getaddrinfo_answers() -> None:
         lookup.close()
     assert answers["localhost"].error is None and answers["localhost"].addresses
     assert answers["nx"].error is not None and not answers["nx"].addresses
+
+
+def test_lookups_at_once_are_bounded_and_the_rest_wait_their_turn() -> None:
+    lookups = Lookups()
+    gate = DnsGate(Options.create(pool=1), lookups)
+    for i in range(70):
+        assert gate.admit(FetchTask(f"http://h{i}.example/x", "x")) == "wait"
+    assert len(lookups.asked) == 64  # at least 64, twice the pool
+    name, done = lookups.pending.pop(0)
+    done(Answer(("192.0.2.1",)))  # type: ignore[operator]
+    gate.resolved()
+    assert len(lookups.asked) == 65 and lookups.asked[-1] == "h64.example"

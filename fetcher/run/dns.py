@@ -6,7 +6,7 @@ work`` hosts) asks DNS about N times per host, and a host that does not resolve 
 again for each of its URLs and each retry (img2dataset's users lose most of their runs to
 this). Here the scheduler asks ``admit(task)`` before handing a task out:
 
-- the first time a host is seen its name is looked up in the background (``MAX_LOOKUPS`` at
+- the first time a host is seen its name is looked up in the background (``lookups_at_once`` at
   once) while the input is read ahead and other hosts keep going; its tasks wait (``WAIT``);
 - an answer rides with each of the host's tasks (``FetchTask.addresses``) to whatever process or
   host runs it, which connects there without asking DNS (transports/resolve.py, CURLOPT_RESOLVE);
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 MIN_TTL_S, MAX_TTL_S, FALLBACK_TTL_S = 30.0, 3600.0, 300.0
 NEGATIVE_S, TRANSIENT_S = 600.0, 30.0
-MAX_LOOKUPS = 32
+MAX_LOOKUPS = 1024  # c-ares keeps them all on one socket; a list of unique hosts needs many at once
 MAX_NAMES = 200_000  # answers kept; past it the oldest is dropped (looked up again if it comes back)
 Lookup = Callable[[str, Callable[["Answer"], None]], None]  # (name, done) -> None: calls done once, any thread
 
@@ -97,6 +97,8 @@ class DnsGate:
     def __init__(self, options: Options, lookup: Lookup | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._lookup = lookup or make_lookup(options)
+        # Twice the pool: a list whose every URL is another host still finds each next host resolved.
+        self._at_once = lookups_at_once(options)
         self._clock = clock
         self._known: dict[str, _Entry] = {}
         self._asking: set[str] = set()
@@ -126,7 +128,7 @@ class DnsGate:
         if host in self._asking:
             return
         self._asking.add(host)
-        if len(self._asking) - len(self._queued) > MAX_LOOKUPS:
+        if len(self._asking) - len(self._queued) > self._at_once:
             self._queued.append(host)
             return
         self._start(host)
@@ -163,6 +165,10 @@ class DnsGate:
         close = getattr(self._lookup, "close", None)
         if close is not None:
             close()
+
+
+def lookups_at_once(options: Options) -> int:
+    return max(64, min(MAX_LOOKUPS, 2 * options.transport.pool))
 
 
 def make_lookup(options: Options) -> Lookup:
