@@ -94,7 +94,7 @@ class FetchTask:
     meta: dict[str, Any] | None = None
     provisional_name: bool = False
     headers: tuple[tuple[str, str], ...] | None = None
-    addresses: tuple[str, ...] | None = None
+    addresses: tuple[str, ...] | None = None  # the last field: run/dns.py rebuilds a task with it, by position
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Positional fields via a C attrgetter: 3x cheaper than the generated
