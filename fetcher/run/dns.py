@@ -125,7 +125,8 @@ class DnsGate:
         if task.addresses == answer.addresses:
             return task
         # FetchTask(*fields) with ``addresses`` (its last field) replaced: a third of dataclasses.replace's cost.
-        return type(task)(*task.__reduce__()[1][:-1], answer.addresses)
+        fields: tuple[Any, ...] = task.__reduce__()[1][:-1]
+        return type(task)(*fields, answer.addresses)  # type: ignore[call-arg]  # a tuple of unknown length
 
     def key(self, url: str) -> str:
         return hostname(url)
