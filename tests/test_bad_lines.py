@@ -11,11 +11,11 @@ from fetcher.cli.main import main
 
 
 def run(path: str, out: str) -> tuple[int, str, list[dict]]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(printed):
         status = main([path, "-o", out])
     with open(f"{out}/manifest.jsonl", encoding="utf-8") as handle:
-        return status, err.getvalue(), [json.loads(line) for line in handle]
+        return status, printed.getvalue(), [json.loads(line) for line in handle]
 
 
 def test_a_100000_byte_line_of_a_plain_list(server, tmp_path):

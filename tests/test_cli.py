@@ -81,8 +81,8 @@ def test_failures_are_reported_and_the_rest_still_runs(server, out, tmp_path, ca
         if record["status"] == "failed":
             assert record["path"] is None and record["sha256"] is None
     assert all_files(out) == sorted(["manifest.jsonl", records[good]["path"]])
-    err = capsys.readouterr().err
-    assert "failed " + server.url("/status/404") in err
+    printed = capsys.readouterr().out  # per-URL lines are the run's report: standard output
+    assert "failed " + server.url("/status/404") in printed
 
 
 def test_transient_failures_recover_on_retry(server, out, tmp_path):
@@ -127,7 +127,7 @@ def test_quiet_prints_nothing(server, out, tmp_path, capsys):
 
 def test_verbose_lists_successes(server, out, tmp_path, capsys):
     assert main([write_list(tmp_path, [server.url("/files/v.jpg")]), "-o", out, "--verbose"]) == 0
-    assert "ok " + server.url("/files/v.jpg") in capsys.readouterr().err
+    assert "ok " + server.url("/files/v.jpg") in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args,message", [

@@ -16,7 +16,7 @@ from fetcher.options.parts import PARTS
 from fetcher.options.table import KEYWORDS, TABLE
 
 # Flags of a command that are not options of a run: what to read, how loud, and the broker's own.
-COMMAND_ONLY = {"help", "version", "input", "server", "quiet", "verbose", "retry_failed", "bind", "broker",
+COMMAND_ONLY = {"help", "version", "input", "server", "quiet", "verbose", "log", "retry_failed", "bind", "broker",
                 "authkey_file", "queue", "redis_password_file", "lease_timeout", "prefetch", "rpc_timeout",
                 "give_up_after"}
 

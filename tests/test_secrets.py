@@ -105,7 +105,7 @@ def test_no_secret_in_files_output_or_status(pair, server, tmp_path, out) -> Non
     assert records[with_user(server.url("/files/a.jpg?size=100"), "alice:***")]["status"] == "skipped"
     assert records[with_user(server.url("/files/b.jpg?size=100"), "***")]["status"] == "skipped"
     assert server.stats.requests["/files/a.jpg"] == 1 and server.stats.requests["/files/b.jpg"] == 1
-    assert "alice:***@" in first.stderr and "404" in status.stdout
+    assert "alice:***@" in first.stdout and "404" in status.stdout  # the failure line: standard output
     assert leaks_under(out) + leaks("first run", first.stdout + first.stderr) + leaks(
         "rerun", second.stdout + second.stderr) + leaks("status", status.stdout + status.stderr) == []
 

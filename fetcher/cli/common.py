@@ -9,7 +9,7 @@ imported here either: the gevent backend must monkey-patch before requests loads
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from fetcher.errors import ConfigError
 from fetcher.options.values import non_negative_int, positive_int
@@ -30,7 +30,24 @@ def add_run_reporting(parser: argparse.ArgumentParser, rerun: str) -> None:
                         help=f"on a {rerun}, keep URLs that failed before as failed instead of trying them again")
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    noise.add_argument("-v", "--verbose", action="store_true", help="print a line for every URL, not only failures")
+    noise.add_argument("-v", "--verbose", action="store_true", help="print a line for every URL on standard output, not only "
+                                                                  "failures")
+    parser.add_argument("--log", metavar="FILE", help="append a line for every URL and the summary to FILE, with "
+                                                      "the time, whatever -q or -v (created if missing)")
+
+
+def open_log(path: str | None) -> TextIO | None:
+    """The ``--log`` file, opened to append, one line at a time (``tail -f`` sees each as it comes).
+
+    Raises:
+        ConfigError: it cannot be opened (a folder, a missing folder, no permission).
+    """
+    if path is None:
+        return None
+    try:
+        return open(path, "a", encoding="utf-8", buffering=1)
+    except OSError as exc:
+        raise ConfigError(f"cannot open the --log file {path!r}: {exc.strerror or exc}") from None
 
 
 def prepare_backend(name: str) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from fetcher.cli.common import Parser, add_run_reporting, prepare_backend
+from fetcher.cli.common import Parser, add_run_reporting, open_log, prepare_backend
 from fetcher.cli.flags import add_flags, flag_values
 from fetcher.distributed.protocol import DEFAULT_PORT, parse_address
 from fetcher.errors import ConfigError, ExitStatus
@@ -133,7 +133,8 @@ def serve_main(argv: list[str]) -> int:
              "site can change what it downloads")
     opened = open_input(args.input, options)  # the same set-up as fetcher INPUT's
     total = opened.total
-    progress = Progress(total, enabled=not args.quiet and sys.stderr.isatty())
+    log = open_log(args.log)
+    progress = Progress(total, enabled=not args.quiet and sys.stderr.isatty(), log=log)
 
     def above_the_bar(line: str) -> None:  # the bar is on screen by now: never glue a line to it
         progress.note(f"fetcher serve: {line}")
@@ -144,16 +145,25 @@ def serve_main(argv: list[str]) -> int:
         elif args.broker is None and parse_address(args.bind)[1] == 0:
             above_the_bar(f"listening on {where}")  # a port picked by the system is known only from this line
 
-    with _sigterm_interrupts():
-        served = serve(opened.items, options, progress, ServeConfig(spec, args.lease_timeout), total=total,
-                       on_listening=listening, verbose=args.verbose, quiet=args.quiet,
-                       retry_failed=args.retry_failed)
-    summary = served.summary
+    try:
+        with _sigterm_interrupts():
+            served = serve(opened.items, options, progress, ServeConfig(spec, args.lease_timeout), total=total,
+                           on_listening=listening, verbose=args.verbose, quiet=args.quiet,
+                           retry_failed=args.retry_failed)
+        summary = served.summary
+        lines: list[str] = []
+        if not args.quiet or log is not None:
+            lines.append(summary.describe("remote", sum(w["pool"] for w in served.workers if not w["gone"])))
+            for w in served.workers:
+                gone = " (gone before the end)" if w["gone"] else ""
+                lines.append(f"  worker {w['id']}: {w['done']} URLs{gone}, files in {w['host']}:{w['out']}")
+        for line in lines:
+            progress.log(line)
+    finally:
+        if log is not None:
+            log.close()
     if not args.quiet:
-        print(summary.describe("remote", sum(w["pool"] for w in served.workers if not w["gone"])))
-        for w in served.workers:
-            gone = " (gone before the end)" if w["gone"] else ""
-            print(f"  worker {w['id']}: {w['done']} URLs{gone}, files in {w['host']}:{w['out']}")
+        print("\n".join(lines))
     return summary.exit_code
 
 

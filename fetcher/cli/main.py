@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from fetcher.cli.common import Parser, add_run_reporting, prepare_backend
+from fetcher.cli.common import Parser, add_run_reporting, open_log, prepare_backend
 from fetcher.cli.flags import add_flags, flag_values
 from fetcher.errors import ConfigError, ExitStatus, StorageError
 from fetcher.options.table import DATASET, LOCAL, NAMING, RULES, RUN
@@ -105,10 +105,18 @@ def _run(args: argparse.Namespace, options: Options, auto: str) -> int:
     total, show_bar = opened.total, not args.quiet and sys.stderr.isatty()
     if auto and args.verbose:
         print(f"fetcher: {auto}", file=sys.stderr)
-    report = Report(Progress(total, enabled=show_bar), verbose=args.verbose, quiet=args.quiet)
-    summary = run_to_end(plan(options, report, Folder(args.retry_failed, input_lines=total)), opened.items)
-    if not args.quiet:
+    log = open_log(args.log)
+    try:
+        progress = Progress(total, enabled=show_bar, log=log)
+        report = Report(progress, verbose=args.verbose, quiet=args.quiet)
+        summary = run_to_end(plan(options, report, Folder(args.retry_failed, input_lines=total)), opened.items)
         transport = options.transport
         label = f"{transport.backend} (+ {transport.client}, chosen by auto)" if auto else transport.backend
-        print(summary.describe(label, options.transport.pool))
+        described = summary.describe(label, options.transport.pool)
+        progress.log(described)
+    finally:
+        if log is not None:
+            log.close()
+    if not args.quiet:
+        print(described)
     return summary.exit_code

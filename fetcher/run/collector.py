@@ -8,6 +8,7 @@ reader never sees half of it under its final name (manifest.py).
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -40,6 +41,7 @@ class Summary:
     manifest: str | None = None
     stopped: str | None = None  # why the run stopped before the end (a full or read-only disk)
     manifest_problem: str | None = None  # why the manifest is not complete under its name
+    manifests_kept: list[str] = field(default_factory=list)  # earlier runs' manifests, renamed aside
 
     @property
     def total(self) -> int:
@@ -70,6 +72,9 @@ class Summary:
             text += f" Failures by kind: {kinds}."
         if self.manifest and self.manifest_problem is None:
             text += f" Manifest: {self.manifest}"
+            if self.manifests_kept:
+                names = ", ".join(os.path.basename(kept) for kept in self.manifests_kept)
+                text += f" (the earlier run's kept as {names})"
         if self.stopped is not None:
             text += f"\nStopped: {self.stopped}."
         if self.manifest_problem is not None:
@@ -80,6 +85,13 @@ class Summary:
         elif self.interrupted:
             text += "\nRun the same command again to finish: what is done is kept, interrupted downloads resume."
         return text
+
+
+def result_line(result: Result) -> str:
+    """A final Result as one line: what ``-v`` prints on standard output and ``--log`` keeps."""
+    if result.error is not None:
+        return mask(f"failed {result.url}: {result.error.kind}: {result.error.message}")
+    return mask(f"{result.status.value} {result.url} -> {result.path} ({human_bytes(result.bytes)})")
 
 
 class Collector:
@@ -154,13 +166,9 @@ class Collector:
             self._live.write()
 
     def _note(self, result: Result) -> None:
-        if self._quiet:
-            return
-        if result.error is not None:
-            self._progress.note(mask(f"failed {result.url}: {result.error.kind}: {result.error.message}"))
-        elif self._verbose:
-            self._progress.note(mask(f"{result.status.value} {result.url} -> {result.path} "
-                                     f"({human_bytes(result.bytes)})"))
+        show = not self._quiet and (result.error is not None or self._verbose)
+        if show or self._progress.logging:
+            self._progress.report(result_line(result), show)
 
     def close(self, interrupted: bool = False, stopped: str | None = None) -> Summary:
         """Finish the manifest and the bar; return the run's Summary.
@@ -172,6 +180,7 @@ class Collector:
         self._closed = True
         if self._manifest is not None:
             self.summary.manifest_problem = self._manifest.close(durable=self._durable)
+            self.summary.manifests_kept = self._manifest.kept
             self._manifest = None
         # An interrupted or stopped bar stays where it stopped; a finished one shows its true total.
         self._progress.close(finished=not interrupted and stopped is None)

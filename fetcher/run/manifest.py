@@ -7,12 +7,18 @@ write the file is cut back to the end of the last line that was written
 whole, and only then renamed. A reader never finds a half line under the
 final name. If even the rename is refused (a disk that became read-only),
 the records so far stay in ``NAME.part`` and the error says so.
+
+One manifest per run, none lost: the manifest holds this run's records (one per unique URL
+of its input). A manifest an earlier run left under the same name, and the ``.part`` of a
+run that was killed, are first renamed to ``NAME.YYYYMMDDTHHMMSS.EXT`` (when they were last
+written), so in a reused folder no run's records disappear (``set_aside``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from fetcher.errors import ConfigError, StorageError
@@ -36,6 +42,51 @@ def check_manifest_path(path: str) -> None:
         raise ConfigError(f"manifest {path!r} cannot be written: {folder!r} is a file, not a folder")
 
 
+def set_aside(path: str, whole_lines: bool = False) -> str | None:
+    """Rename an earlier run's manifest at ``path`` to ``NAME.STAMP.EXT``; return its new path.
+
+    ``whole_lines``: cut a half line off its end first (a killed run's ``.part``).
+    Never raises: None when there is nothing to keep, or it cannot be moved (then the
+    caller must not replace it).
+    """
+    try:
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            return None
+        if whole_lines:
+            _cut_to_whole_lines(path)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(os.path.getmtime(path)))
+    except OSError:
+        return None
+    final = path.removesuffix(PART_SUFFIX)
+    stem, ext = os.path.splitext(final)
+    for number in range(1, 1000):
+        target = f"{stem}.{stamp}{ext}" if number == 1 else f"{stem}.{stamp}-{number}{ext}"
+        try:
+            os.link(path, target)  # never over an existing file, unlike rename
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return target
+    return None
+
+
+def _cut_to_whole_lines(path: str) -> None:
+    with open(path, "rb+") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - 65536))
+        tail = handle.read()
+        end = tail.rfind(b"\n")
+        if end < 0 and size > 65536:
+            return  # a last line longer than that: leave the file as it is
+        handle.truncate(size - len(tail) + end + 1)
+
+
 class ManifestWriter:
     """Appends records to ``PATH.part``; ``close`` gives it the final name.
 
@@ -47,8 +98,12 @@ class ManifestWriter:
         check_manifest_path(path)
         self.path = path
         self.part = path + PART_SUFFIX
+        self.kept: list[str] = []  # earlier manifests renamed aside (set_aside)
         try:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            killed = set_aside(self.part, whole_lines=True)  # a killed run's records, kept
+            if killed is not None:
+                self.kept.append(killed)
             self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         except OSError as exc:
             raise ConfigError(f"cannot write the manifest {path!r}: {exc.strerror or exc}") from None
@@ -106,6 +161,11 @@ class ManifestWriter:
         try:
             os.close(self._fd)
             self._fd = -1
+            earlier = set_aside(self.path)
+            if earlier is not None:
+                self.kept.append(earlier)
+            elif os.path.isfile(self.path) and os.path.getsize(self.path) > 0:
+                raise OSError(f"the earlier manifest {self.path!r} could not be renamed aside")
             os.replace(self.part, self.path)
             if durable:
                 _fsync_folder(os.path.dirname(self.path) or ".")

@@ -1,12 +1,15 @@
-"""The progress bar: the only module that imports tqdm.
+"""The progress bar and the run's report lines: the only module that imports tqdm.
 
-Workers never print. The collector calls ``update`` once per final result and
-``note`` for a line of text, which tqdm writes above the bar so it stays intact.
+Workers never print. The collector calls ``update`` once per final result and ``report``
+for its line, which goes to standard output (the run's report: per-URL lines, then the
+summary) and to the ``--log`` file; ``note`` writes a message to standard error (the bar's
+stream: warnings, workers joining). tqdm writes either above the bar, so it stays intact.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from functools import lru_cache
 from typing import Any, TextIO
 
@@ -45,10 +48,13 @@ class Progress:
         total: number of URLs if known (an upper bound is fine; fixed at close).
         enabled: draw the bar at all (off when not a terminal, or ``--quiet``).
         stream: where the bar and notes go (stderr).
+        log: the ``--log`` file: every report line, timestamped, whether shown or not.
     """
 
-    def __init__(self, total: int | None, enabled: bool, stream: TextIO | None = None) -> None:
+    def __init__(self, total: int | None, enabled: bool, stream: TextIO | None = None,
+                 log: TextIO | None = None) -> None:
         self._stream = stream or sys.stderr
+        self._log = log
         self._bar = None
         self._bytes = 0
         self._failed = 0
@@ -68,6 +74,32 @@ class Progress:
         at least ``mininterval`` after the last one, so the last of a burst would wait for the next."""
         if self._bar is not None and self._bar.n != self._bar.last_print_n:
             self._bar.refresh()
+
+    @property
+    def logging(self) -> bool:
+        return self._log is not None
+
+    def report(self, line: str, show: bool = True) -> None:
+        """A line of the run's report: on standard output if ``show``, and in the log."""
+        if self._log is not None:
+            self.log(line)
+        if not show:
+            return
+        if self._bar is not None:
+            self._bar.write(line, file=sys.stdout)
+        else:
+            print(line, file=sys.stdout)
+        sys.stdout.flush()  # a reader at the other end of a pipe gets each line as it comes
+
+    def log(self, line: str) -> None:
+        """Append ``line`` to the ``--log`` file, if there is one, with the time."""
+        if self._log is not None:
+            try:
+                self._log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {line}\n")
+            except (OSError, ValueError) as exc:
+                self._log = None  # a log that cannot be written never stops the run
+                self.note(f"fetcher: warning: cannot write the --log file ({getattr(exc, 'strerror', None) or exc}); "
+                          "no more lines go to it")
 
     def note(self, line: str) -> None:
         if self._bar is not None:
