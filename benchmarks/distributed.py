@@ -43,7 +43,7 @@ def protocol_worker(port: int, count: int) -> None:
     """Child: lease, complete at once, until the coordinator says the run is over."""
     from fetcher import __version__
     from fetcher.distributed.protocol import PROTOCOL, Finished, Grant, WorkerInfo
-    from fetcher.distributed.rpc import Link
+    from fetcher.distributed.manager.rpc import Link
     from fetcher.models import Result, Status
 
     link = Link(("127.0.0.1", port), KEY.encode())
@@ -64,9 +64,9 @@ def protocol_worker(port: int, count: int) -> None:
 
 
 def measure_protocol(count: int, workers: int = 2) -> float:
-    from fetcher.distributed.coordinator import Coordinator
+    from fetcher.distributed.manager.coordinator import Coordinator
     from fetcher.distributed.protocol import EXPOSED
-    from fetcher.distributed.rpc import RpcServer
+    from fetcher.distributed.manager.rpc import RpcServer
     from fetcher.models import FetchTask
     from fetcher.distributed.protocol import RunRules
     from fetcher.options import Options

@@ -26,7 +26,7 @@ def redis_protocol_worker(url: str, batch: int) -> None:
     """Child: lease a batch, complete it at once, until the run is over."""
     from fetcher.distributed.broker import RedisSpec
     from fetcher.distributed.protocol import Finished, Grant, WorkerInfo
-    from fetcher.distributed.redis_worker import RedisSession
+    from fetcher.distributed.redis.session import RedisSession
     from fetcher.models import Result, Status
 
     session = RedisSession(RedisSpec(url, QUEUE), 10.0)
@@ -44,7 +44,7 @@ def redis_protocol_worker(url: str, batch: int) -> None:
 def measure_redis_protocol(url: str, count: int, batch: int, work: str, workers: int = 2) -> float:
     """Seconds for ``count`` URLs through RedisServe and 2 worker processes, each result recorded in a journal."""
     from fetcher.distributed.broker import RedisSpec
-    from fetcher.distributed.redis_serve import RedisServe
+    from fetcher.distributed.redis.serve import RedisServe
     from fetcher.models import FetchTask as Task
     from fetcher.run.journal import Journal
     from fetcher.distributed.protocol import RunRules

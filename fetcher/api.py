@@ -7,7 +7,8 @@ back as Results (``result.ok`` is False, ``result.error`` says why); misuse
 raises ``fetcher.errors.ConfigError`` (also a ValueError).
 
 Over 300 lines on purpose: the whole public surface (``Task``, ``fetch``, ``Fetcher``) is
-one module, so ``help(fetcher.api)`` and a reader see it together; the work is in run/.
+one module, so ``help(fetcher.api)`` and a reader see it together; the work is in run/
+(``run/api_run.py``: the keyword check and the run every front end of the API shares).
 """
 
 from __future__ import annotations
@@ -20,16 +21,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fetcher.backends import backend_class
 from fetcher.backends.base import SessionFactory
-from fetcher.run.collector import Summary
-from fetcher.errors import ConfigError
-from fetcher.run.runner import Folder, Report, RunSpec, Workers, plan, run
 from fetcher.models import FetchTask, Item, Result
-from fetcher.options import Options, prepare_run
-from fetcher.run.outdir import check_output
-from fetcher.run.progress import Progress
 from fetcher.redact import remember_header
+from fetcher.run.api_run import api_options, api_spec
+from fetcher.run.collector import Summary
+from fetcher.run.runner import RunSpec, run
 from fetcher.sources.tasks import Line, TaskMaker
 
 __all__ = ["Fetcher", "Task", "fetch"]
@@ -54,24 +51,6 @@ class Task:
     headers: Mapping[str, str] | None = None
     checksum: str | None = None
     meta: Any = None
-
-
-def _options(out: str | None, backend: str, pool: int, memory: bool, settings: dict[str, Any],
-             session_factory: SessionFactory | None, writes_files: bool) -> Options:
-    """The run's Options, every check that can fail before a run made now (ConfigError).
-
-    ``Options.create`` is the one check of the keywords (options/table.py declares them).
-    """
-    options, _ = prepare_run(Options.create(**{"out": out or "downloads", "backend": backend, "pool": pool,
-                                               "in_memory": memory, **settings}))
-    if session_factory is not None and options.transport.client != "requests":
-        raise ConfigError(f"session_factory builds requests Sessions, so it cannot be combined with "
-                          f"client={options.transport.client!r}; drop one of them")
-    # An unknown backend, or one that cannot run here (gevent unpatched), fails here, not in the run.
-    backend_class(options.transport.backend, options.transport.client).check(options, session_factory)
-    if writes_files:
-        check_output(options.output.out, options.output.manifest_path)
-    return options
 
 
 class _Converter:
@@ -135,19 +114,9 @@ def fetch(urls: Iterable[str | Task | None], out: str | None = "downloads", *, b
         ConfigError: a bad option, an unknown backend, or a folder in use.
     """
     # Over 40 lines: the docstring documents every keyword; the body is five statements.
-    options = _options(out, backend, pool, memory, settings, session_factory, writes_files=not memory)
-    spec = _spec(options, progress, memory, journal, session_factory, retry_failed)
+    options = api_options(out, backend, pool, memory, settings, session_factory, writes_files=not memory)
+    spec = api_spec(options, progress, memory, journal, session_factory, retry_failed)
     return _stream(spec, urls, deduplicate=spec.folder is None, on_result=on_result)
-
-
-def _spec(options: Options, progress: bool, memory: bool, journal: bool | None,
-          session_factory: SessionFactory | None, retry_failed: bool, repeat: bool = False,
-          on_summary: Callable[[Summary], None] | None = None) -> RunSpec:
-    """The API's run: quiet, the journal unless in memory (or ``journal=False``), a manifest unless in memory."""
-    keep_journal = (not memory) if journal is None else journal and not memory
-    report = Report(Progress(None, enabled=progress), quiet=True, on_summary=on_summary)
-    folder = Folder(retry_failed, repeat=repeat) if keep_journal else None
-    return plan(options, report, folder, manifest=not memory, workers=Workers(session_factory))
 
 
 def _stream(spec: RunSpec, urls: Iterable[str | Task | None], deduplicate: bool,
@@ -205,10 +174,10 @@ class Fetcher:
                  session_factory: SessionFactory | None = None,
                  on_result: Callable[[Result], None] | None = None, keep_results: bool = True,
                  retry_failed: bool = True, **settings: Any) -> None:
-        options = _options(out, backend, pool, memory, settings, session_factory, writes_files=not memory)
+        options = api_options(out, backend, pool, memory, settings, session_factory, writes_files=not memory)
         self._summary: Summary | None = None
-        self._spec = _spec(options, progress, memory, journal, session_factory, retry_failed, repeat=True,
-                           on_summary=self._ended)
+        self._spec = api_spec(options, progress, memory, journal, session_factory, retry_failed, repeat=True,
+                              on_summary=self._ended)
         self._converter = _Converter(options.output.naming)
         self._on_result = on_result
         self._keep = keep_results
@@ -222,8 +191,6 @@ class Fetcher:
         self._cancel = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------
 
     def __enter__(self) -> Fetcher:
         self.start()
@@ -262,8 +229,6 @@ class Fetcher:
     def summary(self) -> Summary | None:
         """Counts of the run, once it has ended."""
         return self._summary
-
-    # -- submitting --------------------------------------------------------------
 
     def submit(self, item: str | Task) -> Future[Result]:
         """Queue a URL (or Task); return a Future of its Result.
@@ -316,8 +281,6 @@ class Fetcher:
             yield item
 
     as_completed = results
-
-    # -- the engine side (background thread) --------------------------------------
 
     def _run(self) -> None:
         try:

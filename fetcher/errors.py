@@ -2,7 +2,9 @@
 
     FetcherError
      ├── ConfigError (also ValueError)     bad option, bad input file: CLI exit 2
-     │    └── BackendError                 unknown backend, or one that cannot run here
+     │    ├── BackendError                 unknown backend, or one that cannot run here
+     │    └── AuthError                    a broker refused the key or password (distributed mode)
+     ├── LinkError                         a broker could not be reached, or a call timed out: retried
      ├── StorageError                      the output's disk is full or read-only: CLI exit 3
      └── Interrupted                       the run was cancelled (Ctrl-C): CLI exit 130
 
@@ -48,6 +50,14 @@ class ConfigError(FetcherError, ValueError):
 
 class BackendError(ConfigError):
     """The chosen backend does not exist or cannot run in this process."""
+
+
+class LinkError(FetcherError):
+    """The broker (serve, or Redis) could not be reached, or a call did not complete in time; try again later."""
+
+
+class AuthError(ConfigError):
+    """The broker rejected the authkey or password (or this side rejected the server's)."""
 
 
 class StorageError(FetcherError):

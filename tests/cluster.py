@@ -155,8 +155,8 @@ class Cluster:
 
     def stats(self, address: str) -> dict[str, Any]:
         """A running run's ``stats()``; {} if it cannot be reached right now."""
-        from fetcher.distributed.broker import worker_sessions
-        from fetcher.distributed.rpc import LinkError
+        from fetcher.distributed.brokers import worker_sessions
+        from fetcher.errors import LinkError
 
         spec = broker_spec(address, self.queue)
         try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 
 from fetcher.backoff import Backoff
-from fetcher.distributed import client, redis_serve
+from fetcher.distributed import client
+from fetcher.distributed.redis import serve as redis_serve
 from fetcher.options import Options
 from fetcher.run.scheduler import Scheduler
 

@@ -242,8 +242,8 @@ def serve_in_process(tmp_path, urls: list[str], options: Options, broker, worker
             threading.Thread(target=lambda w=worker: codes.append(w.run()), daemon=True).start()
 
     items = iter_rows(read_rows(write_list(tmp_path, urls)), dedupe=False)
-    served = serve(items, options, Progress(None, enabled=False), ServeConfig(spec), on_listening=start_workers,
-                   quiet=True)
+    served = serve(items, options, Progress(None, enabled=False), ServeConfig(spec, quiet=True),
+                   on_listening=start_workers)
     wait_until(lambda: len(codes) == workers, timeout=30, what="the workers to exit")
     return served, codes
 

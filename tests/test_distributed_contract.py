@@ -15,7 +15,8 @@ import pytest
 from cluster import KEY, wait_until
 from redis_helper import RedisServer
 
-from fetcher.distributed.broker import ManagerSpec, RedisSpec, ServeBroker, WorkerSession, serve_broker, worker_sessions
+from fetcher.distributed.broker import ManagerSpec, RedisSpec, ServeBroker, WorkerSession
+from fetcher.distributed.brokers import serve_broker, worker_sessions
 from fetcher.distributed.protocol import Finished, Grant, Wait, Welcome, WorkerInfo, parse_address
 from fetcher.models import ErrorKind, Result, Status, failed
 from fetcher.models import FetchTask as Task

@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from fetcher import __version__
-from fetcher.distributed.coordinator import Coordinator
+from fetcher.distributed.manager.coordinator import Coordinator
 from fetcher.distributed.protocol import PROTOCOL, Finished, Grant, Refusal, Wait, Welcome, WorkerInfo
 from fetcher.models import ErrorKind, Result, Status, FetchTask, failed
 from fetcher.distributed.protocol import RunRules

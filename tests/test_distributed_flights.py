@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fetcher.distributed import flights
-from fetcher.distributed.flights import FlightBook
+from fetcher.distributed.redis import flights
+from fetcher.distributed.redis.flights import FlightBook
 from fetcher.models import ErrorKind, Result, Status, failed
 from fetcher.models import FetchTask as Task
 from fetcher.run.journal import COMMIT_EVERY_S

@@ -6,7 +6,7 @@ import pytest
 
 from fetcher.distributed import outbox
 from fetcher.distributed.outbox import Outbox
-from fetcher.distributed.rpc import LinkError
+from fetcher.errors import LinkError
 from fetcher.models import ErrorKind, Result, Status, failed
 
 

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 import pytest
 from cluster import silent_server
 
-from fetcher.distributed.coordinator import Coordinator
+from fetcher.distributed.manager.coordinator import Coordinator
 from fetcher.distributed.protocol import EXPOSED, parse_address
-from fetcher.distributed.rpc import AuthError, Link, LinkError, RpcServer
+from fetcher.distributed.manager.rpc import Link, RpcServer
+from fetcher.errors import AuthError, LinkError
 from fetcher.errors import ConfigError
 from fetcher.distributed.protocol import RunRules
 from fetcher.options import Options

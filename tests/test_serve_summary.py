@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fetcher import __version__
-from fetcher.distributed.coordinator import Coordinator
+from fetcher.distributed.manager.coordinator import Coordinator
 from fetcher.distributed.protocol import PROTOCOL, Grant, Welcome, WorkerInfo
 from fetcher.models import FetchTask as Task
 from fetcher.models import Result, Status

@@ -79,11 +79,11 @@ def add_broker_credentials(parser: argparse.ArgumentParser, serving: bool = Fals
 def broker_spec(address: str, args: argparse.Namespace, note: Any) -> BrokerSpec:
     """The broker a worker or ``status`` talks to: ``HOST:PORT`` (manager) or a Redis URL."""
     from fetcher.distributed.broker import ManagerSpec
-    from fetcher.distributed.redis_common import is_redis_url, redis_spec
+    from fetcher.distributed.redis.common import is_redis_url, redis_spec
 
     if is_redis_url(address):
         return redis_spec(address, args.queue, args.redis_password_file, note)
-    from fetcher.distributed import auth
+    from fetcher.distributed.manager import auth
 
     return ManagerSpec(parse_address(address), auth.worker_key(args.authkey_file, note))
 
@@ -147,9 +147,8 @@ def serve_main(argv: list[str]) -> int:
 
     try:
         with _sigterm_interrupts():
-            served = serve(opened.items, options, progress, ServeConfig(spec, args.lease_timeout), total=total,
-                           on_listening=listening, verbose=args.verbose, quiet=args.quiet,
-                           retry_failed=args.retry_failed)
+            config = ServeConfig(spec, args.lease_timeout, args.verbose, args.quiet, args.retry_failed)
+            served = serve(opened.items, options, progress, config, total=total, on_listening=listening)
         summary = served.summary
         lines: list[str] = []
         if not args.quiet or log is not None:
@@ -169,9 +168,9 @@ def serve_main(argv: list[str]) -> int:
 
 def _serve_spec(args: argparse.Namespace, out: str, note: Any) -> tuple[BrokerSpec, str | None]:
     """The broker ``serve`` opens, and where its generated authkey is kept (manager broker, none given)."""
-    from fetcher.distributed import auth
+    from fetcher.distributed.manager import auth
     from fetcher.distributed.broker import ManagerSpec
-    from fetcher.distributed.redis_common import redis_spec
+    from fetcher.distributed.redis.common import redis_spec
 
     if args.broker is not None:
         if args.authkey_file is not None:
@@ -263,8 +262,8 @@ def exit_status(outcome: Outcome) -> int:
 
 def remote_status(args: argparse.Namespace) -> int:
     """``fetcher status ADDRESS``: a running run's counts and connected workers."""
-    from fetcher.distributed.broker import worker_sessions
-    from fetcher.distributed.rpc import LinkError
+    from fetcher.distributed.brokers import worker_sessions
+    from fetcher.errors import LinkError
 
     spec = broker_spec(args.server, args, _note("fetcher status"))
     try:

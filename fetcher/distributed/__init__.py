@@ -6,8 +6,8 @@
     │   engine ──submit/wait──► RemoteBackend  │       │   lease ─► local backend      │
     │                             │ (remote.py)│ TCP + │   (thread/process/gevent)     │
     │                        Coordinator ◄─────┼─authkey──  complete ◄─ results       │
-    │                     (coordinator.py)     │ pickle│   heartbeat, release          │
-    │   BaseManager Server thread (rpc.py)     │       │   Link: deadline on every call│
+    │             (manager/coordinator.py)     │ pickle│   heartbeat, release          │
+    │   BaseManager Server (manager/rpc.py)    │       │   Link: deadline on every call│
     └──────────────────────────────────────────┘       └───────────────────────────────┘
 
 - Policy stays in one place: the server's Scheduler decides what may start
@@ -20,4 +20,10 @@
   completion of a URL wins; later ones change nothing.
 - The journal is the server's state: kill the server, start it with the same
   command, and workers reconnect, resend what they finished, and carry on.
+
+The drawing is the manager broker's (``manager/``); with ``--broker redis://`` the run's
+streams in Redis stand between serve and its workers (``redis/``). Shared by both:
+``broker`` (the interface), ``brokers`` (which broker a spec names), ``protocol`` (the
+messages), ``server`` and ``remote`` (serve's run), ``worker``, ``client`` and ``outbox``
+(the workers), ``events`` and ``cookies``.
 """

@@ -1,5 +1,8 @@
 """The one broker interface under ``serve`` and ``work``, and the two brokers' addresses.
 
+This module names no implementation: ``brokers.py`` builds them (``serve_broker``,
+``worker_sessions``), so manager/ and redis/ import this interface and nothing imports back.
+
 A broker carries leases between one ``serve`` and its workers. Two exist:
 
 - ``ManagerSpec``: the zero-dependency default. ``serve`` itself is the broker
@@ -27,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
-from fetcher.distributed.protocol import (Finished, Grant, LeaseId, Refusal, RunRules, Wait, Welcome, WorkerInfo,
+from fetcher.distributed.protocol import (Finished, Grant, LeaseId, Refusal, Wait, Welcome, WorkerInfo,
                                           format_address)
 
 if TYPE_CHECKING:
@@ -99,7 +102,7 @@ SessionFactory = Callable[[float], WorkerSession]  # deadline of every call -> a
 
 
 class ServeBroker(Protocol):
-    """What ``serve()`` and the RemoteBackend use, in the engine's thread (see coordinator.py)."""
+    """What ``serve()`` and the RemoteBackend use, in the engine's thread (see manager/coordinator.py)."""
 
     heartbeat_s: float
 
@@ -128,26 +131,3 @@ class ServeBroker(Protocol):
 
     def stop(self, completed: bool) -> None:
         """Close (after the linger); ``completed``: the run ended and its journal is closed."""
-
-
-def serve_broker(spec: BrokerSpec, rules: RunRules, run_id: str, epoch: int, lease_timeout: float,
-                 total: int | None) -> ServeBroker:
-    """The serve side of ``spec``'s broker (not started yet)."""
-    if isinstance(spec, RedisSpec):
-        from fetcher.distributed.redis_serve import RedisServe
-
-        return RedisServe(spec, rules, run_id, epoch, lease_timeout, total)
-    from fetcher.distributed.manager import ManagerServe
-
-    return ManagerServe(spec, rules, run_id, epoch, lease_timeout, total)
-
-
-def worker_sessions(spec: BrokerSpec) -> SessionFactory:
-    """How a worker (or ``fetcher status``) opens a session to ``spec``'s broker."""
-    if isinstance(spec, RedisSpec):
-        from fetcher.distributed.redis_worker import RedisSession
-
-        return lambda timeout: RedisSession(spec, timeout)
-    from fetcher.distributed.manager import ManagerSession
-
-    return lambda timeout: ManagerSession(spec, timeout)

@@ -15,7 +15,7 @@ from fetcher.backoff import Backoff
 from fetcher.distributed.broker import SessionFactory, WorkerSession
 from fetcher.distributed.events import EventSink, Kind, WorkerEvent
 from fetcher.distributed.protocol import Finished, Grant, LeaseId, Refusal, Wait, Welcome, WorkerInfo
-from fetcher.distributed.rpc import LinkError
+from fetcher.errors import LinkError
 from fetcher.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ Streams):
 
 The manager broker pickles these dataclasses (both ends must run the same
 fetcher version; ``hello`` checks it first); the Redis broker sends them as
-versioned JSON (``wire.py``).
+versioned JSON (``redis/wire.py``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ from functools import partial
 from typing import Any
 
 from fetcher.distributed import cookies
-from fetcher.distributed.broker import BrokerSpec, ServeBroker, serve_broker
+from fetcher.distributed.broker import BrokerSpec, ServeBroker
+from fetcher.distributed.brokers import serve_broker
 from fetcher.distributed.remote import RemoteBackend
 from fetcher.models import FetchTask as Task
 from fetcher.models import Result
@@ -33,10 +34,14 @@ LINGER_SLACK_S = 2.0  # beyond a heartbeat interval (at most 2 s): every worker 
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Which broker, and how long a lease lives without a heartbeat."""
+    """Which broker, how long a lease lives without a heartbeat, and how the run reports (as ``fetcher``'s
+    ``-v``/``-q``; ``retry_failed``: on a restart, URLs that failed before are tried again)."""
 
     broker: BrokerSpec
     lease_timeout: float = 60.0
+    verbose: bool = False
+    quiet: bool = False
+    retry_failed: bool = True
 
 
 @dataclass
@@ -49,8 +54,7 @@ class Served:
 
 
 def serve(items: Iterator[Task | Result], options: Options, progress: Progress, config: ServeConfig, *,
-          total: int | None = None, on_listening: Callable[[str], None] | None = None,
-          verbose: bool = False, quiet: bool = False, retry_failed: bool = True) -> Served:
+          total: int | None = None, on_listening: Callable[[str], None] | None = None) -> Served:
     """Serve ``items`` to workers until every one is final (or Ctrl-C), then tell them to exit.
 
     ``on_listening`` is called with where workers reach the broker, once it is open.
@@ -65,11 +69,11 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
     where = broker.start()
     if on_listening is not None:
         on_listening(where)
-    backend = partial(RemoteBackend, coordinator=broker, on_event=None if quiet else progress.note)
+    backend = partial(RemoteBackend, coordinator=broker, on_event=None if config.quiet else progress.note)
     completed = False
     try:
-        spec = plan(options, Report(progress, verbose, quiet, on_result=broker.note_final),
-                    Folder(retry_failed=retry_failed), workers=Workers(backend_factory=backend, files_here=False))
+        spec = plan(options, Report(progress, config.verbose, config.quiet, on_result=broker.note_final),
+                    Folder(retry_failed=config.retry_failed), workers=Workers(backend_factory=backend, files_here=False))
         summary = run_to_end(spec, items)
         # The engine has shut the backend down, which ended the run for the broker; the journal is closed.
         completed = True

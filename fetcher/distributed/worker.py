@@ -23,12 +23,13 @@ from secrets import token_hex
 from fetcher.backoff import Backoff
 from fetcher.backends.base import Backend, BackendFactory
 from fetcher.distributed import cookies
-from fetcher.distributed.broker import BrokerSpec, worker_sessions
+from fetcher.distributed.broker import BrokerSpec
+from fetcher.distributed.brokers import worker_sessions
 from fetcher.distributed.client import FIRST, RESTARTED, ServerConnection
 from fetcher.distributed.events import EventSink, Kind, Outcome, WorkerEvent, ignore
 from fetcher.distributed.outbox import BATCH, Outbox
 from fetcher.distributed.protocol import Finished, Grant, LeaseId, RunRules, Wait, WorkerInfo
-from fetcher.distributed.rpc import LinkError
+from fetcher.errors import LinkError
 from fetcher.errors import ConfigError
 from fetcher.models import FetchTask as Task
 from fetcher.models import Result

@@ -25,7 +25,8 @@ from fetcher.errors import ConfigError
 from fetcher.options import dataset
 from fetcher.options.parts import (DatasetOptions, OutputOptions, PolitenessOptions, RuleOptions, SourceOptions,
                                    TransportOptions)
-from fetcher.options.table import BY_DEST, CLIENTS, KEYWORDS, MAX_PROCESSES, TABLE
+from fetcher.options.checks import CLIENTS, MAX_PROCESSES
+from fetcher.options.table import BY_DEST, KEYWORDS, TABLE
 from fetcher.options.values import parse_header, parse_size, parse_timeout
 
 __all__ = ["CLIENTS", "CURL_INSTALL_HINT", "MAX_PROCESSES", "MEMORY_CAP", "Options", "parse_header", "parse_size",

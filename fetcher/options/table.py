@@ -5,31 +5,21 @@ From this table are derived: the flags and ``--help`` of ``fetcher``, ``fetcher 
 ``fetcher work`` (cli/flags.py), the keyword arguments of ``fetch()``/``Fetcher()`` and their
 check (``Options.create``), each value's validation, and the form sent to workers
 (``Options.worker_form``). Adding an option is one ``Spec`` here, a field in its part
-(parts.py), and the code that uses it. Checks that involve two options, or the machine, are in
-checks.py.
-
-Over 300 lines on purpose: one entry per option, in ``--help``'s order, each with its help text.
+(parts.py), and the code that uses it. A value's check is named from checks.py; those that
+involve two options are in ``Options.check`` (and dataset.py), those of the machine in ``prepare_run``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fetcher.errors import ConfigError
+from fetcher.options import checks
+from fetcher.options.checks import DURABILITY, INPUT_FORMATS, ON_EXISTS, Check
 from fetcher.options.network import parse_proxy, parse_servers, read_proxy
 from fetcher.options.values import (expand_headers, non_negative_int, parse_accept, parse_headers, parse_timeout,
                                     positive_int, sizes)
-
-MAX_POOL = 10_000
-MAX_PROCESSES = 256  # worker processes of the process backend; the pool itself may be far larger
-INPUT_FORMATS = ("auto", "txt", "csv", "tsv", "jsonl", "parquet")
-ON_EXISTS = ("skip", "overwrite", "rename")
-DURABILITY = ("batch", "full", "none")  # durability.LEVELS, without importing it here
-CLIENTS = ("requests", "curl")  # --client: the HTTP transports (transports/)
-HTTP_VERSIONS = ("", "1.1", "2")
 
 LOCAL, SERVE, WORK = "fetcher", "serve", "work"  # the commands whose flags come from here
 BOTH = (LOCAL, SERVE)
@@ -40,8 +30,6 @@ RETRY, POLITE, VALIDATION = "retries and deadlines", "politeness", "validation"
 INPUT_NAMING = "input and naming"
 NETWORK = "network (docs/network.md)"
 DATASETS = "image datasets (pip install 'fetcher-dl[datasets]')"
-
-Check = Callable[[str, Any], None]
 
 
 @dataclass(frozen=True)
@@ -75,100 +63,6 @@ class Spec:
     spread: Callable[[Any], dict[str, Any]] | None = None  # for part "": the options it sets
 
 
-def _dashed(name: str) -> str:
-    return name.replace("_", "-")
-
-
-def at_least_zero(name: str, value: Any) -> None:
-    if value < 0:
-        raise ConfigError(f"{_dashed(name)} must be 0 or more, not {value!r}")
-
-
-def one_of(choices: tuple[str, ...], label: str) -> Check:
-    def check(name: str, value: Any) -> None:
-        if value not in choices:
-            raise ConfigError(f"{label} must be one of {', '.join(choices)}, not {value!r}")
-    return check
-
-
-def _pool(name: str, value: Any) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ConfigError(f"pool must be a whole number of at least 1, not {value!r}")
-    if value > MAX_POOL:
-        raise ConfigError(f"pool of {value} is more than the {MAX_POOL} this machine can hold")
-
-
-def _processes(name: str, value: Any) -> None:
-    if not isinstance(value, int) or value < 0:
-        raise ConfigError(f"processes must be a whole number, 0 for one per CPU, not {value!r}")
-    if value > MAX_PROCESSES:
-        raise ConfigError(f"processes of {value} is more than the {MAX_PROCESSES} worker processes "
-                          f"fetcher starts (each costs ~25 MiB; a larger --pool needs no more of them)")
-
-
-def _plain_non_negative(name: str, value: Any) -> None:
-    if value < 0:
-        raise ConfigError(f"{name} must be 0 or more, not {value!r}")
-
-
-def _timeout(name: str, value: Any) -> None:
-    if value <= 0:
-        raise ConfigError("timeouts must be greater than 0 seconds")
-
-
-def _backoff(name: str, value: Any) -> None:
-    if value < 0:
-        raise ConfigError("backoff must be 0 seconds or more")
-
-
-def _min_speed_time(name: str, value: Any) -> None:
-    if value <= 0:
-        raise ConfigError("min-speed-time must be greater than 0 seconds")
-
-
-def _chunk_size(name: str, value: Any) -> None:
-    if value < 1:
-        raise ConfigError("chunk_size must be at least 1 byte")
-
-
-def _cookies(name: str, value: Any) -> None:
-    if value is not None and not os.path.isfile(value):
-        raise ConfigError(f"cookies file {value!r} does not exist")
-
-
-def _client(name: str, value: Any) -> None:
-    if value not in CLIENTS + ("auto",):
-        raise ConfigError(f"client must be one of {', '.join(CLIENTS)}, not {value!r}")
-
-
-def _http_version(name: str, value: Any) -> None:
-    if value not in HTTP_VERSIONS:
-        raise ConfigError(f"--http-version must be 1.1 or 2, not {value!r}")
-
-
-def _naming(name: str, value: Any) -> None:
-    # naming.py is pure (it imports only errors and filenames), so this import stays cheap.
-    from fetcher.files.naming import parse_naming
-
-    parse_naming(value)
-
-
-def _encode_quality(name: str, value: Any) -> None:
-    if not 1 <= value <= 100:
-        raise ConfigError(f"encode-quality must be 1 to 100, not {value!r}")
-
-
-def _shard_size(name: str, value: Any) -> None:
-    if value < 1:
-        raise ConfigError(f"shard-size must be at least 1, not {value!r}")
-
-
-def _aspect_ratio(name: str, value: Any) -> None:
-    at_least_zero(name, value)
-    if value and value < 1:
-        raise ConfigError(f"max-aspect-ratio is longer side / shorter side: at least 1, not {value!r}")
-
-
 def _timeouts(value: Any) -> dict[str, Any]:
     connect, read = parse_timeout(value)
     return {"connect_timeout": connect, "read_timeout": read}
@@ -186,31 +80,6 @@ def _dataset(dest: str, initial: Any, text: str, check: Check | None = None, tra
                 flag=Flag(names, text, commands=(LOCAL,), section=DATASET, group=DATASETS, default=initial, **flag))
 
 
-def _resize_mode(name: str, value: Any) -> None:
-    from fetcher.options.dataset import RESIZE_MODES
-
-    one_of(RESIZE_MODES, "resize-mode")(name, value)
-
-
-def _encode_format(name: str, value: Any) -> None:
-    from fetcher.options.dataset import ENCODE_FORMATS
-
-    if value:
-        one_of(tuple(ENCODE_FORMATS), "encode-format")(name, value)
-
-
-def _output_format(name: str, value: Any) -> None:
-    from fetcher.options.dataset import OUTPUT_FORMATS
-
-    one_of(OUTPUT_FORMATS, "output-format")(name, value)
-
-
-def _manifest_format(name: str, value: Any) -> None:
-    from fetcher.options.dataset import MANIFEST_FORMATS
-
-    one_of(MANIFEST_FORMATS, "manifest-format")(name, value)
-
-
 DATASET_SPECS = (
     _dataset("url_column", "url", "the column of a CSV, TSV, JSONL or parquet input that holds the URL, in any "
              "case (default: url)", travels=False, part="source", metavar="NAME"),
@@ -219,28 +88,29 @@ DATASET_SPECS = (
     _dataset("verify_image", False, "decode every image with Pillow; a truncated or corrupt one fails "
              "(kind bad-image)", action="store_true"),
     _dataset("min_image_size", 0, "fail an image whose smaller side is under PX pixels (kind image-too-small)",
-             check=at_least_zero, type=non_negative_int, metavar="PX"),
+             check=checks.at_least_zero, type=non_negative_int, metavar="PX"),
     _dataset("max_image_area", 0, "fail an image of more than PX pixels, width x height (kind image-too-large)",
-             check=at_least_zero, type=non_negative_int, metavar="PX"),
+             check=checks.at_least_zero, type=non_negative_int, metavar="PX"),
     _dataset("max_aspect_ratio", 0.0, "fail an image whose longer side is over R times its shorter "
-             "(kind bad-aspect-ratio)", check=_aspect_ratio, type=float, metavar="R"),
-    _dataset("resize", 0, "resize every image as --resize-mode says, and store it re-encoded", check=at_least_zero,
+             "(kind bad-aspect-ratio)", check=checks.aspect_ratio, type=float, metavar="R"),
+    _dataset("resize", 0, "resize every image as --resize-mode says, and store it re-encoded",
+             check=checks.at_least_zero,
              type=non_negative_int, metavar="PX"),
     _dataset("resize_mode", "keep_ratio", "keep_ratio: the smaller side becomes PX (default); center_crop: then "
              "the middle PX x PX; border: the larger side becomes PX, padded to a black square",
-             check=_resize_mode, metavar="MODE"),
+             check=checks.resize_mode, metavar="MODE"),
     _dataset("encode_format", "", "jpg, png or webp: the stored images' format (default: jpg when resizing, "
-             "else as downloaded)", check=_encode_format, metavar="FMT"),
-    _dataset("encode_quality", 95, "JPEG and WebP quality, 1-100 (default: 95)", check=_encode_quality,
+             "else as downloaded)", check=checks.encode_format, metavar="FMT"),
+    _dataset("encode_quality", 95, "JPEG and WebP quality, 1-100 (default: 95)", check=checks.encode_quality,
              type=positive_int, metavar="Q"),
     _dataset("ignore_opt_out", False, "fetch files whose server says X-Robots-Tag: noai or noimageai (refused "
              "by default, kind opted-out)", action="store_true"),
     _dataset("output_format", "files", "files (default) or webdataset: OUT/00000.tar, ... with KEY.EXT and "
-             "KEY.json per sample", check=_output_format, travels=False, metavar="FMT"),
-    _dataset("shard_size", 10_000, "samples per webdataset shard (default: 10000)", check=_shard_size,
+             "KEY.json per sample", check=checks.output_format, travels=False, metavar="FMT"),
+    _dataset("shard_size", 10_000, "samples per webdataset shard (default: 10000)", check=checks.shard_size,
              travels=False, type=positive_int, metavar="N"),
     _dataset("manifest_format", "jsonl", "jsonl (default) or parquet (OUT/manifest.parquet, written at the end)",
-             check=_manifest_format, travels=False, part="output", metavar="FMT"),
+             check=checks.manifest_format, travels=False, part="output", metavar="FMT"),
 )
 
 
@@ -252,11 +122,11 @@ TABLE: tuple[Spec, ...] = (
         "machine has", commands=(LOCAL, WORK), section=RUN, metavar="NAME", default="auto",
         per_command={WORK: _default_help("how downloads run here: {backends}, or auto: the fastest "
                                                   "for the server's --client (default: thread)", "thread")})),
-    Spec("pool", "transport", 8, check=_pool, travels=False, flag=Flag(
+    Spec("pool", "transport", 8, check=checks.pool, travels=False, flag=Flag(
         ("--pool",), "number of concurrent downloads (default: 8)", commands=(LOCAL, WORK), section=RUN,
         metavar="N", type=positive_int, default=8,
         per_command={WORK: _default_help("concurrent downloads on this worker (default: 8)", 8)})),
-    Spec("processes", "transport", 0, check=_processes, travels=False, flag=Flag(
+    Spec("processes", "transport", 0, check=checks.processes, travels=False, flag=Flag(
         ("--processes",), "--backend process: worker processes the pool is spread over "
         "(default: one per CPU, at most the pool)", commands=(LOCAL,), section=RUN, metavar="N",
         type=positive_int, default=0)),
@@ -274,34 +144,34 @@ TABLE: tuple[Spec, ...] = (
     Spec("timeout", "", None, spread=_timeouts, flag=Flag(
         ("--timeout",), "connect and read timeout in seconds: one number for both, or CONNECT,READ "
         "(default: 10,30)", group=RETRY, metavar="S", default="10,30")),
-    Spec("connect_timeout", "rules", 10.0, check=_timeout),
-    Spec("read_timeout", "rules", 30.0, check=_timeout),
-    Spec("retries", "rules", 3, check=_plain_non_negative, flag=Flag(
+    Spec("connect_timeout", "rules", 10.0, check=checks.timeout),
+    Spec("read_timeout", "rules", 30.0, check=checks.timeout),
+    Spec("retries", "rules", 3, check=checks.plain_non_negative, flag=Flag(
         ("--retries",), "retries after a connection error, timeout, truncated body, 408, 425, 429 or 5xx "
         "(default: 3)", group=RETRY, type=non_negative_int, default=3, metavar="N")),
-    Spec("backoff", "rules", 0.5, check=_backoff, flag=Flag(
+    Spec("backoff", "rules", 0.5, check=checks.backoff, flag=Flag(
         ("--backoff",), "first retry delay, doubled on each retry, with jitter (default: 0.5)", group=RETRY,
         type=float, default=0.5, metavar="S")),
-    Spec("backoff_cap", "rules", 30.0, check=_backoff, flag=Flag(
+    Spec("backoff_cap", "rules", 30.0, check=checks.backoff, flag=Flag(
         ("--backoff-cap",), "longest backoff between two retries (default: 30)", group=RETRY, type=float,
         default=30.0, metavar="S")),
-    Spec("max_retry_after", "rules", 300.0, check=at_least_zero, flag=Flag(
+    Spec("max_retry_after", "rules", 300.0, check=checks.at_least_zero, flag=Flag(
         ("--max-retry-after",), "longest Retry-After honoured; a host is paused that long at most "
         "(default: 300)", group=RETRY, type=float, default=300.0, metavar="S")),
-    Spec("max_time", "rules", 0.0, check=at_least_zero, flag=Flag(
+    Spec("max_time", "rules", 0.0, check=checks.at_least_zero, flag=Flag(
         ("--max-time",), "deadline for one whole download, connect included (default: none)", group=RETRY,
         type=float, default=0.0, metavar="S")),
-    Spec("min_speed", "rules", 0, parse=sizes("min_speed"), check=at_least_zero, flag=Flag(
+    Spec("min_speed", "rules", 0, parse=sizes("min_speed"), check=checks.at_least_zero, flag=Flag(
         ("--min-speed",), "cut a download slower than BYTES/s over --min-speed-time (e.g. 1K; default: off)",
         group=RETRY, default="0", metavar="BYTES")),
-    Spec("min_speed_time", "rules", 10.0, check=_min_speed_time, flag=Flag(
+    Spec("min_speed_time", "rules", 10.0, check=checks.min_speed_time, flag=Flag(
         ("--min-speed-time",), "window for --min-speed (default: 10)", group=RETRY, type=float, default=10.0,
         metavar="S")),
     # -- politeness and the request's shape --
-    Spec("per_host", "politeness", 8, check=at_least_zero, flag=Flag(
+    Spec("per_host", "politeness", 8, check=checks.at_least_zero, flag=Flag(
         ("--per-host",), "most concurrent requests to one host, across all workers; 0: no cap (default: 8)",
         group=POLITE, type=non_negative_int, default=8, metavar="N")),
-    Spec("delay", "politeness", 0.0, check=at_least_zero, flag=Flag(
+    Spec("delay", "politeness", 0.0, check=checks.at_least_zero, flag=Flag(
         ("--delay",), "least seconds between two requests to one host (default: 0)", group=POLITE, type=float,
         default=0.0, metavar="S")),
     Spec("robots", "politeness", False, travels=False, flag=Flag(
@@ -315,7 +185,7 @@ TABLE: tuple[Spec, ...] = (
         ("--header",), "extra request header; repeat for more. @FILE reads headers from FILE, one per "
         "line, so a token stays off the command line (which ps shows)", group=POLITE, action="append",
         default=[], metavar="'NAME: VALUE' | @FILE", from_text=expand_headers)),
-    Spec("cookies", "politeness", None, check=_cookies, flag=Flag(
+    Spec("cookies", "politeness", None, check=checks.cookies, flag=Flag(
         ("--cookies",), "Netscape/Mozilla cookies.txt file to send cookies from", group=POLITE, metavar="FILE")),
     Spec("insecure", "politeness", False, flag=Flag(
         ("--insecure",), "do not verify TLS certificates (dangerous; off by default)", group=POLITE,
@@ -326,7 +196,7 @@ TABLE: tuple[Spec, ...] = (
         "proxy resolves names), optionally USER:PASSWORD@HOST:PORT; @FILE reads the URL from FILE, so a "
         "password stays off the command line. Default: http_proxy, https_proxy, all_proxy and no_proxy, as "
         "curl reads them", group=NETWORK, default="", metavar="URL | @FILE", from_text=read_proxy)),
-    Spec("limit_rate", "transport", 0, parse=sizes("limit_rate"), check=at_least_zero, flag=Flag(
+    Spec("limit_rate", "transport", 0, parse=sizes("limit_rate"), check=checks.at_least_zero, flag=Flag(
         ("--limit-rate",), "cap the run's download bandwidth, all its processes together, in bytes per second: "
         "e.g. 500K, 10M, 1G (powers of 1024); each fetcher work caps itself (default: no cap)", group=NETWORK,
         default="0", metavar="RATE")),
@@ -339,49 +209,50 @@ TABLE: tuple[Spec, ...] = (
         "(which resolves hosts ahead, once, and fails an unresolvable host's URLs at once, kind dns); off anyway "
         "behind a proxy", group=NETWORK, action="store_false", default=True)),
     # -- validation --
-    Spec("max_size", "rules", 0, parse=sizes("max_size"), check=at_least_zero, flag=Flag(
+    Spec("max_size", "rules", 0, parse=sizes("max_size"), check=checks.at_least_zero, flag=Flag(
         ("--max-size",), "largest body accepted, e.g. 10M or 1G, counted after decompression (default: none)",
         group=VALIDATION, default="0", metavar="SIZE")),
-    Spec("min_size", "rules", 0, parse=sizes("min_size"), check=at_least_zero, flag=Flag(
+    Spec("min_size", "rules", 0, parse=sizes("min_size"), check=checks.at_least_zero, flag=Flag(
         ("--min-size",), "smallest body accepted (default: 0)", group=VALIDATION, default="0", metavar="SIZE")),
     Spec("accept", "rules", (), parse=parse_accept, flag=Flag(
         ("--accept",), "accepted Content-Types, e.g. 'image/*,application/pdf'; images and PDFs must "
         "also start with the right magic bytes (default: anything)", group=VALIDATION, default="",
         metavar="TYPES")),
-    Spec("max_redirects", "rules", 10, check=at_least_zero, flag=Flag(
+    Spec("max_redirects", "rules", 10, check=checks.at_least_zero, flag=Flag(
         ("--max-redirects",), "redirects followed per URL (default: 10)", group=VALIDATION,
         type=non_negative_int, default=10, metavar="N")),
     # -- the flush order, the client --
-    Spec("durability", "output", "batch", check=one_of(DURABILITY, "durability"), flag=Flag(
+    Spec("durability", "output", "batch", check=checks.one_of(DURABILITY, "durability"), flag=Flag(
         ("--durability",), "what survives a power loss: batch (default: files flushed to the disk in "
         "batches before their names and journal rows), full (each file flushed on its "
         "own before its rename), none (no flush: a rerun re-checks files after a reboot)", default="batch",
         metavar="LEVEL")),
-    Spec("client", "transport", "requests", check=_client, flag=Flag(
+    Spec("client", "transport", "requests", check=checks.client, flag=Flag(
         ("--client",), "HTTP transport: requests, or curl: libcurl through pycurl, much less CPU per "
         "request; or auto: curl where pycurl imports, else requests (default: auto for "
         "a local run, requests for serve's workers)", default="requests", metavar="NAME",
         # A local run picks the fastest pair this machine has unless told (benchmarks/run.py and wan.py:
         # multi + curl beat thread + requests on every dataset); serve's workers keep requests.
         per_command={LOCAL: {"default": "auto"}})),
-    Spec("http_version", "transport", "", check=_http_version, flag=Flag(
+    Spec("http_version", "transport", "", check=checks.http_version, flag=Flag(
         ("--http-version",), "1.1, or 2 (--client curl only: HTTP/2 where the server's TLS offers it, "
         "one connection per host carrying many requests; curl's default)", default="", metavar="V")),
-    Spec("in_flight", "transport", 0, check=_plain_non_negative, travels=False),
-    Spec("chunk_size", "transport", 256 * 1024, check=_chunk_size),
+    Spec("in_flight", "transport", 0, check=checks.plain_non_negative, travels=False),
+    Spec("chunk_size", "transport", 256 * 1024, check=checks.chunk_size),
     Spec("in_memory", "output", False),
     # -- input and naming --
-    Spec("input_format", "source", "auto", check=one_of(INPUT_FORMATS, "input format"), travels=False, flag=Flag(
+    Spec("input_format", "source", "auto", check=checks.one_of(INPUT_FORMATS, "input format"), travels=False,
+         flag=Flag(
         ("--input-format",), "auto, txt, csv, tsv, jsonl or parquet (default: auto, from the extension: "
         ".txt .csv .tsv .jsonl .ndjson, each optionally .gz, .parquet; stdin is txt)", section=NAMING,
         group=INPUT_NAMING, default="auto", metavar="FORMAT")),
-    Spec("naming", "output", "url", check=_naming, flag=Flag(
+    Spec("naming", "output", "url", check=checks.naming, flag=Flag(
         ("--naming",), "url (HOST/STEM-HASH.EXT, default), hash (SHA1.EXT), content-disposition "
         "(the server's name, made safe, plus the hash), or a template with "
         "{host} {path} {name} {index} {sha1} {hash} {ext} that contains "
         "{hash} or {sha1}, e.g. '{host}/{path}-{hash}.{ext}'", section=NAMING, group=INPUT_NAMING,
         default="url", metavar="SCHEME")),
-    Spec("on_exists", "output", "skip", check=one_of(ON_EXISTS, "on-exists"), flag=Flag(
+    Spec("on_exists", "output", "skip", check=checks.one_of(ON_EXISTS, "on-exists"), flag=Flag(
         ("--on-exists",), "when a file is already under its name: skip (default; no request "
         "when the name is known beforehand), overwrite, or rename (NAME (1).EXT)", section=NAMING,
         group=INPUT_NAMING, default="skip", metavar="ACTION")),

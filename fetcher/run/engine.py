@@ -7,6 +7,7 @@ list of millions of URLs is read as the downloads go, never all at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass
 
 from fetcher.backends import backend_class
 from fetcher.backends.base import Backend, BackendFactory, SessionFactory
@@ -62,8 +63,8 @@ def results(items: Iterator[Item], options: Options,
         flusher = Flusher(options)
     try:
         with backend:
-            yield from _drive(scheduler, backend, in_flight, options.transport.window, wait_for_more, cancel,
-                              flusher, storage_stops, tick)
+            caller = _Caller(wait_for_more, cancel, storage_stops, tick)
+            yield from _drive(scheduler, backend, in_flight, options.transport.window, flusher, caller)
     except GeneratorExit:  # the consumer stopped: nobody to hand the held files to
         backend.abandon(in_flight.values())
         flusher.abandon()
@@ -81,9 +82,19 @@ def results(items: Iterator[Item], options: Options,
         scheduler.close()
 
 
-def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTask], window: int,
-           wait_for_more: Callable[[float], bool] | None, cancel: CancelFlag | None, flusher: Flusher,
-           storage_stops: bool = True, tick: Callable[[], None] | None = None) -> Iterator[Result]:
+@dataclass(frozen=True)
+class _Caller:
+    """What the caller of ``results`` hands the loop: see its docstring."""
+
+    wait_for_more: Callable[[float], bool] | None
+    cancel: CancelFlag | None
+    storage_stops: bool
+    tick: Callable[[], None] | None
+
+
+def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTask], window: int, flusher: Flusher,
+           caller: _Caller) -> Iterator[Result]:
+    wait_for_more, cancel, storage_stops, tick = caller.wait_for_more, caller.cancel, caller.storage_stops, caller.tick
     while True:
         if cancel is not None and cancel.is_set():
             raise Interrupted("cancelled")

@@ -60,11 +60,27 @@ def admit_all(items: Iterable[Item], journal: Journal, out: str, retry_failed: b
     may_have_unrecorded_files = local_files and journal.interrupted_before()
     suspect = (durability.suspect_runs(journal.run_history(), journal.run, durability.boot_id())
                if local_files else set())
+    tally = counts
+
+    def admit(batch: list[FetchTask | Result]) -> Iterator[FetchTask | Result]:
+        verdicts = journal.admit_many([(i.url, i.name if isinstance(i, FetchTask) else None) for i in batch], repeat)
+        for item, verdict in zip(batch, verdicts, strict=True):
+            if verdict is False:
+                tally["duplicates"] += 1
+            elif isinstance(item, Result):
+                yield item
+            elif verdict is True:
+                # New to the journal, yet maybe on disk: a run killed between a
+                # rename and the journal's next commit. The file is whole by construction.
+                yield (_recover(item, out, suspect) if may_have_unrecorded_files else None) or item
+            else:
+                yield _decide(item, verdict, out, retry_failed, local_files, suspect)
+
     iterator = iter(items)
     while True:
         batch, starved, ended = _next_batch(iterator)
-        yield from _admit_batch(batch, journal, out, retry_failed, counts, may_have_unrecorded_files, repeat,
-                                local_files, suspect)
+        if batch:
+            yield from admit(batch)
         if ended:
             return
         # A None read before this batch's items were handed out may be stale by now (results
@@ -84,24 +100,6 @@ def _next_batch(iterator: Iterator[Item]) -> tuple[list[FetchTask | Result], boo
         if len(batch) >= ADMIT_BATCH:
             return batch, False, False
     return batch, False, True
-
-
-def _admit_batch(batch: list[FetchTask | Result], journal: Journal, out: str, retry_failed: bool,
-                 counts: dict[str, int], may_have_unrecorded_files: bool, repeat: bool,
-                 local_files: bool, suspect: set[int]) -> Iterator[FetchTask | Result]:
-    if batch:
-        verdicts = journal.admit_many([(i.url, i.name if isinstance(i, FetchTask) else None) for i in batch], repeat)
-        for item, verdict in zip(batch, verdicts, strict=True):
-            if verdict is False:
-                counts["duplicates"] += 1
-            elif isinstance(item, Result):
-                yield item
-            elif verdict is True:
-                # New to the journal, yet maybe on disk: a run killed between a
-                # rename and the journal's next commit. The file is whole by construction.
-                yield (_recover(item, out, suspect) if may_have_unrecorded_files else None) or item
-            else:
-                yield _decide(item, verdict, out, retry_failed, local_files, suspect)
 
 
 def _decide(task: FetchTask, entry: Entry, out: str, retry_failed: bool, local_files: bool = True,

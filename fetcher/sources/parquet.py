@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fetcher.errors import ConfigError
-from fetcher.sources.readers import Row
+from fetcher.sources.rows import Row
 
 BATCH_ROWS = 1024
 INSTALL_HINT = "pip install 'fetcher-dl[datasets]' (pyarrow and Pillow; '.[datasets]' in a checkout)"

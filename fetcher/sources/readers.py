@@ -33,11 +33,13 @@ import sys
 import zlib
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import IO, Any
 
 from fetcher.errors import ConfigError
 from fetcher.sources.lines import LineTooLong, TextLines, numbered_lines, refuse_binary
+from fetcher.sources.rows import Row
+
+__all__ = ["Row", "detect_format", "read_rows", "renamed_url", "text_rows"]
 
 FORMAT_BY_SUFFIX = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                     ".parquet": "parquet"}
@@ -47,28 +49,6 @@ MAX_RAW = 300  # characters of an unreadable row kept for the manifest
 # Longest line read whole: a text list holds one URL a line (at most 8,192 characters, sources.py);
 # a CSV/JSONL row also carries its other columns.
 LINE_LIMIT = {"txt": 64 * 1024, "csv": 1 << 20, "tsv": 1 << 20, "jsonl": 1 << 20}
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One record of an input file.
-
-    Attributes:
-        line: 1-based line number (for a CSV record spanning lines, its last line).
-        fields: column or key → value as read (strings for txt/CSV, any JSON value for JSONL).
-        error: why the row cannot be used, or None.
-        raw: the row's text, shown in the manifest when it has no usable url.
-        length: for a line too long to be read, its whole length in bytes (``raw`` holds its start).
-        url_line: whether the line was meant as a URL (a plain list's), so that a line no URL can
-            be fails as ``invalid-url``; a CSV/TSV/JSONL row that cannot be read is ``invalid-input``.
-    """
-
-    line: int
-    fields: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    raw: str = ""
-    length: int = 0
-    url_line: bool = False
 
 
 def detect_format(path: str, requested: str = "auto") -> str:

@@ -23,7 +23,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from fetcher.download.checksum import ALGORITHMS, parse_checksum
 from fetcher.files.filenames import clean_user_path
-from fetcher.sources.readers import Row
+from fetcher.sources.rows import Row
 from fetcher.models import ErrorKind, Result, FetchTask, failed, input_extra
 from fetcher.files.naming import initial_name
 from fetcher.redact import cut

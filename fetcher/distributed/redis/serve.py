@@ -1,7 +1,7 @@
 """``serve``'s side of the Redis broker: the engine's tasks into a stream, workers' results out of another.
 
 Everything runs in the engine's thread, inside ``collect``: add what was
-offered (redis_streams.py), read results (a short blocking XREAD), and every
+offered (streams.py), read results (a short blocking XREAD), and every
 ``TICK_S`` refresh who is alive, reclaim expired leases (XAUTOCLAIM: each
 goes back as a new entry), check that the run's keys are still there, and
 publish the counters. When Redis is unreachable, ``collect`` returns nothing
@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from fetcher import __version__
 from fetcher.backoff import Backoff
-from fetcher.distributed import wire
+from fetcher.distributed.redis import wire
 from fetcher.distributed.broker import RedisSpec
 from fetcher.distributed.protocol import PROTOCOL, RunRules
-from fetcher.distributed.redis_common import GROUP, MESSAGE, redis_errors
-from fetcher.distributed.redis_streams import RunStreams, log
+from fetcher.distributed.redis.common import GROUP, MESSAGE, redis_errors
+from fetcher.distributed.redis.streams import RunStreams, log
 from fetcher.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -36,12 +36,14 @@ READ_BLOCK_MS = 100
 RECONNECT = Backoff(first=0.1, cap=5.0, max_doublings=10)
 
 
-class RedisServe(RunStreams):
-    """The ServeBroker of ``--broker redis://``; see the module doc and redis_common.py for the keys."""
+class RedisServe:
+    """The ServeBroker of ``--broker redis://``, over one RunStreams; see the module doc and common.py
+    for the keys."""
 
     def __init__(self, spec: RedisSpec, rules: RunRules, run_id: str, epoch: int, lease_timeout: float,
                  total: int | None) -> None:
-        super().__init__(spec, lease_timeout)
+        self._streams = RunStreams(spec, lease_timeout)
+        self._spec, self.lease_timeout = spec, lease_timeout
         self.rules, self.run_id, self.epoch, self.total = rules, run_id, epoch, total
         self.heartbeat_s = min(lease_timeout / 4, 2.0)
         self._state = "running"
@@ -61,37 +63,35 @@ class RedisServe(RunStreams):
         try:
             self._open()
         except redis_errors() + _auth_errors() as exc:
-            raise ConfigError(f"cannot use Redis at {self._where}: {exc}") from None
-        return self._where
+            raise ConfigError(f"cannot use Redis at {self._streams.where}: {exc}") from None
+        return self._streams.where
 
     def _open(self) -> None:
         import redis
 
-        other = self._redis.hget(self._keys.run, "run_id")
+        other = self._streams.redis.hget(self._streams.keys.run, "run_id")
         if other is not None and other != self.run_id:  # the same run (a restart) may take its keys back
-            raise ConfigError(f"queue {self._spec.queue!r} at {self._where} belongs to run {other}, from another "
-                              "output folder: use another --queue (or, if that run is gone for good, delete its "
-                              f"keys: fetcher:{self._spec.queue}:*)")
+            raise ConfigError(f"queue {self._spec.queue!r} at {self._streams.where} belongs to run {other}, from "
+                              "another output folder: use another --queue (or, if that run is gone for good, "
+                              f"delete its keys: fetcher:{self._spec.queue}:*)")
         try:
-            self._redis.xgroup_create(self._keys.tasks, GROUP, id="0", mkstream=True)
+            self._streams.redis.xgroup_create(self._streams.keys.tasks, GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        for entry, fields in self._entries(self._keys.tasks):
+        for entry, fields in self._streams.entries(self._streams.keys.tasks):
             try:
                 kind, message = wire.load(fields.get(MESSAGE))
-                self._book.adoptable[wire.task_of(message).url] = entry
+                self._streams.book.adoptable[wire.task_of(message).url] = entry
             except wire.WireError as exc:
-                self._drop(self._keys.tasks, entry, exc)
+                self._streams.drop(self._streams.keys.tasks, entry, exc)
         for _ in range(1000):  # results an earlier serve left: kept, to finish their URLs when offered
-            before = self._cursor
-            self._read(None)
-            if self._cursor == before:
+            if not self._streams.read(None):
                 break
         self._publish_run()
 
     def _publish_run(self) -> None:
-        self._redis.hset(self._keys.run, mapping={
+        self._streams.redis.hset(self._streams.keys.run, mapping={
             "protocol": PROTOCOL, "version": __version__, "run_id": self.run_id, "epoch": self.epoch,
             "state": self._state, "options": wire.dump_rules(self.rules),
             "lease_timeout": self.lease_timeout, "heartbeat_s": self.heartbeat_s})
@@ -99,51 +99,49 @@ class RedisServe(RunStreams):
     # -- the engine's calls ------------------------------------------------------------------
 
     def offer(self, task: Task) -> None:
-        kept = self._book.offer(task)
+        kept = self._streams.book.offer(task)
         if kept is not None:
-            self._finished.append(replace(kept, index=task.index))
+            self._streams.finished.append(replace(kept, index=task.index))
 
     def collect(self, timeout: float | None) -> list[Result]:
         now = time.monotonic()
         if now < self._retry_at:
             time.sleep(max(0.0, min(self._retry_at - now, timeout if timeout is not None else 1.0)))
-            return self._take()
+            return self._streams.take()
         try:
-            self._place()
+            self._streams.place()
             if now >= self._next_tick:
                 self._tick(now)
-            if self._finished or timeout == 0:
+            if self._streams.finished or timeout == 0:
                 block = None  # redis-py reads block=0 as "forever"; None does not block
             else:
                 block = READ_BLOCK_MS if timeout is None else max(1, min(READ_BLOCK_MS, int(timeout * 1000)))
-            self._read(block)
-            self._flush_trash()
+            self._streams.read(block)
+            self._streams.flush_trash()
             if self._down_since is not None:
-                self._events.append(f"Redis at {self._where} is back after {now - self._down_since:.0f} s")
+                self._streams.events.append(f"Redis at {self._streams.where} is back after "
+                                            f"{now - self._down_since:.0f} s")
                 self._down_since = None
         except redis_errors() as exc:
             self._lost(exc, now)
-        return self._take()
-
-    def _take(self) -> list[Result]:
-        results, self._finished = self._finished, []
-        return results
+        return self._streams.take()
 
     def _lost(self, exc: BaseException, now: float) -> None:
         if self._down_since is None:
             self._down_since = now
-            self._events.append(f"lost Redis at {self._where} ({exc}); retrying, workers keep downloading")
+            self._streams.events.append(f"lost Redis at {self._streams.where} ({exc}); retrying, workers keep "
+                                        "downloading")
         self._retry_at = now + RECONNECT.delay(int(now - self._down_since))  # doubles each second it stays down
 
     def room(self) -> int:
         """Free slots of the live workers, less what is in flight (at least one task in flight, as the manager)."""
-        capacity = sum(int(w.get("capacity", 0)) for w in self._workers.values())
-        return max(capacity - len(self._book), 1 - len(self._book), 0)
+        capacity = sum(int(w.get("capacity", 0)) for w in self._streams.workers.values())
+        return max(capacity - len(self._streams.book), 1 - len(self._streams.book), 0)
 
     def finish(self, interrupted: bool) -> None:
         self._state = "stopped" if interrupted else "done"
         try:
-            self._redis.hset(self._keys.run, "state", self._state)
+            self._streams.redis.hset(self._streams.keys.run, "state", self._state)
         except redis_errors():
             pass  # everyone_told() tries again during the linger
 
@@ -153,55 +151,56 @@ class RedisServe(RunStreams):
 
     def everyone_told(self) -> bool:
         try:
-            self._redis.hset(self._keys.run, "state", self._state)
-            self._refresh_workers()
+            self._streams.redis.hset(self._streams.keys.run, "state", self._state)
+            self._streams.refresh_workers()
         except redis_errors():
             return True  # no Redis: nobody to tell, and no point waiting
-        return all(w.get("told") for w in self._workers.values())
+        return all(w.get("told") for w in self._streams.workers.values())
 
     def note_final(self, result: Result) -> None:
         self._final[result.status.value] += 1
-        self._book.final(result.url, time.monotonic())
+        self._streams.book.final(result.url, time.monotonic())
 
     def take_events(self) -> list[str]:
-        events, self._events = self._events, []
+        events, self._streams.events = self._streams.events, []
         return events
 
     def stats(self, gone_too: bool = False) -> dict[str, Any]:
-        leased = sum(int(w.get("held", 0)) for w in self._workers.values())
+        leased = sum(int(w.get("held", 0)) for w in self._streams.workers.values())
         now = time.time()
-        rows = [{**wire.worker_row(w, now), "gone": worker_id not in self._workers}
-                for worker_id, w in (self._ever if gone_too else self._workers).items()]
+        rows = [{**wire.worker_row(w, now), "gone": worker_id not in self._streams.workers}
+                for worker_id, w in (self._streams.ever if gone_too else self._streams.workers).items()]
         return {"run_id": self.run_id, "epoch": self.epoch, "state": self._state, "total": self.total,
-                "final": dict(self._final), "queued": max(0, len(self._book) - leased), "leased": leased,
-                "counts": dict(self._counts), "lease_timeout": self.lease_timeout, "workers": rows}
+                "final": dict(self._final), "queued": max(0, len(self._streams.book) - leased), "leased": leased,
+                "counts": dict(self._streams.counts), "lease_timeout": self.lease_timeout, "workers": rows}
 
     def stop(self, completed: bool) -> None:
         """Delete what the run no longer needs: after a completed run, all its keys (workers have been told)."""
         try:
             if completed:  # the journal is closed: it holds every result the engine had
-                self._trash.extend(self._book.all_read())
-                self._flush_trash()
+                self._streams.discard_read()
             if completed and self._state == "done":
-                self._redis.delete(self._keys.tasks, self._keys.results, self._keys.stats, self._keys.run)
+                keys = self._streams.keys
+                self._streams.redis.delete(keys.tasks, keys.results, keys.stats, keys.run)
         except redis_errors() as exc:
-            log.warning("fetcher serve: could not tidy up Redis at %s: %s", self._where, exc)
+            log.warning("fetcher serve: could not tidy up Redis at %s: %s", self._streams.where, exc)
         finally:
-            self._redis.close()
+            self._streams.redis.close()
 
     # -- inside collect ----------------------------------------------------------------------
 
     def _tick(self, now: float) -> None:
         self._next_tick = now + TICK_S
-        if not self._redis.exists(self._keys.run):
-            self._recover()
-        self._refresh_workers()
-        self._reap()
-        self._redis.set(self._keys.stats, json.dumps(self.stats()))
+        if not self._streams.redis.exists(self._streams.keys.run):
+            self._streams.recover()
+            self._publish_run()
+        self._streams.refresh_workers()
+        self._streams.reap()
+        self._streams.redis.set(self._streams.keys.stats, json.dumps(self.stats()))
 
 
 def _auth_errors() -> tuple[type[BaseException], ...]:
-    from fetcher.distributed.redis_common import auth_errors
+    from fetcher.distributed.redis.common import auth_errors
 
     return auth_errors()
 

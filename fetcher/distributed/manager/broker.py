@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fetcher.distributed.broker import ManagerSpec, WorkerSession
-from fetcher.distributed.coordinator import Coordinator
+from fetcher.distributed.manager.coordinator import Coordinator
 from fetcher.distributed.protocol import (EXPOSED, PROTOCOL, Finished, Grant, LeaseId, Refusal, RunRules, Wait,
                                           Welcome, WorkerInfo, format_address)
-from fetcher.distributed.rpc import Link, LinkError, RpcServer
+from fetcher.distributed.manager.rpc import Link, RpcServer
+from fetcher.errors import LinkError
 from fetcher.errors import ConfigError
 
 if TYPE_CHECKING:

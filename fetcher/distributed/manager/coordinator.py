@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fetcher import __version__
-from fetcher.distributed.leases import LeaseBook
+from fetcher.distributed.manager.leases import LeaseBook
 from fetcher.distributed.protocol import (PROTOCOL, Finished, Grant, Refusal, RunRules, Wait, Welcome,
                                           WorkerInfo)
 from fetcher.models import FetchTask as Task

@@ -31,21 +31,13 @@ from collections.abc import Callable, Iterator
 from multiprocessing import connection
 from typing import Any
 
-from fetcher.errors import ConfigError, FetcherError
+from fetcher.errors import AuthError, FetcherError, LinkError
 
 MAX_MESSAGE = 64 << 20  # a complete() batch of 1,000 results is a few hundred KiB
 GREETING = b"fetcher-rpc/2 "
 REFUSED = b"#refused"
 HANDSHAKE_TIMEOUT_S = 10.0
 IDLE_CLOSE_S = 600.0  # a connection silent this long (a vanished host) is closed by the server
-
-
-class LinkError(FetcherError):
-    """The server could not be reached, or a call did not complete in time; try again later."""
-
-
-class AuthError(ConfigError):
-    """The server rejected the authkey (or this side rejected the server's)."""
 
 
 def _digest(key: bytes, nonce: bytes, side: bytes) -> bytes:

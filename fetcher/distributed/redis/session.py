@@ -25,12 +25,12 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from fetcher.distributed import wire
+from fetcher.distributed.redis import wire
 from fetcher.distributed.broker import RedisSpec, WorkerSession
 from fetcher.distributed.protocol import PROTOCOL, Finished, Grant, LeaseId, Refusal, Wait, Welcome, WorkerInfo
-from fetcher.distributed.redis_common import (GROUP, MAX_BLOCK_MS, MESSAGE, Keys, auth_errors, connect, display,
+from fetcher.distributed.redis.common import (GROUP, MAX_BLOCK_MS, MESSAGE, Keys, auth_errors, connect, display,
                                               redis_errors)
-from fetcher.distributed.rpc import AuthError, LinkError
+from fetcher.errors import AuthError, LinkError
 
 if TYPE_CHECKING:
     from fetcher.models import FetchTask as Task
