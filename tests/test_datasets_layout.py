@@ -10,6 +10,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -160,3 +162,32 @@ def test_a_rerun_retries_only_the_failed_rows_into_new_shards(server, out, tmp_p
 
     assert main(args) == 1  # a third run: nothing new, no new shard
     assert len(read_folder(out, 4)) == len(rows)
+
+
+def doc_block(marker: str, page: str = "docs/img2dataset.md") -> str:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, page), encoding="utf-8") as handle:
+        return handle.read().split(f"<!-- {marker} -->\n```\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_translated_img2dataset_example_runs_as_written_and_reruns_only_the_failed_rows(server, tmp_path):
+    """docs/img2dataset.md's MSCOCO translation, on local URLs; then its rerun example."""
+    block = doc_block("img2dataset-example")
+    rerun = doc_block("img2dataset-rerun")
+    urls = [server.url(f"/img/coco{i}.jpg?w={60 + i}&h=40") for i in range(6)]
+    urls += [server.url(f"/flaky/back{i}.jpg?fail=1&code=404&format=jpg") for i in range(2)]
+    pq.write_table(pa.table({"URL": urls, "TEXT": [f"a photo {i}" for i in range(len(urls))]}),
+                   str(tmp_path / "mscoco.parquet"))
+    script = 'fetcher() { "$PY" -m fetcher "$@" -q; echo "exit $?"; }\n'
+    for code, expected in ((block, "exit 1"), (rerun, "exit 0")):
+        done = subprocess.run(["bash", "-c", script + code], capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path, env={**os.environ, "PY": sys.executable}, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0 and done.stdout.strip() == expected, done.stdout + done.stderr
+        rows = read_folder(str(tmp_path / "mscoco"), 10_000, caption=True)
+        if expected == "exit 1":
+            first = rows
+            assert Counter(r["status"] for r in rows) == {"success": 6, "failed_to_download": 2}
+    assert rows[:len(first)] == first and [r["key"] for r in rows[len(first):]] == ["000010000", "000010001"]
+    assert sorted(r["url"] for r in rows if r["status"] == "success") == sorted(urls)
+    assert {(r["width"], r["height"]) for r in rows if r["status"] == "success"} == {(256, 256)}
+    assert {r["caption"] for r in rows} == {f"a photo {i}" for i in range(len(urls))}

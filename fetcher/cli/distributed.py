@@ -22,7 +22,7 @@ from fetcher.cli.common import Parser, add_run_reporting, open_log, prepare_back
 from fetcher.cli.flags import add_flags, flag_values
 from fetcher.distributed.protocol import DEFAULT_PORT, parse_address
 from fetcher.errors import ConfigError, ExitStatus
-from fetcher.options.table import NAMING, RULES, RUN, SERVE, WORK
+from fetcher.options.table import DATASET, NAMING, RULES, RUN, SERVE, WORK
 
 if TYPE_CHECKING:
     from fetcher.distributed.broker import BrokerSpec
@@ -112,6 +112,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     add_flags(parser, SERVE, RULES)
     add_run_reporting(parser, "restart")
     add_flags(parser, SERVE, NAMING)
+    add_flags(parser, SERVE, DATASET)  # the image checks and resizing run on the workers, where they download
     return parser
 
 
@@ -124,6 +125,9 @@ def serve_main(argv: list[str]) -> int:
     args = _serve_parser().parse_args(argv)
     note = _note("fetcher serve")
     options, _ = prepare_run(Options.create(**flag_values(args, SERVE)))  # workers get the cookies via the broker
+    if options.dataset.output_format == "webdataset":
+        raise ConfigError("--output-format webdataset is not built across hosts yet: run `fetcher INPUT "
+                          "--output-format webdataset` on one host, or serve with --output-format files")
     from fetcher.run.outdir import check_output
 
     check_output(options.output.out, options.output.manifest_path)  # before the key is written there

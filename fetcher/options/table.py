@@ -74,10 +74,11 @@ def _default_help(text: str, default: Any) -> dict[str, Any]:
 
 def _dataset(dest: str, initial: Any, text: str, check: Check | None = None, travels: bool = True,
              part: str = "dataset", **flag: Any) -> Spec:
-    """An option of the image-dataset flags (``fetcher`` only; checked in dataset.py too)."""
+    """An option of the image-dataset flags (``fetcher`` and ``serve``, whose workers decode; checked in
+    dataset.py too)."""
     names = ("--" + dest.replace("_", "-"),)
     return Spec(dest, part, initial, check=check, travels=travels,
-                flag=Flag(names, text, commands=(LOCAL,), section=DATASET, group=DATASETS, default=initial, **flag))
+                flag=Flag(names, text, commands=BOTH, section=DATASET, group=DATASETS, default=initial, **flag))
 
 
 DATASET_SPECS = (
@@ -105,9 +106,11 @@ DATASET_SPECS = (
              type=positive_int, metavar="Q"),
     _dataset("ignore_opt_out", False, "fetch files whose server says X-Robots-Tag: noai or noimageai (refused "
              "by default, kind opted-out)", action="store_true"),
-    _dataset("output_format", "files", "files (default) or webdataset: OUT/00000.tar, ... with KEY.EXT and "
-             "KEY.json per sample", check=checks.output_format, travels=False, metavar="FMT"),
-    _dataset("shard_size", 10_000, "samples per webdataset shard (default: 10000)", check=checks.shard_size,
+    _dataset("output_format", "files", "files (default) or webdataset: img2dataset's layout, OUT/00000.tar "
+             "(KEY.EXT, KEY.json per sample), 00000.parquet (every row), 00000_stats.json, ...",
+             check=checks.output_format, travels=False, metavar="FMT"),
+    _dataset("shard_size", 10_000, "rows per webdataset shard, failures included (default: 10000)",
+             check=checks.shard_size,
              travels=False, type=positive_int, metavar="N"),
     _dataset("manifest_format", "jsonl", "jsonl (default) or parquet (OUT/manifest.parquet, written at the end)",
              check=checks.manifest_format, travels=False, part="output", metavar="FMT"),
