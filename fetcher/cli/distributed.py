@@ -160,6 +160,9 @@ def serve_main(argv: list[str]) -> int:
             for w in served.workers:
                 gone = " (gone before the end)" if w["gone"] else ""
                 lines.append(f"  worker {w['id']}: {w['done']} URLs{gone}, files in {w['host']}:{w['out']}")
+            if served.dropped:
+                lines.append(f"dropped {served.dropped} malformed broker messages (not ours, or damaged); "
+                             "the run went on")
         for line in lines:
             progress.log(line)
     finally:

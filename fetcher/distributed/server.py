@@ -51,6 +51,7 @@ class Served:
 
     summary: Summary
     workers: list[dict[str, Any]]
+    dropped: int = 0  # malformed broker messages dropped (serve's and the workers' own counts)
 
 
 def serve(items: Iterator[Task | Result], options: Options, progress: Progress, config: ServeConfig, *,
@@ -77,7 +78,8 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
         summary = run_to_end(spec, items)
         # The engine has shut the backend down, which ended the run for the broker; the journal is closed.
         completed = True
-        workers = [w for w in broker.stats(gone_too=True)["workers"] if w["done"] or not w["gone"]]
+        stats = broker.stats(gone_too=True)
+        workers = [w for w in stats["workers"] if w["done"] or not w["gone"]]
     finally:
         if broker.running:  # the run never started (e.g. the folder is in use)
             broker.finish(interrupted=True)
@@ -85,7 +87,7 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
             _linger(broker, broker.heartbeat_s + LINGER_SLACK_S)
         finally:
             broker.stop(completed)
-    return Served(summary, workers)
+    return Served(summary, workers, int(broker.stats(gone_too=True)["counts"].get("dropped", 0)))
 
 
 def _linger(coordinator: ServeBroker, bound: float) -> None:

@@ -30,7 +30,7 @@ from fetcher.models import ErrorKind, Result, Status, FetchTask, failed, input_e
 from fetcher.files.naming import finalize_name
 from fetcher.files.paths import FOUND, NO_FOLDER, PART_SUFFIX, join_within, locate, prune_empty
 from fetcher.download.guards import (MAGIC_BYTES, CancelFlag, Cancelled, TransferGuard, check_complete, check_content_type,
-                                  check_magic, is_encoded)
+                                  check_encoding, check_magic, is_encoded)
 from fetcher.transports import as_transport
 from fetcher.transports.base import Head, Request
 
@@ -167,6 +167,9 @@ class Download:
             self._reject(FetchFailure(ErrorKind.HTTP_STATUS, "HTTP 416 for a resumed download; restarting",
                                       retryable=True))
             return
+        if status < 200:  # http.client takes a 1xx other than 100 (a 103) for the final response
+            raise FetchFailure(ErrorKind.HTTP_STATUS, f"HTTP {status}: an informational response where the "
+                               "final one was expected", retryable=True)
         if status >= 400:
             self._reject(FetchFailure(ErrorKind.HTTP_STATUS, f"HTTP {status} {head.reason}".strip(),
                                       retryable=status in TRANSIENT_STATUSES,
@@ -178,6 +181,7 @@ class Download:
                                       "out of AI training (--ignore-opt-out fetches it anyway)"))
             return
         check_content_type(headers.get("Content-Type"), self.options.rules.accept)
+        check_encoding(headers)
         if self.options.output.in_memory:
             self.guard.check_declared_size(headers.get("Content-Length"), is_encoded(headers))
             self.sink = io.BytesIO()
@@ -211,7 +215,7 @@ class Download:
     def _reject(self, failure: FetchFailure) -> None:
         """Fail this response; drain its body first if it is small enough (see DRAIN_BYTES)."""
         declared = self.head.headers.get("Content-Length") if self.head is not None else None
-        if declared is not None and (not declared.isdigit() or int(declared) > DRAIN_BYTES):
+        if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > DRAIN_BYTES):
             raise failure
         self.rejected = failure
 

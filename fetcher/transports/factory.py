@@ -69,11 +69,10 @@ def requests_session(options: Options, pool_maxsize: int = 1, ca_bundle: str | N
         session.cookies = _load_cookies(options.politeness.cookies)  # type: ignore[assignment]
     from fetcher.transports.requests import ProxyTlsAdapter
 
+    # Its connections read heads within --max-time (head_deadline.py) and connect to the run's DNS
+    # answers (resolve.py); an https:// proxy's certificate is checked as the sites' are.
     adapter = ProxyTlsAdapter(ca_bundle, options.politeness.insecure, pool_connections=16,
                               pool_maxsize=max(pool_maxsize, 1), max_retries=0)
-    from fetcher.transports.resolve import use_answers
-
-    use_answers(adapter)  # connections go to the addresses the run's resolver found, if it did
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -113,11 +112,20 @@ def curl_transport(options: Options, environment: Environment, driven: bool = Fa
 
 def _load_cookies(path: str) -> http.cookiejar.MozillaCookieJar:
     """A Netscape/Mozilla ``cookies.txt`` (what browsers' export extensions and curl write)."""
+    import warnings
+
     jar = http.cookiejar.MozillaCookieJar(path)
     try:
-        jar.load(ignore_discard=True, ignore_expires=True)
-    except (OSError, http.cookiejar.LoadError) as exc:
-        raise ConfigError(f"cannot read cookies file {path!r}: {exc}") from None
+        # cookiejar turns any parse error into LoadError, but first prints "http.cookiejar bug!" and a
+        # traceback as a warning (a line that is not UTF-8, a NUL, too few fields): silenced here.
+        with open(path, "rb") as handle:  # cookiejar's own decoding fails with an UnboundLocalError (3.11)
+            handle.read().decode("utf-8")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            jar.load(ignore_discard=True, ignore_expires=True)
+    except (OSError, http.cookiejar.LoadError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"cannot read cookies file {path!r}: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+                          ) from None
     for cookie in jar:
         if cookie.expires == 0:  # curl and browser exports write 0 for a session cookie
             cookie.expires, cookie.discard = None, True

@@ -7,8 +7,8 @@ worker process, thread or ``fetcher work`` host never looks the name up itself:
 - libcurl takes them as ``CURLOPT_RESOLVE`` entries (``HOST:PORT:ADDR[,ADDR]``), which fill
   its DNS cache (the run's share handle, share.py) for that host and port;
 - requests has no public way to be given an address: its connections come from urllib3,
-  which resolves ``_dns_host`` in ``HTTPConnection._new_conn``. ``ResolvedHTTPConnection``
-  overrides that one private method, to connect to the known address while ``host`` (the
+  which resolves ``_dns_host`` in ``HTTPConnection._new_conn``. ``Resolving`` (taken in by
+  head_deadline.py's connection classes) overrides that one private method, to connect to the known address while ``host`` (the
   Host header, TLS's SNI and certificate check) stays the name. Measured reason, written
   here as the house rule asks: without it every requests worker process (and every
   ``fetcher work`` host) asked DNS again for each host, once per connection it opened when
@@ -24,8 +24,6 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError
 
 MAX_ANSWERS = 65_536  # hosts remembered per process; the oldest goes first (its tasks bring it back)
@@ -42,40 +40,30 @@ def remember(host: str, addresses: tuple[str, ...]) -> None:
         _answers.pop(next(iter(_answers)), None)
 
 
-class ResolvedHTTPConnection(HTTPConnection):
-    """An urllib3 connection that connects to a remembered address of its host, if there is one."""
+class Resolving:
+    """A mixin for urllib3 connection classes: connect to a remembered address of the host, if there is one.
+
+    head_deadline.py's connection classes take it in, so every connection of fetcher's
+    requests sessions does.
+    """
+
+    _dns_host: str
 
     def _new_conn(self) -> socket.socket:
+        base: Any = super()
         addresses = _answers.get(self._dns_host.rstrip(".").lower())
         if not addresses:
-            return super()._new_conn()
+            return base._new_conn()  # type: ignore[no-any-return]
         name = self._dns_host
         error: Exception | None = None
         try:
             for address in addresses:  # as create_connection tries each address getaddrinfo gives
                 self._dns_host = address
                 try:
-                    return super()._new_conn()
+                    return base._new_conn()  # type: ignore[no-any-return]
                 except (OSError, ConnectTimeoutError) as exc:  # NewConnectionError is a ConnectTimeoutError
                     error = exc
         finally:
             self._dns_host = name  # host, SNI and the certificate check keep the name
         assert error is not None
         raise error
-
-
-class ResolvedHTTPSConnection(ResolvedHTTPConnection, HTTPSConnection):
-    """The same, over TLS (``connect`` wraps what ``_new_conn`` returns, checking the name)."""
-
-
-class _Pool(HTTPConnectionPool):
-    ConnectionCls = ResolvedHTTPConnection
-
-
-class _TlsPool(HTTPSConnectionPool):
-    ConnectionCls = ResolvedHTTPSConnection
-
-
-def use_answers(adapter: Any) -> None:
-    """Make a requests ``HTTPAdapter``'s direct connections use remembered addresses."""
-    adapter.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TlsPool}

@@ -35,7 +35,7 @@ import pycurl
 from fetcher.errors import FetchFailure
 from fetcher.models import ErrorKind
 from fetcher.transports.base import (ACCEPT_ENCODING, Head, Headers, Receiver, Request, Transport,
-                                     credentials_rule, loop_message)
+                                     credentials_rule, loop_message, malformed_response, refused_redirect)
 from fetcher.transports.curl import share as curl_share
 from fetcher.transports.environment import Environment
 
@@ -51,6 +51,7 @@ _HTTP_VERSIONS = {"": pycurl.CURL_HTTP_VERSION_2TLS, "2": pycurl.CURL_HTTP_VERSI
 # libcurl error codes -> (kind, retryable, message prefix); see fetch() for the special ones.
 _CONNECT_ERRORS = {pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_CONNECT, pycurl.E_COULDNT_RESOLVE_PROXY,
                    pycurl.E_GOT_NOTHING, pycurl.E_SEND_ERROR, pycurl.E_RECV_ERROR}
+_WEIRD_SERVER_REPLY = 8  # CURLE_WEIRD_SERVER_REPLY (pycurl names it only E_FTP_WEIRD_SERVER_REPLY)
 _TLS_ERRORS = {pycurl.E_SSL_CONNECT_ERROR, pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CERTPROBLEM,
                pycurl.E_SSL_CIPHER, pycurl.E_SSL_CACERT_BADFILE, pycurl.E_SSL_ISSUER_ERROR,
                pycurl.E_SSL_PINNEDPUBKEYNOTMATCH, pycurl.E_SSL_INVALIDCERTSTATUS}
@@ -276,8 +277,10 @@ class CurlTransport(Transport):
         if code == pycurl.E_TOO_MANY_REDIRECTS:
             return FetchFailure(ErrorKind.REDIRECT, loop_message(self._redirect_chain(request.url))
                                 or f"Exceeded {self.curl.getinfo(pycurl.REDIRECT_COUNT)} redirects.")
-        if code == pycurl.E_UNSUPPORTED_PROTOCOL:  # the first URL is always http(s): a redirect's target
-            return FetchFailure(ErrorKind.REDIRECT, f"redirected to an unsupported URL: {message}")
+        if code == pycurl.E_UNSUPPORTED_PROTOCOL and "Protocol" in message:  # a redirect's target (ours is http)
+            return refused_redirect(message)
+        if code in (pycurl.E_UNSUPPORTED_PROTOCOL, _WEIRD_SERVER_REPLY):  # HTTP/0.9, a bad status line
+            return malformed_response(message)
         if code == pycurl.E_URL_MALFORMAT:
             return FetchFailure(ErrorKind.INVALID_URL, message)
         if code in _TLS_ERRORS:
