@@ -67,7 +67,7 @@ def fetch_one(task: FetchTask, session: Any, options: Options, cancel: CancelFla
     if isinstance(download, Result):
         return download
     transport = as_transport(session)
-    return download.settle(lambda: transport.fetch(download.request(), download))
+    return download.settle(transport.fetch, download.request(), download)
 
 
 def prepare(task: FetchTask, options: Options, cancel: CancelFlag | None = None) -> Download | Result:
@@ -107,7 +107,7 @@ class Download:
         self.resume: tuple[int, str] | None = None
         self.has_meta = False  # NAME.part.meta exists (from an earlier attempt, or written by this one)
         if may_resume and not options.output.in_memory:  # False: the part's folder does not exist yet
-            self.resume, self.has_meta = partial.read_meta(self.part, task.url)
+            self.resume, self.has_meta = partial.read_meta(self.part, task.url, task.attempt)
         self.head: Head | None = None
         self.head_at = 0.0  # monotonic time on_head was called
         self.limit = ratelimit.for_options(options)
@@ -131,14 +131,15 @@ class Download:
         connect = min(rules.connect_timeout, rules.max_time) if rules.max_time else rules.connect_timeout
         return Request(self.task.url, headers, connect, self.guard, options.transport.chunk_size, self.task.addresses)
 
-    def settle(self, transfer: Callable[[], Head]) -> Result:
-        """The Result of this attempt, ``transfer`` being the transport's (blocking, or finished) transfer.
+    def settle(self, transfer: Callable[..., Head], *args: object) -> Result:
+        """The Result of this attempt, ``transfer(*args)`` being the transport's transfer: a blocking
+        ``fetch``, or the ``finish`` of one a multi handle ran (``CurlTransport.finish(code, message)``).
 
         Every failure of this URL becomes a Result; only bugs raise.
         """
         try:
             try:
-                return self._finish(transfer())
+                return self._finish(transfer(*args))
             finally:
                 if self.sink is not None:
                     self.sink.close()

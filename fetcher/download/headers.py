@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import time
 from typing import Any
 
@@ -47,6 +46,8 @@ def parse_retry_after(value: str | None) -> float | None:
     value = value.strip()
     if value.isascii() and value.isdigit():  # not "²" (isdigit, yet no number), nor "1e400" or "nan"
         return float(value)
+    import email.utils  # an HTTP-date here is rare; at start-up, email.* cost 8 ms (issue 29)
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, OverflowError, IndexError):  # any text reaches here

@@ -154,11 +154,9 @@ def remember_secrets(options: Options) -> None:
 
     for name, value in options.politeness.headers:
         remember_header(name, value)
-    import urllib.request
-
     from fetcher.redact import remember_proxy
 
     # A proxy's password (--proxy, or the environment's, which the clients read) is masked as a header's is.
-    for url in [options.transport.proxy, *urllib.request.getproxies_environment().values()]:
-        if url:
+    for url in [options.transport.proxy, *(v for k, v in os.environ.items() if k[-6:].lower() == "_proxy")]:
+        if "@" in url:
             remember_proxy(url)

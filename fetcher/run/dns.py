@@ -25,19 +25,19 @@ answers are kept ``FALLBACK_TTL_S``). With a proxy the proxy resolves names, and
 from __future__ import annotations
 
 import ipaddress
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fetcher.models import ErrorKind
-from fetcher.run.robots import WAIT
+from fetcher.run.gates import WAIT
 
 if TYPE_CHECKING:
+    import socket
+
     from fetcher.models import FetchTask
     from fetcher.options import Options
 
@@ -99,7 +99,8 @@ class DnsGate:
 
     def __init__(self, options: Options, lookup: Lookup | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._lookup = lookup or make_lookup(options)
+        self._lookup = lookup  # made at the first name: a run of addresses never loads c-ares
+        self._options = options
         # Twice the pool: a list whose every URL is another host still finds each next host resolved.
         self._at_once = lookups_at_once(options)
         self._clock = clock
@@ -142,6 +143,8 @@ class DnsGate:
 
     def _start(self, host: str) -> None:
         self.lookups += 1
+        if self._lookup is None:
+            self._lookup = make_lookup(self._options)
         self._lookup(host, lambda answer: self._arrived.append((host, answer)))
 
     @property
@@ -202,9 +205,13 @@ class CaresLookup:
         self._lock = threading.RLock()
 
     def __call__(self, name: str, done: Callable[[Answer], None]) -> None:
+        import socket
+
         self._query(name, socket.AF_INET, done)
 
     def _query(self, name: str, family: socket.AddressFamily, done: Callable[[Answer], None]) -> None:
+        import socket
+
         def answered(result: Any, error: int | None) -> None:
             if family == socket.AF_INET and error == self._pycares.errno.ARES_ENODATA:
                 self._query(name, socket.AF_INET6, done)  # the name has no IPv4 address: maybe IPv6 only
@@ -237,6 +244,8 @@ class SystemLookup:
     """``getaddrinfo`` in a few threads: the system's own resolution, without TTLs."""
 
     def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fetcher-dns")
 
     def __call__(self, name: str, done: Callable[[Answer], None]) -> None:
@@ -244,6 +253,8 @@ class SystemLookup:
 
     @staticmethod
     def _resolve(name: str, done: Callable[[Answer], None]) -> None:
+        import socket
+
         try:
             found = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:

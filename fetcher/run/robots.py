@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from fetcher.download.guards import TransferGuard
 from fetcher.errors import FetchFailure
 from fetcher.models import ErrorKind
+from fetcher.run.gates import WAIT
 from fetcher.run.robots_rules import ALLOW_ALL, MAX_BYTES, RobotsRules
 from fetcher.transports.base import Head, Request
 
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from fetcher.transports.base import Transport
 
 ALLOW = "allow"
-WAIT = "wait"
 MAX_FETCHERS = 8  # robots.txt requests at once: enough to stay ahead of the downloads
 MAX_ORIGINS = 100_000  # answers kept; past it the oldest is dropped (asked again if its origin comes back)
 

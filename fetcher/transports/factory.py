@@ -6,13 +6,14 @@ transports/), ready for ``fetch_one``; backends only create and close it.
 
 from __future__ import annotations
 
-import http.cookiejar
 from typing import TYPE_CHECKING
 
 from fetcher.errors import ConfigError
 from fetcher.transports import CURL_INSTALL_HINT
 
 if TYPE_CHECKING:
+    import http.cookiejar
+
     import requests
 
     from fetcher.options import Options
@@ -112,6 +113,7 @@ def curl_transport(options: Options, environment: Environment, driven: bool = Fa
 
 def _load_cookies(path: str) -> http.cookiejar.MozillaCookieJar:
     """A Netscape/Mozilla ``cookies.txt`` (what browsers' export extensions and curl write)."""
+    import http.cookiejar  # only with --cookies: it brings urllib.request, http.client and email (issue 29)
     import warnings
 
     jar = http.cookiejar.MozillaCookieJar(path)

@@ -26,7 +26,6 @@ How each rule maps onto libcurl:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
@@ -310,17 +309,6 @@ class CurlTransport(Transport):
     def close(self) -> None:
         self.curl.close()
         curl_share.release(self._options, connections=not self._driven)
-
-
-def ended_transfers(multi: pycurl.CurlMulti) -> Iterator[tuple[pycurl.Curl, int, str]]:
-    """Every transfer ``multi`` reports over: (easy handle, libcurl's code (0: done), message)."""
-    while True:
-        queued, ended, errors = multi.info_read()
-        for curl in ended:
-            yield curl, 0, ""
-        yield from errors
-        if not queued:
-            return
 
 
 def curl_entry(host: str, port: int, addresses: tuple[str, ...]) -> str:
