@@ -197,7 +197,9 @@ class RedisServe:
                 for worker_id, w in (self._streams.ever if gone_too else self._streams.workers).items()]
         return {"run_id": self.run_id, "epoch": self.epoch, "state": self._state, "total": self.total,
                 "final": dict(self._final), "queued": max(0, len(self._streams.book) - leased), "leased": leased,
-                "counts": {**self._streams.counts, "dropped": self._dropped()}, "lease_timeout": self.lease_timeout,
+                "counts": {**self._streams.counts, "dropped": self._dropped(),
+                           "leased": sum(int(w.get("leased", 0)) for w in self._streams.ever.values())},
+                "lease_timeout": self.lease_timeout,
                 "workers": rows}
 
     def _dropped(self) -> int:

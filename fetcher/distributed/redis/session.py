@@ -55,6 +55,7 @@ class RedisSession(WorkerSession):
         self._lease_timeout = 60.0
         self._held = 0
         self._done = 0
+        self._leased = 0  # entries read in all: serve's "leases handed out", as the manager counts them
         self._epoch = ""
         self._told = False
         self._dropped = Dropped(log, "fetcher work")
@@ -113,7 +114,8 @@ class RedisSession(WorkerSession):
         """Renew this worker's key: alive, its slots, whether it heard that the run is over."""
         assert self._info is not None
         pipe.set(self._keys.worker(self._info.id), wire.dump_worker(self._info, {
-            "held": self._held, "done": self._done, "told": self._told, "at": round(time.time(), 1),
+            "held": self._held, "done": self._done, "leased": self._leased, "told": self._told,
+            "at": round(time.time(), 1),
             "dropped": self._dropped.count}), ex=max(1, round(self._live_s)))
 
     def _run(self, stored: Any) -> dict[str, str]:
@@ -156,6 +158,7 @@ class RedisSession(WorkerSession):
                                              block=min(BUSY_BLOCK_MS, self._block_ms) if self._held else self._block_ms)
         leases = self._tasks(entries)
         self._held += len(leases)
+        self._leased += len(leases)
         return Grant(leases, self._lease_timeout) if leases else Wait(0.0)  # the read waited already
 
     def _tasks(self, entries: Any) -> list[tuple[LeaseId, Task]]:
