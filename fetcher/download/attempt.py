@@ -110,7 +110,7 @@ class Download:
             self.resume, self.has_meta = partial.read_meta(self.part, task.url, task.attempt)
         self.head: Head | None = None
         self.head_at = 0.0  # monotonic time on_head was called
-        self.limit = ratelimit.for_options(options)
+        self.guard.limit = ratelimit.for_options(options)
         self.name = task.name
         self.sink: partial.PartFile | io.BytesIO | None = None
         self.offset = 0
@@ -194,8 +194,9 @@ class Download:
     def write(self, chunk: bytes) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled()
-        if self.limit is not None:
-            self.limit.take(len(chunk))  # --limit-rate: sleeps while the run is ahead of its cap
+        limit = self.guard.limit
+        if limit is not None:
+            limit.take(len(chunk))  # --limit-rate: sleeps while the run is ahead of its cap
         if self.rejected is not None:
             self.drained += len(chunk)
             if self.drained > DRAIN_BYTES:

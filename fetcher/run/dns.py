@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fetcher.models import ErrorKind
-from fetcher.run.gates import WAIT
+from fetcher.run.waiting import WAIT
 
 if TYPE_CHECKING:
     import socket

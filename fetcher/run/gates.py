@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from fetcher.models import ErrorKind, FetchTask, Result, failed
 from fetcher.run.hosts import HostLimits, host_key
+from fetcher.run.waiting import WAIT
 
 if TYPE_CHECKING:
     from fetcher.options import Options
-
-WAIT = "wait"  # a gate's answer for a task whose host's answer is on its way
 
 
 class Gate(Protocol):

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from fetcher.download.guards import TransferGuard
 from fetcher.errors import FetchFailure
 from fetcher.models import ErrorKind
-from fetcher.run.gates import WAIT
+from fetcher.run.waiting import WAIT
 from fetcher.run.robots_rules import ALLOW_ALL, MAX_BYTES, RobotsRules
 from fetcher.transports.base import Head, Request
 
