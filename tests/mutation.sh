@@ -21,7 +21,12 @@ cp -r "$root/fetcher" "$root/tests" "$root/pyproject.toml" "$work/"
   printf '    %s\n' -x -q -p no:cacheprovider
 } > "$work/setup.cfg"
 cd "$work"
-nice -n 19 "$python" -m mutmut run --max-children "${JOBS:-1}" >/dev/null 2>&1 || true
+nice -n 19 "$python" -m mutmut run --max-children "${JOBS:-1}" > run.log 2>&1 || true
+if grep -q "Failed to run clean test" run.log; then
+  echo "$module: not scored: the selected tests fail before any mutation, under mutmut:" >&2
+  grep -E "^(FAILED|E  )" run.log | head -5 >&2
+  exit 1
+fi
 nice -n 19 "$python" -m mutmut results --all true > results.txt 2>&1 || true
 killed=$(grep -c ': killed' results.txt || true)
 survived=$(grep -c ': survived' results.txt || true)

@@ -113,6 +113,7 @@ class ManagerVandal:
     def __init__(self, address: str) -> None:
         host, port = address.rsplit(":", 1)
         self.address = (host, int(port))
+        self.accepted: list[bytes] = []  # garbage the server answered "ok" to: must stay empty
         self.stop = threading.Event()
         self.rounds = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -144,7 +145,10 @@ class ManagerVandal:
                             pickle.dumps(("release", ("w", [[1]], True))), pickle.dumps(("__init__", ()))):
                 conn.send_bytes(request)
                 kind, _value = pickle.loads(conn.recv_bytes())
-                assert kind == "error"
+                if kind != "error":
+                    self.accepted.append(request)  # checked by the test, in its own thread
+        except (OSError, EOFError):
+            pass  # serve closed the connection: the run is ending
         finally:
             link.close()
 
@@ -164,15 +168,12 @@ def test_garbage_in_every_key_of_a_run_is_dropped_and_counted(server, tmp_path, 
         vandal.thread.start()
         workers = [cluster.work(srv.address, str(tmp_path / f"w{i}"), "--pool", "3", name=f"work{i}")
                    for i in range(2)]
-        paths = ["/" + url.split("/", 3)[3].split("?")[0] for url in urls]
-        wait_until(lambda: vandal.rounds >= 10 and all(server.stats.requests[path] for path in paths), timeout=120,
-                   what="garbage written during the run, until every URL was fetched")
-        # Known gap (docs/testing.md): garbage in the run's hash during serve's closing linger can make a
-        # worker miss "done"; the vandal stops once every URL is fetched, the linger then runs clean.
+        wait_until(lambda: vandal.rounds >= 10, timeout=60, what="garbage written during the run")
+        assert srv.wait(120) == 0  # garbage goes on through serve's closing linger, until it exits
         vandal.stop.set()
         vandal.thread.join(10)
-        assert srv.wait(120) == 0
         assert [w.wait(30) for w in workers] == [0, 0]
+        assert getattr(vandal, "accepted", []) == []
         assert_every_url_once(out, urls)
         assert set(server.stats.requests.values()) == {1}  # garbage never made a URL be fetched twice
         text = srv.text() + "".join(w.text() for w in workers)
@@ -218,3 +219,20 @@ def test_the_drop_log_is_rate_limited(caplog):
     assert dropped.count == 1000
     assert len(caplog.records) == 4  # the burst, then one line for the next interval
     assert os.linesep not in caplog.records[0].getMessage()
+
+
+def test_a_damaged_epoch_does_not_hide_that_the_run_is_over():
+    """Found by the test above (1 run in 5): garbage in the epoch field during serve's closing linger
+    made a worker drop the state beside it too, miss "done", and wait for --give-up-after."""
+    import logging
+
+    from fetcher.distributed.dropped import Dropped
+    from fetcher.distributed.protocol import Finished
+    from fetcher.distributed.redis.common import Keys
+    from fetcher.distributed.redis.session import RedisSession
+
+    session = RedisSession.__new__(RedisSession)  # _state only: no connection needed
+    session._keys, session._where, session._epoch, session._told = Keys("q"), "here", "7", False
+    session._dropped = Dropped(logging.getLogger("fetcher.test"), "test")
+    assert session._state([b"done", NOT_UTF8]) == Finished(False) and session._told
+    assert session._state([NOT_UTF8, b"7"]) is None and session._dropped.count == 2

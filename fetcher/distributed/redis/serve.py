@@ -175,8 +175,8 @@ class RedisServe:
         return self._state == "running"
 
     def everyone_told(self) -> bool:
-        try:
-            self._streams.redis.hset(self._streams.keys.run, "state", self._state)
+        try:  # the whole description, not only the state: a worker must read the epoch beside it
+            self._publish_run()
             self._streams.refresh_workers()
         except redis_errors():
             return True  # no Redis: nobody to tell, and no point waiting

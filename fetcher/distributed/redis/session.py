@@ -131,9 +131,14 @@ class RedisSession(WorkerSession):
     def _state(self, value: Any) -> Finished | None:
         """Finished once the run is over; LinkError if another serve took over (a restart: say hello again)."""
         state, epoch = value if isinstance(value, list) and len(value) == 2 else (None, None)
-        if state not in (None, b"running", b"done", b"stopped") or epoch is not None and not epoch.isdigit():
-            self._dropped(f"the run's state in {self._keys.run}", f"{state!r:.80}, epoch {epoch!r:.80}")
-            return None  # serve writes the run's description again within a tick; until then, carry on
+        # Each field on its own: garbage in one must not hide the other (a "done" beside a damaged epoch).
+        # serve writes the run's description again within a tick; until then, carry on.
+        if epoch is not None and not epoch.isdigit():
+            self._dropped(f"the run's epoch in {self._keys.run}", f"{epoch!r:.80}")
+            epoch = None
+        if state not in (None, b"running", b"done", b"stopped"):
+            self._dropped(f"the run's state in {self._keys.run}", f"{state!r:.80}")
+            state = None
         if epoch is not None and epoch.decode() != self._epoch:
             raise LinkError(f"the server at {self._where} started again (a new epoch)")
         if state in (None, b"running"):
