@@ -13,6 +13,9 @@ Each run is a fresh process, as a user starts it, into a fresh folder:
 - ``afetch``: this script with ``--child``: ``asyncio.run`` of ``afetch(urls, pool=N,
   per_host=N)`` over the list, read lazily; ``afetch uvloop``: the same on uvloop.
 
+Downloads go to ``--dir`` (default /dev/shm where it exists): on a disk shared with other
+work, a run's syncfs writes back everyone's dirty pages and is charged to the run as system
+time, which made CPU per file vary threefold between repetitions of one command.
 Repetitions are interleaved (rep 1 of each, then rep 2...). Reported: files/s (files ÷
 wall time from spawn to exit) and CPU ms per file (user+sys of the process tree from
 ``wait4``, interpreter start-up included), medians, with the load average before and
@@ -93,7 +96,7 @@ def measure(args: argparse.Namespace, work: str) -> None:
         load_before = load_average()
         for rep in range(args.reps):
             for name, argv in jobs.items():
-                out = os.path.join(work, f"out-{rep}-{name.replace(' ', '-')}")
+                out = os.path.join(args.dir or work, f"async-bench-out-{os.getpid()}-{rep}-{name.replace(' ', '-')}")
                 m = run_measured([*argv, out], cwd=work, env=tool_env(), timeout_s=RUN_TIMEOUT_S,
                                  stdout_path=os.path.join(work, "stdout"), stderr_path=os.path.join(work, "stderr"))
                 problem = verify(out, dataset, m.exit_code, m.timed_out, m.stderr_tail)
@@ -111,7 +114,8 @@ def measure(args: argparse.Namespace, work: str) -> None:
 
 def report(samples: dict[str, list[tuple[float, float]]], dataset: str, args: argparse.Namespace,
            load_before: float, load_after: float) -> None:
-    print(f"small files ({dataset}), pool {args.pool}, per-host {args.pool}, medians of {args.reps}; "
+    print(f"small files ({dataset}) into {args.dir or 'a temp dir'}, pool {args.pool}, per-host {args.pool}, "
+          f"medians of {args.reps}; "
           f"fetcher {git_describe(os.path.dirname(HERE))}; load average {load_before:.2f} before, "
           f"{load_after:.2f} after, {os.cpu_count()} CPUs\n")
     print("| run | files/s | CPU ms per file |")
@@ -130,6 +134,8 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=FULL_SPECS[0].count, help="files in the small set (5000)")
     parser.add_argument("--pool", type=int, default=8)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
+                        help="where the runs download to (default /dev/shm: see above)")
     parser.add_argument("--child", metavar="URL_LIST", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--loop", default="asyncio", help=argparse.SUPPRESS)

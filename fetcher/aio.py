@@ -31,6 +31,7 @@ from typing import Any
 
 from fetcher.api import Task, _Converter
 from fetcher.backends.base import SessionFactory
+from fetcher.download.durability import FLUSH_EVERY_N
 from fetcher.errors import ConfigError, Interrupted
 from fetcher.models import FetchTask, Result
 from fetcher.options import CURL_INSTALL_HINT
@@ -143,12 +144,15 @@ class AsyncFetcher:
     async def map(self, items: Iterable[str | Task] | AsyncIterable[str | Task], *,
                   ahead: int | None = None) -> AsyncIterator[Result]:
         """Each unique item's Result as it completes; ``items`` (an iterable or async iterable)
-        is read at most ``ahead`` items (default: 4 x the pool) beyond what has come back.
+        is read at most ``ahead`` items beyond what has come back (default: 4 x the pool, plus
+        the most files one flush holds back, ``durability.FLUSH_EVERY_N``: a finished file's Result
+        waits for its batch to reach the disk, and a look-ahead smaller than a batch would leave
+        the pool idle meanwhile).
 
         Leaving the loop early stops reading ``items``; what was asked for still finishes
         unless the AsyncFetcher is cancelled (leaving its ``async with`` on an exception does it).
         """
-        limit = ahead or 4 * self._spec.options.transport.window
+        limit = ahead or 4 * self._spec.options.transport.window + FLUSH_EVERY_N
         source = _items(items)
         done: deque[asyncio.Future[Result]] = deque()
         signal: list[asyncio.Future[None]] = []

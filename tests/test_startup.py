@@ -23,6 +23,8 @@ LAZY = {
     "http.client": "the requests client",
     "email.utils": "a Retry-After HTTP-date (download/headers.py)",
     "requests": "the requests client",
+    "tarfile": "webdataset shards (run/shards.py)",
+    "fetcher.run.shards": "webdataset shards or a parquet manifest",
 }
 
 SCRIPT = """

@@ -129,13 +129,17 @@ class RunSpec:
 def plan(options: Options, report: Report, folder: Folder | None = Folder(), manifest: bool = True,
          workers: Workers = Workers()) -> RunSpec:
     """The usual RunSpec: the steps ``options`` ask for (shards need the journal's folder lock)."""
-    from fetcher.run.shards import ParquetManifest, Shards
-
+    # Imported only when asked for: run/shards.py (with tarfile and the shard index) was a tenth of
+    # a plain run's start-up (issue 29).
     path = options.output.manifest_path if manifest else None
     steps: list[StepOpener] = []
     if folder is not None and options.dataset.output_format == "webdataset":
+        from fetcher.run.shards import Shards
+
         steps.append(Shards(options))
     if path is not None and options.output.manifest_format == "parquet":
+        from fetcher.run.shards import ParquetManifest
+
         steps.append(ParquetManifest(path))
     return RunSpec(options, report, folder, path, tuple(steps), workers)
 
