@@ -419,7 +419,7 @@ def _run(args: argparse.Namespace, installer: Installer, nginx_binary: str, work
                   f"{load_average():.1f} after the main table (this harness alone adds ~1)")
     report = ["```", *header, "```", "", *main_table(cells), ""]
     report += [
-        "files/s and MiB/s: higher is better; CPU s per 1,000 requests (user+sys of the whole process "
+        "files/s and MiB/s: higher is better; CPU µs per file (user+sys of the whole process "
         "tree, start-up included) and peak RSS (summed over the process tree, sampled every 20 ms): "
         "lower is better. In parentheses: the ratio to curl --parallel in the same run. "
         "Spread: (max − min) ÷ median of the repetitions' wall times.",

@@ -1,6 +1,7 @@
 """fetcher: a concurrent image/URL downloader.
 
     from fetcher import fetch, Fetcher, Task, Result
+    from fetcher import AsyncFetcher, afetch     # asyncio, on the caller's loop
 
 The package imports nothing heavy on import: requests is loaded only when the
 first of these names is used (PEP 562 module ``__getattr__``), so the gevent
@@ -12,13 +13,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Fetcher", "Result", "Task", "__version__", "fetch"]
+__all__ = ["AsyncFetcher", "Fetcher", "Result", "Task", "__version__", "afetch", "fetch"]
 
 if TYPE_CHECKING:
+    from fetcher.aio import AsyncFetcher, afetch
     from fetcher.api import Fetcher, Task, fetch
     from fetcher.models import Result
 
-_LAZY = {"fetch": "fetcher.api", "Fetcher": "fetcher.api", "Task": "fetcher.api", "Result": "fetcher.models"}
+_LAZY = {"fetch": "fetcher.api", "Fetcher": "fetcher.api", "Task": "fetcher.api", "Result": "fetcher.models",
+         "AsyncFetcher": "fetcher.aio", "afetch": "fetcher.aio"}
 
 
 def __getattr__(name: str) -> Any:

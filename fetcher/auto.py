@@ -24,7 +24,6 @@ datasets and 2x on the WAN profiles. The Python API keeps thread + requests
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -64,9 +63,6 @@ def _client() -> tuple[str, str]:
         return "requests", "gevent-patched process"
     if importlib.util.find_spec("pycurl") is None:
         return "requests", "pycurl is not installed"
-    # Found, not imported: libcurl is loaded in transports/curl/ only (tests/test_layers.py).
-    try:
-        version = importlib.metadata.version("pycurl")
-    except importlib.metadata.PackageNotFoundError:
-        version = "?"
-    return "curl", f"pycurl {version} is installed"
+    # Found, not imported: libcurl is loaded in transports/curl/ only (tests/test_layers.py). No
+    # version here: importlib.metadata cost a fifth of the interpreter's start-up (issue 29).
+    return "curl", "pycurl is installed"

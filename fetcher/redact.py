@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -188,6 +187,6 @@ def _read_or_make_key(path: str) -> bytes:
                               "URLs with credentials are then fetched again") from None
         return key
     with os.fdopen(fd, "w", encoding="ascii") as handle:
-        key = secrets.token_bytes(32)
+        key = os.urandom(32)  # what secrets.token_bytes is; secrets (and random) cost 6 ms of start-up
         handle.write(key.hex() + "\n")
     return key

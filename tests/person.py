@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import pytest
+from ci import missing
 
 TIMEOUT_S = 60.0  # a hang guard, not a timing assertion
 
@@ -99,9 +100,7 @@ def can_mount() -> bool:
 def small_disk(size: str = "2m", read_only: bool = False) -> Iterator[str]:
     """A fresh tmpfs of ``size`` (mounted read-only if asked), unmounted afterwards."""
     if not can_mount():
-        if os.environ.get("CI"):
-            pytest.fail("these tests need root to mount a tmpfs, and CI runs as root: they must run")
-        pytest.skip("needs root to mount a small tmpfs (a full or read-only disk); CI runs these")
+        missing("needs root to mount a small tmpfs (a full or read-only disk); CI runs as root")
     folder = tempfile.mkdtemp(prefix="fetcher-disk-")
     options = f"size={size}" + (",ro" if read_only else "")
     subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", folder], check=True, timeout=30)

@@ -62,6 +62,20 @@ def read_manifest(path: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle]
 
 
+def files_in_place(out: str) -> int:
+    """How many downloaded files are under their final names in ``out`` (no ``.part``, no manifest).
+
+    What a kill -9 cannot take back, and what a rerun finds and skips: waited for instead of sleeping
+    past the journal's flush interval and hoping (the journal commits a batch only when a later
+    result comes, so during a lull its last rows are not yet on the disk).
+    """
+    count = 0
+    for folder, dirs, files in os.walk(out):
+        dirs[:] = [d for d in dirs if d != ".fetcher"]
+        count += sum(1 for name in files if not name.endswith((".part", ".meta")) and not name.startswith("manifest"))
+    return count
+
+
 def part_files(root: str) -> list[str]:
     found = []
     for folder, _dirs, files in os.walk(root):

@@ -26,10 +26,11 @@ Routes (query parameters in brackets):
     /echo                           the request's headers as JSON
     /gallery/N                      an HTML page with 3 <img> links and, for N < 3, an <a> to /gallery/N+1
                                     and one back to /gallery/0 (a crawl with a cycle)
-    /ranged/NAME[?size=N&cut=K&ignore_range=1&change_after=M]
+    /ranged/NAME[?size=N&cut=K&ignore_range=1&change_after=M&interval=S]
                                     a file with an ETag that honours Range/If-Range; with cut, the
                                     first response stops after K bytes; with ignore_range, ranges
-                                    are ignored; after M requests the file (and its ETag) changes
+                                    are ignored; after M requests the file (and its ETag) changes;
+                                    with interval, the first response sends 1,000 bytes every S seconds
     /disposition/NAME[?filename=F&star=S&raw=H&type=T]
                                     the file, with Content-Disposition: attachment;
                                     filename="F" and/or filename*=UTF-8''S (percent-
@@ -270,6 +271,14 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
         self.end_headers()
         cut = int(query.get("cut", 0))
+        interval = float(query.get("interval", 0))
+        if interval and seen == 1:  # a slow first response: a client can stop it half way
+            for offset in range(start, size, 1000):
+                self.wfile.write(body[offset:offset + 1000])
+                self.wfile.flush()
+                if self.server.stopping.wait(interval):
+                    break
+            return
         if cut and seen == 1:
             self.wfile.write(body[start:cut])
             self.wfile.flush()

@@ -21,7 +21,7 @@ def parts_under(root) -> list[str]:
 
 
 def test_public_names_and_lazy_import():
-    assert set(fetcher.__all__) == {"fetch", "Fetcher", "Task", "Result", "__version__"}
+    assert set(fetcher.__all__) == {"fetch", "Fetcher", "Task", "Result", "AsyncFetcher", "afetch", "__version__"}
     assert Result.__module__ == "fetcher.models"
 
 

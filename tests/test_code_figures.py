@@ -9,8 +9,9 @@ from code_figures import class_fields, function_lines, import_cycles, module_lin
 
 MAX_FIELDS, MAX_PARAMETERS, MAX_MODULE_LINES, MAX_FUNCTION_LINES = 20, 8, 350, 60
 
-# fetch() and Fetcher() keep every public keyword they had (the CLI's flags come as **settings).
-PUBLIC_SIGNATURES = {"fetcher.api fetch", "fetcher.api __init__"}
+# fetch() and Fetcher() keep every public keyword they had (the CLI's flags come as **settings);
+# AsyncFetcher() takes the same ones, with the same names and defaults (issue 28).
+PUBLIC_SIGNATURES = {"fetcher.api fetch", "fetcher.api __init__", "fetcher.aio __init__"}
 # attempt.py: one URL's attempt, step by step; the perf helper (issue 29) is working in it this session.
 LONG_MODULES = {"fetcher.download.attempt"}
 

@@ -14,7 +14,8 @@ import time
 
 import pytest
 from conftest import NEEDS_PYCURL, write_list
-from proc_helpers import RUN_TIMEOUT_S, Variant, cli_command, kill_group, part_files, read_manifest, run_cli, wait_until
+from proc_helpers import (RUN_TIMEOUT_S, Variant, cli_command, files_in_place, kill_group, part_files, read_manifest,
+                          run_cli, wait_until)
 from server import body_for
 
 VARIANTS = [Variant("thread"), Variant("process"), Variant("gevent"),
@@ -77,9 +78,8 @@ def test_kill_9_then_rerun_finishes_without_repeating(variant, server, tmp_path,
     process = subprocess.Popen(cli_command(variant, args), env=variant.env(), stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_until(lambda: all(server.stats.requests[f"/files/k{i}.jpg"] for i in range(20))
-                   and server.stats.active >= 2, what="the fast files done and the slow ones in flight")
-        time.sleep(0.2)
+        wait_until(lambda: files_in_place(out) >= len(fast) and server.stats.active >= 2,
+                   what="the fast files in place and the slow ones in flight")
         os.killpg(process.pid, signal.SIGKILL)  # the coordinator and every worker, as a power cut would
         process.wait(timeout=RUN_TIMEOUT_S)
     finally:

@@ -225,3 +225,31 @@ def test_which_x_robots_tag_values_opt_out(value, expected):
     from fetcher.download.optout import opted_out
 
     assert opted_out({"X-Robots-Tag": value} if value else {}, "fetcher/1.0 (+https://pypi.org/)") == expected
+
+
+def jpeg_of(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 100, 50)).save(buffer, "JPEG", quality=80)
+    return buffer.getvalue()
+
+
+# Sizes where the JPEG draft decode applies (a side at least twice --resize) and rounds its own scale;
+# 139x226 and 666x191 were stored as 64x103 and 222x64 on 28b5069.
+DRAFT_SIZES = [(139, 226), (666, 191), (131, 257), (301, 129), (513, 1027), (1000, 999), (257, 129), (130, 1999)]
+
+
+@pytest.mark.parametrize("mode", ["keep_ratio", "center_crop", "border"])
+def test_resize_targets_come_from_the_original_size_even_after_a_draft_decode(mode):
+    from fetcher.download.images import finish_image, target_size
+    from fetcher.options import Options
+
+    options = Options.create(resize=64, resize_mode=mode, encode_format="png")
+    for width, height in DRAFT_SIZES:
+        outcome = finish_image(jpeg_of(width, height), options)
+        assert outcome.data is not None
+        stored_size = Image.open(io.BytesIO(outcome.data)).size
+        expected = target_size(width, height, 64, "keep_ratio") if mode == "keep_ratio" else (64, 64)
+        assert stored_size == expected, (width, height)
+        if mode == "keep_ratio":  # the ratio kept to within a pixel's rounding
+            assert min(stored_size) == 64
+            assert abs(stored_size[0] / stored_size[1] - width / height) <= 1 / 64 * max(width / height, 1)

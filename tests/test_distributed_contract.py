@@ -184,5 +184,8 @@ def test_stats_name_the_workers(broker):
     stats = wait_until(lambda: serve_side.collect(0) or w1.stats()["workers"] and w1.stats(), timeout=10,
                        what="stats with a worker")
     assert stats["run_id"] == "run1" and [w["id"] for w in stats["workers"]] == ["w1"]
-    assert serve_side.room() >= 0
+    assert 1 <= serve_side.room() <= 3  # 4 slots, 1 task in flight
+    for i in range(1, 5):  # 4 more, not leased: with the one in flight, more than the worker's slots
+        serve_side.offer(task(i))
+    wait_until(lambda: serve_side.collect(0) or serve_side.room() == 0, timeout=10, what="no room left")
 

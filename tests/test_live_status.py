@@ -62,5 +62,5 @@ def test_status_after_a_finished_run_is_as_before(server, tmp_path):
     with contextlib.redirect_stdout(io.StringIO()):
         assert main([str(tmp_path / "urls.txt"), "-o", out, "-q"]) == 0
     shown = status(out)
-    assert "1 URLs: 1 ok, 0 failed, 0 pending" in shown and "and finished." in shown
+    assert "1 URL: 1 ok, 0 failed, 0 pending" in shown and "and finished." in shown
     assert not os.path.exists(os.path.join(out, ".fetcher", "live.json"))

@@ -246,6 +246,13 @@ def test_locate_says_whether_the_target_and_its_folder_exist(tmp_path):
     assert locate(root, "top.jpg")[1] == NO_FILE
 
 
+@pytest.mark.parametrize("relative", ["h/x.jpg", "h/./x.jpg", "h//x.jpg", "h/g/../x.jpg", "./h/x.jpg"])
+def test_locate_gives_the_normal_path_whatever_the_spelling(tmp_path, relative):
+    (tmp_path / "h").mkdir()
+    for root in (str(tmp_path), str(tmp_path) + "/"):
+        assert locate(root, relative) == (str(tmp_path / "h" / "x.jpg"), NO_FILE)
+
+
 def test_a_remembered_folder_costs_one_lstat_per_file(tmp_path, monkeypatch):
     (tmp_path / "h").mkdir()
     seen = _counting_lstat(monkeypatch)

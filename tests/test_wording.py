@@ -60,3 +60,11 @@ def test_the_docs_say_what_becomes_of_a_drive_letter():
         page = handle.read()
     assert clean_user_path("C:/x.jpg") == "C_/x.jpg" and "`C:/x.jpg` becomes `C_/x.jpg`" in page
     assert "drive letters are dropped" not in page
+
+
+def test_one_url_is_singular(server, tmp_path):
+    (tmp_path / "urls.txt").write_text(server.url("/files/one.jpg") + "\n")
+    status, out, _ = run([str(tmp_path / "urls.txt"), "-o", str(tmp_path / "out")])
+    assert status == 0 and out.startswith("Finished 1 URL in ")
+    status, shown, _ = run(["status", "-o", str(tmp_path / "out")])
+    assert ": 1 URL: 1 ok" in shown

@@ -29,7 +29,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from itertools import chain
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from fetcher.backends.base import Backend, SessionFactory, internal_failure
@@ -79,38 +78,33 @@ class MultiDownloads:
 
     def start_pending(self) -> None:
         """Start queued tasks while easy handles are free."""
-        while self._pending and self.transfers.free:
-            task = self._pending.popleft()
-            download = _settled(task, partial(prepare, task, self.options, self.cancel))
+        pending, transfers = self._pending, self.transfers
+        while pending and transfers.free:
+            task = pending.popleft()
+            download = self._prepare(task)
             if isinstance(download, Result):  # decided before any request (a bad name, a kept file)
                 self.done.append(download)
                 continue
-            self.transfers.start(download.request(), download, download)
+            transfers.start(download.request(), download, download)
 
     def settle_ended(self) -> None:
         """Settle every transfer libcurl reports over (after ``socket_action``) and, when the deadline
         tick is due, every transfer past a deadline (``CurlTransfers.overdue``); then start queued tasks."""
-        for download, finish in chain(self.transfers.overdue(), self.transfers.ended()):
-            result = _settled(download.task, partial(download.settle, finish))
-            assert isinstance(result, Result), "settle() returns a Result"
-            self.done.append(result)
+        transfers = self.transfers
+        for download, transport, code, message in chain(transfers.overdue(), transfers.ended()):
+            self.done.append(self._settle(download, transport.finish, code, message))
         self.start_pending()
 
     def cancel_all(self) -> None:
         """Drop queued tasks; stop every transfer now, its ``.part`` removed unless resumable."""
         self._pending.clear()
         for download in self.transfers.stop_all():
-            _settled(download.task, partial(download.settle, _cancelled))
+            self._settle(download, _raise, Cancelled())
 
     def fail_all(self, error: Exception) -> None:
         """libcurl itself failed (not one transfer): every transfer ends as an ``internal`` Result."""
-        def fail() -> Head:
-            raise error
-
         for download in self.transfers.stop_all():
-            result = _settled(download.task, partial(download.settle, fail))
-            assert isinstance(result, Result), "settle() returns a Result"
-            self.done.append(result)
+            self.done.append(self._settle(download, _raise, error))
 
     def take_done(self) -> list[Result]:
         done, self.done = self.done, []
@@ -119,17 +113,27 @@ class MultiDownloads:
     def close(self) -> None:
         self.transfers.close()
 
+    # ``run_task``'s safety net, around the two steps of a download: a bug becomes an ``internal``
+    # Result of its URL, not a stopped run.
 
-def _cancelled() -> Head:
-    raise Cancelled()
+    def _prepare(self, task: FetchTask) -> Download | Result:
+        """``prepare``: the checks before any request, a Download to start or already a Result."""
+        try:
+            return prepare(task, self.options, self.cancel)
+        except Exception as exc:  # noqa: BLE001 - one URL's bug must not stop the others
+            return internal_failure(task, exc)
+
+    def _settle(self, download: Download, finish: Callable[..., Head], *args: object) -> Result:
+        """``download.settle(finish, *args)``: ``finish(*args)`` gives the Head or raises the failure."""
+        try:
+            return download.settle(finish, *args)
+        except Exception as exc:  # noqa: BLE001 - one URL's bug must not stop the others
+            return internal_failure(download.task, exc)
 
 
-def _settled(task: FetchTask, step: Callable[[], Result | Download]) -> Result | Download:
-    """``step()``, with ``run_task``'s safety net: a bug becomes an ``internal`` Result, not a stopped run."""
-    try:
-        return step()
-    except Exception as exc:  # noqa: BLE001 - one URL's bug must not stop the others
-        return internal_failure(task, exc)
+def _raise(error: BaseException) -> Head:
+    """A ``finish`` for a transfer stopped from outside (cancel, libcurl failing): its failure."""
+    raise error
 
 
 class MultiBackend(Backend):

@@ -14,6 +14,7 @@ import argparse
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from fetcher.options.table import DATASET, NAMING, RULES, RUN, SERVE, WORK
 if TYPE_CHECKING:
     from fetcher.distributed.broker import BrokerSpec
     from fetcher.distributed.events import Outcome, WorkerEvent
+    from fetcher.distributed.server import Served
 
 PASSWORD_HELP = ("Redis only: file holding the Redis password (default: $FETCHER_REDIS_PASSWORD; "
                  "never on the command line or in the URL, which ps shows)")
@@ -156,10 +158,10 @@ def serve_main(argv: list[str]) -> int:
         summary = served.summary
         lines: list[str] = []
         if not args.quiet or log is not None:
-            lines.append(summary.describe("remote", sum(w["pool"] for w in served.workers if not w["gone"])))
-            for w in served.workers:
-                gone = " (gone before the end)" if w["gone"] else ""
-                lines.append(f"  worker {w['id']}: {w['done']} URLs{gone}, files in {w['host']}:{w['out']}")
+            lines.extend(closing_lines(served))
+            if served.dropped:
+                lines.append(f"dropped {served.dropped} malformed broker messages (not ours, or damaged); "
+                             "the run went on")
         for line in lines:
             progress.log(line)
     finally:
@@ -168,6 +170,29 @@ def serve_main(argv: list[str]) -> int:
     if not args.quiet:
         print("\n".join(lines))
     return summary.exit_code
+
+
+def closing_lines(served: Served) -> list[str]:
+    """serve's summary: the run, then each worker's manifest records (they add up to the manifest)."""
+    pools = [w["pool"] for w in served.workers if w["pool"]]
+    many = len(served.workers)
+    pool = f"{' + '.join(map(str, pools)) or '?'} on {many} worker{'s' if many != 1 else ''}"
+    lines = [served.summary.describe("remote", pool)]
+    for w in served.workers:
+        lines.append(f"  worker {w['id']} ({w['backend']}, pool {w['pool']}): "
+                     f"{_records(served.records.get(w['id']))}{' (gone before the end)' if w['gone'] else ''}, "
+                     f"files in {w['host']}:{w['out']}")
+    if served.records.get(None):
+        lines.append(f"  no worker: {_records(served.records[None])} (input lines that are not URLs, or URLs "
+                     "that ended before any worker had them)")
+    return lines
+
+
+def _records(counts: Counter[str] | None) -> str:
+    counts = counts or Counter()
+    total = sum(counts.values())
+    return (f"{total} record{'s' if total != 1 else ''} ({counts['ok']} ok, {counts['failed']} failed, "
+            f"{counts['skipped']} skipped)")
 
 
 def _serve_spec(args: argparse.Namespace, out: str, note: Any) -> tuple[BrokerSpec, str | None]:
@@ -291,12 +316,12 @@ def describe_stats(where: str, stats: dict[str, Any]) -> list[str]:
     lines = [f"server {where} (run {stats['run_id']}, {stats['state']}): "
              f"{done}{'' if total is None else f' of about {total}'} URLs final: "
              + ", ".join(f"{final.get(s, 0)} {s}" for s in ("ok", "failed", "skipped"))
-             + f"; {stats['leased']} leased, {stats['queued']} queued",
-             f"leases: {counts.get('leased', 0)} handed out, {counts.get('expired', 0)} expired "
+             + f"; {stats['leased']} leased now, {stats['queued']} queued",
+             f"leases: {counts.get('leased', 0)} handed out in all, {counts.get('expired', 0)} expired "
              f"(timeout {stats['lease_timeout']:g} s), {counts.get('released', 0)} returned; "
              f"{counts.get('duplicates', 0)} late duplicates ignored",
              f"workers connected: {len(stats['workers'])}"]
     for w in stats["workers"]:
-        lines.append(f"  {w['id']}: {w['backend']} pool {w['pool']}, holding {w['held']}, done {w['done']}, "
+        lines.append(f"  {w['id']}: {w['backend']} pool {w['pool']}, holding {w['held']}, {w['done']} results sent, "
                      f"files in {w['host']}:{w['out']}, last call {w['seen_s_ago']:g} s ago")
     return lines

@@ -45,7 +45,7 @@ def _describe_journal(out: str) -> None:
     try:
         counts = journal.counts()
         total = sum(counts.values())
-        print(f"{os.path.abspath(out)}: {total} URLs: " + ", ".join(
+        print(f"{os.path.abspath(out)}: {total} URL{'' if total == 1 else 's'}: " + ", ".join(
             f"{counts.get(state, 0)} {state}" for state in ("ok", "failed", "pending")))
         shards = shard_summary(out)
         if shards is not None:

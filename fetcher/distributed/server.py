@@ -12,7 +12,8 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -51,6 +52,27 @@ class Served:
 
     summary: Summary
     workers: list[dict[str, Any]]
+    dropped: int = 0  # malformed broker messages dropped (serve's and the workers' own counts)
+    # The run's manifest records by the worker that holds their file (None: no worker, e.g. a bad
+    # input line), by status: the closing summary's figures, which add up to the manifest.
+    records: dict[str | None, Counter[str]] = field(default_factory=dict)
+
+
+def _tally(records: dict[str | None, Counter[str]], result: Result) -> None:
+    worker = result.extra.get("worker")
+    worker_id = worker.get("id") if isinstance(worker, dict) else None
+    records.setdefault(worker_id if isinstance(worker_id, str) else None, Counter())[result.status.value] += 1
+
+
+def _took_part(stats: dict[str, Any], records: dict[str | None, Counter[str]]) -> list[dict[str, Any]]:
+    """Every worker with a record in the manifest or still connected; one known only from records
+    (a restart's skipped URLs, done by a worker of the earlier serve) with what its records say."""
+    workers = [w for w in stats["workers"] if w["id"] in records or not w["gone"]]
+    known = {w["id"] for w in workers}
+    for worker_id in records:
+        if worker_id is not None and worker_id not in known:
+            workers.append({"id": worker_id, "host": "?", "out": "?", "backend": "?", "pool": 0, "gone": True})
+    return workers
 
 
 def serve(items: Iterator[Task | Result], options: Options, progress: Progress, config: ServeConfig, *,
@@ -71,13 +93,19 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
         on_listening(where)
     backend = partial(RemoteBackend, coordinator=broker, on_event=None if config.quiet else progress.note)
     completed = False
+    records: dict[str | None, Counter[str]] = {}
+
+    def on_result(result: Result) -> None:
+        broker.note_final(result)
+        _tally(records, result)
+
     try:
-        spec = plan(options, Report(progress, config.verbose, config.quiet, on_result=broker.note_final),
+        spec = plan(options, Report(progress, config.verbose, config.quiet, on_result=on_result),
                     Folder(retry_failed=config.retry_failed), workers=Workers(backend_factory=backend, files_here=False))
         summary = run_to_end(spec, items)
         # The engine has shut the backend down, which ended the run for the broker; the journal is closed.
         completed = True
-        workers = [w for w in broker.stats(gone_too=True)["workers"] if w["done"] or not w["gone"]]
+        workers = _took_part(broker.stats(gone_too=True), records)
     finally:
         if broker.running:  # the run never started (e.g. the folder is in use)
             broker.finish(interrupted=True)
@@ -85,7 +113,7 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
             _linger(broker, broker.heartbeat_s + LINGER_SLACK_S)
         finally:
             broker.stop(completed)
-    return Served(summary, workers)
+    return Served(summary, workers, int(broker.stats(gone_too=True)["counts"].get("dropped", 0)), records)
 
 
 def _linger(coordinator: ServeBroker, bound: float) -> None:

@@ -30,7 +30,7 @@ from fetcher.models import ErrorKind, Result, Status, FetchTask, failed, input_e
 from fetcher.files.naming import finalize_name
 from fetcher.files.paths import FOUND, NO_FOLDER, PART_SUFFIX, join_within, locate, prune_empty
 from fetcher.download.guards import (MAGIC_BYTES, CancelFlag, Cancelled, TransferGuard, check_complete, check_content_type,
-                                  check_magic, is_encoded)
+                                  check_encoding, check_magic, is_encoded)
 from fetcher.transports import as_transport
 from fetcher.transports.base import Head, Request
 
@@ -67,7 +67,7 @@ def fetch_one(task: FetchTask, session: Any, options: Options, cancel: CancelFla
     if isinstance(download, Result):
         return download
     transport = as_transport(session)
-    return download.settle(lambda: transport.fetch(download.request(), download))
+    return download.settle(transport.fetch, download.request(), download)
 
 
 def prepare(task: FetchTask, options: Options, cancel: CancelFlag | None = None) -> Download | Result:
@@ -107,7 +107,7 @@ class Download:
         self.resume: tuple[int, str] | None = None
         self.has_meta = False  # NAME.part.meta exists (from an earlier attempt, or written by this one)
         if may_resume and not options.output.in_memory:  # False: the part's folder does not exist yet
-            self.resume, self.has_meta = partial.read_meta(self.part, task.url)
+            self.resume, self.has_meta = partial.read_meta(self.part, task.url, task.attempt)
         self.head: Head | None = None
         self.name = task.name
         self.sink: partial.PartFile | io.BytesIO | None = None
@@ -129,14 +129,15 @@ class Download:
         connect = min(rules.connect_timeout, rules.max_time) if rules.max_time else rules.connect_timeout
         return Request(self.task.url, headers, connect, self.guard, options.transport.chunk_size)
 
-    def settle(self, transfer: Callable[[], Head]) -> Result:
-        """The Result of this attempt, ``transfer`` being the transport's (blocking, or finished) transfer.
+    def settle(self, transfer: Callable[..., Head], *args: object) -> Result:
+        """The Result of this attempt, ``transfer(*args)`` being the transport's transfer: a blocking
+        ``fetch``, or the ``finish`` of one a multi handle ran (``CurlTransport.finish(code, message)``).
 
         Every failure of this URL becomes a Result; only bugs raise.
         """
         try:
             try:
-                return self._finish(transfer())
+                return self._finish(transfer(*args))
             finally:
                 if self.sink is not None:
                     self.sink.close()
@@ -165,6 +166,9 @@ class Download:
             self._reject(FetchFailure(ErrorKind.HTTP_STATUS, "HTTP 416 for a resumed download; restarting",
                                       retryable=True))
             return
+        if status < 200:  # http.client takes a 1xx other than 100 (a 103) for the final response
+            raise FetchFailure(ErrorKind.HTTP_STATUS, f"HTTP {status}: an informational response where the "
+                               "final one was expected", retryable=True)
         if status >= 400:
             self._reject(FetchFailure(ErrorKind.HTTP_STATUS, f"HTTP {status} {head.reason}".strip(),
                                       retryable=status in TRANSIENT_STATUSES,
@@ -176,6 +180,7 @@ class Download:
                                       "out of AI training (--ignore-opt-out fetches it anyway)"))
             return
         check_content_type(headers.get("Content-Type"), self.options.rules.accept)
+        check_encoding(headers)
         if self.options.output.in_memory:
             self.guard.check_declared_size(headers.get("Content-Length"), is_encoded(headers))
             self.sink = io.BytesIO()
@@ -207,7 +212,7 @@ class Download:
     def _reject(self, failure: FetchFailure) -> None:
         """Fail this response; drain its body first if it is small enough (see DRAIN_BYTES)."""
         declared = self.head.headers.get("Content-Length") if self.head is not None else None
-        if declared is not None and (not declared.isdigit() or int(declared) > DRAIN_BYTES):
+        if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > DRAIN_BYTES):
             raise failure
         self.rejected = failure
 

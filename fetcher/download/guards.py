@@ -166,6 +166,19 @@ def check_magic(content_type: str | None, head: bytes) -> None:
     raise FetchFailure(ErrorKind.BAD_CONTENT, f"body does not look like {media}: starts with {preview!r}")
 
 
+DECODED_CODINGS = frozenset({"gzip", "x-gzip", "deflate", "identity", ""})  # what both clients decode (base.ACCEPT_ENCODING)
+
+
+def check_encoding(headers: Mapping[str, str]) -> None:
+    """Refuse a body in a content coding the clients cannot decode (br, zstd, garbage names): both pass it
+    through as it came, and the encoded bytes would be stored as if they were the file."""
+    value = headers.get("Content-Encoding") or ""
+    unknown = [c for c in (part.strip().lower() for part in value.split(",")) if c not in DECODED_CODINGS]
+    if unknown:
+        raise FetchFailure(ErrorKind.BAD_CONTENT, f"cannot decode body: Content-Encoding {unknown[0][:40]!r} "
+                           "was not asked for (only gzip and deflate are)")
+
+
 def is_encoded(headers: Mapping[str, str]) -> bool:
     return (headers.get("Content-Encoding") or "identity").strip().lower() not in ("", "identity")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import time
 from typing import Any
 
@@ -36,7 +35,8 @@ def resume_offset(status: int, headers: Any, resume: tuple[int, str] | None) -> 
 def _content_range_start(value: str) -> int | None:
     unit, _, rest = value.strip().partition(" ")
     first = rest.split("-", 1)[0]
-    return int(first) if unit.lower() == "bytes" and first.isdigit() else None
+    # isascii: str.isdigit() is true of "²", which int() refuses (a header is latin-1 text, any byte)
+    return int(first) if unit.lower() == "bytes" and first.isascii() and first.isdigit() else None
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -44,11 +44,13 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²" (isdigit, yet no number), nor "1e400" or "nan"
         return float(value)
+    import email.utils  # an HTTP-date here is rare; at start-up, email.* cost 8 ms (issue 29)
+
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, IndexError):  # any text reaches here
         return None
     if when is None:
         return None

@@ -71,12 +71,13 @@ def finish_image(source: str | bytes, options: Options) -> ImageOutcome:
             encode = options.dataset.resize > 0 or bool(options.dataset.encode_format)
             if not (options.dataset.verify_image or encode):
                 return ImageOutcome(fields)  # the filters need only the header
+            original = image.size  # the target size comes from these: a draft decode rounds its own scale
             if encode and options.dataset.resize and image.format == "JPEG":
                 image.draft("RGB", _draft_size(image.size, options))  # decode at a reduced scale: less CPU, less memory
             image.load()  # decodes it all: a truncated or corrupt body fails here
             if not encode:
                 return ImageOutcome(fields)
-            data, ext = _encode(image, options)
+            data, ext = _encode(image, options, original)
     except FetchFailure:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -126,11 +127,16 @@ def _draft_size(size: tuple[int, int], options: Options) -> tuple[int, int]:
     return target_size(size[0], size[1], options.dataset.resize, options.dataset.resize_mode)
 
 
-def resize(image: PILImage.Image, size: int, mode: str) -> PILImage.Image:
-    """``image`` resized as ``--resize-mode`` says (see the module docstring)."""
+def resize(image: PILImage.Image, size: int, mode: str, original: tuple[int, int] | None = None) -> PILImage.Image:
+    """``image`` resized as ``--resize-mode`` says (see the module docstring).
+
+    ``original``: the image's size before a JPEG draft decode scaled it down. The
+    target size is computed from it: the draft rounds each side on its own (a
+    139x226 JPEG drafts to 70x113), and scaling that would shift the aspect ratio.
+    """
     from PIL import Image
 
-    scaled = target_size(image.width, image.height, size, mode)
+    scaled = target_size(*(original or image.size), size, mode)
     # Box filtering (area averaging, OpenCV's INTER_AREA, what img2dataset downscales with) when
     # shrinking; Lanczos when enlarging (img2dataset's INTER_LANCZOS4).
     shrinking = scaled[0] < image.width
@@ -145,7 +151,7 @@ def resize(image: PILImage.Image, size: int, mode: str) -> PILImage.Image:
     return image
 
 
-def _encode(image: PILImage.Image, options: Options) -> tuple[bytes, str]:
+def _encode(image: PILImage.Image, options: Options, original: tuple[int, int]) -> tuple[bytes, str]:
     from PIL import Image
 
     ext = options.dataset.encode_format or "jpg"
@@ -154,7 +160,7 @@ def _encode(image: PILImage.Image, options: Options) -> tuple[bytes, str]:
         alpha = "transparency" in image.info or image.mode in ("LA", "PA", "RGBa")
         image = image.convert("RGBA" if alpha else "RGB")
     if options.dataset.resize:
-        image = resize(image, options.dataset.resize, options.dataset.resize_mode)
+        image = resize(image, options.dataset.resize, options.dataset.resize_mode, original)
     if fmt == "JPEG" and image.mode == "RGBA":  # JPEG has no alpha: lay it on white, as img2dataset does
         background = Image.new("RGB", image.size, (255, 255, 255))
         background.paste(image, mask=image.getchannel("A"))

@@ -12,6 +12,7 @@ the last guard either way.
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import posixpath
 import re
@@ -48,9 +49,13 @@ _PREFERRED_EXT = {
 # Types that say nothing about the content: no extension is better than ".bin".
 _UNINFORMATIVE = frozenset({"application/octet-stream", "binary/octet-stream", "application/unknown",
                             "application/x-download", "application/force-download"})
-# Built-in table only, never /etc/mime.types: the same response gets the same
-# name on every machine.
-_MIME = mimetypes.MimeTypes()
+
+
+@functools.cache
+def _mime_types() -> mimetypes.MimeTypes:
+    """Built-in table only, never /etc/mime.types: the same response gets the same name on every
+    machine. Made when first asked: a third of this module's import time, for a rare guess."""
+    return mimetypes.MimeTypes()
 
 
 def clean_component(text: str, limit: int = MAX_COMPONENT_BYTES) -> str:
@@ -102,7 +107,7 @@ def extension_for_type(content_type: str | None) -> str:
         return ""
     if mime in _PREFERRED_EXT:
         return _PREFERRED_EXT[mime]
-    guessed = _MIME.guess_extension(mime, strict=False) or ""
+    guessed = _mime_types().guess_extension(mime, strict=False) or ""
     ext = guessed.lstrip(".").lower()
     return ext if re.fullmatch(r"[a-z0-9]{1,%d}" % MAX_EXT, ext) else ""
 

@@ -45,13 +45,19 @@ def locate(root: str, relative: str) -> tuple[str, str]:
     that no other user can replace are remembered (see ``_walk_folders``), so a
     download into a known folder costs one ``lstat``, of the target itself.
     """
-    root = os.path.abspath(root)
+    root = _absolute_roots.get(root) or _absolute(root)
     if os.path.isabs(relative) or "\x00" in relative:
         raise ValueError(f"unsafe relative path {relative!r}")
-    target = os.path.abspath(os.path.join(root, relative))
-    # Both are normalised absolute paths, so "inside" is a prefix up to a separator.
-    if not target.startswith(root if root.endswith(os.sep) else root + os.sep) or target == root:
-        raise ValueError(f"path {relative!r} escapes {root!r}")
+    parts = relative.split(os.sep)
+    if os.altsep is None and "" not in parts and "." not in parts and ".." not in parts:
+        # Already normal (no empty, "." or ".." component): joining cannot leave root, and
+        # normpath would change nothing (the usual name, at a fraction of abspath's cost).
+        target = (root if root.endswith(os.sep) else root + os.sep) + relative
+    else:
+        target = os.path.abspath(os.path.join(root, relative))
+        # Both are normalised absolute paths, so "inside" is a prefix up to a separator.
+        if not target.startswith(root if root.endswith(os.sep) else root + os.sep) or target == root:
+            raise ValueError(f"path {relative!r} escapes {root!r}")
     presence = _inspect(root, target)
     if presence == _LINK:
         real_root = os.path.realpath(root)
@@ -60,6 +66,17 @@ def locate(root: str, relative: str) -> tuple[str, str]:
             raise ValueError(f"path {relative!r} leads out of {root!r} through a symbolic link")
         return target, FOUND
     return target, presence
+
+
+_absolute_roots: dict[str, str] = {}  # absolute output folders, normalised once
+
+
+def _absolute(root: str) -> str:
+    """``os.path.abspath(root)``, remembered when ``root`` is absolute (a relative one depends on the cwd)."""
+    absolute = os.path.abspath(root)
+    if os.path.isabs(root) and len(_absolute_roots) < _VERIFIED_ROOTS:
+        _absolute_roots[root] = absolute
+    return absolute
 
 
 def _inspect(root: str, target: str) -> str:
@@ -134,9 +151,11 @@ def forget_folders() -> None:
     """Look at (and make) every folder again: one was removed while this process ran."""
     _verified.clear()
     _made.clear()
+    _new.clear()
 
 
 _made: set[str] = set()  # folders this process made or found: os.makedirs once per folder, not per file
+_new: set[str] = set()  # of those, the ones this process made itself: nothing of an earlier run is in them
 _MADE_LIMIT = 65_536
 
 
@@ -144,10 +163,30 @@ def ensure_folder(folder: str) -> None:
     """``os.makedirs(folder, exist_ok=True)``, remembered so the next file in it costs nothing."""
     if folder in _made:
         return
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.mkdir(folder)
+        made = True
+    except FileExistsError:
+        made = False
+    except FileNotFoundError:  # a parent is missing too
+        os.makedirs(folder, exist_ok=True)
+        made = True
     if len(_made) >= _MADE_LIMIT:  # a crawl over millions of hosts: stay bounded
         _made.clear()
+        _new.clear()
     _made.add(folder)
+    if made:
+        _new.add(folder)
+
+
+def made_here(folder: str) -> bool:
+    """This process created ``folder`` (``ensure_folder``): what is in it, this process put there."""
+    return folder in _new
+
+
+def unmark_made(folder: str) -> None:
+    """``folder`` now holds something ``made_here`` must not vouch for (a resume's meta file)."""
+    _new.discard(folder)
 
 
 def prune_empty(folder: str, root: str) -> None:
@@ -166,5 +205,6 @@ def prune_empty(folder: str, root: str) -> None:
         except OSError:  # not empty (the usual case), or already gone
             return
         _made.discard(folder)
+        _new.discard(folder)
         _verified.get(root, set()).discard(folder)
         folder = os.path.dirname(folder)

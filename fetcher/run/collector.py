@@ -55,12 +55,12 @@ class Summary:
             return ExitStatus.INTERRUPTED
         return ExitStatus.FAILED if self.failed else ExitStatus.OK
 
-    def describe(self, backend: str, pool: int) -> str:
+    def describe(self, backend: str, pool: int | str) -> str:
         """The one-paragraph summary printed at the end of a CLI run."""
         seconds = max(self.elapsed_s, 1e-9)
         head = ("Stopped after" if self.stopped is not None else
                 "Interrupted after" if self.interrupted else "Finished")
-        text = (f"{head} {self.total} URLs in {self.elapsed_s:.1f} s with the {backend} backend "
+        text = (f"{head} {self.total} URL{'' if self.total == 1 else 's'} in {self.elapsed_s:.1f} s with the {backend} backend "
                 f"(pool {pool}): {self.ok} ok, {self.failed} failed, {self.skipped} skipped; "
                 f"{human_bytes(self.bytes)} at {self.total / seconds:.1f} files/s "
                 f"({human_bytes(self.bytes / seconds)}/s).")

@@ -45,13 +45,17 @@ class Flusher:
     Args:
         options: the run's options.
         active: whether files pass through it at all (no: remote workers' files, which are not here).
+        inline: False for a caller on an event loop (aio.py): every batch is then flushed on a
+            thread, and ``ready`` never waits for one unless asked to (``block``); the caller
+            asks again after ``seconds_until_due`` while ``holding``.
     """
 
-    def __init__(self, options: Options, active: bool = True) -> None:
+    def __init__(self, options: Options, active: bool = True, inline: bool = True) -> None:
         self.options = options
         self.active = active and options.output.durability in (BATCH, FULL) and not options.output.in_memory
         self._held: list[tuple[Result, FetchTask]] = []
         self._last = -TRICKLE_S  # when the last flush began: the first one runs at once, here
+        self._inline = inline
         # Under gevent a "thread" is a greenlet: syncfs would block the hub all the same, so flush here.
         self._apart = _threads_are_real()
         self._flushing: threading.Thread | None = None  # the batch being flushed, if any
@@ -64,6 +68,11 @@ class Flusher:
         self._held.append((result, task))
         return None
 
+    @property
+    def holding(self) -> bool:
+        """Some Result waits for a flush (held, or its batch on the flush thread)."""
+        return bool(self._held) or self._flushing is not None
+
     def seconds_until_due(self) -> float | None:
         """How long until ``ready`` has something to do; None when nothing is held."""
         if self._flushing is not None:
@@ -72,30 +81,39 @@ class Flusher:
             return None
         return max(0.0, self._last + FLUSH_EVERY_S - time.monotonic())
 
-    def ready(self, idle: bool = False) -> list[Result]:
+    def ready(self, idle: bool = False, block: bool | None = None) -> list[Result]:
         """Results whose flush is over; starts the next flush when one is due.
 
         ``idle`` (nothing else is running, or the run is ending): wait for the batch
-        on its thread, then flush the rest here. An interrupt in the middle (Ctrl-C)
-        leaves what is not yet handed on held, each file's progress noted, so calling
-        again finishes the batch.
+        on its thread, then flush the rest here; not ``inline``, start its flush on a
+        thread instead, unless ``block`` (what is left after an interrupt). An interrupt
+        in the middle (Ctrl-C) leaves what is not yet handed on held, each file's progress
+        noted, so calling again finishes the batch.
         """
-        done = self._collect(wait=idle)
+        block = self._inline if block is None else block
+        done = self._collect(wait=idle and block)
         if not self._held or self._flushing is not None:
             return done
         now = time.monotonic()
         due = len(self._held) >= FLUSH_EVERY_N or now >= self._last + FLUSH_EVERY_S
+        if not block and self._apart:  # an event loop's thread: it never waits for the disk
+            if due or idle:
+                self._start_apart(now)
+            return done
         if idle or (due and (not self._apart or now >= self._last + TRICKLE_S)):
             self._last = now
             done += self._flush(self._held)
             self._held = []
         elif due:
-            batch, self._held = self._held, []
-            self._last = now
-            self._flushing = threading.Thread(target=self._flush_apart, args=(batch,), name="fetcher-flush",
-                                              daemon=True)
-            self._flushing.start()
+            self._start_apart(now)
         return done
+
+    def _start_apart(self, now: float) -> None:
+        batch, self._held = self._held, []
+        self._last = now
+        self._flushing = threading.Thread(target=self._flush_apart, args=(batch,), name="fetcher-flush",
+                                          daemon=True)
+        self._flushing.start()
 
     def abandon(self) -> None:
         """The run stops early: staged bodies never get a name (a resumable one is kept).

@@ -133,8 +133,12 @@ class Journal:
                 self._db.executescript(_SCHEMA)
                 _add_missing_columns(self._db)
                 mask_legacy_rows(self._db, self._keys)
-        except (sqlite3.DatabaseError, OSError) as exc:
-            raise ConfigError(f"cannot open journal {self.path!r}: {getattr(exc, 'strerror', None) or exc}") from None
+        except sqlite3.DatabaseError as exc:  # garbage, or cut short
+            raise ConfigError(f"cannot open journal {self.path!r}: {exc}: it is damaged; to start over, move it "
+                              f"aside (mv {self.path} {self.path}.bad): files already in the folder are kept "
+                              "and not fetched again") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot open journal {self.path!r}: {exc.strerror or exc}") from None
         self.run = 0
         self._results: list[tuple[Any, ...]] = []
         self._last_commit = time.monotonic()

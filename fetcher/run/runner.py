@@ -21,11 +21,12 @@ import os
 from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from fetcher.download import durability, partial
 from fetcher.errors import ConfigError, StorageError
 from fetcher.run import engine
+from fetcher.run.engine import Pause
 from fetcher.run.collector import Collector, Summary
 from fetcher.run.journal import JOURNAL_DIR, Journal
 from fetcher.run.live import LiveFile
@@ -128,13 +129,17 @@ class RunSpec:
 def plan(options: Options, report: Report, folder: Folder | None = Folder(), manifest: bool = True,
          workers: Workers = Workers()) -> RunSpec:
     """The usual RunSpec: the steps ``options`` ask for (shards need the journal's folder lock)."""
-    from fetcher.run.shards import ParquetManifest, Shards
-
+    # Imported only when asked for: run/shards.py (with tarfile and the shard index) was a tenth of
+    # a plain run's start-up (issue 29).
     path = options.output.manifest_path if manifest else None
     steps: list[StepOpener] = []
     if folder is not None and options.dataset.output_format == "webdataset":
+        from fetcher.run.shards import Shards
+
         steps.append(Shards(options))
     if path is not None and options.output.manifest_format == "parquet":
+        from fetcher.run.shards import ParquetManifest
+
         steps.append(ParquetManifest(path))
     return RunSpec(options, report, folder, path, tuple(steps), workers)
 
@@ -153,6 +158,27 @@ def run(spec: RunSpec, items: Iterator[Item], wait_for_more: Callable[[float], b
         StorageError: the disk filled up (or became read-only) during the run; the
             summary (``stopped``) says so, and what finished is kept.
     """
+    # Without a local_backend the run yields no Pause: the cast costs nothing per Result.
+    return cast("Generator[Result, None, None]", _run(spec, items, wait_for_more, cancel, None))
+
+
+def run_pausing(spec: RunSpec, items: Iterator[Item], local_backend: BackendFactory,
+                wait_for_more: Callable[[float], bool] | None = None,
+                cancel: CancelFlag | None = None) -> Generator[Result | Pause, None, None]:
+    """``run``, for a driver on an event loop (run/aio_driver.py): the run never blocks; it yields an
+    ``engine.Pause`` where it would wait (see ``engine.results``).
+
+    Two steps work the disk and never touch the backend, so a driver on a loop runs them on a
+    thread: the first (the setup: the folder's lock, the journal, a sync of the folder), which
+    ends with ``Pause(0)``, and the one after ``Pause(0, disk=True)`` (the teardown: the manifest
+    closed, the last commit). ``local_backend`` makes the run's backend, on the driver's thread.
+    """
+    return _run(spec, items, wait_for_more, cancel, local_backend)
+
+
+def _run(spec: RunSpec, items: Iterator[Item], wait_for_more: Callable[[float], bool] | None,
+         cancel: CancelFlag | None, local_backend: BackendFactory | None) -> Generator[Result | Pause, None, None]:
+    """The run behind ``run`` and ``run_pausing``."""
     options = spec.options
     if spec.folder is not None or spec.manifest is not None:
         check_output(options.output.out, spec.manifest)
@@ -160,8 +186,8 @@ def run(spec: RunSpec, items: Iterator[Item], wait_for_more: Callable[[float], b
         journal: _Journaled | None = None
         if spec.folder is not None:
             journal = stack.enter_context(_journaled(options, spec.folder, spec.workers.files_here))
-        steps = [_entered(stack, opener.open()) for opener in spec.steps]
-        for step in steps:
+        opened = [_entered(stack, opener.open()) for opener in spec.steps]
+        for step in opened:
             items = step.admit(items)  # before the journal: URLs of finished shards are skipped
         if journal is not None:
             items = journal.admit(items)
@@ -172,11 +198,14 @@ def run(spec: RunSpec, items: Iterator[Item], wait_for_more: Callable[[float], b
                               quiet=spec.report.quiet, on_result=spec.report.on_result,
                               journal=journal.journal if journal is not None else None,
                               durable=options.output.durability != "none", live=live)
+        if local_backend is not None:
+            yield Pause(0.0)  # the setup above is done: back to the driver's own thread
+        backend = spec.workers.backend_factory if local_backend is None else engine.LoopBackend(local_backend)
         finals = stack.enter_context(closing(engine.results(
-            items, options, spec.workers.session_factory, wait_for_more, cancel, spec.workers.backend_factory,
+            items, options, spec.workers.session_factory, wait_for_more, cancel, backend,
             storage_stops=spec.workers.files_here, tick=collector.tick)))
-        yield from _collect(finals, steps, collector, spec.report,
-                            journal.counts if journal is not None else {"duplicates": 0})
+        yield from _collect(finals, opened, collector, spec.report,
+                            journal.counts if journal is not None else {"duplicates": 0}, local_backend is not None)
 
 
 def run_to_end(spec: RunSpec, items: Iterator[Item]) -> Summary:
@@ -207,16 +236,22 @@ def _tell(report: Report, summary: Summary) -> None:
         report.on_summary(summary)
 
 
-def _collect(finals: Iterator[Result], steps: list[Step], collector: Collector, report: Report,
-             counts: dict[str, int]) -> Generator[Result, None, None]:
-    """Record each final Result (steps first, then the collector); close the collector however it ends."""
+def _collect(finals: Iterator[Result | Pause], steps: list[Step], collector: Collector, report: Report,
+             counts: dict[str, int], pausing: bool = False) -> Generator[Result | Pause, None, None]:
+    """Record each final Result (steps first, then the collector); close the collector however it ends.
+    ``pausing``: pass the engine's Pauses on, and one with ``disk`` before the teardown."""
     completed, stopped = False, None
     try:
         for result in finals:
+            if isinstance(result, Pause):
+                yield result
+                continue
             for step in steps:
                 result = step.add(result)
             collector.record(result)
             yield result
+        if pausing:
+            yield Pause(0.0, disk=True)  # what follows closes the manifest, the journal and the lock
         completed = True
     except StorageError as exc:
         stopped = str(exc)

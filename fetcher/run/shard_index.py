@@ -75,13 +75,21 @@ class ShardIndex:
         os.makedirs(folder, exist_ok=True)
         self._keys = UrlKeys(folder)
         self._ids = os.path.join(folder, IDS_FOLDER)
-        self._db = sqlite3.connect(os.path.join(folder, INDEX_NAME), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'samples'").fetchone():
+        path = os.path.join(folder, INDEX_NAME)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            earlier = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'samples'").fetchone()
+            if not earlier:
+                self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:  # garbage, or cut short: derived data, rebuilt from the shards
+            self._db.close()
+            raise ConfigError(f"the shard index {path!r} is damaged ({exc}): move it aside (mv {path} "
+                              f"{path}.bad) and run again; it is rebuilt from the finished shards") from None
+        if earlier:
             self._db.close()
             raise ConfigError(f"{out!r} holds shards of fetcher's earlier webdataset layout (SHA-1 keys); "
                               "write img2dataset's layout into a new --out")
-        self._db.executescript(_SCHEMA)
         self.out = out
 
     def close(self) -> None:
@@ -156,17 +164,25 @@ class ShardIndex:
         """The rows of a finished shard the index never recorded: its parquet, its tar's members."""
         stem = os.path.join(self.out, shard_stem(number))
         members: dict[str, tarfile.TarInfo] = {}
-        with tarfile.open(stem + ".tar", "r") as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                if ext not in ("json", "txt"):
-                    members[key] = member
+        try:
+            with tarfile.open(stem + ".tar", "r") as tar:
+                for member in tar:
+                    key, _, ext = member.name.partition(".")
+                    if ext not in ("json", "txt"):
+                        members[key] = member
+        except (tarfile.TarError, OSError, EOFError) as exc:  # garbage, or cut short by hand
+            detail = str(exc).splitlines()[0].rstrip(":") if str(exc) else type(exc).__name__
+            raise ConfigError(f"cannot read {stem + '.tar'!r} back ({detail}); remove the "
+                              "shard's .tar to fetch it again") from None
         ids: dict[str, str] = {}
         try:
             with open(os.path.join(self._ids, shard_stem(number) + ".ids.json"), encoding="utf-8") as handle:
-                ids = json.load(handle)
+                loaded = json.load(handle)
+            ids = loaded if isinstance(loaded, dict) else {}
         except FileNotFoundError:
             pass
+        except ValueError:  # damaged (UnicodeDecodeError is one too): the URLs' own identities, as without it
+            ids = {}
         return [_sample(row, number, members.get(str(row["key"])), ids.get(str(row["key"]))
                         or self.identity(str(row["url"]))) for row in _parquet_rows(stem + ".parquet")]
 

@@ -48,6 +48,7 @@ BOM = "\ufeff"
 MAX_RAW = 300  # characters of an unreadable row kept for the manifest
 # Longest line read whole: a text list holds one URL a line (at most 8,192 characters, sources.py);
 # a CSV/JSONL row also carries its other columns.
+MAX_DEPTH = 64  # JSON nesting of one input row; far beyond any real row's, far below the recursion limit
 LINE_LIMIT = {"txt": 64 * 1024, "csv": 1 << 20, "tsv": 1 << 20, "jsonl": 1 << 20}
 
 
@@ -235,9 +236,14 @@ def _jsonl(stream: IO[bytes], path: str, url_column: str = "url") -> Generator[R
         raw = line[:MAX_RAW].decode("utf-8", "backslashreplace")
         try:
             value = json.loads(line, parse_constant=_reject_constant)
-        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN
+            _check_depth(value)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN, too deep
             first = False
             yield Row(number, error=f"not valid JSON: {exc}", raw=raw)
+            continue
+        except RecursionError:  # json's C scanner: a line of 100,000 '[' (no traceback, and the next rows go on)
+            first = False
+            yield Row(number, error=f"not valid JSON: nested deeper than {MAX_DEPTH} levels", raw=raw)
             continue
         if not isinstance(value, dict):
             first = False
@@ -248,6 +254,19 @@ def _jsonl(stream: IO[bytes], path: str, url_column: str = "url") -> Generator[R
             raise ConfigError(f"input {path!r}: the first JSON object has no {url_column!r} key (keys: {keys})")
         first = False
         yield Row(number, value, raw=raw)
+
+
+def _check_depth(value: Any) -> None:
+    """ValueError if ``value`` nests deeper than MAX_DEPTH: every later json.dumps of it (manifest,
+    journal, broker) recurses as deep, and must never meet the interpreter's recursion limit."""
+    level = [value]
+    for _ in range(MAX_DEPTH):
+        level = [child for item in level if isinstance(item, (list, dict))
+                 for child in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return
+    if any(isinstance(item, (list, dict)) for item in level):
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
 
 
 def _reject_constant(name: str) -> Any:

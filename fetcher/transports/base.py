@@ -17,6 +17,7 @@ Model: httpx's ``BaseTransport`` (``handle_request``, ``close``).
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ class Deadline(Protocol):
     """
 
     read_timeout: float  # the longest silence allowed between two reads
+    max_time: float  # the whole attempt's budget in seconds (0: none), from ``started``
+    started: float  # monotonic time the attempt began
 
     def next_read_timeout(self) -> float:
         """Socket timeout for the next read; raises FetchFailure if a deadline has passed."""
@@ -160,3 +163,31 @@ def loop_message(chain: list[str]) -> str | None:
     if len(set(chain)) < len(chain):
         return f"redirect loop: {' -> '.join(chain[-4:])}"
     return None
+
+
+_SCHEME_IN = re.compile(r"""(?:for '|Protocol "?)([A-Za-z][A-Za-z0-9+.-]{0,31})[:"]""")
+
+
+def refused_redirect(client_message: str) -> FetchFailure:
+    """A redirect to a scheme other than http(s), in the same words whichever client refused it.
+
+    requests says "No connection adapters were found for 'file:///...'", libcurl
+    'Protocol "file" is disabled (in redirect)': the scheme is taken from either.
+    """
+    from fetcher.errors import FetchFailure
+    from fetcher.models import ErrorKind
+
+    found = _SCHEME_IN.search(client_message)
+    scheme = f"{found.group(1).lower()}:" if found else "an unknown scheme"
+    return FetchFailure(ErrorKind.REDIRECT, f"redirected to an unsupported URL ({scheme}): only http and https "
+                        "are followed")
+
+
+def malformed_response(detail: str) -> FetchFailure:
+    """A reply that is not HTTP/1.x (a bad status line, an HTTP/0.9 body, broken framing): one kind and
+    one wording for both clients; retried once, as a reset connection is."""
+    from fetcher.errors import FetchFailure
+    from fetcher.models import ErrorKind
+
+    detail = detail if len(detail) <= 200 else detail[:197] + "..."
+    return FetchFailure(ErrorKind.CONNECT, f"malformed response: {detail}", retryable=True)

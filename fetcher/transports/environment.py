@@ -17,7 +17,6 @@ Changing these variables while a run is going has no effect on that run.
 from __future__ import annotations
 
 import os
-import urllib.request
 from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import urlsplit
@@ -35,7 +34,7 @@ class Environment:
     @classmethod
     def read(cls) -> Environment:
         """The current process environment's settings."""
-        found = urllib.request.getproxies_environment()  # lower- and upper-case names, lower wins
+        found = _proxies_environment()
         no_proxy = found.pop("no", "")
         proxies = {scheme: url for scheme, url in found.items() if scheme in ("http", "https", "all") and url}
         ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
@@ -57,9 +56,22 @@ def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:
     """NO_PROXY matching as urllib (and so requests) does it; cached: a run meets few hosts."""
     if not no_proxy:
         return False
+    import urllib.request  # only with a proxy: see _proxies_environment
+
     netloc = f"{host}:{port}" if port else host
     # Public in urllib.request, missing from typeshed.
     return bool(urllib.request.proxy_bypass_environment(netloc, {"no": no_proxy}))  # type: ignore[attr-defined]
+
+
+def _proxies_environment() -> dict[str, str]:
+    """urllib's ``getproxies_environment()`` (lower- and upper-case names, lower wins), imported
+    only when some ``*_proxy`` variable is set: urllib.request (and through it http.client, ssl and
+    email) was a tenth of the interpreter's start-up (issue 29)."""
+    if not any(name[-6:].lower() == "_proxy" for name in os.environ):
+        return {}
+    import urllib.request
+
+    return urllib.request.getproxies_environment()
 
 
 def _netrc_file() -> str | None:

@@ -6,13 +6,14 @@ transports/), ready for ``fetch_one``; backends only create and close it.
 
 from __future__ import annotations
 
-import http.cookiejar
 from typing import TYPE_CHECKING
 
 from fetcher.errors import ConfigError
 from fetcher.transports import CURL_INSTALL_HINT
 
 if TYPE_CHECKING:
+    import http.cookiejar
+
     import requests
 
     from fetcher.options import Options
@@ -67,9 +68,9 @@ def requests_session(options: Options, pool_maxsize: int = 1, ca_bundle: str | N
         session.verify = ca_bundle
     if options.politeness.cookies:
         session.cookies = _load_cookies(options.politeness.cookies)  # type: ignore[assignment]
-    from requests.adapters import HTTPAdapter
+    from fetcher.transports.head_deadline import DeadlineAdapter
 
-    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=max(pool_maxsize, 1), max_retries=0)
+    adapter = DeadlineAdapter(pool_connections=16, pool_maxsize=max(pool_maxsize, 1), max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -109,11 +110,21 @@ def curl_transport(options: Options, environment: Environment, driven: bool = Fa
 
 def _load_cookies(path: str) -> http.cookiejar.MozillaCookieJar:
     """A Netscape/Mozilla ``cookies.txt`` (what browsers' export extensions and curl write)."""
+    import http.cookiejar  # only with --cookies: it brings urllib.request, http.client and email (issue 29)
+    import warnings
+
     jar = http.cookiejar.MozillaCookieJar(path)
     try:
-        jar.load(ignore_discard=True, ignore_expires=True)
-    except (OSError, http.cookiejar.LoadError) as exc:
-        raise ConfigError(f"cannot read cookies file {path!r}: {exc}") from None
+        # cookiejar turns any parse error into LoadError, but first prints "http.cookiejar bug!" and a
+        # traceback as a warning (a line that is not UTF-8, a NUL, too few fields): silenced here.
+        with open(path, "rb") as handle:  # cookiejar's own decoding fails with an UnboundLocalError (3.11)
+            handle.read().decode("utf-8")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            jar.load(ignore_discard=True, ignore_expires=True)
+    except (OSError, http.cookiejar.LoadError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"cannot read cookies file {path!r}: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+                          ) from None
     for cookie in jar:
         if cookie.expires == 0:  # curl and browser exports write 0 for a session cookie
             cookie.expires, cookie.discard = None, True

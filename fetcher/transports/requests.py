@@ -16,6 +16,7 @@ A caller's own session goes through ``Session.get``, exactly as they configured 
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -28,7 +29,9 @@ from requests.structures import CaseInsensitiveDict
 from fetcher.errors import FetchFailure
 from fetcher.models import ErrorKind
 from fetcher.redact import has_userinfo
-from fetcher.transports.base import Head, Receiver, Request, Transport, credentials_rule, loop_message
+from fetcher.transports.base import (Head, Receiver, Request, Transport, credentials_rule, loop_message,
+                                     malformed_response, refused_redirect)
+from fetcher.transports.head_deadline import head_deadline
 
 if TYPE_CHECKING:
     from fetcher.transports.environment import Environment
@@ -52,6 +55,20 @@ class RequestsTransport(Transport):
         self._netrc = environment is not None and environment.netrc is not None
 
     def fetch(self, request: Request, receiver: Receiver) -> Head:
+        guard = request.guard
+        deadline = guard.started + guard.max_time if guard.max_time else None
+        for tries_left in (2, 1, 0):  # a pooled connection the server had closed: sent again (head_deadline.py)
+            with head_deadline(deadline) as watching:
+                try:
+                    return self._fetch(request, receiver)
+                except FetchFailure:
+                    if watching.fired:  # --max-time cut a head that came too slowly
+                        raise guard.timed_out() from None
+                    if not (watching.stale and tries_left):
+                        raise
+        raise AssertionError("unreachable: the last try returns or raises")
+
+    def _fetch(self, request: Request, receiver: Receiver) -> Head:
         with _translate_errors(request):
             with self._open(request) as response:
                 head = Head(response.status_code, response.reason or "", response.headers, response.url)
@@ -130,7 +147,10 @@ def _socket_of(raw: object) -> Any:
 def _netrc_auth(netloc: str, path: str) -> tuple[str, str] | None:
     """requests' own netrc lookup (``$NETRC``, else ``~/.netrc``: where ``path`` came from),
     once per host instead of once per request."""
-    return requests.utils.get_netrc_auth(f"http://{netloc}/")
+    try:
+        return requests.utils.get_netrc_auth(f"http://{netloc}/")
+    except (UnicodeError, ValueError):  # not UTF-8: requests ignores a netrc it cannot parse, and so do we
+        return None
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -164,6 +184,8 @@ def _translate_errors(request: Request) -> Iterator[None]:
     except exc_module.SSLError as exc:
         raise FetchFailure(ErrorKind.CONNECT, f"TLS error: {short(_root_cause(exc))}") from None
     except exc_module.ConnectionError as exc:
+        if (bad := _bad_http(exc)) is not None:  # BadStatusLine, LineTooLong, too many headers
+            raise malformed_response(_malformed(bad)) from None
         raise FetchFailure(ErrorKind.CONNECT, short(_root_cause(exc)), retryable=True) from None
     except exc_module.ChunkedEncodingError as exc:
         raise FetchFailure(ErrorKind.TRUNCATED, f"body ended early: {short(exc)}", retryable=True) from None
@@ -172,8 +194,12 @@ def _translate_errors(request: Request) -> Iterator[None]:
     except exc_module.TooManyRedirects as exc:
         raise FetchFailure(ErrorKind.REDIRECT, _redirect_message(exc)) from None
     except (exc_module.InvalidSchema, exc_module.MissingSchema) as exc:
-        raise FetchFailure(ErrorKind.REDIRECT, f"redirected to an unsupported URL: {short(exc)}") from None
-    except (exc_module.InvalidURL, exc_module.InvalidHeader, UnicodeError) as exc:
+        raise refused_redirect(str(exc)) from None
+    except exc_module.InvalidHeader as exc:
+        if exc.args and isinstance(exc.args[0], urllib3.exceptions.HTTPError):  # the response's, not ours
+            raise malformed_response(short(exc.args[0])) from None
+        raise FetchFailure(ErrorKind.INVALID_URL, short(exc)) from None
+    except (exc_module.InvalidURL, UnicodeError) as exc:
         raise FetchFailure(ErrorKind.INVALID_URL, short(exc)) from None
     except urllib3.exceptions.ReadTimeoutError as exc:
         raise FetchFailure(ErrorKind.TIMEOUT, short(exc), retryable=True) from None
@@ -195,6 +221,25 @@ def _redirect_message(exc: requests.TooManyRedirects) -> str:
         if loop:
             return loop
     return short(exc)
+
+
+def _bad_http(exc: BaseException) -> http.client.HTTPException | None:
+    """The http.client error a requests error wraps when the reply was not HTTP/1.x (not a hang-up)."""
+    seen: list[BaseException] = [exc]
+    for error in seen:  # requests -> urllib3 ProtocolError('Connection aborted.', BadStatusLine(...))
+        if len(seen) > 16:
+            break
+        if isinstance(error, http.client.HTTPException) and not isinstance(error, http.client.RemoteDisconnected):
+            return error
+        seen += [a for a in (*error.args, getattr(error, "reason", None)) if isinstance(a, BaseException)]
+    return None
+
+
+def _malformed(cause: http.client.HTTPException) -> str:
+    if isinstance(cause, http.client.BadStatusLine):
+        line = str(cause.args[0]) if cause.args else ""
+        return f"no HTTP/1.x status line: {line[:60]!r}"
+    return short(cause)
 
 
 def short(exc: BaseException, limit: int = 300) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fetcher.distributed.broker import ManagerSpec, WorkerSession
+from fetcher.distributed.calls import check_call
 from fetcher.distributed.manager.coordinator import Coordinator
 from fetcher.distributed.protocol import (EXPOSED, PROTOCOL, Finished, Grant, LeaseId, Refusal, RunRules, Wait,
                                           Welcome, WorkerInfo, format_address)
@@ -32,11 +33,17 @@ class ManagerServe(Coordinator):
             ConfigError: the address cannot be bound.
         """
         try:
-            self._server = RpcServer(self, self._spec.address, self._spec.authkey, EXPOSED).start()
+            self._server = RpcServer(self, self._spec.address, self._spec.authkey, EXPOSED, check_call).start()
         except OSError as exc:
             raise ConfigError(f"cannot listen on {format_address(self._spec.address)}: "
                               f"{exc.strerror or exc}") from None
         return format_address(self._server.bound)
+
+    def stats(self, gone_too: bool = False) -> dict[str, Any]:
+        stats = super().stats(gone_too)
+        if self._server is not None:  # calls the RpcServer dropped before they reached the Coordinator
+            stats["counts"] = {**stats["counts"], "dropped": self._server.dropped.count}
+        return stats
 
     def stop(self, completed: bool) -> None:
         if self._server is not None:

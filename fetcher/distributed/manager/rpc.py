@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import logging
 import pickle
 import secrets
 import socket
@@ -31,7 +32,11 @@ from collections.abc import Callable, Iterator
 from multiprocessing import connection
 from typing import Any
 
+from fetcher.distributed.calls import WireError
+from fetcher.distributed.dropped import Dropped
 from fetcher.errors import AuthError, FetcherError, LinkError
+
+log = logging.getLogger("fetcher.distributed")
 
 MAX_MESSAGE = 64 << 20  # a complete() batch of 1,000 results is a few hundred KiB
 GREETING = b"fetcher-rpc/2 "
@@ -74,10 +79,15 @@ class RpcServer:
         address: ``(host, port)``; port 0 picks a free one (see ``bound``).
         authkey: the shared key; a client must prove it knows it, and so must the server.
         exposed: the method names a client may call.
+        check: ``(method, args)`` of an unpickled call, or WireError: the call is dropped (and counted
+            in ``dropped``), never run.
     """
 
-    def __init__(self, obj: object, address: tuple[str, int], authkey: bytes, exposed: tuple[str, ...]) -> None:
+    def __init__(self, obj: object, address: tuple[str, int], authkey: bytes, exposed: tuple[str, ...],
+                 check: Callable[[object], tuple[str, tuple[Any, ...]]] | None = None) -> None:
         self._methods: dict[str, Callable[..., Any]] = {name: getattr(obj, name) for name in exposed}
+        self._check = check
+        self.dropped = Dropped(log, "fetcher serve")
         self._key = authkey
         self._listener = connection.Listener(address, family="AF_INET", backlog=64)
         host, port = self._listener.address
@@ -125,6 +135,7 @@ class RpcServer:
         conn.send_bytes(GREETING + nonce)
         answer = _expect(conn, HANDSHAKE_TIMEOUT_S)
         if not hmac.compare_digest(answer[:32], _digest(self._key, nonce, b"client")) or len(answer) != 64:
+            self.dropped("a connection", "its handshake did not prove the authkey")
             conn.send_bytes(REFUSED)
             return False
         conn.send_bytes(_digest(self._key, answer[32:], b"server"))
@@ -132,15 +143,35 @@ class RpcServer:
 
     def _dispatch(self, request: bytes) -> bytes:
         try:
-            method, args = pickle.loads(request)  # after the handshake: only key holders get here
+            method, args = self._call_of(request)
             function = self._methods.get(method)
             if function is None:
                 reply: tuple[str, Any] = ("error", f"{method!r} is not in exposed methods")
             else:
                 reply = ("ok", function(*args))
-        except Exception as exc:  # a bug on the server, or a malformed call: answer it, keep serving
+        except WireError as exc:  # dropped, and the caller told why
+            reply = ("error", f"malformed call: {exc}")
+        except Exception as exc:  # a bug on the server: answer it, keep serving
             reply = ("error", f"{type(exc).__name__}: {exc}")
         return pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _call_of(self, request: bytes) -> tuple[str, tuple[Any, ...]]:
+        """The call a message holds, checked; WireError (counted and logged) if it is not a call of ours."""
+        try:
+            try:
+                call = pickle.loads(request)  # after the handshake: only key holders get here
+            except Exception as exc:  # garbage bytes raise nearly anything from the unpickler
+                raise WireError(f"not a pickled call ({type(exc).__name__})") from None
+            if self._check is not None:
+                return self._check(call)
+            method, args = call
+            return method, tuple(args)
+        except WireError as exc:
+            self.dropped(f"a call of {len(request)} bytes", exc)
+            raise
+        except (TypeError, ValueError) as exc:
+            self.dropped(f"a call of {len(request)} bytes", exc)
+            raise WireError(str(exc)) from None
 
     def stop(self) -> None:
         """Stop accepting and hang up on every connected client."""

@@ -110,13 +110,25 @@ def connect(spec: RedisSpec, timeout: float) -> Any:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
+    # Replies stay bytes: redis-py decoding them would raise UnicodeDecodeError from inside its parser
+    # on any non-UTF-8 value anyone wrote to the run's keys. wire.text_of decodes, and a bad value is dropped.
     options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
-                               "retry": Retry(NoBackoff(), 0), "decode_responses": True}
+                               "retry": Retry(NoBackoff(), 0), "decode_responses": False}
     if not spec.url.lower().startswith("unix:"):
         options["socket_keepalive"] = True  # a vanished peer is noticed even between calls
     if spec.password is not None:
         options["password"] = spec.password
     return redis.Redis.from_url(spec.url, **options)
+
+
+def entry_id(value: object) -> str:
+    """A stream entry id (or XAUTOCLAIM cursor) as text: Redis makes them, always ``MS-SEQ`` in ASCII."""
+    return value.decode("ascii") if isinstance(value, bytes) else str(value)
+
+
+def message_of(fields: object) -> object:
+    """The ``m`` field of a stream entry, as bytes (None if absent: a foreign entry)."""
+    return fields.get(MESSAGE.encode()) if isinstance(fields, dict) else None
 
 
 def redis_errors() -> tuple[type[BaseException], ...]:

@@ -23,7 +23,7 @@ from fetcher.backoff import Backoff
 from fetcher.distributed.redis import wire
 from fetcher.distributed.broker import RedisSpec
 from fetcher.distributed.protocol import PROTOCOL, RunRules
-from fetcher.distributed.redis.common import GROUP, MESSAGE, redis_errors
+from fetcher.distributed.redis.common import GROUP, redis_errors
 from fetcher.distributed.redis.streams import RunStreams, log
 from fetcher.errors import ConfigError
 
@@ -69,7 +69,8 @@ class RedisServe:
     def _open(self) -> None:
         import redis
 
-        other = self._streams.redis.hget(self._streams.keys.run, "run_id")
+        stored = self._streams.redis.hget(self._streams.keys.run, "run_id")
+        other = None if stored is None else stored.decode("utf-8", "replace")
         if other is not None and other != self.run_id:  # the same run (a restart) may take its keys back
             raise ConfigError(f"queue {self._spec.queue!r} at {self._streams.where} belongs to run {other}, from "
                               "another output folder: use another --queue (or, if that run is gone for good, "
@@ -79,9 +80,9 @@ class RedisServe:
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        for entry, fields in self._streams.entries(self._streams.keys.tasks):
+        for entry, field in self._streams.entries(self._streams.keys.tasks):
             try:
-                kind, message = wire.load(fields.get(MESSAGE))
+                kind, message = wire.load(field)
                 self._streams.book.adoptable[wire.task_of(message).url] = entry
             except wire.WireError as exc:
                 self._streams.drop(self._streams.keys.tasks, entry, exc)
@@ -90,11 +91,35 @@ class RedisServe:
                 break
         self._publish_run()
 
+    def _run_fields(self) -> dict[bytes, bytes]:
+        fields = {"protocol": PROTOCOL, "version": __version__, "run_id": self.run_id, "epoch": self.epoch,
+                  "state": self._state, "options": wire.dump_rules(self.rules),
+                  "lease_timeout": self.lease_timeout, "heartbeat_s": self.heartbeat_s}
+        return {name.encode(): str(value).encode() for name, value in fields.items()}
+
     def _publish_run(self) -> None:
-        self._streams.redis.hset(self._streams.keys.run, mapping={
-            "protocol": PROTOCOL, "version": __version__, "run_id": self.run_id, "epoch": self.epoch,
-            "state": self._state, "options": wire.dump_rules(self.rules),
-            "lease_timeout": self.lease_timeout, "heartbeat_s": self.heartbeat_s})
+        self._streams.redis.hset(self._streams.keys.run, mapping=self._run_fields())
+
+    def _check_run(self) -> None:
+        """The run's description as published, or written again: anything else in it is dropped."""
+        streams = self._streams
+        stored = streams.redis.hgetall(streams.keys.run)
+        if not stored:
+            streams.recover()
+            self._publish_run()
+            return
+        fields = self._run_fields()
+        wrong = [name for name, value in stored.items() if fields.get(name) != value]
+        if not wrong:
+            return
+        for name in wrong:
+            streams.dropped(f"field {name[:64]!r} of {streams.keys.run}", "not what serve published")
+        foreign = [name for name in wrong if name not in fields]
+        pipe = streams.redis.pipeline(transaction=True)
+        if foreign:
+            pipe.hdel(streams.keys.run, *foreign)
+        pipe.hset(streams.keys.run, mapping=fields)
+        pipe.execute()
 
     # -- the engine's calls ------------------------------------------------------------------
 
@@ -150,8 +175,8 @@ class RedisServe:
         return self._state == "running"
 
     def everyone_told(self) -> bool:
-        try:
-            self._streams.redis.hset(self._streams.keys.run, "state", self._state)
+        try:  # the whole description, not only the state: a worker must read the epoch beside it
+            self._publish_run()
             self._streams.refresh_workers()
         except redis_errors():
             return True  # no Redis: nobody to tell, and no point waiting
@@ -172,7 +197,14 @@ class RedisServe:
                 for worker_id, w in (self._streams.ever if gone_too else self._streams.workers).items()]
         return {"run_id": self.run_id, "epoch": self.epoch, "state": self._state, "total": self.total,
                 "final": dict(self._final), "queued": max(0, len(self._streams.book) - leased), "leased": leased,
-                "counts": dict(self._streams.counts), "lease_timeout": self.lease_timeout, "workers": rows}
+                "counts": {**self._streams.counts, "dropped": self._dropped(),
+                           "leased": sum(int(w.get("leased", 0)) for w in self._streams.ever.values())},
+                "lease_timeout": self.lease_timeout,
+                "workers": rows}
+
+    def _dropped(self) -> int:
+        """Messages dropped here, and by every worker seen (each counts those it read from the tasks stream)."""
+        return self._streams.dropped.count + sum(int(w.get("dropped", 0)) for w in self._streams.ever.values())
 
     def stop(self, completed: bool) -> None:
         """Delete what the run no longer needs: after a completed run, all its keys (workers have been told)."""
@@ -191,9 +223,7 @@ class RedisServe:
 
     def _tick(self, now: float) -> None:
         self._next_tick = now + TICK_S
-        if not self._streams.redis.exists(self._streams.keys.run):
-            self._streams.recover()
-            self._publish_run()
+        self._check_run()
         self._streams.refresh_workers()
         self._streams.reap()
         self._streams.redis.set(self._streams.keys.stats, json.dumps(self.stats()))

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 from fetcher.distributed.redis import wire
 from fetcher.distributed.broker import RedisSpec, WorkerSession
 from fetcher.distributed.protocol import PROTOCOL, Finished, Grant, LeaseId, Refusal, Wait, Welcome, WorkerInfo
+from fetcher.distributed.dropped import Dropped
 from fetcher.distributed.redis.common import (GROUP, MAX_BLOCK_MS, MESSAGE, Keys, auth_errors, connect, display,
-                                              redis_errors)
+                                              entry_id, message_of, redis_errors)
 from fetcher.errors import AuthError, LinkError
 
 if TYPE_CHECKING:
@@ -54,8 +55,10 @@ class RedisSession(WorkerSession):
         self._lease_timeout = 60.0
         self._held = 0
         self._done = 0
+        self._leased = 0  # entries read in all: serve's "leases handed out", as the manager counts them
         self._epoch = ""
         self._told = False
+        self._dropped = Dropped(log, "fetcher work")
         with self._translated():
             self._redis = connect(spec, timeout)
             self._redis.ping()
@@ -84,8 +87,9 @@ class RedisSession(WorkerSession):
         from fetcher import __version__
 
         with self._translated():
-            run = self._redis.hgetall(self._keys.run)
-        if not run or "epoch" not in run or run.get("state") != "running":  # a stopped run's serve may start again
+            run = self._run(self._redis.hgetall(self._keys.run))
+        # A stopped run's serve may start again; a field dropped as garbage is written again by serve.
+        if not run.keys() >= {"epoch", "protocol", "version"} or run.get("state") != "running":
             raise LinkError(f"no `fetcher serve --queue {self._spec.queue}` is running at {self._where} yet")
         if run.get("protocol") != str(PROTOCOL) or run.get("version") != __version__:
             return Refusal(f"the server runs fetcher {run.get('version')} (protocol {run.get('protocol')}) and "
@@ -94,9 +98,11 @@ class RedisSession(WorkerSession):
             rules = wire.rules_of(run.get("options", ""))
             welcome = Welcome(run.get("run_id", "?"), int(run["epoch"]), rules, float(run["lease_timeout"]),
                               float(run["heartbeat_s"]))
-        except (wire.WireError, ValueError, KeyError):
-            return Refusal(f"the run description at {self._where} (queue {self._spec.queue}) cannot be read: "
-                           "is another program using this queue's keys?")
+        except (wire.WireError, ValueError, KeyError) as exc:  # serve writes it again within a tick
+            self._dropped(f"the run description in {self._keys.run}", exc)
+            raise LinkError(f"the run description at {self._where} (queue {self._spec.queue}) cannot be read: "
+                            "waiting for serve to write it again (is another program using this queue's keys?)"
+                            ) from None
         self._info, self._lease_timeout, self._epoch = info, welcome.lease_timeout, run["epoch"]
         self._live_s = max(3 * welcome.heartbeat_s, 3.0)
         self._held = len(holding)  # still pending to this consumer in the group: nothing to claim back
@@ -108,18 +114,37 @@ class RedisSession(WorkerSession):
         """Renew this worker's key: alive, its slots, whether it heard that the run is over."""
         assert self._info is not None
         pipe.set(self._keys.worker(self._info.id), wire.dump_worker(self._info, {
-            "held": self._held, "done": self._done, "told": self._told, "at": round(time.time(), 1)}),
-            ex=max(1, round(self._live_s)))
+            "held": self._held, "done": self._done, "leased": self._leased, "told": self._told,
+            "at": round(time.time(), 1),
+            "dropped": self._dropped.count}), ex=max(1, round(self._live_s)))
+
+    def _run(self, stored: Any) -> dict[str, str]:
+        """The run hash's fields as text; a field that is not UTF-8 is dropped (serve writes the run's again)."""
+        run: dict[str, str] = {}
+        for name, value in (stored or {}).items():
+            try:
+                run[wire.text_of(name, 64)] = wire.text_of(value)
+            except wire.WireError as exc:
+                self._dropped(f"a field of {self._keys.run}", exc)
+        return run
 
     def _state(self, value: Any) -> Finished | None:
         """Finished once the run is over; LinkError if another serve took over (a restart: say hello again)."""
         state, epoch = value if isinstance(value, list) and len(value) == 2 else (None, None)
-        if epoch is not None and epoch != self._epoch:
+        # Each field on its own: garbage in one must not hide the other (a "done" beside a damaged epoch).
+        # serve writes the run's description again within a tick; until then, carry on.
+        if epoch is not None and not epoch.isdigit():
+            self._dropped(f"the run's epoch in {self._keys.run}", f"{epoch!r:.80}")
+            epoch = None
+        if state not in (None, b"running", b"done", b"stopped"):
+            self._dropped(f"the run's state in {self._keys.run}", f"{state!r:.80}")
+            state = None
+        if epoch is not None and epoch.decode() != self._epoch:
             raise LinkError(f"the server at {self._where} started again (a new epoch)")
-        if state in (None, "running"):
+        if state in (None, b"running"):
             return None
         self._told = True
-        return Finished(state == "stopped")
+        return Finished(state == b"stopped")
 
     def lease(self, worker_id: str, n: int) -> Grant | Wait | Finished:
         with self._translated():  # the run's state first: entries read are leased, so read only while it runs
@@ -138,21 +163,23 @@ class RedisSession(WorkerSession):
                                              block=min(BUSY_BLOCK_MS, self._block_ms) if self._held else self._block_ms)
         leases = self._tasks(entries)
         self._held += len(leases)
+        self._leased += len(leases)
         return Grant(leases, self._lease_timeout) if leases else Wait(0.0)  # the read waited already
 
     def _tasks(self, entries: Any) -> list[tuple[LeaseId, Task]]:
         leases: list[tuple[LeaseId, Task]] = []
         foreign = []
         for _stream, items in entries or []:
-            for entry_id, fields in items:
+            for raw_id, fields in items:
+                entry = entry_id(raw_id)
                 try:
-                    kind, message = wire.load((fields or {}).get(MESSAGE))
+                    kind, message = wire.load(message_of(fields))
                     if kind != "task":
                         raise wire.WireError(f"a {kind!r} message in the tasks stream")
-                    leases.append((entry_id, wire.task_of(message)))
+                    leases.append((entry, wire.task_of(message)))
                 except wire.WireError as exc:
-                    log.warning("fetcher work: dropped entry %s of %s: %s", entry_id, self._keys.tasks, exc)
-                    foreign.append(entry_id)
+                    self._dropped(f"entry {entry} of {self._keys.tasks}", exc)
+                    foreign.append(entry)
         if foreign:
             with self._translated():
                 self._redis.xack(self._keys.tasks, GROUP, *foreign)
@@ -172,7 +199,7 @@ class RedisSession(WorkerSession):
                 self._alive(self._redis)
             return ended
         claimed = replies[2] if lease_ids and isinstance(replies[2], list) else []
-        kept = set(claimed)
+        kept = {entry_id(entry) for entry in claimed}
         return [lease for lease in lease_ids if str(lease) not in kept]
 
     def complete(self, worker_id: str, items: list[tuple[LeaseId, Result]]) -> int:
@@ -209,7 +236,12 @@ class RedisSession(WorkerSession):
             workers = [self._redis.get(key) for key in self._redis.scan_iter(self._keys.worker_pattern, count=1000)]
         if text is None:
             raise LinkError(f"no `fetcher serve --queue {self._spec.queue}` is running at {self._where}")
-        stats: dict[str, Any] = json.loads(text)
+        try:
+            stats: dict[str, Any] = json.loads(wire.text_of(text))
+            if not isinstance(stats, dict) or not isinstance(stats.get("counts"), dict):
+                raise wire.WireError("not serve's counters")
+        except (ValueError, RecursionError) as exc:  # serve writes them again within a tick
+            raise LinkError(f"the run's counters at {self._where} cannot be read ({exc}); try again") from None
         stats["workers"] = [w for w in map(_worker_row, workers) if w is not None]
         return stats
 

@@ -13,10 +13,11 @@ from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from fetcher.distributed.redis import wire
 from fetcher.distributed.broker import RedisSpec
+from fetcher.distributed.dropped import Dropped
+from fetcher.distributed.redis import wire
+from fetcher.distributed.redis.common import GROUP, Keys, connect, display, entry_id, message_of
 from fetcher.distributed.redis.flights import FlightBook
-from fetcher.distributed.redis.common import GROUP, MESSAGE, Keys, connect, display
 
 if TYPE_CHECKING:
     from fetcher.models import Result
@@ -42,6 +43,7 @@ class RunStreams:
         book: the URLs in flight, by lease (flights.py).
         finished: Results accepted and not yet handed to the engine.
         counts, events: lease counters and lines for the log, shared with RedisServe.
+        dropped: the malformed values read (and dropped) from the run's keys, counted and logged.
         workers, ever: the workers alive now, and every one seen (as last seen).
     """
 
@@ -59,25 +61,26 @@ class RunStreams:
         self.workers: dict[str, dict[str, Any]] = {}  # alive now
         self.ever: dict[str, dict[str, Any]] = {}  # every worker seen, as last seen (for the summary)
         self._trash: list[str] = []  # results-stream entries to delete
+        self.dropped = Dropped(log, "fetcher serve")
 
     def take(self) -> list[Result]:
         """The Results accepted since the last call."""
         results, self.finished = self.finished, []
         return results
 
-    def entries(self, stream: str) -> list[tuple[str, dict[str, Any]]]:
-        """Every entry of a stream (bounded: only what is in flight is there), page by page."""
-        found: list[tuple[str, dict[str, Any]]] = []
+    def entries(self, stream: str) -> list[tuple[str, object]]:
+        """Every entry of a stream (bounded: only what is in flight is there), page by page: (id, ``m`` field)."""
+        found: list[tuple[str, object]] = []
         start = "-"
         while True:
             page = self.redis.xrange(stream, start, "+", count=PAGE)
-            found.extend(page)
+            found.extend((entry_id(entry), message_of(fields)) for entry, fields in page)
             if len(page) < PAGE:
                 return found
-            start = "(" + page[-1][0]
+            start = "(" + found[-1][0]
 
     def drop(self, stream: str, entry: str, why: Exception) -> None:
-        log.warning("fetcher serve: dropped entry %s of %s: %s", entry, stream, why)
+        self.dropped(f"entry {entry} of {stream}", why)
         self.redis.xdel(stream, entry)
 
     def place(self) -> None:
@@ -94,7 +97,7 @@ class RunStreams:
                 unplaced.extendleft(reversed(chunk))  # not added (or not known to be): the next call tries again
                 raise
             for url, entry in zip(chunk, entries):
-                self.book.placed(url, entry)
+                self.book.placed(url, entry_id(entry))
 
     def read(self, block: int | None) -> bool:
         """Read the results stream from the cursor (``block`` ms at most); True if anything was read."""
@@ -103,10 +106,10 @@ class RunStreams:
         done: list[str] = []
         left: Counter[str] = Counter()
         for _stream, items in replies or []:
-            for entry, fields in items:
-                self._cursor = entry
+            for raw_entry, fields in items:
+                self._cursor = entry = entry_id(raw_entry)
                 try:
-                    kind, message = wire.load((fields or {}).get(MESSAGE))
+                    kind, message = wire.load(message_of(fields))
                     if kind == "results":
                         items = wire.results_of(message)
                         self.book.hold(entry, len(items))
@@ -164,10 +167,18 @@ class RunStreams:
         keys = list(self.redis.scan_iter(self.keys.worker_pattern, count=1000))
         workers: dict[str, dict[str, Any]] = {}
         for key, text in zip(keys, self.redis.mget(keys) if keys else []):
+            if text is None:
+                continue  # expired between SCAN and MGET
             try:
                 worker = wire.worker_of(text)
-            except wire.WireError:
-                continue  # expired between SCAN and MGET, or not ours
+            except wire.WireError as exc:
+                self.dropped(f"key {key[:80]!r}", exc)
+                known = self.workers.get(key.decode("utf-8", "replace").rsplit(":worker:", 1)[-1])
+                if known is not None:  # a live worker's, overwritten: it writes it again on its next call
+                    workers[known["id"]] = known
+                else:  # nobody's: in the run's namespace, so deleted
+                    self.redis.delete(key)
+                continue
             if worker["id"] not in self.workers:
                 self.events.append(f"worker {worker['id']} joined ({worker.get('backend')}, pool "
                                     f"{worker.get('pool')}, files in {worker.get('host')}:{worker.get('out')})")
@@ -181,8 +192,8 @@ class RunStreams:
         for _ in range(100):  # bounded: at most 100 pages a tick
             reply = self.redis.xautoclaim(self.keys.tasks, GROUP, REAPER, int(self.lease_timeout * 1000),
                                            cursor, count=PAGE)
-            cursor, entries = reply[0], reply[1]
-            ids = [entry for entry, _fields in entries]
+            cursor, entries = entry_id(reply[0]), reply[1]
+            ids = [entry_id(entry[0] if isinstance(entry, (list, tuple)) else entry) for entry in entries]
             expired += sum(self.book.take_back(entry) for entry in ids)
             if ids:  # an earlier serve's entry that nobody renews is not worth adopting any more
                 gone = set(ids)

@@ -20,6 +20,8 @@ import dataclasses
 import json
 from typing import Any
 
+from fetcher.distributed.calls import WireError as WireError  # re-exported: readers catch wire.WireError
+from fetcher.distributed.calls import check_result
 from fetcher.distributed.protocol import RunRules, WorkerInfo
 from fetcher.models import ErrorInfo, Result, Status
 from fetcher.models import FetchTask as Task
@@ -31,21 +33,38 @@ _RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(Result) if f.name not 
 _SIMPLE_FIELDS = frozenset(_RESULT_FIELDS) - {"extra"}
 
 
-class WireError(ValueError):
-    """A message that is not one of ours (or not of this version)."""
+_WORKER_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "capacity": int, "pool": int, "held": int, "done": int, "dropped": int, "told": bool, "at": (int, float),
+    "host": str, "out": str, "backend": str, "pid": int}
 
 
 def _dump(kind: str, body: dict[str, Any]) -> str:
     return json.dumps({"v": VERSION, "kind": kind, **body}, separators=(",", ":"))
 
 
-def load(text: object) -> tuple[str, dict[str, Any]]:
-    """``(kind, message)`` of a JSON message; WireError if it is not one of ours."""
-    if not isinstance(text, str) or len(text) > MAX_MESSAGE:
+def text_of(value: object, limit: int = MAX_MESSAGE) -> str:
+    """The text of a value read from the broker: bytes checked (size, strict UTF-8) before decoding.
+
+    Redis hands back whatever anyone wrote; decoding inside the client (redis-py's
+    ``decode_responses``) raises UnicodeDecodeError from its parser, past every
+    check of ours. So every value arrives as bytes and is decoded here, once.
+    """
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, (bytes, bytearray)) or len(value) > limit:
         raise WireError("not a text message, or too large")
     try:
-        message = json.loads(text)
-    except ValueError:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError("not UTF-8") from None
+
+
+def load(text: object) -> tuple[str, dict[str, Any]]:
+    """``(kind, message)`` of a JSON message; WireError if it is not one of ours."""
+    decoded = text_of(text)
+    try:
+        message = json.loads(decoded)
+    except (ValueError, RecursionError):
         raise WireError("not JSON") from None
     if not isinstance(message, dict) or message.get("v") != VERSION or not isinstance(message.get("kind"), str):
         raise WireError(f"not a fetcher message of wire version {VERSION}")
@@ -73,7 +92,9 @@ def task_of(fields: dict[str, Any]) -> Task:
     headers = body.get("headers")
     if headers is not None:
         _typed(headers, list, "headers")
-        headers = tuple((str(_typed(p, list, "header")[0]), str(p[1])) for p in headers if len(p) == 2)
+        if not all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in headers):
+            raise WireError("a header is not a [name, value] pair of strings")
+        headers = tuple((p[0], p[1]) for p in headers)
     meta = body.get("meta")
     return Task(url=_typed(body.get("url"), str, "url"), name=_typed(body.get("name"), str, "name"),
                 index=_typed(body.get("index", 0), int, "index"), attempt=_typed(body.get("attempt", 1), int, "attempt"),
@@ -117,13 +138,12 @@ def _item(item: Any, label: dict[str, str]) -> tuple[str, Result]:
             raise WireError("error has the wrong shape")
         error = ErrorInfo(error[0], error[1])
     extra = _typed(body.get("extra", {}), dict, "extra")
-    try:
+    try:  # Result's __init__ checks nothing: check_result does
         result = Result(status=status, error=error, extra={**extra, "worker": label},
                         **{k: v for k, v in body.items() if k in _SIMPLE_FIELDS})
     except TypeError:
         raise WireError("result fields missing") from None
-    _typed(result.url, str, "url")
-    return lease, result
+    return lease, check_result(result)
 
 
 def _label(fields: dict[str, Any]) -> dict[str, str]:
@@ -146,12 +166,12 @@ def dump_rules(rules: RunRules) -> str:
     return json.dumps({"options": rules.options, "cookies_text": rules.cookies_text}, separators=(",", ":"))
 
 
-def rules_of(text: str) -> RunRules:
+def rules_of(text: object) -> RunRules:
     """The run's RunRules as ``serve`` stored them (the worker checks the options themselves:
     ``Options.from_worker_form``)."""
     try:
-        fields = json.loads(text)
-    except ValueError:
+        fields = json.loads(text_of(text))
+    except (ValueError, RecursionError):  # a WireError (not UTF-8) is a ValueError too
         fields = None
     if not isinstance(fields, dict) or not isinstance(fields.get("options"), dict):
         raise WireError("the run's options cannot be read")
@@ -177,9 +197,12 @@ def worker_row(worker: dict[str, Any], now: float) -> dict[str, Any]:
 def worker_of(text: object) -> dict[str, Any]:
     """A worker's description as it keeps it in Redis; WireError if it is not one."""
     try:
-        value = json.loads(text) if isinstance(text, str) else None
-    except ValueError:
+        value = json.loads(text_of(text, 1 << 16))
+    except (ValueError, RecursionError):
         value = None
     if not isinstance(value, dict) or not isinstance(value.get("id"), str):
         raise WireError("not a worker description")
+    for name, kind in _WORKER_FIELDS.items():  # serve adds and compares these: a wrong type would crash it
+        if name in value and (not isinstance(value[name], kind) or isinstance(value[name], bool) and kind is int):
+            raise WireError(f"a worker description whose {name} has the wrong type")
     return value

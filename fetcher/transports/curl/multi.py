@@ -4,9 +4,10 @@ What the multi backend and the gevent backend's ``--client curl`` drive. Neither
 runs a thread or a greenlet per download: ``start`` puts a request on a free easy
 handle (one per pool slot, each a ``CurlTransport``), libcurl moves every transfer
 when its driver calls ``socket_action`` or ``on_timeout``, and ``ended`` hands back
-the transfers libcurl reports over, each with the ``finish`` that makes its Head
-(or raises its failure). The driver decides only how to wait for sockets and for
-libcurl's timer: epoll in the multi backend, gevent's own loop under gevent.
+the transfers libcurl reports over, each with its transport and libcurl's code:
+``transport.finish(code, message)`` makes its Head (or raises its failure). The
+driver decides only how to wait for sockets and for libcurl's timer: epoll in
+the multi backend, gevent's own loop under gevent.
 
 Nothing here knows tasks or Results: what rides with each transfer is the
 caller's ``token`` (backends/multi.py passes its ``Download``).
@@ -21,18 +22,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pycurl
 
-from fetcher.transports.curl.easy import CurlTransport, ended_transfers
+from fetcher.transports.curl.easy import CurlTransport
 from fetcher.transports.environment import Environment
 from fetcher.transports.factory import curl_transport
 
 if TYPE_CHECKING:
     from fetcher.options import Options
-    from fetcher.transports.base import Head, Receiver, Request
+    from fetcher.transports.base import Receiver, Request
 
 T = TypeVar("T")
 MAX_TICK_S = 1.0  # what perform() gives the progress callback: once a second at least
@@ -84,24 +84,26 @@ class CurlTransfers(Generic[T]):
         """libcurl's timer has expired: let it run what was waiting on time."""
         self.multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
 
-    def ended(self) -> Iterator[tuple[T, Callable[[], Head]]]:
-        """Every transfer libcurl reports over: its token and the ``finish`` to call (once) before the next."""
-        for curl, code, message in ended_transfers(self.multi):
-            self.multi.remove_handle(curl)
-            transport, token = self._active.pop(curl)
+    def ended(self) -> Iterator[tuple[T, CurlTransport, int, str]]:
+        """Every transfer libcurl reports over: its token, its transport and libcurl's code and message,
+        for the caller to call ``transport.finish(code, message)`` (once) before taking the next."""
+        multi, active, free = self.multi, self._active, self._free
+        for curl, code, message in ended_transfers(multi):
+            multi.remove_handle(curl)
+            transport, token = active.pop(curl)
             try:
-                yield token, partial(transport.finish, code, message)
+                yield token, transport, code, message
             finally:
-                self._free.append(transport)
+                free.append(transport)
 
     @property
     def next_check(self) -> float:
         """The monotonic time ``overdue`` next has work: a driver wakes up by then."""
         return self._next_check
 
-    def overdue(self) -> Iterator[tuple[T, Callable[[], Head]]]:
-        """When a tick is due, every transfer past a deadline, stopped: its token and the ``finish``
-        that raises the guard's failure, as ``ended`` hands them out."""
+    def overdue(self) -> Iterator[tuple[T, CurlTransport, int, str]]:
+        """When a tick is due, every transfer past a deadline, stopped, as ``ended`` hands them out
+        (its ``finish`` raises the guard's failure)."""
         now = time.monotonic()
         if now < self._next_check:
             return
@@ -114,7 +116,7 @@ class CurlTransfers(Generic[T]):
             del self._active[curl]
             transport.abort(failure)
             try:
-                yield token, partial(transport.finish, pycurl.E_ABORTED_BY_CALLBACK, "")
+                yield token, transport, pycurl.E_ABORTED_BY_CALLBACK, ""
             finally:
                 self._free.append(transport)
 
@@ -132,3 +134,14 @@ class CurlTransfers(Generic[T]):
         for transport in self._free:
             transport.close()
         self.multi.close()
+
+
+def ended_transfers(multi: pycurl.CurlMulti) -> Iterator[tuple[pycurl.Curl, int, str]]:
+    """Every transfer ``multi`` reports over: (easy handle, libcurl's code (0: done), message)."""
+    while True:
+        queued, ended, errors = multi.info_read()
+        for curl in ended:
+            yield curl, 0, ""
+        yield from errors
+        if not queued:
+            return

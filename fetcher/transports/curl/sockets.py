@@ -105,3 +105,4 @@ def wanted(what: int) -> tuple[bool, bool] | None:
 def ready_flags(readable: bool, writable: bool) -> int:
     """The ``CSELECT_*`` flags for a socket found readable and/or writable."""
     return (pycurl.CSELECT_IN if readable else 0) | (pycurl.CSELECT_OUT if writable else 0)
+
