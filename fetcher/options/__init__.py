@@ -133,7 +133,7 @@ def prepare_run(options: Options) -> tuple[Options, str]:
     """
     from fetcher.auto import choose
 
-    backend, client, why = choose(options.transport.backend, options.transport.client)
+    backend, client, why = choose(options.transport.backend, options.transport.client, options.dataset.decodes)
     if why:
         options = options.replace(backend=backend, client=client)
         options.check()  # the clashes of what auto chose (--processes with multi, say)

@@ -129,6 +129,11 @@ class DatasetOptions:
                     or self.max_image_area
                     or self.max_aspect_ratio or self.resize or self.encode_format)
 
+    @property
+    def decodes(self) -> bool:
+        """Whether every image is decoded whole (checked, resized or re-encoded): CPU work per URL."""
+        return bool(self.verify_image or self.resize or self.encode_format)
+
 
 PARTS = {"transport": TransportOptions, "rules": RuleOptions, "politeness": PolitenessOptions,
          "output": OutputOptions, "source": SourceOptions, "dataset": DatasetOptions}
