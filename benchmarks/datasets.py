@@ -1,13 +1,16 @@
 """fetcher against img2dataset on one parquet of images served by nginx on 127.0.0.1, in one run.
 
     python benchmarks/datasets.py --img2dataset /tmp/i2d/bin/img2dataset [--images 10000] [--resize 256]
+        [--resize-mode border] [--variants default,multi+curl,process+curl]
 
 Makes ``--images`` JPEGs with Pillow (512x384 to 800x600, a gradient with shapes:
 cheap to make, real to decode), serves them with nginx (benchmarks/bench_nginx.py),
 writes one parquet of ``url, caption``, then runs each tool on it with the same
 work: webdataset shards of 1,000, every image decoded and resized to ``--resize``
-(keep_ratio: the smaller side), re-encoded as JPEG quality 95, with the caption;
-the same concurrency (2 processes x 16 downloads), no per-host cap, no retries.
+as ``--resize-mode`` says (both tools' meaning), re-encoded as JPEG quality 95, with
+the caption; the same concurrency (img2dataset: 2 processes x 16 threads; fetcher:
+--pool 32), no per-host cap, no retries. fetcher's ``default`` run gives no
+--backend or --client: what ``auto`` picks for a dataset build (fetcher/auto.py).
 img2dataset runs with ``--extract_exif False`` (fetcher reads no EXIF). Each
 tool's output is read back: the samples in its shards and the size of a few.
 CPU is the whole process tree's user+sys (benchmarks/bench_measure.py).
@@ -59,24 +62,31 @@ def write_parquet(path: str, base_url: str, count: int) -> None:
     pyarrow.parquet.write_table(pyarrow.table(rows), path, row_group_size=2000)
 
 
-def fetcher_argv(parquet: str, out: str, resize: int, client: str) -> list[str]:
-    return [sys.executable, "-m", "fetcher", parquet, "-o", out, "-q", "--backend", "process",
-            "--processes", str(PROCESSES), "--pool", str(PROCESSES * THREADS), "--per-host", "0", "--retries", "0",
-            "--client", client, "--output-format", "webdataset", "--shard-size", "1000", "--caption-column",
-            "caption", "--resize", str(resize), "--resize-mode", "keep_ratio", "--encode-format", "jpg",
+def fetcher_argv(parquet: str, out: str, resize: int, mode: str, variant: str) -> list[str]:
+    """fetcher's command; ``variant`` is ``default`` (no --backend, --client: what ``auto`` picks) or
+    ``BACKEND+CLIENT``, e.g. ``process+curl`` (with --processes PROCESSES)."""
+    chosen: list[str] = []
+    if variant != "default":
+        backend, client = variant.split("+")
+        chosen = ["--backend", backend, "--client", client]
+        if backend == "process":
+            chosen += ["--processes", str(PROCESSES)]
+    return [sys.executable, "-m", "fetcher", parquet, "-o", out, "-q", *chosen, "--pool", str(PROCESSES * THREADS),
+            "--per-host", "0", "--retries", "0", "--output-format", "webdataset", "--shard-size", "1000",
+            "--caption-column", "caption", "--resize", str(resize), "--resize-mode", mode, "--encode-format", "jpg",
             "--encode-quality", "95"]
 
 
-def img2dataset_argv(binary: str, parquet: str, out: str, resize: int) -> list[str]:
+def img2dataset_argv(binary: str, parquet: str, out: str, resize: int, mode: str) -> list[str]:
     return [binary, "--url_list", parquet, "--input_format", "parquet", "--url_col", "url", "--caption_col",
             "caption", "--output_format", "webdataset", "--output_folder", out, "--processes_count",
             str(PROCESSES), "--thread_count", str(THREADS), "--image_size", str(resize), "--resize_mode",
-            "keep_ratio", "--encode_format", "jpg", "--encode_quality", "95", "--number_sample_per_shard", "1000",
+            mode, "--encode_format", "jpg", "--encode_quality", "95", "--number_sample_per_shard", "1000",
             "--extract_exif", "False", "--retries", "0", "--enable_wandb", "False"]
 
 
 def count_samples(out: str, resize: int) -> int:
-    """Images in the tool's shards; the first few must have ``resize`` as their smaller side."""
+    """Images in the tool's shards; the first few must have ``resize`` as their smaller side (as every mode makes it)."""
     from PIL import Image
 
     count = checked = 0
@@ -117,7 +127,9 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--resize", type=int, default=256)
     parser.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
-    parser.add_argument("--clients", default="requests,curl", help="fetcher's --client values to run")
+    parser.add_argument("--resize-mode", default="border", help="keep_ratio, center_crop or border (both tools)")
+    parser.add_argument("--variants", default="default,process+curl",
+                        help="fetcher's runs: default (no --backend/--client) or BACKEND+CLIENT, comma-separated")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each tool, interleaved")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (images, outputs, logs)")
     args = parser.parse_args()
@@ -136,12 +148,14 @@ def main() -> int:
         rows = []
         for _ in range(args.repeat):  # interleaved, so that a change in the machine's load hits every tool
             rows.append(run_tool("img2dataset", img2dataset_argv(args.img2dataset, parquet, os.path.join(work, "i2d"),
-                                                                 args.resize), os.path.join(work, "i2d"), work,
+                                                                 args.resize, args.resize_mode),
+                                 os.path.join(work, "i2d"), work,
                                  args.resize))
-            for client in args.clients.split(","):
-                label = f"fetcher process --client {client}"
-                out = os.path.join(work, f"fetcher-{client}")
-                rows.append(run_tool(label, fetcher_argv(parquet, out, args.resize, client), out, work, args.resize))
+            for variant in args.variants.split(","):
+                label = f"fetcher {variant}"
+                out = os.path.join(work, f"fetcher-{variant}")
+                rows.append(run_tool(label, fetcher_argv(parquet, out, args.resize, args.resize_mode, variant), out,
+                                     work, args.resize))
         print(f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after; nginx {nginx.version()}")
         print("| tool | images | wall s | images/s | CPU s | CPU ms / image | peak RSS MiB |")
         print("|---|--:|--:|--:|--:|--:|--:|")

@@ -18,9 +18,11 @@ client namespace, one at a time, into a fresh folder on /dev/shm.
 Reported per tool: files/s, files saved (of the list), CPU ms per file (the
 whole process tree, bench_measure.py), peak RSS, connections and full / resumed
 TLS handshakes (nginx's log: $connection, $ssl_session_reused), HTTP/2's share
-of requests, DNS queries (dnsmasq's log), and files/s as a share of the limits:
+of requests, DNS queries (dnsmasq's log) and per unique host, and files/s as a share of the limits:
 pool ÷ RTT (each request costs at least one round trip) and the link's
 bandwidth ÷ the mean file size. Ratios are against curl in the same profile.
+Each run's stdout, stderr and (fetcher's) manifest are kept under ``--keep``, with
+``lost.txt``: every URL of the list not saved, and what the manifest says of it.
 """
 
 from __future__ import annotations
@@ -98,14 +100,46 @@ def tools(ca: str, curl_cfg: str, fetcher_configs: list[str], python: str) -> li
 
 def count_saved(out: str, expected: dict[str, int]) -> int:
     """Files of the list present with the right size, whatever each tool names them."""
-    seen = set()
+    return len(saved_keys(out, expected))
+
+
+def saved_keys(out: str, expected: dict[str, int]) -> set[str]:
+    """The keys (``f00042``) of the list's files present with the right size."""
+    seen: set[str] = set()
     for folder, _dirs, names in os.walk(out):
         for name in names:
             match = _NAME.match(name) or _NAME.match(_img2dataset_source(folder, name))
             if match and match.group(1) in expected and match.group(1) not in seen:
                 if os.path.getsize(os.path.join(folder, name)) == expected[match.group(1)]:
                     seen.add(match.group(1))
-    return len(seen)
+    return seen
+
+
+def keep_run(folder: str, out: str, tmp: str, urls: list[str], saved: set[str]) -> int:
+    """Keep what a run leaves for the hunt of a lost URL: its stdout and stderr, fetcher's manifest, and
+    ``lost.txt``, each URL of the list not saved with the manifest's error for it. Returns how many."""
+    os.makedirs(folder, exist_ok=True)
+    for name in ("stdout", "stderr"):
+        if os.path.exists(os.path.join(tmp, name)):
+            shutil.copy(os.path.join(tmp, name), os.path.join(folder, name))
+    errors: dict[str, str] = {}
+    manifest = os.path.join(out, "manifest.jsonl")
+    if os.path.exists(manifest):
+        shutil.copy(manifest, os.path.join(folder, "manifest.jsonl"))
+        with open(manifest, encoding="utf-8") as handle:
+            for line in handle:
+                record = json.loads(line)
+                error = record.get("error") or {}
+                errors[record["url"]] = f"{record['status']} {error.get('kind', '')}: {error.get('message', '')}"
+    lost = [url for url in urls if url.rsplit("/", 1)[1][:6] not in saved]
+    with open(os.path.join(folder, "lost.txt"), "w", encoding="utf-8") as handle:
+        for url in lost:
+            handle.write(f"{url}\t{errors.get(url, 'no record')}\n")
+    return len(lost)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "default"
 
 
 def _img2dataset_source(folder: str, name: str) -> str:
@@ -138,8 +172,8 @@ def start_relay(world: World, profile: Profile) -> None:
 
 
 def measure(world: World, tool: Tool, profile: Profile, lists: dict[str, str], pool: int, timeout_s: float,
-            expected: dict[str, int], mean_size: float) -> list[str]:
-    """One run of one tool: a row of the table."""
+            expected: dict[str, int], mean_size: float, keep: str) -> list[str]:
+    """One run of one tool: a row of the table; what it left is kept under ``keep`` (see keep_run)."""
     out = tempfile.mkdtemp(prefix="out-", dir=world.tmp)
     _, dns_at = log_from(world.dns_log, 0)
     _, log_at = log_from(world.access_log, 0)
@@ -151,7 +185,10 @@ def measure(world: World, tool: Tool, profile: Profile, lists: dict[str, str], p
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     got = run_measured(in_ns(CLIENT_NS, argv), cwd=out, env=env, timeout_s=timeout_s,
                        stdout_path=os.path.join(world.tmp, "stdout"), stderr_path=os.path.join(world.tmp, "stderr"))
-    saved = count_saved(out, expected)
+    kept = saved_keys(out, expected)
+    saved = len(kept)
+    keep_run(os.path.join(keep, slug(profile.label), slug(tool.label)), out, world.tmp,
+             [url for url, _size in world.files.urls], kept)
     shutil.rmtree(out, ignore_errors=True)
     dns, _ = log_from(world.dns_log, dns_at)
     requests_log, _ = log_from(world.access_log, log_at)
@@ -163,6 +200,7 @@ def measure(world: World, tool: Tool, profile: Profile, lists: dict[str, str], p
             conns.setdefault(parts[0], parts[1])
             h2 += parts[2] == "HTTP/2.0"
     resumed = sum(1 for mark in conns.values() if mark == "r")
+    hosts = len({url.split("/", 3)[2] for url, _size in world.files.urls})
     rate = saved / got.wall_s if got.wall_s else 0.0
     limits = []
     if profile.rtt_ms:
@@ -174,7 +212,13 @@ def measure(world: World, tool: Tool, profile: Profile, lists: dict[str, str], p
         " (timed out)" if got.timed_out else f" (exit {got.exit_code})")
     return [tool.label + note, f"{rate:.0f}", f"{saved}/{len(expected)}", f"{1000 * got.cpu_s / max(saved, 1):.2f}",
             f"{got.peak_rss / 2**20:.0f}", str(len(conns)), f"{len(conns) - resumed}/{resumed}",
-            f"{100 * h2 / max(len(requests_log), 1):.0f}%", str(sum("query[" in line for line in dns)), *limits]
+            f"{100 * h2 / max(len(requests_log), 1):.0f}%", per_host(sum("query[" in line for line in dns), hosts),
+            *limits]
+
+
+def per_host(queries: int, hosts: int) -> str:
+    """DNS queries, and per unique host of the list (fetcher's aim: 1; A and AAAA would be 2)."""
+    return f"{queries} ({queries / max(hosts, 1):.2f}/host)"
 
 
 HEADER = ["tool", "files/s", "saved", "CPU ms/file", "peak RSS MiB", "connections", "TLS full/resumed",
@@ -216,6 +260,8 @@ def main() -> int:
     parser.add_argument("--fetcher", action="append", help="a fetcher configuration (flags), repeatable")
     parser.add_argument("--timeout", type=float, default=0, help="per run, seconds (default 120; --quick 60)")
     parser.add_argument("--save", help="also write the report to this file")
+    parser.add_argument("--keep", default="wan-runs", help="folder for each run's stdout, stderr, manifest and "
+                        "lost.txt (the URLs not saved, with their errors); default: ./wan-runs")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("wan.py needs root (network namespaces)", file=sys.stderr)
@@ -241,12 +287,13 @@ def main() -> int:
             rows = []
             for tool in chosen:
                 print(f"[{profile.label}] {tool.label} ...", file=sys.stderr, flush=True)
-                rows.append(measure(world, tool, profile, lists, args.pool, timeout_s, expected, mean))
+                rows.append(measure(world, tool, profile, lists, args.pool, timeout_s, expected, mean, args.keep))
                 print("   " + " | ".join(rows[-1]), file=sys.stderr, flush=True)
             if not profile.direct:
                 world.stop(world.relay)
             report += ["", f"### {profile.label}", "", *table(with_ratios(rows))]
-        report.append(f"\nload average {load_average():.2f} at the end")
+        report.append(f"\nload average {load_average():.2f} at the end; each run's stderr, manifest and lost "
+                      f"URLs are in {os.path.abspath(args.keep)}")
     text = "\n".join(report) + "\n"
     print(text)
     if args.save:

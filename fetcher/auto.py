@@ -9,7 +9,12 @@ one (benchmarks/run.py), measured in the same runs:
   multi handle, so HTTP/2 carries a host's requests on one connection and DNS and
   TLS sessions are shared by the whole run; the process backend splits the pool
   (and so each host's connections) over its workers;
-- backend, with requests: ``process`` on several CPUs, else ``thread``.
+- backend, with requests: ``process`` on several CPUs, else ``thread``;
+- backend, when every image is decoded (a dataset build: ``--verify-image``, ``--resize``,
+  ``--encode-format``): ``process`` on several CPUs, whatever the client. Decoding, resizing and
+  encoding cost 2-3 ms of CPU per image, and multi runs them all on its one thread: measured on
+  10,000 images resized to 256 (benchmarks/datasets.py, docs/performance-datasets.md), process +
+  curl made 1.8x the images/s of multi + curl at about the same CPU per image.
 
 ``auto`` is the CLI's default for a local run (``fetcher INPUT``): measured on a quiet
 machine, multi + curl made 1.7-3.3x the files/s of thread + requests on the loopback
@@ -26,8 +31,12 @@ import sys
 AUTO = "auto"
 
 
-def choose(backend: str, client: str) -> tuple[str, str, str]:
-    """(backend, client, why) with each ``auto`` replaced; ``why`` is "" when nothing was ``auto``."""
+def choose(backend: str, client: str, decodes: bool = False) -> tuple[str, str, str]:
+    """(backend, client, why) with each ``auto`` replaced; ``why`` is "" when nothing was ``auto``.
+
+    ``decodes``: every image is decoded (``--verify-image``, ``--resize``, ``--encode-format``),
+    so the run needs CPUs more than one thread: the process backend, with libcurl in each worker.
+    """
     if AUTO not in (backend, client):
         return backend, client, ""
     reasons = []
@@ -36,7 +45,10 @@ def choose(backend: str, client: str) -> tuple[str, str, str]:
         reasons.append(reason)
     if backend == AUTO:
         cpus = os.cpu_count() or 1
-        if client == "curl":
+        if decodes and cpus > 1:
+            backend = "process"
+            reasons.append(f"images are decoded: on all {cpus} CPUs, not in the one thread multi has")
+        elif client == "curl":
             backend = "multi"
             reasons.append("libcurl's multi interface drives every transfer from one thread")
         else:

@@ -47,6 +47,8 @@ class ErrorKind(str, enum.Enum):
     IMAGE_TOO_LARGE = "image-too-large"
     BAD_ASPECT_RATIO = "bad-aspect-ratio"
     OPTED_OUT = "opted-out"
+    DNS = "dns"  # the run's resolver found no address for the host (run/dns.py): its URLs fail without a request
+    ROBOTS = "robots"  # --robots: robots.txt disallows the URL, or could not be had (5xx, unreachable)
     INTERNAL = "internal"
 
 
@@ -80,6 +82,8 @@ class FetchTask:
             ``naming.finalize_name`` for the final name; the ``.part`` file
             keeps ``name`` so it can be found before any request.
         headers: extra request headers for this URL only (Python API).
+        addresses: the host's addresses as the run's resolver found them (run/dns.py),
+            so no worker asks DNS again; None: the worker's client resolves the name.
     """
 
     url: str
@@ -90,6 +94,7 @@ class FetchTask:
     meta: dict[str, Any] | None = None
     provisional_name: bool = False
     headers: tuple[tuple[str, str], ...] | None = None
+    addresses: tuple[str, ...] | None = None  # the last field: run/dns.py rebuilds a task with it, by position
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Positional fields via a C attrgetter: 3x cheaper than the generated
@@ -113,9 +118,13 @@ class Result:
     - ``staged``: 0, or (``--durability batch``) the body is whole in the task's
       ``.part`` and gets its final name ``path`` from the coordinator's flush
       (durability.py): 1, or 2 when a ``.part.meta`` is to be removed too.
+    - ``after_head_s``: seconds from the response's head to the end of the attempt, as the
+      worker measured them (None: no response came). The scheduler counts a host's ``--delay``
+      or Crawl-delay from that head, the latest moment the server surely saw the request,
+      whatever the clocks and queues between it and the worker (run/hosts.py).
 
-    ``index``, ``retryable``, ``retry_after``, ``content``, ``meta`` and ``staged``
-    are not written to the manifest.
+    ``index``, ``retryable``, ``retry_after``, ``content``, ``meta``, ``staged`` and
+    ``after_head_s`` are not written to the manifest.
     """
 
     url: str
@@ -135,7 +144,8 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
     content: builtins.bytes | None = None  # builtins: the field `bytes` shadows the type here
     meta: Any = None
-    staged: int = 0
+    after_head_s: float | None = None
+    staged: int = 0  # the last field: run/flusher.py rebuilds a Result without it, by position
 
     def __reduce__(self) -> tuple[Any, ...]:
         return Result, _result_fields(self)  # see FetchTask.__reduce__

@@ -129,6 +129,23 @@ def remember_header(name: str, value: str) -> None:
             _remember(credential.strip())
 
 
+def remember_proxy(url: str) -> None:
+    """Note a proxy URL's credentials (``--proxy``, ``http_proxy``...): masked in every message from
+    now on, also as they travel in a ``Proxy-Authorization: Basic`` header."""
+    from base64 import b64encode
+    from urllib.parse import unquote
+
+    if "@" not in url:
+        return
+    user, colon, password = urlsplit(url).netloc.rpartition("@")[0].partition(":")
+    if colon:
+        _remember(password)
+        _remember(unquote(password))
+        _remember(b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode())
+    elif user:  # a user name alone is the credential, as in a URL (see MASK above)
+        _remember(unquote(user))
+
+
 def _remember(value: str) -> None:
     if len(value) >= _MIN_SECRET:
         _remembered.add(value)

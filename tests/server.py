@@ -233,6 +233,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, gallery_page(int(name)), "text/html; charset=utf-8")
         elif kind == "echo":
             self._send(200, json.dumps(dict(self.headers.items())).encode(), "application/json")
+        elif kind == "robots.txt" and self.server.robots is not None:  # --robots tests set it
+            code, text = self.server.robots
+            self._send(code, text.encode(), "text/plain")
         elif kind == "_stats":
             self._send(200, json.dumps(self.server.stats.snapshot()).encode(), "application/json")
         else:
@@ -336,6 +339,7 @@ class TestServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._gzip_cache: dict[int, bytes] = {}
+        self.robots: tuple[int, str] | None = None  # (status, body) of /robots.txt; None: 404
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Clients that vanish mid-response (killed, timed out) are normal here, not errors."""

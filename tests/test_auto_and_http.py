@@ -39,6 +39,23 @@ def test_auto_says_its_choice_with_v_and_in_the_summary(server, tmp_path, capsys
     assert "multi (+ curl, chosen by auto) backend" in captured.out
 
 
+def test_a_dataset_build_that_decodes_runs_on_every_cpu(monkeypatch) -> None:
+    """Decoding and resizing are CPU per image: multi's one thread would be the ceiling (issue 26)."""
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    backend, client, why = choose("auto", "auto", decodes=True)
+    assert backend == "process" and "decoded" in why
+    assert choose("auto", "requests", decodes=True)[0] == "process"
+    assert choose("thread", "auto", decodes=True)[0] == "thread"  # a backend given is kept
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert choose("auto", "auto", decodes=True)[0] in ("multi", "thread")  # one CPU: nothing to spread over
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    for flags, decodes in (({"resize": 256}, True), ({"verify_image": True}, True), ({"encode_format": "png"}, True),
+                           ({"min_image_size": 10}, False), ({"output_format": "webdataset"}, False)):
+        options, _ = prepare_run(Options.create(backend="auto", client="auto", **flags))
+        if decodes or HAVE_PYCURL:  # without pycurl, requests on 4 CPUs is the process backend anyway
+            assert (options.transport.backend == "process") == decodes, flags
+
+
 def test_http_version_2_needs_curl() -> None:
     with pytest.raises(ConfigError, match="needs --client curl"):
         Options.create(http_version="2")

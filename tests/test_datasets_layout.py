@@ -191,3 +191,15 @@ def test_the_translated_img2dataset_example_runs_as_written_and_reruns_only_the_
     assert sorted(r["url"] for r in rows if r["status"] == "success") == sorted(urls)
     assert {(r["width"], r["height"]) for r in rows if r["status"] == "success"} == {(256, 256)}
     assert {r["caption"] for r in rows} == {f"a photo {i}" for i in range(len(urls))}
+
+
+def test_status_shows_the_shards_finished_and_in_progress(server, out, tmp_path, capsys):
+    urls = [server.url(f"/img/st{i}.png?format=png&w=20&h=20") for i in range(5)] + [server.url("/status/404")]
+    assert main([write_list(tmp_path, urls), "-o", out, "-q", "--output-format", "webdataset", "--shard-size", "4",
+                 "--retries", "0"]) == 1
+    with open(os.path.join(out, "00002.tar.part"), "wb") as handle:  # what a running build has open
+        handle.write(b"\0" * 1024)
+    capsys.readouterr()
+    assert main(["status", "-o", out]) == 0
+    assert ("webdataset: 2 shards finished (6 rows: 5 success, 1 failed_to_download, 0 failed_to_resize); "
+            "in progress: 00002.tar.part (1,024 bytes)") in capsys.readouterr().out

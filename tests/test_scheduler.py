@@ -107,9 +107,36 @@ def test_delay_spaces_requests_to_one_host():
     other = sched.next_ready()
     assert first.url == "http://h/0" and other.url == "http://other/2"
     assert sched.next_ready() is None
-    assert sched.seconds_until_next() == 2.0
+    clock.now += 0.5
+    sched.settle(first, Result(first.url, Status.OK, index=first.index, after_head_s=0.0))
+    assert sched.next_ready() is None
+    assert sched.seconds_until_next() == 2.0  # counted from the answer: the grant's gap would end in 1.5 s
     clock.now += 2.0
     assert sched.next_ready().url == "http://h/1"
+
+
+def test_a_gapped_host_runs_one_request_at_a_time_and_counts_the_gap_from_the_answer():
+    """The gap holds where the server sees it: a request that left its worker late (a queue, a
+    lease round trip, a slow connect) pushes the next one back (issue 27: 0.84 s for --delay 1)."""
+    sched, clock = make(tasks_for(["h", "h"]), per_host=8, delay=1.0)
+    first = sched.next_ready()
+    clock.now += 1.0
+    assert sched.next_ready() is None  # the first is still running: the server may not have seen it yet
+    clock.now += 2.0  # its head came 0.5 s before the result reached the scheduler
+    sched.settle(first, Result(first.url, Status.OK, index=first.index, after_head_s=0.5))
+    assert sched.next_ready() is None
+    assert sched.seconds_until_next() == 0.5
+    clock.now += 0.5
+    assert sched.next_ready().url == "http://h/1"
+
+
+def test_a_request_with_no_answer_counts_its_gap_from_its_end():
+    sched, clock = make(tasks_for(["h", "h"]), per_host=8, delay=1.0, retries=0)
+    first = sched.next_ready()
+    clock.now += 3.0
+    sched.settle(first, failed(first, ErrorKind.TIMEOUT, "no head within 30 s"))
+    assert sched.next_ready() is None
+    assert sched.seconds_until_next() == 1.0
 
 
 def test_retry_after_pauses_the_whole_host():

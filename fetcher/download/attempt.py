@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fetcher.download import durability, images, partial, placement
+from fetcher.download import durability, images, partial, placement, ratelimit
 from fetcher.errors import STORAGE_ERRNOS, FetchFailure
 from fetcher.download.checksum import Verifier, hash_prefix
 from fetcher.download.headers import expected_size, parse_retry_after, resume_offset
@@ -109,6 +109,8 @@ class Download:
         if may_resume and not options.output.in_memory:  # False: the part's folder does not exist yet
             self.resume, self.has_meta = partial.read_meta(self.part, task.url, task.attempt)
         self.head: Head | None = None
+        self.head_at = 0.0  # monotonic time on_head was called
+        self.guard.limit = ratelimit.for_options(options)
         self.name = task.name
         self.sink: partial.PartFile | io.BytesIO | None = None
         self.offset = 0
@@ -127,7 +129,7 @@ class Download:
                             "Accept-Encoding": "identity"})
         rules = options.rules
         connect = min(rules.connect_timeout, rules.max_time) if rules.max_time else rules.connect_timeout
-        return Request(self.task.url, headers, connect, self.guard, options.transport.chunk_size)
+        return Request(self.task.url, headers, connect, self.guard, options.transport.chunk_size, self.task.addresses)
 
     def settle(self, transfer: Callable[..., Head], *args: object) -> Result:
         """The Result of this attempt, ``transfer(*args)`` being the transport's transfer: a blocking
@@ -159,7 +161,7 @@ class Download:
 
     def on_head(self, head: Head) -> None:
         """Refuse a response whose status or headers fail a rule; else open the sink."""
-        self.head = head
+        self.head, self.head_at = head, time.monotonic()
         status, headers = head.status, head.headers
         if status == 416 and self.resume is not None:
             partial.discard(self.part)  # the part no longer fits the file: start over on the retry
@@ -192,6 +194,9 @@ class Download:
     def write(self, chunk: bytes) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled()
+        limit = self.guard.limit
+        if limit is not None:
+            limit.take(len(chunk))  # --limit-rate: sleeps while the run is ahead of its cap
         if self.rejected is not None:
             self.drained += len(chunk)
             if self.drained > DRAIN_BYTES:
@@ -287,7 +292,7 @@ class Download:
         task = self.task
         return Result(url=task.url, status=Status.OK, bytes=size, sha256=sha256, http_status=status,
                       content_type=head.headers.get("Content-Type"), final_url=head.url, attempts=task.attempt,
-                      index=task.index, elapsed_s=time.monotonic() - self.started,
+                      index=task.index, elapsed_s=time.monotonic() - self.started, after_head_s=self._after_head(),
                       extra={**input_extra(task.meta), **image} if image else input_extra(task.meta), **fields)
 
     def _image_step(self, size: int, sha256: str) -> tuple[dict[str, Any], int, str]:
@@ -345,7 +350,11 @@ class Download:
         return failed(task, failure.kind, message, retryable=failure.retryable, http_status=status,
                       retry_after=failure.retry_after, elapsed_s=elapsed,
                       content_type=head.headers.get("Content-Type") if head is not None else None,
-                      final_url=head.url if head is not None else None)
+                      final_url=head.url if head is not None else None, after_head_s=self._after_head())
+
+    def _after_head(self) -> float | None:
+        """Seconds since the response's head arrived (Result.after_head_s); None if none did."""
+        return None if self.head is None else time.monotonic() - self.head_at
 
     def _keep_for_resume(self) -> bool:
         """Whether the ``.part`` can be resumed by a later attempt (writing its meta if it was not yet)."""

@@ -18,6 +18,8 @@ from fetcher.models import ErrorKind
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from fetcher.download.ratelimit import RateLimit
+
 MAGIC_BYTES = 64  # enough for every signature check_magic knows
 
 
@@ -56,6 +58,7 @@ class TransferGuard:
         self.size = 0
         self._window_start = started
         self._window_bytes = 0
+        self.limit: RateLimit | None = None  # --limit-rate's bucket (ratelimit.py), paid per chunk by the Download
 
     def next_read_timeout(self) -> float:
         """Socket timeout for the next read: never past the deadline or the speed window."""

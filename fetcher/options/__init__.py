@@ -133,13 +133,17 @@ def prepare_run(options: Options) -> tuple[Options, str]:
     """
     from fetcher.auto import choose
 
-    backend, client, why = choose(options.transport.backend, options.transport.client)
+    backend, client, why = choose(options.transport.backend, options.transport.client, options.dataset.decodes)
     if why:
         options = options.replace(backend=backend, client=client)
         options.check()  # the clashes of what auto chose (--processes with multi, say)
     if options.transport.client == "curl" and importlib.util.find_spec("pycurl") is None:
         raise ConfigError(f"--client curl needs pycurl, which is not installed: {CURL_INSTALL_HINT}")
     dataset.check_machine(options)
+    if options.transport.client == "requests" and options.transport.proxy.startswith("socks") \
+            and importlib.util.find_spec("socks") is None:
+        raise ConfigError("a SOCKS proxy with --client requests needs PySocks: pip install PySocks "
+                          "(or use --client curl)")
     remember_secrets(options)
     return options, why
 
@@ -150,3 +154,9 @@ def remember_secrets(options: Options) -> None:
 
     for name, value in options.politeness.headers:
         remember_header(name, value)
+    from fetcher.redact import remember_proxy
+
+    # A proxy's password (--proxy, or the environment's, which the clients read) is masked as a header's is.
+    for url in [options.transport.proxy, *(v for k, v in os.environ.items() if k[-6:].lower() == "_proxy")]:
+        if "@" in url:
+            remember_proxy(url)

@@ -22,6 +22,11 @@ class TransportOptions:
     processes: int = 0  # process backend: worker processes sharing the pool; 0: one per CPU
     in_flight: int = 0  # 0 means "the pool"
     chunk_size: int = 256 * 1024  # largest read; a read returns what has arrived, so small bodies take one
+    # docs/network.md: "" takes http_proxy/https_proxy/all_proxy/no_proxy from the environment
+    proxy: str = field(default="", repr=False)  # may hold a password: never printed
+    limit_rate: int = 0  # bytes/s for the whole run, all its processes (download/ratelimit.py); 0: no cap
+    dns_cache: bool = False  # one resolver for the run (run/dns.py); the CLI turns it on
+    dns_servers: tuple[str, ...] = ()  # IP[:PORT] the run's resolver asks instead of /etc/resolv.conf's
 
     @property
     def window(self) -> int:
@@ -64,6 +69,7 @@ class PolitenessOptions:
 
     per_host: int = 8  # 0: no cap
     delay: float = 0.0
+    robots: bool = False  # obey robots.txt (run/robots.py): fetched once per origin before its first request
     user_agent: str = ""
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold a token: never printed
     cookies: str | None = None
@@ -122,6 +128,11 @@ class DatasetOptions:
         return bool(self.output_format == "webdataset" or self.verify_image or self.min_image_size
                     or self.max_image_area
                     or self.max_aspect_ratio or self.resize or self.encode_format)
+
+    @property
+    def decodes(self) -> bool:
+        """Whether every image is decoded whole (checked, resized or re-encoded): CPU work per URL."""
+        return bool(self.verify_image or self.resize or self.encode_format)
 
 
 PARTS = {"transport": TransportOptions, "rules": RuleOptions, "politeness": PolitenessOptions,

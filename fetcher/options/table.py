@@ -17,6 +17,7 @@ from typing import Any
 
 from fetcher.options import checks
 from fetcher.options.checks import DURABILITY, INPUT_FORMATS, ON_EXISTS, Check
+from fetcher.options.network import parse_proxy, parse_servers, read_proxy
 from fetcher.options.values import (expand_headers, non_negative_int, parse_accept, parse_headers, parse_timeout,
                                     positive_int, sizes)
 
@@ -27,6 +28,7 @@ RUN, RULES, NAMING, DATASET = "run", "rules", "naming", "dataset"
 # --help groups
 RETRY, POLITE, VALIDATION = "retries and deadlines", "politeness", "validation"
 INPUT_NAMING = "input and naming"
+NETWORK = "network (docs/network.md)"
 DATASETS = "image datasets (pip install 'fetcher-dl[datasets]')"
 
 
@@ -175,6 +177,10 @@ TABLE: tuple[Spec, ...] = (
     Spec("delay", "politeness", 0.0, check=checks.at_least_zero, flag=Flag(
         ("--delay",), "least seconds between two requests to one host (default: 0)", group=POLITE, type=float,
         default=0.0, metavar="S")),
+    Spec("robots", "politeness", False, travels=False, flag=Flag(
+        ("--robots",), "obey robots.txt (RFC 9309): fetched once per site before its first request; a disallowed "
+        "URL is recorded with error kind robots, never requested; Crawl-delay spaces requests to the site "
+        "(default: robots.txt is never fetched)", group=POLITE, action="store_true", default=False)),
     Spec("user_agent", "politeness", "", flag=Flag(
         ("--user-agent",), "User-Agent header (default: fetcher/VERSION)", group=POLITE, default="",
         metavar="TEXT")),
@@ -187,6 +193,24 @@ TABLE: tuple[Spec, ...] = (
     Spec("insecure", "politeness", False, flag=Flag(
         ("--insecure",), "do not verify TLS certificates (dangerous; off by default)", group=POLITE,
         action="store_true", default=False)),
+    # -- network (docs/network.md) --
+    Spec("proxy", "transport", "", parse=parse_proxy, flag=Flag(
+        ("--proxy",), "send every request through this proxy: http://, https://, socks5:// or socks5h:// (the "
+        "proxy resolves names), optionally USER:PASSWORD@HOST:PORT; @FILE reads the URL from FILE, so a "
+        "password stays off the command line. Default: http_proxy, https_proxy, all_proxy and no_proxy, as "
+        "curl reads them", group=NETWORK, default="", metavar="URL | @FILE", from_text=read_proxy)),
+    Spec("limit_rate", "transport", 0, parse=sizes("limit_rate"), check=checks.at_least_zero, flag=Flag(
+        ("--limit-rate",), "cap the run's download bandwidth, all its processes together, in bytes per second: "
+        "e.g. 500K, 10M, 1G (powers of 1024); each fetcher work caps itself (default: no cap)", group=NETWORK,
+        default="0", metavar="RATE")),
+    Spec("dns_servers", "transport", (), parse=parse_servers, travels=False, flag=Flag(
+        ("--dns-servers",), "DNS servers the run's resolver asks instead of /etc/resolv.conf's", group=NETWORK,
+        default="", metavar="IP[:PORT],...")),
+    # The API's default is off (callers often bring their own session, or mock the network); the CLI's is on.
+    Spec("dns_cache", "transport", False, travels=False, flag=Flag(
+        ("--no-dns-cache",), "let each worker's client resolve names itself instead of one resolver for the run "
+        "(which resolves hosts ahead, once, and fails an unresolvable host's URLs at once, kind dns); off anyway "
+        "behind a proxy", group=NETWORK, action="store_false", default=True)),
     # -- validation --
     Spec("max_size", "rules", 0, parse=sizes("max_size"), check=checks.at_least_zero, flag=Flag(
         ("--max-size",), "largest body accepted, e.g. 10M or 1G, counted after decompression (default: none)",

@@ -100,6 +100,8 @@ def results(items: Iterator[Item], options: Options,
             raise
         yield from finished
         raise
+    finally:
+        scheduler.close()
 
 
 def _backend_and_flusher(options: Options, session_factory: SessionFactory | None,

@@ -3,6 +3,14 @@
 This lives in the coordinating process, next to the scheduler, so a cap holds
 across every worker of a run whatever the backend (threads, processes,
 greenlets or remote workers all draw their tasks from here).
+
+A gap (``--delay``, or a robots.txt Crawl-delay) must hold where the server sees it,
+not only where a task is handed out: a task may wait in a worker's queue, or behind a
+lease round trip, before its request leaves, and a new connection takes longer to carry
+a request than a kept-alive one. So a gapped host runs one request at a time, and the
+next starts at least the gap after the previous one's grant *and* after its response's
+head arrived (the worker reports how long ago that was, ``Result.after_head_s``, a
+duration, so no clocks need to agree): the server had surely seen the request by then.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ class HostLimits:
         self.per_host = per_host
         self.delay = delay
         self._hosts: dict[str, _Host] = {}
+        self._gaps: dict[str, float] = {}  # a host's own least gap, when longer than delay (Crawl-delay)
 
     def blocked_until(self, host: str, now: float) -> float | None:
         """None if a request may start now; else when to look again (``inf``: at a release)."""
@@ -41,18 +50,26 @@ class HostLimits:
             return None
         if self.per_host and state.active >= self.per_host:
             return float("inf")
+        if state.active and (self._gaps.get(host, self.delay) if self._gaps else self.delay):
+            return float("inf")  # a gapped host runs one request at a time: the gap counts from its answer
         return state.next_start if state.next_start > now else None
 
     def acquire(self, host: str, now: float) -> None:
         state = self._hosts.setdefault(host, _Host())
         state.active += 1
-        state.next_start = max(state.next_start, now + self.delay)
+        gap = self._gaps.get(host, self.delay) if self._gaps else self.delay
+        state.next_start = max(state.next_start, now + gap)
 
-    def release(self, host: str, now: float) -> None:
+    def release(self, host: str, now: float, answered: float | None = None) -> None:
+        """A request to ``host`` is over; ``answered``: when its response's head came (None: no response,
+        or unknown; ``now`` is then taken, as the server may have seen the request until now)."""
         state = self._hosts.get(host)
         if state is None:  # never acquired (a settle without a start): nothing to free
             return
         state.active -= 1
+        gap = self._gaps.get(host, self.delay) if self._gaps else self.delay
+        if gap:
+            state.next_start = max(state.next_start, (now if answered is None else min(answered, now)) + gap)
         if state.active == 0 and state.next_start <= now:
             del self._hosts[host]  # forget idle hosts: memory stays flat over millions of hosts
 
@@ -63,6 +80,15 @@ class HostLimits:
         """Hold every new request to ``host`` until ``until`` (a 429/503 Retry-After)."""
         state = self._hosts.setdefault(host, _Host())
         state.next_start = max(state.next_start, until)
+
+    def set_gap(self, host: str, gap: float, since: float) -> None:
+        """Space ``host``'s requests at least ``gap`` seconds apart (if longer than ``delay``),
+        counted from ``since`` too (when its robots.txt was asked for)."""
+        if gap <= self.delay:
+            return
+        self._gaps[host] = gap
+        state = self._hosts.setdefault(host, _Host())
+        state.next_start = max(state.next_start, since + gap)
 
     def forget_idle(self, now: float) -> None:
         """Drop hosts with nothing active whose gap and pause have passed."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from fetcher.backoff import Backoff
 from fetcher.run.hosts import HostLimits, host_key
 from fetcher.models import FetchTask, Item, Result
+from fetcher.run.gates import Gate, Gates, from_options
 
 if TYPE_CHECKING:
     from fetcher.options import Options
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 DEFAULT_MAX_PARKED = 10_000
 PAUSING_STATUSES = frozenset({429, 503})
 FORGET_EVERY = 4096
+GATE_POLL_S = 0.02  # how often a run with nothing else to do looks for DNS and robots.txt answers
 
 
 class Scheduler:
@@ -49,7 +51,7 @@ class Scheduler:
     def __init__(self, items: Iterator[Item], options: Options,
                  clock: Callable[[], float] = time.monotonic,
                  jitter: Callable[[], float] = random.random,
-                 max_parked: int = DEFAULT_MAX_PARKED) -> None:
+                 max_parked: int = DEFAULT_MAX_PARKED, gates: list[Gate] | None = None) -> None:
         self._items = items
         self._options = options
         self._clock = clock
@@ -65,6 +67,8 @@ class Scheduler:
         self._source_done = False
         self._starved = False  # the input's last answer was None: "nothing right now"
         self._settled = 0
+        # DNS and --robots (gates.py): a host whose answer is on its way waits parked, not runnable
+        self._gates = Gates(from_options(options) if gates is None else gates)
 
     @property
     def done(self) -> bool:
@@ -90,17 +94,27 @@ class Scheduler:
             self._park(heapq.heappop(self._retries)[2], front=True)
         while self._timed and self._timed[0][0] <= now:
             self._runnable.append(heapq.heappop(self._timed)[1])
+        if self._gates:
+            self._runnable.extend(h for h in self._gates.arrived(self._limits, self._options.rules.max_retry_after)
+                                  if h in self._parked)
         task = self._next_parked(now)
         if task is not None:
             return task
         return self._next_from_input(now)
 
-    def _next_parked(self, now: float) -> FetchTask | None:
+    def _next_parked(self, now: float) -> FetchTask | Result | None:
         while self._runnable:
             host = self._runnable.popleft()
             queue = self._parked.get(host)
             if not queue:
                 continue
+            if self._gates:
+                admitted = self._gates.admit(queue[0], host)
+                if admitted is None:  # made runnable again when the answer comes
+                    continue
+                if isinstance(admitted, Result):
+                    return self._refused(host, queue, admitted)
+                queue[0] = admitted
             blocked = self._limits.blocked_until(host, now)
             if blocked is not None:
                 self._wait(host, blocked)
@@ -133,6 +147,15 @@ class Scheduler:
                 self._parked[host].append(item)
                 self._parked_count += 1
                 continue
+            if self._gates:
+                admitted = self._gates.admit(item, host)
+                if admitted is None:
+                    self._parked[host] = deque([item])
+                    self._parked_count += 1
+                    continue
+                if isinstance(admitted, Result):
+                    return admitted
+                item = admitted
             blocked = self._limits.blocked_until(host, now)
             if blocked is None:
                 self._limits.acquire(host, now)
@@ -141,6 +164,20 @@ class Scheduler:
             self._parked_count += 1
             self._wait(host, blocked)
         return None
+
+    def _refused(self, host: str, queue: deque[FetchTask], refusal: Result) -> Result:
+        """``refusal``, the Result of ``host``'s first parked task, which a gate turned away."""
+        queue.popleft()
+        self._parked_count -= 1
+        if queue:
+            self._runnable.append(host)
+        else:
+            del self._parked[host]
+        return refusal
+
+    def close(self) -> None:
+        """Stop the gates' lookups and robots.txt requests (the run is over or interrupted)."""
+        self._gates.close()
 
     def _park(self, task: FetchTask, front: bool = False) -> None:
         host = host_key(task.url)
@@ -162,6 +199,8 @@ class Scheduler:
     def seconds_until_next(self) -> float | None:
         """How long until a waiting retry or host becomes ready (None if nothing waits on time)."""
         times = [heap[0][0] for heap in (self._retries, self._timed) if heap]
+        if self._gates and self._gates.asking:
+            times.append(self._clock() + GATE_POLL_S)
         if not times:
             return None
         return max(0.0, min(times) - self._clock())
@@ -174,7 +213,7 @@ class Scheduler:
         """
         now = self._clock()
         host = host_key(task.url)
-        self._limits.release(host, now)
+        self._limits.release(host, now, None if result.after_head_s is None else now - result.after_head_s)
         if result.retry_after is not None and result.http_status in PAUSING_STATUSES:
             self._limits.pause(host, now + min(result.retry_after, self._options.rules.max_retry_after))
         if host in self._parked:

@@ -202,3 +202,41 @@ def _sample(row: dict[str, Any], number: int, member: tarfile.TarInfo | None, id
     image = {"width": row["original_width"], "height": row["original_height"]} if ok else {}
     return Sample(identity, str(row["key"]), number, member.name if ok and member else None,
                   member.size if ok and member else 0, row["sha256"] if ok else None, image)
+
+
+def shard_summary(out: str) -> str | None:
+    """One line on the webdataset shards of ``out`` (finished, with their rows, and in progress), or None.
+
+    Read from the files alone, never the index, so it is safe beside a running build.
+    """
+    try:
+        names = os.listdir(out)
+    except OSError:
+        return None
+    matches = [m for m in map(SHARD_FILE.match, names) if m]
+    finished = sorted(m.group(1) for m in matches if m.group(2, 3) == (".tar", None))
+    open_parts = sorted(m.group(0) for m in matches if m.group(2, 3) == (".tar", ".part"))
+    if not finished and not open_parts:
+        return None
+    totals = {"count": 0, "successes": 0, "failed_to_download": 0, "failed_to_resize": 0}
+    for stem in finished:
+        try:
+            with open(os.path.join(out, stem + "_stats.json"), encoding="utf-8") as handle:
+                stats = json.load(handle)
+            for name in totals:
+                totals[name] += int(stats.get(name, 0))
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue  # a stats file damaged by hand: its shard is still counted
+    line = (f"webdataset: {len(finished)} shards finished ({totals['count']:,} rows: {totals['successes']:,} "
+            f"success, {totals['failed_to_download']:,} failed_to_download, "
+            f"{totals['failed_to_resize']:,} failed_to_resize)")
+    if open_parts:
+        sizes = []
+        for name in open_parts:
+            try:
+                sizes.append(f"{name} ({os.path.getsize(os.path.join(out, name)):,} bytes)")
+            except OSError:
+                continue  # finished or removed meanwhile
+        line += "; in progress: " + (", ".join(sizes) or "none")
+    return line
+

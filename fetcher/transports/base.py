@@ -66,6 +66,8 @@ class Request:
             ``--min-speed``): the transport asks it how long the next read may
             wait and what failure a timed-out read is.
         chunk_size: the largest piece handed to the receiver at once.
+        addresses: the URL's host's addresses, as the run's resolver found them
+            (run/dns.py); None: the transport resolves the name itself (resolve.py).
     """
 
     url: str
@@ -73,6 +75,7 @@ class Request:
     connect_timeout: float
     guard: Deadline
     chunk_size: int = 256 * 1024
+    addresses: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)

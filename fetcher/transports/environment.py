@@ -12,6 +12,8 @@ is made, with the same meaning as requests and curl give them:
 - ``NETRC``, else ``~/.netrc`` or ``~/_netrc``: credentials per host.
 
 Changing these variables while a run is going has no effect on that run.
+``--proxy URL`` (``Options.proxy``) replaces the proxy variables for every scheme;
+``no_proxy`` still applies, as it does for ``curl -x``.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ class Environment:
     netrc: str | None = None
 
     @classmethod
-    def read(cls) -> Environment:
-        """The current process environment's settings."""
+    def read(cls, proxy: str = "") -> Environment:
+        """The current process environment's settings; ``proxy`` (``--proxy``), if given, for every scheme."""
         found = _proxies_environment()
         no_proxy = found.pop("no", "")
-        proxies = {scheme: url for scheme, url in found.items() if scheme in ("http", "https", "all") and url}
+        if proxy:
+            proxies = {"all": proxy}
+        else:
+            proxies = {scheme: url for scheme, url in found.items() if scheme in ("http", "https", "all") and url}
         ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
         return cls(proxies, no_proxy, ca_bundle, _netrc_file())
 

@@ -38,7 +38,7 @@ def make_session(options: Options, pool_maxsize: int = 1, environment: Environme
     """
     from fetcher.transports.environment import Environment
 
-    environment = environment or Environment.read()  # once per worker, not once per request
+    environment = environment or Environment.read(options.transport.proxy)  # once per worker, not once per request
     if options.transport.client == "curl":
         return _curl_transport(options, environment)
     from fetcher.transports.requests import RequestsTransport
@@ -68,9 +68,12 @@ def requests_session(options: Options, pool_maxsize: int = 1, ca_bundle: str | N
         session.verify = ca_bundle
     if options.politeness.cookies:
         session.cookies = _load_cookies(options.politeness.cookies)  # type: ignore[assignment]
-    from fetcher.transports.head_deadline import DeadlineAdapter
+    from fetcher.transports.requests import ProxyTlsAdapter
 
-    adapter = DeadlineAdapter(pool_connections=16, pool_maxsize=max(pool_maxsize, 1), max_retries=0)
+    # Its connections read heads within --max-time (head_deadline.py) and connect to the run's DNS
+    # answers (resolve.py); an https:// proxy's certificate is checked as the sites' are.
+    adapter = ProxyTlsAdapter(ca_bundle, options.politeness.insecure, pool_connections=16,
+                              pool_maxsize=max(pool_maxsize, 1), max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

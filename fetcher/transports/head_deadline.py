@@ -35,6 +35,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from fetcher.transports.resolve import Resolving
+
 _local = threading.local()  # the deadline of the head this thread (or greenlet) reads next
 
 
@@ -147,12 +149,12 @@ def _watched_response(conn: Any, read: Any) -> Any:
     return response
 
 
-class _Connection(HTTPConnection):
+class _Connection(Resolving, HTTPConnection):  # Resolving: the run's DNS answers (resolve.py)
     def getresponse(self) -> Any:
         return _watched_response(self, super().getresponse)
 
 
-class _TLSConnection(HTTPSConnection):
+class _TLSConnection(Resolving, HTTPSConnection):
     def getresponse(self) -> Any:
         return _watched_response(self, super().getresponse)
 

@@ -17,9 +17,11 @@ A caller's own session goes through ``Session.get``, exactly as they configured 
 from __future__ import annotations
 
 import http.client
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from urllib.parse import urlsplit
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -31,7 +33,8 @@ from fetcher.models import ErrorKind
 from fetcher.redact import has_userinfo
 from fetcher.transports.base import (Head, Receiver, Request, Transport, credentials_rule, loop_message,
                                      malformed_response, refused_redirect)
-from fetcher.transports.head_deadline import head_deadline
+from fetcher.transports.head_deadline import DeadlineAdapter, head_deadline
+from fetcher.transports.resolve import remember
 
 if TYPE_CHECKING:
     from fetcher.transports.environment import Environment
@@ -79,6 +82,8 @@ class RequestsTransport(Transport):
     def _open(self, request: Request) -> requests.Response:
         timeout = (request.connect_timeout, request.guard.read_timeout)
         environment, session = self._environment, self.session
+        if request.addresses:  # the run's resolver answered for this host (transports/resolve.py)
+            remember(urlsplit(request.url).hostname or "", request.addresses)
         headers = CaseInsensitiveDict(session.headers)
         headers.update(request.headers)
         url = credentials_rule(request.url, "Authorization" in headers)
@@ -104,6 +109,44 @@ class RequestsTransport(Transport):
 
     def close(self) -> None:
         self.session.close()
+
+
+class ProxyTlsAdapter(DeadlineAdapter):
+    """The adapter of fetcher's sessions: head deadlines (DeadlineAdapter), and an ``https://`` proxy's
+    certificate checked as the sites' are.
+
+    urllib3 speaks TLS to an https proxy with a context of its own, which for a plain
+    ``http://`` URL sent through the proxy left the proxy's certificate unchecked (an
+    InsecureRequestWarning, and a run that trusted any proxy: tests/test_network_proxy.py).
+    ``proxy_manager_for`` is requests' public hook for a proxy's pool manager.
+
+    Args:
+        ca_bundle: the run's CA bundle (None: certifi's), for the proxy's certificate.
+        insecure: ``--insecure``: the proxy's certificate is not checked either.
+    """
+
+    def __init__(self, ca_bundle: str | None, insecure: bool, **kwargs: Any) -> None:
+        self._tls = (ca_bundle, insecure)
+        super().__init__(**kwargs)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        if proxy.lower().startswith("https://"):
+            proxy_kwargs.setdefault("proxy_ssl_context", proxy_tls_context(*self._tls))
+        return super().proxy_manager_for(proxy, **proxy_kwargs)
+
+
+@lru_cache(maxsize=4)
+def proxy_tls_context(ca_bundle: str | None, insecure: bool) -> ssl.SSLContext:
+    # Made once per process (loading a bundle costs milliseconds) and shared: a context is thread-safe.
+    """The TLS context for an https proxy: the run's CA bundle (else certifi's), or no check at all."""
+    if insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    import certifi
+
+    return ssl.create_default_context(cafile=ca_bundle or certifi.where())
 
 
 def _stream(response: requests.Response, receiver: Receiver, request: Request) -> None:

@@ -84,7 +84,8 @@ def dump_task(task: Task) -> str:
     return _dump("task", {"task": {"url": task.url, "name": task.name, "index": task.index,
                                    "attempt": task.attempt, "checksum": task.checksum, "meta": task.meta,
                                    "provisional": task.provisional_name,
-                                   "headers": [list(pair) for pair in task.headers or ()] or None}})
+                                   "headers": [list(pair) for pair in task.headers or ()] or None,
+                                   "addresses": list(task.addresses) if task.addresses else None}})
 
 
 def task_of(fields: dict[str, Any]) -> Task:
@@ -96,11 +97,14 @@ def task_of(fields: dict[str, Any]) -> Task:
             raise WireError("a header is not a [name, value] pair of strings")
         headers = tuple((p[0], p[1]) for p in headers)
     meta = body.get("meta")
+    addresses = body.get("addresses")
+    if addresses is not None:
+        addresses = tuple(str(a) for a in _typed(addresses, list, "addresses"))
     return Task(url=_typed(body.get("url"), str, "url"), name=_typed(body.get("name"), str, "name"),
                 index=_typed(body.get("index", 0), int, "index"), attempt=_typed(body.get("attempt", 1), int, "attempt"),
                 checksum=_typed(body.get("checksum"), (str, type(None)), "checksum"),
                 meta=_typed(meta, (dict, type(None)), "meta"), provisional_name=bool(body.get("provisional")),
-                headers=headers)
+                headers=headers, addresses=addresses or None)
 
 
 # -- results -----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import pycurl
 
@@ -89,6 +89,7 @@ class CurlTransport(Transport):
         self._set_fixed_options(curl, options, environment)
         self._set_driving(curl, options)
         self._sent: tuple[list[str] | None, str | None] = (None, None)  # HTTPHEADER and ACCEPT_ENCODING in force
+        self._resolved = ""  # the CURLOPT_RESOLVE entry last given
 
     def _set_fixed_options(self, curl: pycurl.Curl, options: Options, env: Environment) -> None:
         curl.setopt(pycurl.NOSIGNAL, 1)  # threads: never use signals for timeouts
@@ -109,8 +110,11 @@ class CurlTransport(Transport):
         if options.politeness.insecure:
             curl.setopt(pycurl.SSL_VERIFYPEER, 0)
             curl.setopt(pycurl.SSL_VERIFYHOST, 0)
+            curl.setopt(pycurl.PROXY_SSL_VERIFYPEER, 0)  # an https:// proxy's certificate too, as requests does
+            curl.setopt(pycurl.PROXY_SSL_VERIFYHOST, 0)
         else:
             curl.setopt(pycurl.CAINFO, env.ca_bundle or _certifi_bundle())
+            curl.setopt(pycurl.PROXY_CAINFO, env.ca_bundle or _certifi_bundle())  # the same roots for the proxy
         if options.rules.max_time:
             curl.setopt(pycurl.TIMEOUT_MS, max(1, int(options.rules.max_time * 1000)))
         curl.setopt(pycurl.PROXY, "")  # "": no proxy, and libcurl never reads the environment itself
@@ -185,6 +189,13 @@ class CurlTransport(Transport):
             self._sent = (headers, encoding)
         if self._environment.proxies:
             curl.setopt(pycurl.PROXY, self._environment.proxy_for(request.url) or "")
+        if request.addresses:  # the run's resolver answered (run/dns.py): libcurl's cache takes it as it is
+            parts = urlsplit(request.url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            entry = curl_entry(parts.hostname or "", port, request.addresses)
+            if entry != self._resolved:
+                curl.setopt(pycurl.RESOLVE, [entry])
+                self._resolved = entry
 
     def _header_list(self, extra: dict[str, str]) -> tuple[list[str] | None, str]:
         """The request's headers over the run's, merged by name as requests merges them."""
@@ -319,6 +330,11 @@ class CurlTransport(Transport):
     def close(self) -> None:
         self.curl.close()
         curl_share.release(self._options, connections=not self._driven)
+
+
+def curl_entry(host: str, port: int, addresses: tuple[str, ...]) -> str:
+    """One ``CURLOPT_RESOLVE`` entry: ``host:port:addr,[v6addr]`` (see transports/resolve.py)."""
+    return f"{host}:{port}:" + ",".join(f"[{a}]" if ":" in a else a for a in addresses)
 
 
 def _certifi_bundle() -> str:

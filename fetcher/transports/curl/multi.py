@@ -52,7 +52,7 @@ class CurlTransfers(Generic[T]):
         self.multi = pycurl.CurlMulti()
         self.multi.setopt(pycurl.M_SOCKETFUNCTION, on_socket)
         self.multi.setopt(pycurl.M_TIMERFUNCTION, on_timer)
-        environment = Environment.read()  # once, not once per handle
+        environment = Environment.read(options.transport.proxy)  # once, not once per handle
         self._free: list[CurlTransport] = [curl_transport(options, environment, driven=True) for _ in range(size)]
         self._active: dict[pycurl.Curl, tuple[CurlTransport, T]] = {}
         # A fifth of the shortest window: a silence is seen at most that late.
