@@ -197,3 +197,18 @@ def manifest(out: str) -> dict[str, dict[str, Any]]:
     by_url = {r["url"]: r for r in records}
     assert len(by_url) == len(records), "one record per URL"
     return by_url
+
+
+@contextmanager
+def cluster_on(broker: str, folder: Path) -> Iterator[Cluster]:
+    """A Cluster on the manager broker, or on a redis-server of its own in ``folder``; both stopped after."""
+    from redis_helper import RedisServer
+
+    redis = RedisServer(folder / "redis").start() if broker == "redis" else None
+    running = Cluster(folder, None if redis is None else redis.url)
+    try:
+        yield running
+    finally:
+        running.close()
+        if redis is not None:
+            redis.stop()

@@ -9,7 +9,7 @@ import io
 import os
 
 import pytest
-from cluster import Cluster, manifest
+from cluster import cluster_on, manifest
 
 from fetcher.cli.main import main
 
@@ -20,16 +20,8 @@ pa = pytest.importorskip("pyarrow")
 
 @pytest.fixture(params=["manager", "redis"])
 def cluster(request, tmp_path):
-    from redis_helper import RedisServer
-
-    redis = RedisServer(tmp_path / "redis").start() if request.param == "redis" else None
-    running = Cluster(tmp_path, None if redis is None else redis.url)
-    try:
+    with cluster_on(request.param, tmp_path) as running:
         yield running
-    finally:
-        running.close()
-        if redis is not None:
-            redis.stop()
 
 
 def test_workers_check_and_resize_where_they_download(server, cluster, tmp_path):

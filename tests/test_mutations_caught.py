@@ -13,7 +13,7 @@ import os
 import stat
 
 import pytest
-from cluster import Cluster, manifest, wait_until
+from cluster import Cluster, cluster_on, manifest, wait_until
 from conftest import CLIENTS, write_list
 from redis_helper import RedisServer
 from test_distributed_coordinator import Clock, join, task
@@ -92,15 +92,8 @@ def test_a_worker_cannot_renew_another_workers_lease(tmp_path):
 
 @pytest.fixture(params=["manager", "redis"])
 def cluster(request, tmp_path):
-    redis = RedisServer(tmp_path / "redis").start() if request.param == "redis" else None
-    running = Cluster(tmp_path, None if redis is None else redis.url)
-    running.redis = redis  # type: ignore[attr-defined]
-    try:
+    with cluster_on(request.param, tmp_path) as running:
         yield running
-    finally:
-        running.close()
-        if redis is not None:
-            redis.stop()
 
 
 def test_a_download_longer_than_the_lease_timeout_is_never_handed_out_twice(server, cluster, tmp_path):

@@ -19,10 +19,9 @@ import subprocess
 import sys
 
 import pytest
-from cluster import Cluster, manifest, wait_until
+from cluster import cluster_on, manifest, wait_until
 from conftest import NEEDS_PYCURL, write_list
 from proc_helpers import HAVE_PROC, RUN_TIMEOUT_S, Variant, descendants, read_manifest, run_cli
-from redis_helper import RedisServer
 
 PASSWORD, TOKEN, COOKIE, USER_TOKEN = "s3cretpw", "TOPSECRETTOKEN", "COOKIESECRET", "TOKENUSER"
 SECRETS = [PASSWORD, TOKEN, COOKIE, USER_TOKEN, base64.b64encode(f"alice:{PASSWORD}".encode()).decode()]
@@ -149,14 +148,8 @@ def test_header_beats_url_credentials_which_beat_netrc_and_none_follows_a_redire
 @pytest.fixture(params=["manager", "redis"])
 def cluster(request, tmp_path):
     """A cluster on either broker: headers and cookies travel through each."""
-    redis = RedisServer(tmp_path / "redis").start() if request.param == "redis" else None
-    running = Cluster(tmp_path, None if redis is None else redis.url)
-    try:
+    with cluster_on(request.param, tmp_path) as running:
         yield running
-    finally:
-        running.close()
-        if redis is not None:
-            redis.stop()
 
 
 def command_lines(pids: list[int]) -> str:

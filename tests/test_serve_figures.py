@@ -8,21 +8,14 @@ import re
 from collections import Counter
 
 import pytest
-from cluster import Cluster, manifest, wait_until
+from cluster import cluster_on, manifest, wait_until
 from conftest import write_list
-from redis_helper import RedisServer
 
 
 @pytest.fixture(params=["manager", "redis"])
 def cluster(request, tmp_path):
-    redis = RedisServer(tmp_path / "redis").start() if request.param == "redis" else None
-    running = Cluster(tmp_path, None if redis is None else redis.url)
-    try:
+    with cluster_on(request.param, tmp_path) as running:
         yield running
-    finally:
-        running.close()
-        if redis is not None:
-            redis.stop()
 
 
 def test_closing_summary_counts_each_workers_manifest_records(server, cluster, tmp_path):
