@@ -29,6 +29,7 @@ from fetcher.distributed.client import FIRST, RESTARTED, ServerConnection
 from fetcher.distributed.events import EventSink, Kind, Outcome, WorkerEvent, ignore
 from fetcher.distributed.outbox import BATCH, Outbox
 from fetcher.distributed.protocol import Finished, Grant, LeaseId, RunRules, Wait, WorkerInfo
+from fetcher.distributed.shard_worker import WorkerShards
 from fetcher.errors import LinkError
 from fetcher.errors import ConfigError
 from fetcher.models import FetchTask as Task
@@ -93,6 +94,7 @@ class Worker:
         self._forget_cookies: Callable[[], None] = lambda: None
         self._end: Finished | None = None
         self._done: Counter[str] = Counter()
+        self._shards: WorkerShards | None = None  # webdataset runs: the shards serve has this worker write
 
     def run(self) -> Outcome:
         """Work; returns how it ended.
@@ -103,6 +105,8 @@ class Worker:
         if not self._first_contact():
             return Outcome.UNREACHABLE
         assert self._server.welcome is not None
+        if self._server.welcome.rules.options.get("output_format") == "webdataset":
+            self._shards = WorkerShards(self.info.out, self._emit)
         backend = (self._backend_factory or _registered(self.config.backend))(
             self._local_options(self._server.welcome.rules), None)
         shut = False
@@ -119,6 +123,8 @@ class Worker:
                 backend.shutdown(cancel=True)
             self._server.close()
             self._forget_cookies()
+        if self._shards is not None:
+            self._shards.finish(code is Outcome.DONE)
         done = ", ".join(f"{n} {status}" for status, n in sorted(self._done.items())) or "nothing"
         if code is not Outcome.UNREACHABLE:
             self._emit(WorkerEvent(Kind.ENDED, f"{'the server stopped the run' if code is Outcome.STOPPED else 'the run is over'}; "
@@ -150,6 +156,8 @@ class Worker:
             self._emit(WorkerEvent(Kind.RESTARTED, f"the server restarted; carrying on, {unsent} results to send "
                                    f"and {again} recent successes to send again"))
             self._next_lease += RESTART_SETTLE_S
+            if self._shards is not None:
+                self._shards.restarted()
         else:
             self._emit(WorkerEvent(Kind.RECONNECTED, f"reconnected to {self._where}"))
 
@@ -183,6 +191,8 @@ class Worker:
                 self._flush()
             if self._held and now >= self._next_heartbeat:
                 self._heartbeat()
+            if self._shards is not None and now >= self._shards.next_at:
+                self._shards.exchange(self._server)
             if self._end is None and self._free() >= self._batch and now >= self._next_lease:
                 self._lease(backend)
         except LinkError:
@@ -200,6 +210,8 @@ class Worker:
                 due.append(self._next_heartbeat)
             if self._free() >= self._batch:
                 due.append(self._next_lease)
+            if self._shards is not None:
+                due.append(self._shards.next_at)
         return max(0.0, min(due) - now)
 
     def _free(self) -> int:
@@ -279,8 +291,9 @@ class Worker:
             self._emit(WorkerEvent(Kind.WARNING, f"warning: the server's cookies file {form['cookies']!r} is not "
                                    "on this host; fetching without cookies"))
             form["cookies"] = None
+        shards = {"output_format": "webdataset"} if form.get("output_format") == "webdataset" else {}
         local = Options.from_worker_form(form, out=os.path.abspath(self.config.out), backend=self.config.backend,
-                                         pool=self.config.pool)
+                                         pool=self.config.pool, **shards)
         remember_secrets(local)  # the run's header values are masked in this worker's messages too
         return local
 
