@@ -226,3 +226,70 @@ def test_a_late_workers_report_on_a_shard_serve_gave_up_on_is_refused(tmp_path):
     assert step.index.counts() == (1, 2)
     assert coordinator.stats()["shards"]["stale"] == 1
     step.close(True)
+
+
+def test_a_worker_started_in_a_killed_workers_folder_finishes_what_serve_recorded_and_drops_the_rest(tmp_path):
+    """Whole .part files of a shard serve recorded (killed between the commit and the renames) are renamed;
+    those of a shard it did not record, and partial ones, are deleted."""
+    from fetcher.distributed.manager.coordinator import Coordinator
+    from fetcher.distributed.protocol import RunRules, WorkerInfo
+    from fetcher.distributed.serve_shards import ServeShards
+    from fetcher.distributed.shard_worker import WorkerShards
+    from fetcher.models import Result, Status
+    from fetcher.options import Options
+
+    coordinator = Coordinator(RunRules({}), "run", 1, lease_timeout=60.0)
+    folder = str(tmp_path / "w1")
+    coordinator.hello(1, __import__("fetcher").__version__, WorkerInfo("w1", "h", 1, folder, "thread", 2, 4))
+    options = Options.create(out=str(tmp_path / "srv"), output_format="webdataset", shard_size=1)
+    step = ServeShards(options, coordinator, lambda line: None).open()
+    label = {"id": "w1", "host": __import__("socket").gethostname(), "out": folder}
+    shards = WorkerShards(folder, lambda event: None)
+    for i in range(2):
+        path, size, digest = _staged(folder, f"s{i}")
+        step.add(Result(url=f"http://h/{i}.png", status=Status.OK, path=path, bytes=size, sha256=digest, index=i,
+                        extra={"worker": label, "width": 20, "height": 10}))
+    shards.exchange(_Connection(coordinator, "w1"))  # both written as .part, reports waiting
+    coordinator.exchange("w1", [shards._reports[0]])  # serve hears of shard 0 only ...
+    step.wait_for_more(0.0)  # ... records it and orders the renames: the worker is killed before it hears
+    assert step.index.counts() == (1, 1)
+    with open(os.path.join(folder, "00007.tar.part"), "wb") as handle:
+        handle.write(b"half a shard")
+    again = WorkerShards(folder, lambda event: None)  # `fetcher work` started again in that folder
+    assert not os.path.exists(os.path.join(folder, "00007.tar.part"))
+    coordinator._mail.clear()  # the killed worker's orders are nobody's now
+    for _ in range(2):
+        again.exchange(_Connection(coordinator, "w1-again"))
+        step.wait_for_more(0.0)
+    assert shard_files(folder) == ["00000.parquet", "00000.tar", "00000_stats.json"]
+    assert not [n for n in os.listdir(folder) if n.endswith(".part")]
+    read_folder(folder, 1)
+    step.close(True)
+
+
+@pytest.mark.parametrize("message", [
+    None, [], {"op": "rows"}, {"op": "rows", "shard": -1, "token": "t", "rows": []},
+    {"op": "rows", "shard": 1, "token": "t", "rows": [{"key": "1", "path": "../x", "row": {}}]},
+    {"op": "rows", "shard": 1, "token": "t", "rows": [{"key": "a1", "path": None, "row": {}}]},
+    {"op": "rows", "shard": 1, "token": "t", "rows": [{"key": "1", "path": "/etc/passwd", "row": {}}]},
+    {"op": "seal", "shard": 1, "token": "t", "count": True}, {"op": "commit", "shard": "1", "token": "t"},
+    {"op": "abort", "shard": 1, "token": 5}, {"op": "written", "shard": 1, "token": "t", "count": 1}])
+def test_a_malformed_shard_order_is_a_wire_error(message):
+    from fetcher.distributed.calls import WireError, check_order
+
+    with pytest.raises(WireError):
+        check_order(message)
+
+
+@pytest.mark.parametrize("reports", [
+    None, {}, [None], [{"op": "seal", "shard": 1, "token": "t", "count": 1}],
+    [{"op": "written", "shard": 1, "token": "t", "count": 1, "failed": {"1": 2}}],
+    [{"op": "ask", "shard": 1, "host": "h"}], [{"op": "broken", "shard": 1, "token": "t"}],
+    [{"op": "committed", "shard": 10 ** 13, "token": "t"}]])
+def test_malformed_shard_reports_are_a_wire_error(reports):
+    from fetcher.distributed.calls import WireError, check_call, check_reports
+
+    with pytest.raises(WireError):
+        check_reports(reports)
+    with pytest.raises(WireError):
+        check_call(("exchange", ("w1", reports)))

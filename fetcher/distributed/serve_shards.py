@@ -143,13 +143,14 @@ class ServeShards:
             self._released.discard(result.url)
             return result
         task = self._tasks.pop(result.index, None)
-        if result.status is Status.SKIPPED:
+        staged = result.ok and result.path is not None and result.path.startswith(STAGED)
+        if result.status is Status.SKIPPED and not staged:  # a sample of a finished shard (admit)
             return result
         assert self.index is not None
         if result.status is Status.FAILED and (result.error is None or result.error.kind in NOT_ROWS
                                                or self.index.identity(result.url) in self._failed_before):
             return result
-        staged = result.ok and result.path is not None and result.path.startswith(STAGED)
+        # A staged image is a new row, also ``skipped`` (a row done again by the worker that staged it)
         label = _label(result.extra.get("worker"))
         if result.ok and (not staged or label is None):
             return result  # not a sample a worker staged (cannot happen with our workers)

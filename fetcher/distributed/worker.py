@@ -291,7 +291,10 @@ class Worker:
             self._emit(WorkerEvent(Kind.WARNING, f"warning: the server's cookies file {form['cookies']!r} is not "
                                    "on this host; fetching without cookies"))
             form["cookies"] = None
-        shards = {"output_format": "webdataset"} if form.get("output_format") == "webdataset" else {}
+        # A shard's row done again here finds its image staged by the first try: fetched and checked again,
+        # so that its fields and sha256 are those of the bytes in the shard.
+        shards = {"output_format": "webdataset", "on_exists": "overwrite"} \
+            if form.get("output_format") == "webdataset" else {}
         local = Options.from_worker_form(form, out=os.path.abspath(self.config.out), backend=self.config.backend,
                                          pool=self.config.pool, **shards)
         remember_secrets(local)  # the run's header values are masked in this worker's messages too
