@@ -100,7 +100,7 @@ def test_serve_rerun_keeps_finished_shards_and_retries_only_the_failed_rows(serv
                for u, r in records.items() if u != urls[4])
 
 
-def test_status_shows_the_shards_of_a_serve_run(server, cluster, tmp_path):
+def test_status_shows_the_shards_of_a_serve_run(server, cluster, tmp_path, capsys):
     urls = [server.url(f"/img/s{i}.png?format=png&w=20&h=20") for i in range(6)]
     pq.write_table(pa.table({"url": urls}), str(tmp_path / "in.parquet"))
     out = str(tmp_path / "srv")
@@ -114,6 +114,10 @@ def test_status_shows_the_shards_of_a_serve_run(server, cluster, tmp_path):
     lines = describe_stats("x", cluster.stats(srv.address))
     assert any(line.startswith("webdataset shards: ") and "finished" in line for line in lines), lines
     assert srv.wait(120) == 0 and worker.wait() == 0
+    from fetcher.cli.main import main
+
+    assert main(["status", "-o", out]) == 0
+    assert "webdataset across hosts: 3 shards finished (6 rows) in 1 worker folder: " in capsys.readouterr().out
 
 
 def final_rows(folder: str, size: int) -> list[dict]:

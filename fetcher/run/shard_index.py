@@ -264,3 +264,25 @@ def shard_summary(out: str) -> str | None:
         line += "; in progress: " + (", ".join(sizes) or "none")
     return line
 
+
+
+def homes_summary(out: str) -> str | None:
+    """One line on the shards a ``serve`` run of ``out`` had its workers write (its index, read-only), or None."""
+    path = os.path.join(out, JOURNAL_DIR, INDEX_NAME)
+    if not os.path.exists(path):
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            homes = [json.loads(row[0]) for row in db.execute("SELECT home FROM homes")]
+            rows = db.execute("SELECT coalesce(sum(samples), 0) FROM shards WHERE id IN (SELECT id FROM homes)"
+                              ).fetchone()[0]
+        finally:
+            db.close()
+    except (sqlite3.Error, ValueError):
+        return None  # no such table (a one-host build), or damaged: nothing to say here
+    if not homes:
+        return None
+    folders = sorted({f"{h.get('host', '?')}:{h.get('out', '?')}" for h in homes if isinstance(h, dict)})
+    return (f"webdataset across hosts: {len(homes)} shards finished ({rows:,} rows) in {len(folders)} worker "
+            f"folder{'s' if len(folders) != 1 else ''}: " + ", ".join(folders))
