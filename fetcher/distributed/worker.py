@@ -105,10 +105,12 @@ class Worker:
         if not self._first_contact():
             return Outcome.UNREACHABLE
         assert self._server.welcome is not None
-        if self._server.welcome.rules.options.get("output_format") == "webdataset":
-            self._shards = WorkerShards(self.info.out, self._emit)
-        backend = (self._backend_factory or _registered(self.config.backend))(
-            self._local_options(self._server.welcome.rules), None)
+        local = self._local_options(self._server.welcome.rules)
+        if local.dataset.output_format == "webdataset":
+            from fetcher.download.images import encoded_ext
+
+            self._shards = WorkerShards(self.info.out, self._emit, encoded_ext(local))
+        backend = (self._backend_factory or _registered(self.config.backend))(local, None)
         shut = False
         try:
             backend.__enter__()
@@ -244,7 +246,9 @@ class Worker:
         lease_id = self._running.pop(result.url, None)
         if lease_id is None:
             return
-        self._held.pop(lease_id, None)
+        task = self._held.pop(lease_id, None)
+        if self._shards is not None and task is not None:
+            result = self._shards.stage(result, task.name)
         self._outbox.add(lease_id, result)
         self._done[result.status.value] += 1
 

@@ -197,7 +197,8 @@ def _run(spec: RunSpec, items: Iterator[Item], wait_for_more: Callable[[float], 
         if journal is not None:
             items = journal.admit(items)
         for step in opened:
-            items = step.rejoin(items)
+            rejoin = getattr(step, "rejoin", None)  # optional: only a step that holds Results needs it
+            items = rejoin(items) if rejoin is not None else items
         live = None
         if journal is not None and spec.folder is not None:  # what `fetcher status` reads while it runs
             live = LiveFile(os.path.join(options.output.out, JOURNAL_DIR), spec.folder.input_lines)
