@@ -153,10 +153,17 @@ class Collector:
             self._on_result(result)
 
     def tick(self) -> None:
-        """Bring the bar and the live counts for ``fetcher status`` up to date (the engine calls it
-        while it waits, at least every 0.25 s; the live counts are written at most every 0.5 s)."""
+        """Bring the bar and the live counts for ``fetcher status`` up to date, and commit the
+        journal's finished rows if they waited long enough (the engine calls it while it waits, at
+        least every 0.25 s; the live counts are written at most every 0.5 s, commits as journal.py says).
+
+        Raises:
+            StorageError: the journal cannot be written (disk full, read-only).
+        """
         self._progress.tick()
         self._update_live()
+        if self._journal is not None:
+            self._journal.commit_if_due()
 
     def _update_live(self) -> None:
         if self._live is not None:

@@ -73,8 +73,9 @@ def results(items: Iterator[Item], options: Options,
     retried like any transient failure. On an exception (KeyboardInterrupt included), or when the
     consumer stops early, the backend is cancelled and told which tasks it never
     answered (``Backend.abandon``: their ``.part`` files go unless a later run can resume them).
-    ``tick`` is called after every wait for the backend, at least every ``MAX_WAIT_S`` (the
-    collector's live counts for ``fetcher status`` catch up while no result comes).
+    ``tick`` is called after every wait for the backend or for more input, at least every
+    ``MAX_WAIT_S`` (the collector's live counts for ``fetcher status`` and the journal's commits
+    catch up while no result comes).
 
     A ``LoopBackend`` makes the run pausing: it yields ``Pause`` where it would block, and
     never waits for the backend, the input or a flush thread itself (``wait_for_more`` and the
@@ -166,6 +167,8 @@ def _drive(scheduler: Scheduler, backend: Backend, in_flight: dict[int, FetchTas
                 yield Pause(MAX_WAIT_S)
             if not wait_for_more(0.0 if pausing else MAX_WAIT_S):
                 return
+            if tick is not None:  # an idle Fetcher: its last results are committed while it waits
+                tick()
             continue
         # At capacity, nothing due can be submitted before a result comes back: wait for one,
         # rather than ask the backend again and again with a timeout of 0 (issue 19).

@@ -5,7 +5,8 @@ and its last result. A rerun of the same command reads it to skip what is done,
 retry what failed and fetch what never finished; ``fetcher status`` reads it to
 report. Writes are batched (a commit every ``COMMIT_EVERY_S`` seconds or
 ``COMMIT_EVERY_N`` results, lookups by the hundred) in WAL mode, so the journal costs little next to
-the downloads; a crash loses at most the last batch, which the next run
+the downloads; the engine also commits through a lull (``commit_if_due``, while it waits for a slow
+URL), so a crash loses at most the last ~``COMMIT_EVERY_S`` seconds of results, which the next run
 recovers from the files themselves (a file under its final name is complete,
 across a power loss too when the run's ``--durability`` kept the order of
 durability.py; the ``runs`` table records each run's level and boot for that).
@@ -230,6 +231,15 @@ class Journal:
              json.dumps(mask_extra(result.extra)) if result.extra else None, time.time(),
              self._keys.key(result.url)))
         if len(self._results) >= COMMIT_EVERY_N or time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
+            self.commit()
+
+    def commit_if_due(self) -> None:
+        """Commit what waits, if the last commit is ``COMMIT_EVERY_S`` old: the engine calls it while it
+        waits for results (engine.py's ``tick``), so through a lull (a slow last URL) the rows already
+        finished reach the disk then, not when the next result comes. While results flow, ``record``
+        commits first, so this adds no commit: the rate stays at most one per ``COMMIT_EVERY_S``.
+        """
+        if (self._results or self._in_transaction) and time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
             self.commit()
 
     def _begin(self) -> None:
