@@ -141,6 +141,7 @@ def plan(options: Options, report: Report, folder: Folder | None = Folder(), man
     if folder is not None and options.dataset.output_format == "webdataset":
         from fetcher.run.shards import Shards
 
+        options = replace(options, shards_here=True)  # re-encoded samples come back in Results
         steps.append(Shards(options))
     if path is not None and options.output.manifest_format == "parquet":
         from fetcher.run.shards import ParquetManifest
