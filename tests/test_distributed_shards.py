@@ -120,6 +120,19 @@ def test_status_shows_the_shards_of_a_serve_run(server, cluster, tmp_path, capsy
     assert "webdataset across hosts: 3 shards finished (6 rows) in 1 worker folder: " in capsys.readouterr().out
 
 
+def test_a_per_host_cap_of_one_holds_across_two_workers_building_shards(server, cluster, tmp_path):
+    urls = [server.url(f"/img/p{i}.png?format=png&w=20&h=20&delay=0.15") for i in range(12)]
+    pq.write_table(pa.table({"url": urls}), str(tmp_path / "in.parquet"))
+    out, folders = str(tmp_path / "srv"), [str(tmp_path / "w1"), str(tmp_path / "w2")]
+    srv = cluster.serve(str(tmp_path / "in.parquet"), out, "--output-format", "webdataset", "--shard-size", "3",
+                        "--per-host", "1")
+    workers = [cluster.work(srv.address, folder, "--pool", "4", name=f"w{i}") for i, folder in enumerate(folders)]
+    assert srv.wait(120) == 0 and [w.wait() for w in workers] == [0, 0]
+    assert server.stats.snapshot()["max_active"] == 1  # the test server's own count of requests in flight
+    rows, _ = every_row(folders, 3)
+    assert sorted(r["url"] for r in rows) == sorted(urls)
+
+
 def final_rows(folder: str, size: int) -> list[dict]:
     """The rows of the finished shards of ``folder`` (a killed worker's unfinished .part files are no shard)."""
     from shard_reader import check_shard
