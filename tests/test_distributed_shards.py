@@ -310,3 +310,29 @@ def test_malformed_shard_reports_are_a_wire_error(reports):
         check_reports(reports)
     with pytest.raises(WireError):
         check_call(("exchange", ("w1", reports)))
+
+
+def test_serve_killed_mid_build_and_started_again_resumes_with_the_same_workers(server, cluster, tmp_path):
+    from cluster import free_port
+
+    urls = [server.url(f"/img/z{i}.png?format=png&w={20 + i % 5}&h=20&delay=0.05") for i in range(40)]
+    pq.write_table(pa.table({"url": urls}), str(tmp_path / "in.parquet"))
+    out, folders = str(tmp_path / "srv"), [str(tmp_path / "w1"), str(tmp_path / "w2")]
+    args = ("--output-format", "webdataset", "--shard-size", "4", "--per-host", "2")
+    port = free_port()
+    first = cluster.serve(str(tmp_path / "in.parquet"), out, *args, port=port)
+    workers = [cluster.work(first.address, folder, "--pool", "2", name=f"w{i}") for i, folder in enumerate(folders)]
+    wait_until(lambda: sum(n.endswith(".tar") for f in folders if os.path.isdir(f) for n in os.listdir(f)) >= 2,
+               60, "two finished shards")
+    first.kill()  # -9: the rows it held for open shards never reached its journal
+    kept = {os.path.join(f, n): os.path.getmtime(os.path.join(f, n)) for f in folders for n in shard_files(f)}
+    again = cluster.serve(str(tmp_path / "in.parquet"), out, *args, port=port, name="serve2")
+    assert again.wait(180) == 0, again.text()
+    assert [w.wait() for w in workers] == [0, 0]
+    for path, mtime in kept.items():
+        assert os.path.getmtime(path) == mtime  # finished shards kept as they were
+    rows = final_rows(folders[0], 4) + final_rows(folders[1], 4)
+    assert sorted(r["url"] for r in rows) == sorted(urls)  # every row once, across the two serve runs
+    assert sorted(manifest(out)) == sorted(urls)
+    for folder in folders:
+        read_folder(folder, 4)  # and nothing unfinished left behind

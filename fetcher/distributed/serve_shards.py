@@ -207,7 +207,8 @@ class ServeShards:
         shard = self._plan.filling_for(label["id"])
         if shard is None:
             number = self.index.allocate()
-            shard = self._plan.open(number, f"{number}.{secrets.token_hex(4)}", label)
+            # The epoch first: a worker that sees a new serve keeps what the tokens of that serve name.
+            shard = self._plan.open(number, f"{self.broker.epoch}.{number}.{secrets.token_hex(4)}", label)
         key = shard_rows.sample_key(shard.number, len(shard.rows), self.size)
         stem = shard_rows.shard_stem(shard.number)
         member = key + os.path.splitext(str(result.path))[1] if staged else None
@@ -291,7 +292,13 @@ class ServeShards:
             if shard is not None:
                 self._plan.drop(shard)
             return
-        if shard is None:  # a shard serve gave up on, or never gave this worker: it does not count
+        if shard is None and op == "written" and self._plan.current(number, token, worker, "committed") is not None:
+            self.broker.post(worker, {"op": "commit", "shard": number, "token": token})  # said twice: answer again
+            return
+        if shard is None and op == "written" and self._recorded_for(number, worker):
+            # Recorded by the serve before this one (killed before the worker heard): rename it.
+            self.broker.post(worker, {"op": "commit", "shard": number, "token": token})
+        elif shard is None:  # a shard serve gave up on, or never gave this worker: it does not count
             self._stale += 1
             self.broker.post(worker, {"op": "abort", "shard": number, "token": token})
             self._note(f"refused shard {shard_rows.shard_stem(number)} from worker {worker}: it is not the "
@@ -302,6 +309,11 @@ class ServeShards:
             self._give_up(shard, f"worker {worker} wrote {report['count']} rows of {len(shard.rows)}")
         else:
             self._commit(shard, report.get("failed") or {})
+
+    def _recorded_for(self, number: int, worker: str) -> bool:
+        assert self.index is not None
+        home = self.index.home(number)
+        return home is not None and home.get("id") == worker
 
     def _answer_leftover(self, worker: str, number: int, report: dict[str, Any]) -> None:
         assert self.index is not None
