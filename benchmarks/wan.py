@@ -18,7 +18,9 @@ client namespace, one at a time, into a fresh folder on /dev/shm.
 Reported per tool: files/s, files saved (of the list), CPU ms per file (the
 whole process tree, bench_measure.py), peak RSS, connections and full / resumed
 TLS handshakes (nginx's log: $connection, $ssl_session_reused), HTTP/2's share
-of requests, DNS queries (dnsmasq's log) and per unique host, and files/s as a share of the limits:
+of requests, DNS queries (dnsmasq's log) and per unique host, the run's tail (seconds nginx took
+to answer the last 1 % of requests: retries after a 429's Retry-After, slow hosts), and files/s
+as a share of the limits:
 pool ÷ RTT (each request costs at least one round trip) and the link's
 bandwidth ÷ the mean file size. Ratios are against curl in the same profile.
 Each run's stdout, stderr and (fetcher's) manifest are kept under ``--keep``, with
@@ -46,6 +48,7 @@ from bench_setup import load_average  # noqa: E402
 from wan_net import CLIENT_NS, DIRECT_PORT, NGINX_PORT, SERVER_IP, SERVER_NS, World, in_ns  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+RELAY = os.path.join(HERE, "wan_relay.py")  # wan_ab.py --relay swaps it
 IMG2DATASET = "/tmp/wt19-img2ds/bin/img2dataset"  # pip install img2dataset into its own venv (see README)
 _NAME = re.compile(r"^(f\d{5})")
 
@@ -76,9 +79,12 @@ def tools(ca: str, curl_cfg: str, fetcher_configs: list[str], python: str) -> li
 
     def fetcher(config: str) -> Tool:
         flags = config.split()
+        # Leading NAME=value words are the environment (wan_ab.py's experiments): run through env(1).
+        env = ["env", *[f for f in flags if re.match(r"^[A-Z_]+=", f)]]
+        flags = [f for f in flags if not re.match(r"^[A-Z_]+=", f)]
         return Tool(f"fetcher {config or '(default)'}", lambda urls, out, pool: [
-            python, "-m", "fetcher", urls, "-o", out, "-q", "--pool", str(pool), "--per-host", str(pool), *flags],
-            python)
+            *(env if len(env) > 1 else []), python, "-m", "fetcher", urls, "-o", out, "-q", "--pool", str(pool),
+            "--per-host", str(pool), *flags], python)
 
     found.append(Tool("curl --parallel", lambda urls, out, pool: [
         "curl", "-q", "--parallel", "--parallel-max", str(min(pool, 300)), "--no-progress-meter", "--show-error",
@@ -162,7 +168,7 @@ def log_from(path: str, offset: int) -> tuple[list[str], int]:
 
 
 def start_relay(world: World, profile: Profile) -> None:
-    argv = [sys.executable, os.path.join(HERE, "wan_relay.py"), "--listen", f"{SERVER_IP}:443",
+    argv = [sys.executable, RELAY, "--listen", f"{SERVER_IP}:443",
             "--upstream", f"127.0.0.1:{NGINX_PORT}", "--rtt-ms", str(profile.rtt_ms), "--loss", str(profile.loss),
             "--mbit", str(profile.mbit)]
     world.relay = world.start(in_ns(SERVER_NS, argv), stdout=subprocess.PIPE)
@@ -200,6 +206,7 @@ def measure(world: World, tool: Tool, profile: Profile, lists: dict[str, str], p
             conns.setdefault(parts[0], parts[1])
             h2 += parts[2] == "HTTP/2.0"
     resumed = sum(1 for mark in conns.values() if mark == "r")
+    last = last_share_s(requests_log)
     hosts = len({url.split("/", 3)[2] for url, _size in world.files.urls})
     rate = saved / got.wall_s if got.wall_s else 0.0
     limits = []
@@ -213,7 +220,16 @@ def measure(world: World, tool: Tool, profile: Profile, lists: dict[str, str], p
     return [tool.label + note, f"{rate:.0f}", f"{saved}/{len(expected)}", f"{1000 * got.cpu_s / max(saved, 1):.2f}",
             f"{got.peak_rss / 2**20:.0f}", str(len(conns)), f"{len(conns) - resumed}/{resumed}",
             f"{100 * h2 / max(len(requests_log), 1):.0f}%", per_host(sum("query[" in line for line in dns), hosts),
-            *limits]
+            "-" if last is None else f"{last:.2f}", *limits]
+
+
+def last_share_s(lines: list[str], share: float = 0.01) -> float | None:
+    """Seconds nginx took to answer the run's last ``share`` of requests (its log's ``$msec``, the
+    fifth field): a run's tail, where retries after a Retry-After and slow hosts finish."""
+    ends = sorted(float(parts[4]) for parts in (line.split() for line in lines) if len(parts) >= 5)
+    if len(ends) < 2:
+        return None
+    return ends[-1] - ends[max(0, int(len(ends) * (1 - share)) - 1)]
 
 
 def per_host(queries: int, hosts: int) -> str:
@@ -222,7 +238,7 @@ def per_host(queries: int, hosts: int) -> str:
 
 
 HEADER = ["tool", "files/s", "saved", "CPU ms/file", "peak RSS MiB", "connections", "TLS full/resumed",
-          "HTTP/2", "DNS queries", "of pool/RTT", "of link"]
+          "HTTP/2", "DNS queries", "last 1% s", "of pool/RTT", "of link"]
 
 
 def with_ratios(rows: list[list[str]]) -> list[list[str]]:

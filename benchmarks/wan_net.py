@@ -95,7 +95,7 @@ error_log {tmp}/nginx-error.log warn;
 events {{ worker_connections 8192; }}
 http {{
     access_log off;
-    log_format conns '$connection $ssl_session_reused $server_protocol $status';
+    log_format conns '$connection $ssl_session_reused $server_protocol $status $msec $request_time $host';
     types {{ image/jpeg jpg; }}
     sendfile on; tcp_nopush on; keepalive_requests 100000; keepalive_timeout 120;
     open_file_cache max=30000 inactive=120s;

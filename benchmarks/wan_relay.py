@@ -10,8 +10,8 @@ relays each connection to nginx on 127.0.0.1. What it models, per connection:
   bytes a client sends arrive at 1.5 RTT and their answer at 2 RTT, as on a WAN;
 - loss: each chunk of n bytes is stalled, with the chance that one of its
   ceil(n / 1448) segments is lost at ``--loss``, by max(RTT, 200 ms) more (a
-  fast retransmit or an RTO); later chunks of that direction wait behind it
-  (TCP delivers in order);
+  fast retransmit or an RTO); later chunks of that connection's direction wait
+  behind it (TCP delivers in order), other connections do not;
 - bandwidth: one FIFO link per direction shared by every connection: a chunk
   leaves when the link has sent the ones before it at ``--mbit``.
 
@@ -69,11 +69,16 @@ class Half(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         relay, loop = self.relay, self.relay.loop
-        now = loop.time()
-        due = max(now, self.opened + relay.rtt) + relay.rtt / 2
+        # The shared link first (FIFO in arrival order), then the way across, then a loss stall:
+        # a lost segment holds back only its own connection (TCP delivers in order per
+        # connection), never the link. Stalling in the link's queue (as until issue 27) made one
+        # connection's loss delay every connection's later chunks: a whole-link stall on about
+        # every 200th segment, which no router does.
+        start = max(loop.time(), self.opened + relay.rtt)
+        due = self.link.send(start, len(data)) + relay.rtt / 2
         if relay.loss and random.random() < 1 - (1 - relay.loss) ** math.ceil(len(data) / MSS):
             due += max(relay.rtt, 0.2)
-        due = max(self.link.send(due, len(data)), self.last_due + 1e-6)  # in order, after the link's queue
+        due = max(due, self.last_due + 1e-6)  # in order within the connection
         self.last_due = due
         self.held += len(data)
         if self.held > WINDOW and not self.paused and self.transport is not None:

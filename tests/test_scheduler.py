@@ -1,4 +1,4 @@
-"""Retry policy: backoff with jitter, Retry-After floor, attempts bound."""
+"""Retry policy: backoff with jitter, the server's Retry-After, attempts bound."""
 
 from __future__ import annotations
 
@@ -56,10 +56,13 @@ def test_backoff_grows_is_capped_and_jittered():
     assert low.backoff_delay(1) == 0.5
 
 
-def test_retry_after_is_a_floor_capped_by_max_retry_after():
+def test_retry_after_is_the_delay_capped_by_max_retry_after():
     sched, _ = make([], max_retry_after=60.0)
     assert sched.backoff_delay(1, retry_after=5.0) == 5.0
     assert sched.backoff_delay(1, retry_after=500.0) == 60.0
+    # The server's word, not our growing guess: a third 429 with Retry-After: 1 waits 1 s, not 4.
+    assert sched.backoff_delay(3, retry_after=1.0) == 1.0
+    assert sched.backoff_delay(3, retry_after=0.0) == 4.0  # "now" from a server: our backoff still spaces it
 
 
 def test_bad_lines_pass_through_in_order():

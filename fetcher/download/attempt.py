@@ -183,7 +183,8 @@ class Download:
             return
         check_content_type(headers.get("Content-Type"), self.options.rules.accept)
         check_encoding(headers)
-        if self.options.output.in_memory:
+        if self.options.output.in_memory or (self.resume is None and images.sample_fits_in_memory(
+                self.options, headers.get("Content-Length"), is_encoded(headers))):
             self.guard.check_declared_size(headers.get("Content-Length"), is_encoded(headers))
             self.sink = io.BytesIO()
         else:
@@ -272,8 +273,8 @@ class Download:
         if self.images:
             image, size, sha256 = self._image_step(size, sha256)
         fields: dict[str, Any] = {}
-        if self.options.output.in_memory:
-            fields["content"] = self.sink.getvalue()  # type: ignore[union-attr]
+        if isinstance(self.sink, io.BytesIO):  # in-memory mode, or a webdataset sample (_image_step)
+            fields["content"] = self.sink.getvalue()
         elif durability.stages(self.options):  # the coordinator's flush names it (durability.py)
             self.sink.close()  # type: ignore[union-attr]
             fields["path"], fields["staged"] = self.name, 2 if self.has_meta else 1
@@ -300,8 +301,8 @@ class Download:
 
         Runs here, in the worker that downloaded it, so the process backend decodes on every core.
         """
-        if self.options.output.in_memory:
-            source: str | bytes = self.sink.getvalue()  # type: ignore[union-attr]
+        if isinstance(self.sink, io.BytesIO):
+            source: str | bytes = self.sink.getvalue()
         else:
             self.sink.close()  # type: ignore[union-attr]  # flushed, so that Pillow reads it all
             source = self.part
@@ -313,7 +314,13 @@ class Download:
                 durability.sync_file(self.part)
             return outcome.fields, size, sha256
         fields = {**outcome.fields, "original_bytes": size, "original_sha256": sha256}
-        if self.options.output.in_memory:
+        if self.options.output.in_memory or self.options.dataset.output_format == "webdataset":
+            # The re-encoded image is in memory already and its one place is the shard: it goes to the
+            # coordinator in the Result, not through a staged file written, synced, renamed, read back
+            # and removed (issue 26, with the download in memory: 31.1 -> 26.2 M instructions per image).
+            if not isinstance(self.sink, io.BytesIO):
+                partial.discard(self.part)
+                self.has_meta = False
             self.sink = io.BytesIO(outcome.data)
         else:
             with open(self.part, "wb") as handle:  # the stored image replaces the download in its .part
@@ -337,7 +344,7 @@ class Download:
             partial.discard(self.part)
             # Its folder may be new, and now empty. Not on a cancel: every download in flight
             # ends at once then, and the next run needs the folders anyway.
-            if failure is not None and self.sink is not None and not self.options.output.in_memory:
+            if failure is not None and self.sink is not None and not isinstance(self.sink, io.BytesIO):
                 prune_empty(os.path.dirname(self.part), self.options.output.out)
         task, elapsed = self.task, time.monotonic() - self.started
         if failure is None:
@@ -358,7 +365,7 @@ class Download:
 
     def _keep_for_resume(self) -> bool:
         """Whether the ``.part`` can be resumed by a later attempt (writing its meta if it was not yet)."""
-        if self.options.output.in_memory:
+        if isinstance(self.sink, io.BytesIO):
             return False
         if self.has_meta:
             return partial.is_resumable(self.part)

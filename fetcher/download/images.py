@@ -154,7 +154,7 @@ def resize(image: PILImage.Image, size: int, mode: str, original: tuple[int, int
 def _encode(image: PILImage.Image, options: Options, original: tuple[int, int]) -> tuple[bytes, str]:
     from PIL import Image
 
-    ext = options.dataset.encode_format or "jpg"
+    ext = encoded_ext(options)
     fmt = ENCODE_FORMATS[ext]
     if image.mode not in ("RGB", "RGBA", "L"):
         alpha = "transparency" in image.info or image.mode in ("LA", "PA", "RGBa")
@@ -169,6 +169,32 @@ def _encode(image: PILImage.Image, options: Options, original: tuple[int, int]) 
     extra: dict[str, Any] = {} if fmt == "PNG" else {"quality": options.dataset.encode_quality}
     image.save(buffer, fmt, **extra)
     return buffer.getvalue(), ext
+
+
+def sample_fits_in_memory(options: Options, content_length: str | None, encoded: bool) -> bool:
+    """Whether a webdataset sample is downloaded into memory rather than a ``.part`` file.
+
+    Only a body that is re-encoded (so never stored as downloaded), of a declared length
+    (so the memory it takes is known before the first byte) of at most
+    ``SAMPLE_IN_MEMORY_MAX``: pool x that at most, less than the decoding of one large
+    image takes. Anything else, and a resumed download, goes through a ``.part`` as usual.
+    """
+    if options.dataset.output_format != "webdataset" or encoded or not content_length:
+        return False
+    if not (options.dataset.resize or options.dataset.encode_format):
+        return False
+    try:
+        return 0 <= int(content_length) <= SAMPLE_IN_MEMORY_MAX
+    except ValueError:
+        return False
+
+
+SAMPLE_IN_MEMORY_MAX = 4 << 20
+
+
+def encoded_ext(options: Options) -> str:
+    """The extension of a re-encoded image: ``--encode-format``, else jpg (a resize with no format)."""
+    return options.dataset.encode_format or "jpg"
 
 
 def with_extension(name: str, ext: str) -> str:

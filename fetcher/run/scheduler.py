@@ -228,13 +228,16 @@ class Scheduler:
         return None
 
     def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Exponential backoff with jitter for the retry after ``attempt``.
+        """Exponential backoff with jitter for the retry after ``attempt``, or the server's word.
 
         The delay is drawn from [1/2, 1] of ``backoff * 2**(attempt-1)`` (capped
         by ``backoff_cap``), so workers that failed together do not retry
-        together. A server's Retry-After, capped by ``max_retry_after``, is a floor.
+        together. A server's Retry-After (above 0), capped by ``max_retry_after``, is
+        the delay itself, as curl --retry takes it: the server said when, and a 429 or
+        503 also pauses its host that long (``settle``), so no request comes sooner.
+        Growing our own guess on top only lengthened a run's tail: the third 429 of a
+        URL waited 1-2 s where ``Retry-After: 1`` asked for 1 (issue 27, benchmarks/wan.py).
         """
-        delay = self._backoff.delay(attempt - 1, self._jitter)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self._options.rules.max_retry_after))
-        return delay
+        if retry_after is not None and retry_after > 0:
+            return min(retry_after, self._options.rules.max_retry_after)
+        return self._backoff.delay(attempt - 1, self._jitter)

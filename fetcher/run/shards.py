@@ -1,11 +1,12 @@
 """``--output-format webdataset``: img2dataset's shards, written by the coordinating process.
 
-Workers are many, so none of them writes a shard: each stores its image (checked
-and resized where it was downloaded) under ``OUT/staging/SHA1.EXT`` like any
-download, and the coordinator, which sees every final Result once, makes it the
-next row of the open shard (layout and fields: shard_rows.py): a success adds
-``KEY.EXT``, ``KEY.json`` and ``KEY.txt`` to ``OUT/NNNNN.tar.part`` and its staged
-file is removed; a failure is a row of the parquet only. After ``--shard-size`` rows
+Workers are many, so none of them writes a shard: an image they re-encode (checked
+and resized where it was downloaded) comes back in its Result's ``content``, and one
+stored as downloaded under ``OUT/staging/SHA1.EXT`` like any download; the
+coordinator, which sees every final Result once, makes it the next row of the open
+shard (layout and fields: shard_rows.py): a success adds ``KEY.EXT``, ``KEY.json``
+and ``KEY.txt`` to ``OUT/NNNNN.tar.part`` (a staged file is then removed); a failure
+is a row of the parquet only. After ``--shard-size`` rows
 the shard's parquet and stats are written and renamed into place, then the tar is
 closed, flushed and renamed to ``NNNNN.tar``: the shard is finished, and its rows
 are committed to the shard index (shard_index.py).
@@ -30,9 +31,10 @@ import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from fetcher.options.dataset import STAGE_FOLDER, STAGE_NAMING
+from fetcher.download import images
 from fetcher.download.durability import sync_file, sync_folders
 from fetcher.errors import StorageError
 from fetcher.files.naming import initial_name
@@ -95,6 +97,7 @@ class ShardWriter:
     def add(self, result: Result) -> Result:
         """Make ``result`` the open shard's next row, if it is one; return it as the manifest should show it."""
         staged = result.path is not None and result.path.startswith(STAGE_FOLDER + "/")
+        staged = staged or (result.content is not None and result.status is Status.OK)  # sent in memory
         if result.status is Status.FAILED:
             if result.error is None or result.error.kind in NOT_ROWS \
                     or self.index.identity(result.url) in self._failed_before:
@@ -118,7 +121,11 @@ class ShardWriter:
         key = shard_rows.sample_key(self.number, len(self._rows), self.size)
         identity = self.index.identity(result.url)
         member = None
-        if staged:
+        handle: IO[bytes] | None = None
+        if staged and result.content is not None:  # re-encoded by the worker, sent in the Result
+            member, handle = f"{key}.{images.encoded_ext(self.options)}", io.BytesIO(result.content)
+            result = replace(result, content=None)  # the manifest and the journal never hold the bytes
+        elif staged:
             assert result.path is not None
             member = key + os.path.splitext(result.path)[1]
             try:
@@ -135,15 +142,18 @@ class ShardWriter:
         if "stored_width" in extra:  # for the row only: fetcher's manifest keeps its fields
             final = replace(final, extra={k: v for k, v in extra.items() if k not in ("stored_width", "stored_height")})
         if member is not None:
+            assert handle is not None
             info = tarfile.TarInfo(member)
-            info.size, info.mtime, info.mode = os.fstat(handle.fileno()).st_size, int(time.time()), 0o644
+            size = len(handle.getbuffer()) if isinstance(handle, io.BytesIO) else os.fstat(handle.fileno()).st_size
+            info.size, info.mtime, info.mode = size, int(time.time()), 0o644
             with handle:
                 tar.addfile(info, handle)
             _add_bytes(tar, key + ".json", json.dumps(row, ensure_ascii=False, default=str).encode())
             if self.caption is not None:
                 caption = row.get("caption")
                 _add_bytes(tar, key + ".txt", ("" if caption is None else str(caption)).encode())
-            os.remove(os.path.join(self.out, str(result.path)))
+            if result.path is not None:  # a staged file, now in the shard
+                os.remove(os.path.join(self.out, result.path))
         image: dict[str, object] = {k: final.extra[k] for k in IMAGE_FIELDS if k in final.extra}
         self._samples.append(Sample(identity, key, self.number, member, final.bytes if member else 0,
                                     final.sha256 if member else None, image))
