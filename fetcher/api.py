@@ -258,11 +258,8 @@ class Fetcher:
         return future
 
     def map(self, items: Iterable[str | Task], *, ahead: int | None = None) -> Iterator[Result]:
-        """Results in the order of ``items``, which is read at most ``ahead`` items beyond the
-        Result yielded last (default: 4 x the pool, plus the most files one flush holds back,
-        ``durability.FLUSH_EVERY_N``: a finished file's Result waits for its batch to reach the
-        disk, and a look-ahead smaller than a batch leaves the pool idle meanwhile, as in aio.py).
-        """
+        """Results in the order of ``items``, read at most ``ahead`` beyond the Result yielded last
+        (default: 4 x the pool + ``durability.FLUSH_EVERY_N``, as ``AsyncFetcher.map``, which says why)."""
         submitted: deque[Future[Result]] = deque()
         limit = ahead or 4 * self._spec.options.transport.window + FLUSH_EVERY_N
         for item in items:
