@@ -198,6 +198,7 @@ def test_a_resized_sample_reaches_its_shard_in_the_result_never_through_a_staged
     synced, renamed, read back and removed (issue 26: a sixth of the CPU per image).
     Its download is in memory too when its declared length is under the cap (None), else in a .part
     (0), which is gone once the image is re-encoded. Both end the same in the shard."""
+    import dataclasses
     import hashlib
 
     from fetcher.download import images
@@ -210,6 +211,7 @@ def test_a_resized_sample_reaches_its_shard_in_the_result_never_through_a_staged
     if in_memory_max is not None:
         monkeypatch.setattr(images, "SAMPLE_IN_MEMORY_MAX", in_memory_max)
     options = Options.create(out=out, output_format="webdataset", shard_size=2, resize=16, resize_mode="border")
+    options = dataclasses.replace(options, shards_here=True)  # as run/runner.py's plan sets it
     writer = ShardWriter(options)
     urls = [server.url(f"/img/m{i}.png?format=png&w=40&h=30") for i in range(2)]
     tasks = list(writer.admit(iter([FetchTask(url=u, name="x", index=i) for i, u in enumerate(urls)])))
@@ -229,3 +231,22 @@ def test_a_resized_sample_reaches_its_shard_in_the_result_never_through_a_staged
         data = members[final.path.split("/", 1)[1]]
         assert final.path.endswith(".jpg") and Image.open(io.BytesIO(data)).size == (16, 16)
         assert (len(data), hashlib.sha256(data).hexdigest()) == (final.bytes, final.sha256)
+
+
+def test_a_worker_of_serve_stages_its_resized_samples_for_the_shards_it_writes(server, out):
+    """Without ``shards_here`` (``fetcher work``: serve orders the shard rows, run/shard_build.py reads
+    the staged images), a re-encoded sample is staged under its final name, not sent in the Result."""
+    from fetcher.download.attempt import fetch_one
+    from fetcher.models import FetchTask, Status
+    from fetcher.options import Options
+    from fetcher.run.shards import ShardWriter
+    from fetcher.transports.factory import make_session
+
+    options = Options.create(out=out, output_format="webdataset", resize=16, durability="none")
+    [task] = ShardWriter(options).admit(iter([FetchTask(url=server.url("/img/s.png?format=png&w=40&h=30"),
+                                                        name="x")]))
+    result = fetch_one(task, make_session(options, 1), options)
+    assert result.status is Status.OK and result.content is None
+    assert result.path.startswith("staging/") and result.path.endswith(".jpg")
+    with open(os.path.join(out, result.path), "rb") as handle:
+        assert Image.open(handle).size == (21, 16)  # keep_ratio: the smaller side is 16

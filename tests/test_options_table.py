@@ -26,7 +26,7 @@ def test_every_field_of_every_part_is_declared_once_and_nothing_else_is() -> Non
     declared = [(spec.part, spec.dest) for spec in TABLE if spec.part]
     assert len(declared) == len(set(declared))
     assert set(declared) == fields
-    assert {f.name for f in dataclasses.fields(Options)} == set(PARTS) | {"engine_flushes"}
+    assert {f.name for f in dataclasses.fields(Options)} == set(PARTS) | {"engine_flushes", "shards_here"}
 
 
 @pytest.mark.parametrize("command, parser", [("fetcher", build_parser), ("serve", _serve_parser),

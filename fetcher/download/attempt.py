@@ -314,7 +314,7 @@ class Download:
                 durability.sync_file(self.part)
             return outcome.fields, size, sha256
         fields = {**outcome.fields, "original_bytes": size, "original_sha256": sha256}
-        if self.options.output.in_memory or self.options.dataset.output_format == "webdataset":
+        if self.options.output.in_memory or self.options.shards_here:
             # The re-encoded image is in memory already and its one place is the shard: it goes to the
             # coordinator in the Result, not through a staged file written, synced, renamed, read back
             # and removed (issue 26, with the download in memory: 31.1 -> 26.2 M instructions per image).

@@ -174,12 +174,13 @@ def _encode(image: PILImage.Image, options: Options, original: tuple[int, int]) 
 def sample_fits_in_memory(options: Options, content_length: str | None, encoded: bool) -> bool:
     """Whether a webdataset sample is downloaded into memory rather than a ``.part`` file.
 
-    Only a body that is re-encoded (so never stored as downloaded), of a declared length
+    Only where this process writes the shards (``Options.shards_here``: the sample comes back in
+    its Result), and only a body that is re-encoded (so never stored as downloaded), of a declared length
     (so the memory it takes is known before the first byte) of at most
     ``SAMPLE_IN_MEMORY_MAX``: pool x that at most, less than the decoding of one large
     image takes. Anything else, and a resumed download, goes through a ``.part`` as usual.
     """
-    if options.dataset.output_format != "webdataset" or encoded or not content_length:
+    if not options.shards_here or encoded or not content_length:
         return False
     if not (options.dataset.resize or options.dataset.encode_format):
         return False

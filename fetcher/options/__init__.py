@@ -54,6 +54,10 @@ class Options:
     # Run state, not an option (no keyword, no flag, never sent): set by run/engine.py on the options it
     # hands its backend when the engine's Flusher renames and flushes their files (download/durability.py).
     engine_flushes: bool = False
+    # Run state too: set by run/runner.py's plan when this process writes the webdataset shards
+    # (run/shards.py), so a re-encoded sample comes back in its Result. Never sent: a ``fetcher work``
+    # worker stages its samples for the shards it writes when serve says (run/shard_build.py).
+    shards_here: bool = False
 
     @classmethod
     def create(cls, **keywords: Any) -> Options:
