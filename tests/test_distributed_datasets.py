@@ -11,7 +11,6 @@ import os
 import pytest
 from cluster import cluster_on, manifest
 
-from fetcher.cli.main import main
 
 Image = pytest.importorskip("PIL.Image")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -47,10 +46,3 @@ def test_workers_check_and_resize_where_they_download(server, cluster, tmp_path)
         assert len(stored) == record["bytes"] and Image.open(io.BytesIO(stored)).size == (32, 32)
     assert pq.read_table(os.path.join(out, "manifest.parquet")).num_rows == 11
 
-
-def test_serve_says_in_one_line_that_webdataset_is_not_built_across_hosts(tmp_path, capsys):
-    (tmp_path / "urls.txt").write_text("http://127.0.0.1:9/x.jpg\n")
-    code = main(["serve", str(tmp_path / "urls.txt"), "-o", str(tmp_path / "out"), "--output-format", "webdataset"])
-    assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "webdataset" in err and "one host" in err

@@ -236,3 +236,114 @@ def test_a_damaged_epoch_does_not_hide_that_the_run_is_over():
     session._dropped = Dropped(logging.getLogger("fetcher.test"), "test")
     assert session._state([b"done", NOT_UTF8]) == Finished(False) and session._told
     assert session._state([NOT_UTF8, b"7"]) is None and session._dropped.count == 2
+
+
+class ShardVandal:
+    """Garbage in the shard traffic of a webdataset run: workers' mailboxes, shard reports, exchange calls."""
+
+    def __init__(self, address: str, redis: RedisServer | None, queue: str) -> None:
+        self.address, self.queue = address, queue
+        self.client = raw_client(redis) if redis is not None else None
+        self.stop = threading.Event()
+        self.rounds = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        rng = random.Random(26)
+        while not self.stop.is_set() and self.rounds < 200:
+            self.strike(rng)
+            self.rounds += 1
+            self.stop.wait(0.05)
+
+    def forged(self, rng: random.Random) -> list[object]:
+        """Reports of the right shape that are not the workers': serve must refuse them, never commit."""
+        shard = rng.randrange(0, 4)
+        return [{"op": "written", "shard": shard, "token": f"{shard}.forged", "count": 2, "failed": {}},
+                {"op": "broken", "shard": shard, "token": "x", "why": "vandal"},
+                {"op": "committed", "shard": shard, "token": "y"}, {"op": "written", "shard": "0"},
+                {"op": "nonsense"}, [1, 2]]
+
+    def strike(self, rng: random.Random) -> None:
+        if self.client is not None:
+            self._redis(rng)
+        else:
+            self._manager(rng)
+
+    def _redis(self, rng: random.Random) -> None:
+        import json
+
+        p, c = f"fetcher:{self.queue}:".encode(), self.client
+        ids = [key.rsplit(b":worker:", 1)[1] for key in c.scan_iter(p + b"worker:*", count=100)]
+        for worker in ids + [b"nobody"]:
+            c.rpush(p + b"mail:" + worker, garbage(rng))
+            c.rpush(p + b"mail:" + worker, json.dumps({"v": 1, "kind": "order", "order": {
+                "op": "rows", "shard": 0, "token": "forged", "rows": [{"key": "x", "row": {}}]}}))
+            c.rpush(p + b"mail:" + worker, json.dumps({"v": 1, "kind": "order", "order": {
+                "op": "abort", "shard": rng.randrange(0, 4), "token": "forged"}}))
+            c.xadd(p + b"results", {b"m": json.dumps({"v": 1, "kind": "shard", "worker": {"id": worker.decode(
+                "utf-8", "replace"), "host": "h", "out": "o"}, "reports": self.forged(rng)[:1]})})
+        c.xadd(p + b"results", {b"m": json.dumps({"v": 1, "kind": "shard", "worker": {}, "reports": [{"op": 1}]})})
+        c.xadd(p + b"results", {b"m": b'{"v":1,"kind":"shard"}'})
+
+    def _manager(self, rng: random.Random) -> None:
+        host, port = self.address.rsplit(":", 1)
+        try:
+            link = Link((host, int(port)), KEY.encode(), timeout=5)
+        except LinkError:
+            return
+        try:
+            conn: connection.Connection = link._conn  # the test speaks the framing itself, to send garbage
+            stats_call = pickle.dumps(("stats", ()))
+            conn.send_bytes(stats_call)
+            _kind, stats = pickle.loads(conn.recv_bytes())
+            ids = [w["id"] for w in stats["workers"]] if isinstance(stats, dict) else []
+            for worker in ids + ["nobody"]:
+                for report in self.forged(rng):
+                    conn.send_bytes(pickle.dumps(("exchange", (worker, [report]))))
+                    pickle.loads(conn.recv_bytes())
+                conn.send_bytes(garbage(rng, 200))
+                pickle.loads(conn.recv_bytes())
+        except (OSError, EOFError):
+            pass  # serve closed the connection: the run is ending
+        finally:
+            link.close()
+
+
+@pytest.mark.parametrize("broker", ["manager", "redis"])
+def test_garbage_in_the_shard_traffic_is_dropped_and_forged_reports_are_refused(server, tmp_path, broker):
+    """A webdataset run with garbage and forged shard messages the whole run: every input row once,
+    in one finished shard of one folder; no traceback."""
+    from shard_reader import read_folder
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    pa = pytest.importorskip("pyarrow")
+    redis = RedisServer(tmp_path / "redis").start() if broker == "redis" else None
+    cluster = Cluster(tmp_path, None if redis is None else redis.url)
+    vandal: ShardVandal | None = None
+    try:
+        urls = [server.url(f"/img/v{i}.png?format=png&w={20 + i % 5}&h=20") for i in range(30)]
+        pq.write_table(pa.table({"url": urls}), str(tmp_path / "in.parquet"))
+        out, folders = str(tmp_path / "srv"), [str(tmp_path / f"w{i}") for i in range(2)]
+        srv = cluster.serve(str(tmp_path / "in.parquet"), out, "--output-format", "webdataset", "--shard-size", "4",
+                            "--delay", "0.05")
+        vandal = ShardVandal(srv.address, redis, cluster.queue)
+        workers = [cluster.work(srv.address, folder, "--pool", "2", name=f"work{i}")
+                   for i, folder in enumerate(folders)]
+        vandal.thread.start()
+        wait_until(lambda: vandal.rounds >= 10, timeout=60, what="garbage written during the run")
+        assert srv.wait(120) == 0, srv.text()[-3000:]
+        vandal.stop.set()
+        vandal.thread.join(10)
+        assert [w.wait(30) for w in workers] == [0, 0]
+        rows = [row for folder in folders for row in read_folder(folder, 4)]
+        assert sorted(r["url"] for r in rows) == sorted(urls)
+        assert sorted(manifest(out)) == sorted(urls)
+        text = srv.text() + "".join(w.text() for w in workers)
+        assert "Traceback" not in text
+        assert "refused shard" in srv.text() and "dropped" in text
+    finally:
+        if vandal is not None:
+            vandal.stop.set()
+        cluster.close()
+        if redis is not None:
+            redis.stop()

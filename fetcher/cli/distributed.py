@@ -127,9 +127,6 @@ def serve_main(argv: list[str]) -> int:
     args = _serve_parser().parse_args(argv)
     note = _note("fetcher serve")
     options, _ = prepare_run(Options.create(**flag_values(args, SERVE)))  # workers get the cookies via the broker
-    if options.dataset.output_format == "webdataset":
-        raise ConfigError("--output-format webdataset is not built across hosts yet: run `fetcher INPUT "
-                          "--output-format webdataset` on one host, or serve with --output-format files")
     from fetcher.run.outdir import check_output
 
     check_output(options.output.out, options.output.manifest_path)  # before the key is written there
@@ -321,6 +318,12 @@ def describe_stats(where: str, stats: dict[str, Any]) -> list[str]:
              f"(timeout {stats['lease_timeout']:g} s), {counts.get('released', 0)} returned; "
              f"{counts.get('duplicates', 0)} late duplicates ignored",
              f"workers connected: {len(stats['workers'])}"]
+    shards = stats.get("shards")
+    if isinstance(shards, dict):
+        lines.insert(2, f"webdataset shards: {shards.get('done', 0)} finished; in progress: "
+                        f"{shards.get('filling', 0)} filling, {shards.get('sealed', 0)} being written, "
+                        f"{shards.get('committing', 0)} being renamed ({shards.get('rows_held', 0)} rows held "
+                        f"until their shard is finished); {shards.get('stale', 0)} late shards refused")
     for w in stats["workers"]:
         lines.append(f"  {w['id']}: {w['backend']} pool {w['pool']}, holding {w['held']}, {w['done']} results sent, "
                      f"files in {w['host']}:{w['out']}, last call {w['seen_s_ago']:g} s ago")

@@ -38,7 +38,7 @@ def _describe_journal(out: str) -> None:
     """Print what the journal of ``out`` knows: counts, the last run (live, while it runs), failures by kind."""
     from fetcher.run.journal import JOURNAL_DIR, Journal, journal_path
     from fetcher.run.live import running_pid
-    from fetcher.run.shard_index import shard_summary
+    from fetcher.run.shard_index import homes_summary, shard_summary
 
     pid = running_pid(os.path.join(out, JOURNAL_DIR))  # before the journal is opened: no lock of ours
     journal = Journal(out, readonly=True)
@@ -47,9 +47,9 @@ def _describe_journal(out: str) -> None:
         total = sum(counts.values())
         print(f"{os.path.abspath(out)}: {total} URL{'' if total == 1 else 's'}: " + ", ".join(
             f"{counts.get(state, 0)} {state}" for state in ("ok", "failed", "pending")))
-        shards = shard_summary(out)
-        if shards is not None:
-            print(shards)
+        for shards in (shard_summary(out), homes_summary(out)):
+            if shards is not None:
+                print(shards)
         runs = journal.runs()
         if runs:
             _describe_last_run(journal, runs, pid, os.path.join(out, JOURNAL_DIR))

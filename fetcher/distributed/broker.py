@@ -90,6 +90,11 @@ class WorkerSession(ABC):
         """Give leases back now (a worker stopping)."""
 
     @abstractmethod
+    def exchange(self, worker_id: str, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send shard reports, take the shard orders waiting for this worker (unchecked: the caller
+        checks each with calls.check_order)."""
+
+    @abstractmethod
     def stats(self) -> dict[str, Any]:
         """What ``fetcher status`` shows."""
 
@@ -125,6 +130,21 @@ class ServeBroker(Protocol):
     def note_final(self, result: Result) -> None: ...
 
     def take_events(self) -> list[str]: ...
+
+    lease_timeout: float
+
+    # Webdataset shards (distributed/serve_shards.py; messages: calls.py):
+    def post(self, worker_id: str, order: dict[str, Any]) -> None:
+        """Leave a shard order in a worker's mailbox."""
+
+    def take_reports(self) -> list[tuple[str, dict[str, Any]]]:
+        """Shard reports received (checked), as ``(worker id, report)``."""
+
+    def pump(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for reports while the engine waits for nothing else."""
+
+    def publish_shards(self, counts: dict[str, int]) -> None:
+        """Shard counts for ``fetcher status``."""
 
     def stats(self, gone_too: bool = False) -> dict[str, Any]:
         """Counts and live workers; ``gone_too``: also those that left or went silent (``"gone": True``)."""

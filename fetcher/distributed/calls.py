@@ -93,6 +93,7 @@ _CALLS: dict[str, tuple[Callable[[Any], object], ...]] = {
     "adopt": (_text, lambda holding: _pairs(holding, _text)),
     "release": (_text, _lease_ids, _bool),
     "stats": (_bool,),
+    "exchange": (_text, lambda reports: check_reports(reports)),
 }
 _REQUIRED = {"release": 2, "stats": 0}
 
@@ -110,3 +111,109 @@ def check_call(call: object) -> tuple[str, tuple[Any, ...]]:
     for check, value in zip(checks, args):
         check(value)
     return method, args
+
+
+# -- webdataset shards ---------------------------------------------------------------------
+# The shard messages between ``serve`` and its workers (webdataset across hosts), checked on arrival.
+#
+# They are plain dicts with an ``op``, the same on both brokers (the manager pickles
+# them, Redis carries them as JSON: ``redis/wire.py``). ``serve`` decides what a
+# shard holds and whether it counts; a worker writes it in its own folder.
+#
+# Orders, serve -> worker (its mailbox; fetched by ``exchange``)::
+#
+#     rows    {"shard", "token", "rows": [{"key", "path" (staged image or None), "row" (img2dataset's)}]}
+#     seal    {"shard", "token", "count"}      the shard holds these ``count`` rows: write it as .part
+#     commit  {"shard", "token"}               serve recorded it: rename it into place
+#     abort   {"shard", "token"}               serve gave up on it (done again elsewhere): delete it
+#
+# Reports, worker -> serve (sent with ``exchange``)::
+#
+#     written    {"shard", "token", "count", "failed": {key: error message}}   the .part files are whole
+#     committed  {"shard", "token"}                                         renamed into place
+#     broken     {"shard", "token", "why"}                                  cannot write it: give it to others
+#     ask        {"shard", "host", "out"}   whole .part files found at start: commit them if serve did
+#
+# ``token`` names one assignment of a shard id to one worker: a late report under
+# another token (a worker serve gave up on, coming back) is refused with ``abort``.
+# Anything else is a WireError: the reader drops and logs it, never crashes.
+
+MAX_ROWS = 100_000
+_TEXT_LIMIT = 4096
+_ORDERS = ("rows", "seal", "commit", "abort")
+_REPORTS = ("written", "committed", "broken", "ask")
+
+
+def _field_int(message: dict[str, Any], name: str) -> int:
+    value = message.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 10 ** 12:
+        raise WireError(f"a shard message whose {name} is not a number")
+    return value
+
+
+def _field_text(message: dict[str, Any], name: str) -> str:
+    value = message.get(name)
+    if not isinstance(value, str) or len(value) > _TEXT_LIMIT:
+        raise WireError(f"a shard message whose {name} is not text")
+    return value
+
+
+def _op(message: object, allowed: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+    if not isinstance(message, dict) or message.get("op") not in allowed:
+        raise WireError(f"not a shard message ({', '.join(allowed)})")
+    return message, str(message["op"])
+
+
+def _row(item: object) -> None:
+    if not isinstance(item, dict) or not isinstance(item.get("row"), dict):
+        raise WireError("a shard row has the wrong shape")
+    _field_text(item, "key")
+    if not item["key"].isdigit() or not item["key"].isascii():
+        raise WireError("a shard row's key is not digits")
+    path = item.get("path")
+    if path is not None and (not isinstance(path, str) or not path.startswith("staging/") or ".." in path
+                             or "\x00" in path or len(path) > _TEXT_LIMIT):
+        raise WireError("a shard row's staged path is not under staging/")
+
+
+def check_order(message: object) -> dict[str, Any]:
+    """``message`` if it is an order of ours, every field of its type; else WireError."""
+    checked, op = _op(message, _ORDERS)
+    _field_int(checked, "shard")
+    _field_text(checked, "token")
+    if op == "rows":
+        rows = checked.get("rows")
+        if not isinstance(rows, list) or len(rows) > MAX_ROWS:
+            raise WireError("a rows order without a list of rows")
+        for item in rows:
+            _row(item)
+    elif op == "seal":
+        _field_int(checked, "count")
+    return checked
+
+
+def check_report(message: object) -> dict[str, Any]:
+    """``message`` if it is a report of ours, every field of its type; else WireError."""
+    checked, op = _op(message, _REPORTS)
+    _field_int(checked, "shard")
+    if op == "ask":
+        _field_text(checked, "host")
+        _field_text(checked, "out")
+        return checked
+    _field_text(checked, "token")
+    if op == "written":
+        _field_int(checked, "count")
+        failed = checked.get("failed", {})
+        if not isinstance(failed, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in failed.items()):
+            raise WireError("a written report whose failed rows are not key: message")
+    elif op == "broken":
+        _field_text(checked, "why")
+    return checked
+
+
+def check_reports(reports: object) -> list[dict[str, Any]]:
+    """A list of reports (one ``exchange``): every one checked; WireError for the first bad one."""
+    if not isinstance(reports, list) or len(reports) > MAX_ROWS:
+        raise WireError("reports must be a list")
+    return [check_report(report) for report in reports]

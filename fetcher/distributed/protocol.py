@@ -11,6 +11,7 @@ Streams):
     adopt(worker_id, [(lease_id, url)])    -> int (how many it holds now; after a reconnect)
     release(worker_id, lease_ids, leaving) -> int (how many went back to the queue)
     stats()                                -> dict (for ``fetcher status``)
+    exchange(worker_id, [report])          -> [order] (webdataset shards: calls.py)
 
 The manager broker pickles these dataclasses (both ends must run the same
 fetcher version; ``hello`` checks it first); the Redis broker sends them as
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 PROTOCOL = 1
 DEFAULT_PORT = 8001
 LeaseId = Union[int, str]  # the manager broker's counter, or a Redis stream entry id
-EXPOSED = ("hello", "lease", "heartbeat", "complete", "adopt", "release", "stats")
+EXPOSED = ("hello", "lease", "heartbeat", "complete", "adopt", "release", "stats", "exchange")
 
 
 @dataclass(frozen=True, slots=True)

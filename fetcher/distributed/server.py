@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -86,6 +86,9 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
             cookies file cannot be read.
     """
     rules = cookies.pack(options)  # what workers fetch by; the cookies' content, never a path on their side
+    shards = options.dataset.output_format == "webdataset"
+    if shards:  # does not travel as an option: the workers write what serve_shards.py orders
+        rules = replace(rules, options={**rules.options, "output_format": "webdataset"})
     broker = serve_broker(config.broker, rules, _run_id(options.output.out), secrets.randbits(31),
                           config.lease_timeout, total)
     where = broker.start()
@@ -102,7 +105,15 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
     try:
         spec = plan(options, Report(progress, config.verbose, config.quiet, on_result=on_result),
                     Folder(retry_failed=config.retry_failed), workers=Workers(backend_factory=backend, files_here=False))
-        summary = run_to_end(spec, items)
+        wait_for_more = None
+        if shards:  # the workers' shards instead of one written here
+            from fetcher.distributed.serve_shards import ServeShards
+            from fetcher.run.shards import Shards
+
+            step = ServeShards(options, broker, (lambda line: None) if config.quiet else progress.note)
+            spec = replace(spec, steps=(step, *(s for s in spec.steps if not isinstance(s, Shards))))
+            wait_for_more = step.wait_for_more
+        summary = run_to_end(spec, items, wait_for_more)
         # The engine has shut the backend down, which ended the run for the broker; the journal is closed.
         completed = True
         workers = _took_part(broker.stats(gone_too=True), records)

@@ -29,6 +29,7 @@ from fetcher.distributed.client import FIRST, RESTARTED, ServerConnection
 from fetcher.distributed.events import EventSink, Kind, Outcome, WorkerEvent, ignore
 from fetcher.distributed.outbox import BATCH, Outbox
 from fetcher.distributed.protocol import Finished, Grant, LeaseId, RunRules, Wait, WorkerInfo
+from fetcher.distributed.shard_worker import WorkerShards
 from fetcher.errors import LinkError
 from fetcher.errors import ConfigError
 from fetcher.models import FetchTask as Task
@@ -93,6 +94,7 @@ class Worker:
         self._forget_cookies: Callable[[], None] = lambda: None
         self._end: Finished | None = None
         self._done: Counter[str] = Counter()
+        self._shards: WorkerShards | None = None  # webdataset runs: the shards serve has this worker write
 
     def run(self) -> Outcome:
         """Work; returns how it ended.
@@ -103,8 +105,12 @@ class Worker:
         if not self._first_contact():
             return Outcome.UNREACHABLE
         assert self._server.welcome is not None
-        backend = (self._backend_factory or _registered(self.config.backend))(
-            self._local_options(self._server.welcome.rules), None)
+        local = self._local_options(self._server.welcome.rules)
+        if local.dataset.output_format == "webdataset":
+            from fetcher.download.images import encoded_ext
+
+            self._shards = WorkerShards(self.info.out, self._emit, encoded_ext(local))
+        backend = (self._backend_factory or _registered(self.config.backend))(local, None)
         shut = False
         try:
             backend.__enter__()
@@ -119,6 +125,8 @@ class Worker:
                 backend.shutdown(cancel=True)
             self._server.close()
             self._forget_cookies()
+        if self._shards is not None:
+            self._shards.finish(code is Outcome.DONE)
         done = ", ".join(f"{n} {status}" for status, n in sorted(self._done.items())) or "nothing"
         if code is not Outcome.UNREACHABLE:
             self._emit(WorkerEvent(Kind.ENDED, f"{'the server stopped the run' if code is Outcome.STOPPED else 'the run is over'}; "
@@ -150,6 +158,8 @@ class Worker:
             self._emit(WorkerEvent(Kind.RESTARTED, f"the server restarted; carrying on, {unsent} results to send "
                                    f"and {again} recent successes to send again"))
             self._next_lease += RESTART_SETTLE_S
+            if self._shards is not None:
+                self._shards.restarted()
         else:
             self._emit(WorkerEvent(Kind.RECONNECTED, f"reconnected to {self._where}"))
 
@@ -183,6 +193,8 @@ class Worker:
                 self._flush()
             if self._held and now >= self._next_heartbeat:
                 self._heartbeat()
+            if self._shards is not None and now >= self._shards.next_at:
+                self._shards.exchange(self._server)
             if self._end is None and self._free() >= self._batch and now >= self._next_lease:
                 self._lease(backend)
         except LinkError:
@@ -200,6 +212,8 @@ class Worker:
                 due.append(self._next_heartbeat)
             if self._free() >= self._batch:
                 due.append(self._next_lease)
+            if self._shards is not None:
+                due.append(self._shards.next_at)
         return max(0.0, min(due) - now)
 
     def _free(self) -> int:
@@ -232,7 +246,9 @@ class Worker:
         lease_id = self._running.pop(result.url, None)
         if lease_id is None:
             return
-        self._held.pop(lease_id, None)
+        task = self._held.pop(lease_id, None)
+        if self._shards is not None and task is not None:
+            result = self._shards.stage(result, task.name)
         self._outbox.add(lease_id, result)
         self._done[result.status.value] += 1
 
@@ -279,8 +295,12 @@ class Worker:
             self._emit(WorkerEvent(Kind.WARNING, f"warning: the server's cookies file {form['cookies']!r} is not "
                                    "on this host; fetching without cookies"))
             form["cookies"] = None
+        # A shard's row done again here finds its image staged by the first try: fetched and checked again,
+        # so that its fields and sha256 are those of the bytes in the shard.
+        shards = {"output_format": "webdataset", "on_exists": "overwrite"} \
+            if form.get("output_format") == "webdataset" else {}
         local = Options.from_worker_form(form, out=os.path.abspath(self.config.out), backend=self.config.backend,
-                                         pool=self.config.pool)
+                                         pool=self.config.pool, **shards)
         remember_secrets(local)  # the run's header values are masked in this worker's messages too
         return local
 

@@ -49,8 +49,13 @@ class Step(Protocol):
     def admit(self, items: Iterator[Item]) -> Iterator[Item]:
         """The items the run should fetch (a step may answer some itself, as Results)."""
 
-    def add(self, result: Result) -> Result:
-        """A final Result on its way to the collector (a step may change what it records)."""
+    def add(self, result: Result) -> Result | None:
+        """A final Result on its way to the collector (a step may change what it records, or hold it:
+        None, to hand it back later through ``rejoin``)."""
+
+    def rejoin(self, items: Iterator[Item]) -> Iterator[Item]:
+        """The items after the journal's admit: a step may add tasks to do again, or the Results it
+        held (they go straight to ``add`` and the collector, past the journal's duplicate check)."""
 
     def close(self, completed: bool) -> None:
         """The run is over (``completed``: every item was fetched), after the manifest was written."""
@@ -192,6 +197,9 @@ def _run(spec: RunSpec, items: Iterator[Item], wait_for_more: Callable[[float], 
             items = step.admit(items)  # before the journal: URLs of finished shards are skipped
         if journal is not None:
             items = journal.admit(items)
+        for step in opened:
+            rejoin = getattr(step, "rejoin", None)  # optional: only a step that holds Results needs it
+            items = rejoin(items) if rejoin is not None else items
         live = None
         if journal is not None and spec.folder is not None:  # what `fetcher status` reads while it runs
             live = LiveFile(os.path.join(options.output.out, JOURNAL_DIR), spec.folder.input_lines)
@@ -209,11 +217,12 @@ def _run(spec: RunSpec, items: Iterator[Item], wait_for_more: Callable[[float], 
                             journal.counts if journal is not None else {"duplicates": 0}, local_backend is not None)
 
 
-def run_to_end(spec: RunSpec, items: Iterator[Item]) -> Summary:
+def run_to_end(spec: RunSpec, items: Iterator[Item],
+               wait_for_more: Callable[[float], bool] | None = None) -> Summary:
     """Fetch ``items`` into ``options.output.out``, resuming any earlier run there; return the Summary.
 
     Ctrl-C ends the run early with ``summary.interrupted`` set, and a full or
-    read-only disk with ``summary.stopped`` set, instead of raising.
+    read-only disk with ``summary.stopped`` set, instead of raising. ``wait_for_more``: as ``run``'s.
     """
     ended: list[Summary] = []
     report = spec.report
@@ -224,7 +233,7 @@ def run_to_end(spec: RunSpec, items: Iterator[Item]) -> Summary:
 
     spec = replace(spec, report=replace(report, on_summary=keep))
     try:
-        for _ in run(spec, items):
+        for _ in run(spec, items, wait_for_more):
             pass
     except (KeyboardInterrupt, StorageError):
         if not ended:  # before the run even started
@@ -247,10 +256,13 @@ def _collect(finals: Iterator[Result | Pause], steps: list[Step], collector: Col
             if isinstance(result, Pause):
                 yield result
                 continue
+            kept: Result | None = result
             for step in steps:
-                result = step.add(result)
-            collector.record(result)
-            yield result
+                kept = step.add(kept) if kept is not None else None
+            if kept is None:
+                continue  # held by a step: it comes back through the step's rejoin
+            collector.record(kept)
+            yield kept
         if pausing:
             yield Pause(0.0, disk=True)  # what follows closes the manifest, the journal and the lock
         completed = True

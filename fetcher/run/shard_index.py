@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS shard_rows (
     url TEXT PRIMARY KEY, shard INTEGER NOT NULL, key TEXT NOT NULL, member TEXT, bytes INTEGER NOT NULL,
     sha256 TEXT, image TEXT
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS homes (id INTEGER PRIMARY KEY, home TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS next_shard (one INTEGER PRIMARY KEY CHECK (one = 0), value INTEGER NOT NULL);
 """
 # A later success replaces an earlier failure of the same URL; nothing replaces a success.
 _UPSERT = ("INSERT INTO shard_rows VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(url) DO UPDATE SET "
@@ -138,9 +140,31 @@ class ShardIndex:
                 self._db.execute("DELETE FROM shards WHERE id = ?", (number,))
             self._db.execute("COMMIT")
 
-    def add(self, number: int, samples: list[Sample]) -> None:
-        """Commit a finished shard and its rows in one transaction."""
+    def allocate(self) -> int:
+        """A shard id never handed out before in this folder (``serve``: ids unique across every worker's)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        row = self._db.execute("SELECT value FROM next_shard WHERE one = 0").fetchone()
+        known = self._db.execute("SELECT max(id) FROM shards").fetchone()[0]
+        number = max(row[0] if row else 0, -1 if known is None else known + 1)
+        self._db.execute("INSERT OR REPLACE INTO next_shard VALUES (0, ?)", (number + 1,))
+        self._db.execute("COMMIT")
+        return number
+
+    def home(self, number: int) -> dict[str, str] | None:
+        """Which worker folder holds shard ``number`` (``serve``'s index), if it was built across hosts."""
+        row = self._db.execute("SELECT home FROM homes WHERE id = ?", (number,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def counts(self) -> tuple[int, int]:
+        """Finished shards and their rows."""
+        shards, rows = self._db.execute("SELECT count(*), coalesce(sum(samples), 0) FROM shards").fetchone()
+        return int(shards), int(rows)
+
+    def add(self, number: int, samples: list[Sample], home: dict[str, str] | None = None) -> None:
+        """Commit a finished shard and its rows in one transaction (``home``: the worker folder holding it)."""
         self._db.execute("BEGIN")
+        if home is not None:
+            self._db.execute("INSERT OR REPLACE INTO homes VALUES (?, ?)", (number, json.dumps(home)))
         self._db.executemany(_UPSERT, [(s.url, s.shard, s.key, s.member, s.bytes, s.sha256, json.dumps(s.image))
                                        for s in samples])
         self._db.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, ?)", (number, len(samples), time.time()))
@@ -240,3 +264,25 @@ def shard_summary(out: str) -> str | None:
         line += "; in progress: " + (", ".join(sizes) or "none")
     return line
 
+
+
+def homes_summary(out: str) -> str | None:
+    """One line on the shards a ``serve`` run of ``out`` had its workers write (its index, read-only), or None."""
+    path = os.path.join(out, JOURNAL_DIR, INDEX_NAME)
+    if not os.path.exists(path):
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            homes = [json.loads(row[0]) for row in db.execute("SELECT home FROM homes")]
+            rows = db.execute("SELECT coalesce(sum(samples), 0) FROM shards WHERE id IN (SELECT id FROM homes)"
+                              ).fetchone()[0]
+        finally:
+            db.close()
+    except (sqlite3.Error, ValueError):
+        return None  # no such table (a one-host build), or damaged: nothing to say here
+    if not homes:
+        return None
+    folders = sorted({f"{h.get('host', '?')}:{h.get('out', '?')}" for h in homes if isinstance(h, dict)})
+    return (f"webdataset across hosts: {len(homes)} shards finished ({rows:,} rows) in {len(folders)} worker "
+            f"folder{'s' if len(folders) != 1 else ''}: " + ", ".join(folders))

@@ -93,6 +93,9 @@ class ShardWriter:
             name, provisional = initial_name(item.url, item.index, STAGE_NAMING)
             yield replace(item, name=name, provisional_name=provisional)
 
+    def rejoin(self, items: Iterator[FetchTask | Result | None]) -> Iterator[FetchTask | Result | None]:
+        return items
+
     def add(self, result: Result) -> Result:
         """Make ``result`` the open shard's next row, if it is one; return it as the manifest should show it."""
         staged = result.path is not None and result.path.startswith(STAGE_FOLDER + "/")
@@ -260,6 +263,8 @@ class ParquetManifest:
 
     def admit(self, items: Iterator[FetchTask | Result | None]) -> Iterator[FetchTask | Result | None]:
         return items
+
+    rejoin = admit
 
     def add(self, result: Result) -> Result:
         return result

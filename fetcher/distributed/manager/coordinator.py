@@ -74,6 +74,9 @@ class Coordinator:
         self._counts: Counter[str] = Counter()
         self._final: Counter[str] = Counter()
         self._events: list[str] = []
+        self._mail: dict[str, list[dict[str, Any]]] = {}  # shard orders per worker (serve_shards.py)
+        self._reports: list[tuple[str, dict[str, Any]]] = []
+        self._shards: dict[str, int] = {}
 
     # -- remote methods (manager threads) ---------------------------------------------------
 
@@ -155,6 +158,15 @@ class Coordinator:
                 self._events.append(f"worker {worker_id} left, returning {returned} leases")
             return returned
 
+    def exchange(self, worker_id: str, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A worker's shard reports in, the shard orders posted for it out (webdataset runs)."""
+        with self._cond:
+            self._touch(worker_id, self._clock())
+            if reports:
+                self._reports.extend((worker_id, report) for report in reports)
+                self._cond.notify_all()
+            return self._mail.pop(worker_id, [])
+
     def stats(self, gone_too: bool = False) -> dict[str, Any]:
         """Counts and connected workers, for ``fetcher status HOST:PORT``.
 
@@ -169,7 +181,8 @@ class Coordinator:
                        for w in self._workers.values() if gone_too or self._live(w, now)]
             return {"run_id": self.run_id, "epoch": self.epoch, "state": self._state, "total": self.total,
                     "final": dict(self._final), "queued": self._book.queued, "leased": self._book.leased,
-                    "counts": dict(self._counts), "workers": workers, "lease_timeout": self.lease_timeout}
+                    "counts": dict(self._counts), "workers": workers, "lease_timeout": self.lease_timeout,
+                    **({"shards": dict(self._shards)} if self._shards else {})}
 
     # -- engine methods (the RemoteBackend, in the engine's thread) -------------------------------
 
@@ -223,6 +236,28 @@ class Coordinator:
         """Count a final result (the collector's ``on_result`` hook)."""
         with self._cond:
             self._final[result.status.value] += 1
+
+    def post(self, worker_id: str, order: dict[str, Any]) -> None:
+        """Leave a shard order for a worker: it has it on its next ``exchange``."""
+        with self._cond:
+            self._mail.setdefault(worker_id, []).append(order)
+
+    def take_reports(self) -> list[tuple[str, dict[str, Any]]]:
+        """The workers' shard reports since the last call, as ``(worker id, report)``."""
+        with self._cond:
+            reports, self._reports = self._reports, []
+            return reports
+
+    def pump(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for a shard report (the engine has nothing else to wait for)."""
+        with self._cond:
+            if not self._reports:
+                self._cond.wait(timeout)
+
+    def publish_shards(self, counts: dict[str, int]) -> None:
+        """The shard counts ``fetcher status`` shows."""
+        with self._cond:
+            self._shards = dict(counts)
 
     def take_events(self) -> list[str]:
         """Lines worth telling the server's user (workers joining, leaving, leases expiring)."""

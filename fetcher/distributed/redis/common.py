@@ -8,6 +8,7 @@ share a Redis (``--queue``):
     results    stream  what workers finished (and gave back), read by ``serve`` only
     stats      string  JSON counters ``serve`` refreshes for ``fetcher status``
     worker:ID  string  a worker's description, with a TTL its calls renew (who is alive, and its slots)
+    mail:ID    list    shard orders for a worker (webdataset runs; its reports go in the results stream)
 
 Only what is in flight is in Redis; the journal in ``serve``'s ``-o`` is the
 source of truth. redis-py is imported lazily: ``fetcher[redis]`` is optional.
@@ -92,9 +93,14 @@ class Keys:
         self.results = prefix + "results"
         self.stats = prefix + "stats"
         self.worker_pattern = prefix + "worker:*"
+        self.mail_pattern = prefix + "mail:*"
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}worker:{worker_id}"
+
+    def mail(self, worker_id: str) -> str:
+        """A worker's shard orders (a list serve pushes to, the worker empties): webdataset runs."""
+        return f"{self.prefix}mail:{worker_id}"
 
 
 def connect(spec: RedisSpec, timeout: float) -> Any:

@@ -51,6 +51,8 @@ class RedisServe:
         self._next_tick = 0.0
         self._down_since: float | None = None
         self._retry_at = 0.0
+        self._posts: list[tuple[str, str]] = []  # shard orders not yet pushed: (mail key, message)
+        self._shards: dict[str, int] = {}
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -135,6 +137,7 @@ class RedisServe:
             return self._streams.take()
         try:
             self._streams.place()
+            self._push_posts()
             if now >= self._next_tick:
                 self._tick(now)
             if self._streams.finished or timeout == 0:
@@ -157,6 +160,41 @@ class RedisServe:
             self._streams.events.append(f"lost Redis at {self._streams.where} ({exc}); retrying, workers keep "
                                         "downloading")
         self._retry_at = now + RECONNECT.delay(int(now - self._down_since))  # doubles each second it stays down
+
+    # -- webdataset shards (serve_shards.py) ---------------------------------------------------
+
+    def post(self, worker_id: str, order: dict[str, Any]) -> None:
+        self._posts.append((self._streams.keys.mail(worker_id), wire.dump_order(order)))
+
+    def _push_posts(self) -> None:
+        if self._posts:
+            pipe = self._streams.redis.pipeline(transaction=False)
+            for key, message in self._posts:
+                pipe.rpush(key, message)
+            pipe.execute()
+            self._posts = []
+
+    def take_reports(self) -> list[tuple[str, dict[str, Any]]]:
+        reports, self._streams.reports = self._streams.reports, []
+        return reports
+
+    def pump(self, timeout: float) -> None:
+        """Push the orders, read the results stream (reports) for up to ``timeout``; the engine waits for nothing."""
+        now = time.monotonic()
+        if now < self._retry_at:
+            time.sleep(max(0.0, min(self._retry_at - now, timeout)))
+            return
+        try:
+            self._push_posts()
+            if now >= self._next_tick:
+                self._tick(now)
+            self._streams.read(max(1, min(READ_BLOCK_MS, int(timeout * 1000))))
+            self._streams.flush_trash()
+        except redis_errors() as exc:
+            self._lost(exc, now)
+
+    def publish_shards(self, counts: dict[str, int]) -> None:
+        self._shards = dict(counts)
 
     def room(self) -> int:
         """Free slots of the live workers, less what is in flight (at least one task in flight, as the manager)."""
@@ -200,7 +238,7 @@ class RedisServe:
                 "counts": {**self._streams.counts, "dropped": self._dropped(),
                            "leased": sum(int(w.get("leased", 0)) for w in self._streams.ever.values())},
                 "lease_timeout": self.lease_timeout,
-                "workers": rows}
+                "workers": rows, **({"shards": dict(self._shards)} if self._shards else {})}
 
     def _dropped(self) -> int:
         """Messages dropped here, and by every worker seen (each counts those it read from the tasks stream)."""
@@ -213,7 +251,8 @@ class RedisServe:
                 self._streams.discard_read()
             if completed and self._state == "done":
                 keys = self._streams.keys
-                self._streams.redis.delete(keys.tasks, keys.results, keys.stats, keys.run)
+                self._streams.redis.delete(keys.tasks, keys.results, keys.stats, keys.run,
+                                           *self._streams.redis.scan_iter(keys.mail_pattern, count=1000))
         except redis_errors() as exc:
             log.warning("fetcher serve: could not tidy up Redis at %s: %s", self._streams.where, exc)
         finally:

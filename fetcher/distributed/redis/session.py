@@ -228,6 +228,27 @@ class RedisSession(WorkerSession):
             pipe.execute()
         return len(lease_ids)
 
+    def exchange(self, worker_id: str, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Reports into the results stream, and this worker's mailbox emptied, in one MULTI."""
+        assert self._info is not None
+        with self._translated():
+            pipe = self._redis.pipeline(transaction=True)
+            if reports:
+                pipe.xadd(self._keys.results, {MESSAGE: wire.dump_reports(self._info, reports)})
+            pipe.lrange(self._keys.mail(worker_id), 0, -1)
+            pipe.delete(self._keys.mail(worker_id))
+            replies = pipe.execute()
+        orders = []
+        for text in replies[-2] if isinstance(replies[-2], list) else []:
+            try:
+                kind, message = wire.load(text)
+                if kind != "order":
+                    raise wire.WireError(f"a {kind!r} message in a worker's mailbox")
+                orders.append(wire.order_of(message))
+            except wire.WireError as exc:
+                self._dropped(f"a message of {self._keys.mail(worker_id)}", exc)
+        return orders
+
     def stats(self) -> dict[str, Any]:
         import json
 

@@ -62,6 +62,7 @@ class RunStreams:
         self.ever: dict[str, dict[str, Any]] = {}  # every worker seen, as last seen (for the summary)
         self._trash: list[str] = []  # results-stream entries to delete
         self.dropped = Dropped(log, "fetcher serve")
+        self.reports: list[tuple[str, dict[str, Any]]] = []  # shard reports read (serve_shards.py takes them)
 
     def take(self) -> list[Result]:
         """The Results accepted since the last call."""
@@ -117,6 +118,10 @@ class RunStreams:
                             self._result(entry, lease, result, done)
                     elif kind == "release":
                         self._release(entry, *wire.release_of(message), left)
+                    elif kind == "shard":
+                        worker_id, reports = wire.reports_of(message)
+                        self.reports.extend((worker_id, report) for report in reports)
+                        self._trash.append(entry)
                     else:
                         raise wire.WireError(f"a {kind!r} message in the results stream")
                 except wire.WireError as exc:

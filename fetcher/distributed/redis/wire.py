@@ -8,6 +8,8 @@ never crashes ``serve`` or a worker.
     task     {"v", "kind": "task", "task": {...}}                                   tasks stream
     results  {"v", "kind": "results", "worker": {...}, "items": [[lease, {...}], ...]}   results stream
     release  {"v", "kind": "release", "worker": {...}, "lease", "leaving"}            results stream
+    shard    {"v", "kind": "shard", "worker": {...}, "reports": [...]}               results stream
+    order    {"v", "kind": "order", "order": {...}}                                   mail:ID list
 
 A results entry carries a batch (one XADD per complete() call, up to
 ``RESULTS_PER_ENTRY``): per-entry costs, in redis-py and in Redis, dominate
@@ -21,7 +23,7 @@ import json
 from typing import Any
 
 from fetcher.distributed.calls import WireError as WireError  # re-exported: readers catch wire.WireError
-from fetcher.distributed.calls import check_result
+from fetcher.distributed.calls import check_order, check_reports, check_result
 from fetcher.distributed.protocol import RunRules, WorkerInfo
 from fetcher.models import ErrorInfo, Result, Status
 from fetcher.models import FetchTask as Task
@@ -161,6 +163,27 @@ def dump_release(worker: WorkerInfo, lease: str, leaving: bool) -> str:
 
 def release_of(fields: dict[str, Any]) -> tuple[dict[str, str], str, bool]:
     return _label(fields), _typed(fields.get("lease"), str, "lease"), bool(fields.get("leaving"))
+
+
+# -- webdataset shards (calls.py says what orders and reports hold) -------------------
+
+
+def dump_order(order: dict[str, Any]) -> str:
+    # default=str: an input column pyarrow read as bytes or a date is text in the row, as in KEY.json
+    return json.dumps({"v": VERSION, "kind": "order", "order": order}, separators=(",", ":"), default=str)
+
+
+def order_of(fields: dict[str, Any]) -> dict[str, Any]:
+    return check_order(fields.get("order"))
+
+
+def dump_reports(worker: WorkerInfo, reports: list[dict[str, Any]]) -> str:
+    return _dump("shard", {"worker": worker.label, "reports": reports})
+
+
+def reports_of(fields: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """``(worker id, reports)`` of a shard message from a worker."""
+    return _label(fields)["id"], check_reports(fields.get("reports"))
 
 
 # -- run description ---------------------------------------------------------------------

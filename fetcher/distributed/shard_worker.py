@@ -1,0 +1,117 @@
+"""A worker's part in webdataset shards built across hosts: take ``serve``'s shard orders, report back.
+
+The orders and reports (calls.py) travel on ``exchange`` calls, about every
+``EXCHANGE_S`` while the run lasts; the shards are written by run/shard_build.py in
+this worker's folder. An order that is not one of ours is dropped and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from fetcher.distributed.dropped import Dropped
+from fetcher.distributed.events import EventSink, Kind, WorkerEvent
+from fetcher.models import ErrorKind, failed
+from fetcher.distributed.calls import WireError, check_order
+from fetcher.run.shard_build import ShardBuild
+from fetcher.run.shard_rows import shard_stem
+
+if TYPE_CHECKING:
+    from fetcher.distributed.client import ServerConnection
+    from fetcher.models import Result
+
+log = logging.getLogger("fetcher.distributed")
+EXCHANGE_S = 0.2
+STAGING = "staging"
+
+
+class WorkerShards:
+    """The shards this worker writes for one run, and the reports not yet sent."""
+
+    def __init__(self, out: str, emit: EventSink, encoded_ext: str = "jpg") -> None:
+        self.out = out
+        self._ext = encoded_ext
+        self.build = ShardBuild(out)
+        self._emit = emit
+        self._dropped = Dropped(log, "fetcher work")
+        host = socket.gethostname()
+        self._reports: list[dict[str, Any]] = [{"op": "ask", "shard": number, "host": host, "out": out}
+                                               for number in self.build.leftovers()]
+        self.next_at = 0.0
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped.count
+
+    def exchange(self, server: ServerConnection) -> None:
+        """Send the reports, carry out the orders (LinkError: the reports wait for the next call)."""
+        orders = server.exchange(self._reports)
+        self._reports = []
+        self.next_at = time.monotonic() + EXCHANGE_S
+        if not isinstance(orders, list):
+            self._dropped("the shard orders", "not a list")
+            return
+        for order in orders:
+            try:
+                checked = check_order(order)
+            except WireError as exc:
+                self._dropped("a shard order", exc)
+                continue
+            self._carry_out(checked)
+        if self._reports:
+            self.next_at = 0.0  # reports to send: at once
+
+    def _carry_out(self, order: dict[str, Any]) -> None:
+        op, number, token = order["op"], order["shard"], order["token"]
+        try:
+            if op == "rows":
+                if not self.build.rows(number, token, order["rows"]):
+                    self._dropped(f"rows for shard {shard_stem(number)}", "not under the token it is open with")
+            elif op == "seal":
+                report = self.build.seal(number, token, order["count"])
+                if report is None:
+                    self._dropped(f"a seal of shard {shard_stem(number)}", "not a shard open here under that token")
+                else:
+                    self._reports.append(report)
+            elif op == "commit":
+                if self.build.commit(number, token) and token:
+                    self._reports.append({"op": "committed", "shard": number, "token": token})
+            elif self.build.abort(number, token):
+                if token:
+                    self._emit(WorkerEvent(Kind.WARNING, f"the server gave shard {shard_stem(number)} to others: "
+                                                         "deleted here"))
+        except OSError as exc:  # a full disk, say: the shard goes to other workers
+            self.build.abort(number, token)
+            self._reports.append({"op": "broken", "shard": number, "token": token,
+                                  "why": f"{exc.strerror or exc}"[:500]})
+
+    def stage(self, result: Result, name: str) -> Result:
+        """A re-encoded sample the download kept in memory (``content``) written to ``staging/`` under its
+        task's name: the shard is written here, later, and the bytes never travel to serve."""
+        if result.content is None or not result.ok:
+            return result
+        path = f"{os.path.splitext(name)[0]}.{self._ext}"
+        target = os.path.join(self.out, path)
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as handle:  # flushed with its shard's tar, which holds these bytes
+                handle.write(result.content)
+        except OSError as exc:  # a full disk here: serve tries the URL again (elsewhere, maybe)
+            return failed(result.url, ErrorKind.STORAGE, f"cannot stage the image: {exc.strerror or exc}",
+                          attempts=result.attempts, index=result.index, extra=result.extra, retryable=True)
+        return replace(result, content=None, path=path)
+
+    def restarted(self) -> None:
+        """A new serve: it knows none of the shards open here."""
+        self.build.abort_all()
+
+    def finish(self, done: bool) -> None:
+        """The run is over: staged images nothing will need are removed."""
+        if done and not self.build.open:
+            shutil.rmtree(os.path.join(self.out, STAGING), ignore_errors=True)
