@@ -51,7 +51,7 @@ from wan_net import CLIENT_NS, DIRECT_PORT, NGINX_PORT, SERVER_IP, SERVER_NS, Wo
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RELAY = os.path.join(HERE, "wan_relay.py")  # wan_ab.py --relay swaps it
-IMG2DATASET = "/tmp/wt19-img2ds/bin/img2dataset"  # pip install img2dataset into its own venv (see README)
+IMG2DATASET = os.environ.get("IMG2DATASET", "/work/img2ds/bin/img2dataset")  # its own venv (benchmarks/README.md)
 _NAME = re.compile(r"^(f\d{5})")
 
 
