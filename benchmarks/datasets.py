@@ -1,7 +1,11 @@
 """fetcher against img2dataset on one parquet of images served by nginx on 127.0.0.1, in one run.
 
-    python benchmarks/datasets.py --img2dataset /tmp/i2d/bin/img2dataset [--images 10000] [--resize 256]
-        [--resize-mode border] [--variants default,multi+curl,process+curl]
+    python benchmarks/datasets.py [--quick] [--img2dataset PATH] [--images 10000] [--resize 256]
+        [--resize-mode border] [--variants default,cluster,process+curl] [--repeat N]
+
+``--quick``: 3,000 images, one round (about 2 minutes on 2 CPUs); the default, 10,000.
+The table it ends with has both tools side by side, each fetcher row with its ratio to
+the img2dataset row of the same round: images/s (× img2dataset) and CPU per image.
 
 Makes ``--images`` JPEGs with Pillow (512x384 to 800x600, a gradient with shapes:
 cheap to make, real to decode), serves them with nginx (benchmarks/bench_nginx.py),
@@ -11,11 +15,15 @@ as ``--resize-mode`` says (both tools' meaning), re-encoded as JPEG quality 95, 
 the caption; the same concurrency (img2dataset: 2 processes x 16 threads; fetcher:
 --pool 32), no per-host cap, no retries. fetcher's ``default`` run gives no
 --backend or --client: what ``auto`` picks for a dataset build (fetcher/auto.py).
+``cluster`` is ``fetcher serve`` + two ``fetcher work`` (--pool 16 each, their default
+backend) on this host, ``--output-format files`` (benchmarks/datasets_cluster.py);
+``cluster-webdataset`` the same building shards, where this fetcher can.
 img2dataset runs with ``--extract_exif False`` (fetcher reads no EXIF). Each
 tool's output is read back: the samples in its shards and the size of a few.
 CPU is the whole process tree's user+sys (benchmarks/bench_measure.py).
 
-img2dataset goes in a venv of its own: ``python3 -m venv /tmp/i2d && /tmp/i2d/bin/pip install img2dataset``.
+img2dataset goes in a venv of its own: ``python3 -m venv /work/img2ds && /work/img2ds/bin/pip install
+img2dataset``; ``--img2dataset`` (default: ``$IMG2DATASET``, else ``/work/img2ds/bin/img2dataset``) names it.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from bench_nginx import Nginx  # noqa: E402
 
 TIMEOUT_S = 1800
 PROCESSES, THREADS = 2, 16
+IMG2DATASET = os.environ.get("IMG2DATASET", "/work/img2ds/bin/img2dataset")
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def make_images(root: str, count: int) -> None:
@@ -65,6 +75,10 @@ def write_parquet(path: str, base_url: str, count: int) -> None:
 def fetcher_argv(parquet: str, out: str, resize: int, mode: str, variant: str) -> list[str]:
     """fetcher's command; ``variant`` is ``default`` (no --backend, --client: what ``auto`` picks) or
     ``BACKEND+CLIENT``, e.g. ``process+curl`` (with --processes PROCESSES)."""
+    if variant.startswith("cluster"):
+        output_format = "webdataset" if variant == "cluster-webdataset" else "files"
+        return [sys.executable, os.path.join(HERE, "datasets_cluster.py"), parquet, out, str(resize), mode,
+                str(THREADS), output_format]
     chosen: list[str] = []
     if variant != "default":
         backend, client = variant.split("+")
@@ -86,12 +100,24 @@ def img2dataset_argv(binary: str, parquet: str, out: str, resize: int, mode: str
 
 
 def count_samples(out: str, resize: int) -> int:
-    """Images in the tool's shards; the first few must have ``resize`` as their smaller side (as every mode makes it)."""
+    """Images in the tool's shards (in every folder under ``out``), or stored as files (``cluster``'s
+    files output); the first few must have ``resize`` as their smaller side (as every mode makes it)."""
     from PIL import Image
 
     count = checked = 0
-    for name in sorted(n for n in os.listdir(out) if n.endswith(".tar")):
-        with tarfile.open(os.path.join(out, name)) as tar:
+    tars = []
+    for folder, _, names in os.walk(out):
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            if name.endswith(".tar"):
+                tars.append(path)
+            elif name.endswith(".jpg") and "staging" not in folder.split(os.sep):
+                count += 1
+                if checked < 20:
+                    assert min(Image.open(path).size) == resize, (path, Image.open(path).size)
+                    checked += 1
+    for path in sorted(tars):
+        with tarfile.open(path) as tar:
             for member in tar:
                 if not member.name.endswith(".jpg"):
                     continue
@@ -99,7 +125,7 @@ def count_samples(out: str, resize: int) -> int:
                 if checked < 20:
                     with tar.extractfile(member) as handle:  # type: ignore[union-attr]
                         size = Image.open(io.BytesIO(handle.read())).size
-                    assert min(size) == resize, (name, member.name, size)
+                    assert min(size) == resize, (path, member.name, size)
                     checked += 1
     return count
 
@@ -121,18 +147,41 @@ def run_tool(label: str, argv: list[str], out: str, work: str, resize: int) -> d
     return row
 
 
+def print_table(rows: list[dict[str, object]]) -> None:
+    """Both tools side by side; each fetcher row's ratios are to the img2dataset row of its round."""
+    print("| tool | images | images/s | × img2dataset | CPU ms / image | img2dataset's CPU ÷ this | wall s "
+          "| peak RSS MiB |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|")
+    base: dict[str, object] = {}
+    for row in rows:
+        if row["tool"] == "img2dataset":
+            base = row
+        speed = float(row["images_per_s"]) / max(float(base.get("images_per_s", 0)), 1e-9)  # type: ignore[arg-type]
+        cpu = float(base.get("cpu_ms_per_image", 0)) / max(float(row["cpu_ms_per_image"]), 1e-9)  # type: ignore[arg-type]
+        print(f"| {row['tool']} | {row['images']:,} | {row['images_per_s']} | {speed:.2f} | {row['cpu_ms_per_image']} "
+              f"| {cpu:.2f} | {row['wall_s']} | {row['peak_rss_mib']} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--img2dataset", required=True, help="the img2dataset command, in its own venv")
-    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--img2dataset", default=IMG2DATASET,
+                        help="the img2dataset command, in its own venv (default: $IMG2DATASET, else %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="3,000 images (unless --images says otherwise)")
+    parser.add_argument("--images", type=int, default=None, help="how many (default: 10,000; --quick: 3,000)")
     parser.add_argument("--resize", type=int, default=256)
     parser.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
     parser.add_argument("--resize-mode", default="border", help="keep_ratio, center_crop or border (both tools)")
-    parser.add_argument("--variants", default="default,process+curl",
-                        help="fetcher's runs: default (no --backend/--client) or BACKEND+CLIENT, comma-separated")
+    parser.add_argument("--variants", default="default,cluster",
+                        help="fetcher's runs, comma-separated: default (no --backend/--client), BACKEND+CLIENT, "
+                             "cluster (serve + 2 work, files output) or cluster-webdataset")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each tool, interleaved")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (images, outputs, logs)")
     args = parser.parse_args()
+    if args.images is None:
+        args.images = 3_000 if args.quick else 10_000
+    if not os.access(args.img2dataset, os.X_OK):
+        parser.error(f"no img2dataset at {args.img2dataset}: install it in a venv of its own (see --help), "
+                     "then give --img2dataset PATH or set IMG2DATASET")
     become_subreaper()
     work = tempfile.mkdtemp(prefix="fetcher-datasets-bench-")
     os.chmod(work, 0o755)  # nginx's workers run as another user and must read the images
@@ -156,12 +205,9 @@ def main() -> int:
                 out = os.path.join(work, f"fetcher-{variant}")
                 rows.append(run_tool(label, fetcher_argv(parquet, out, args.resize, args.resize_mode, variant), out,
                                      work, args.resize))
-        print(f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after; nginx {nginx.version()}")
-        print("| tool | images | wall s | images/s | CPU s | CPU ms / image | peak RSS MiB |")
-        print("|---|--:|--:|--:|--:|--:|--:|")
-        for row in rows:
-            print(f"| {row['tool']} | {row['images']:,} | {row['wall_s']} | {row['images_per_s']} | {row['cpu_s']} "
-                  f"| {row['cpu_ms_per_image']} | {row['peak_rss_mib']} |")
+        print(f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after; {os.cpu_count()} CPUs; "
+              f"nginx {nginx.version()}")
+        print_table(rows)
     finally:
         nginx.stop()
         if args.keep:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fetcher.backends.base import SessionFactory
+from fetcher.download.durability import FLUSH_EVERY_N
 from fetcher.models import FetchTask, Item, Result
 from fetcher.redact import remember_header
 from fetcher.run.api_run import api_options, api_spec
@@ -256,16 +257,17 @@ class Fetcher:
         self.start()
         return future
 
-    def map(self, items: Iterable[str | Task]) -> Iterator[Result]:
-        """Results in the order of ``items``; submits a bounded number ahead."""
-        ahead: deque[Future[Result]] = deque()
-        limit = 4 * self._spec.options.transport.pool
+    def map(self, items: Iterable[str | Task], *, ahead: int | None = None) -> Iterator[Result]:
+        """Results in the order of ``items``, read at most ``ahead`` beyond the Result yielded last
+        (default: 4 x the pool + ``durability.FLUSH_EVERY_N``, as ``AsyncFetcher.map``, which says why)."""
+        submitted: deque[Future[Result]] = deque()
+        limit = ahead or 4 * self._spec.options.transport.window + FLUSH_EVERY_N
         for item in items:
-            ahead.append(self.submit(item))
-            if len(ahead) >= limit:
-                yield ahead.popleft().result()
-        while ahead:
-            yield ahead.popleft().result()
+            submitted.append(self.submit(item))
+            if len(submitted) >= limit:
+                yield submitted.popleft().result()
+        while submitted:
+            yield submitted.popleft().result()
 
     def results(self) -> Iterator[Result]:
         """Results as they complete, until every URL submitted so far (or meanwhile) is done."""

@@ -1,6 +1,7 @@
 """A DNS server for the tests, on 127.0.0.1 over UDP, written with the standard library.
 
-Names ending in ``.fetcher-test`` have an A record, 127.0.0.1, with ``ttl``; names starting
+Names ending in ``.fetcher-test`` have an A record, 127.0.0.1, with ``ttl``; those starting with
+``dual-`` also an AAAA record, ::1, and those starting with ``v6-`` only that; names starting
 with ``nx-`` do not exist (NXDOMAIN); every other query gets an empty answer. It counts the
 queries it gets per (name, type), so a test can say how often a run asked for a host.
 """
@@ -38,6 +39,16 @@ class DnsServer:
         with self.lock:
             return sum(n for (qname, _), n in self.queries.items() if qname == name)
 
+    def asked_once(self, name: str) -> bool:
+        """``name`` was looked up once: one A query, and one AAAA beside it where the run asks for
+        IPv6 too (run/dns.py's ``ipv6_configured``)."""
+        from fetcher.run.dns import ipv6_configured
+
+        aaaa = int(ipv6_configured())
+        with self.lock:
+            return self.queries[(name, "A")] == 1 and self.queries[(name, "AAAA")] == aaaa and sum(
+                n for (qname, _), n in self.queries.items() if qname == name) == 1 + aaaa
+
     def start(self) -> DnsServer:
         self._thread.start()
         return self
@@ -73,6 +84,8 @@ class DnsServer:
         if name.startswith("nx-"):
             return struct.pack("!HHHHHH", ident, 0x8183, 1, 0, 0, 0) + question  # NXDOMAIN
         answers = b""
-        if name.endswith(SUFFIX) and qtype == 1:
+        if name.endswith(SUFFIX) and qtype == 1 and not name.startswith("v6-"):
             answers = struct.pack("!HHHIH", 0xC00C, 1, 1, self.ttl, 4) + socket.inet_aton("127.0.0.1")
+        elif name.endswith(SUFFIX) and qtype == 28 and name.startswith(("dual-", "v6-")):
+            answers = struct.pack("!HHHIH", 0xC00C, 28, 1, self.ttl, 16) + socket.inet_pton(socket.AF_INET6, "::1")
         return struct.pack("!HHHHHH", ident, 0x8180, 1, 1 if answers else 0, 0, 0) + question + answers

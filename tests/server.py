@@ -334,8 +334,11 @@ class TestServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024
 
-    def __init__(self, port: int = 0) -> None:
-        super().__init__(("127.0.0.1", port), Handler)
+    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+        if ":" in host:  # an IPv6 address: TCPServer makes its socket with the instance's family
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), Handler)
+        self.host = host
         self.stats = Stats()
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -361,7 +364,8 @@ class TestServer(ThreadingHTTPServer):
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.server_address[1]}"
 
     def url(self, path: str) -> str:
         return self.base_url + path

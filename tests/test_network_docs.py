@@ -90,7 +90,7 @@ def test_dns(server, tmp_path) -> None:
     finally:
         dns.stop()
     assert done.returncode == 0, done.stderr
-    assert dns.asked("a.fetcher-test") == 1
+    assert dns.asked_once("a.fetcher-test"), dns.queries
 
 
 CHECKED = [test_proxy, test_robots, test_delay, test_limit_rate, test_dns]

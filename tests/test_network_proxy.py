@@ -103,15 +103,18 @@ def test_fetches_through_socks5h_with_a_password_on_every_pair(server, socks_pro
     assert PASSWORD not in done.stdout + done.stderr + all_files_text(out)
 
 
-@pytest.mark.parametrize("variant", [Variant("thread"), pytest.param(Variant("multi", flags=("--client", "curl")),
-                                                                       marks=NEEDS_PYCURL)], ids=lambda v: v.id)
-def test_socks5_resolves_names_here_and_sends_the_address(server, socks_proxy, variant, tmp_path, out) -> None:
-    urls = [server.url(f"/files/r{i}.bin?size=100") for i in range(2)]
-    done = run(variant, [write_list(tmp_path, urls), "-o", out, "--proxy", socks_proxy.url("socks5")])
+def test_socks5_resolves_names_here_and_sends_the_address_on_every_pair(server, socks_proxy, pair, tmp_path,
+                                                                       out) -> None:
+    urls = [server.url(f"/files/r{i}.bin?size=3000") for i in range(3)]
+    done = run(pair, [write_list(tmp_path, urls), "-o", out, "-v", "--retries", "0",
+                      "--proxy", proxy_file(tmp_path, socks_proxy.url("socks5"))])
 
     assert done.returncode == 0, done.stderr
-    assert set(socks_proxy.kinds) == {"ipv4"}
+    records = read_manifest(os.path.join(out, "manifest.jsonl"))
+    assert sorted(r["status"] for r in records) == ["ok"] * 3 and all(r["bytes"] == 3000 for r in records)
+    assert set(socks_proxy.kinds) == {"ipv4"} and socks_proxy.refused == 0
     assert server.stats.connections == sum(socks_proxy.requests.values()) >= 1
+    assert PASSWORD not in done.stdout + done.stderr + all_files_text(out)
 
 
 @pytest.mark.parametrize("variant", [Variant("thread"), pytest.param(Variant("multi", flags=("--client", "curl")),
@@ -204,20 +207,20 @@ def certificate(tmp_path) -> str:  # type: ignore[no-untyped-def]
     return str(path)
 
 
-@pytest.mark.parametrize("variant", [Variant("thread"), pytest.param(Variant("multi", flags=("--client", "curl")),
-                                                                       marks=NEEDS_PYCURL)], ids=lambda v: v.id)
-def test_an_https_proxy_is_spoken_to_over_tls_and_its_certificate_checked(server, certificate, variant,
-                                                                         tmp_path) -> None:
+def test_an_https_proxy_is_spoken_to_over_tls_and_its_certificate_checked_on_every_pair(server, certificate, pair,
+                                                                                       tmp_path) -> None:
+    variant = pair
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certificate)
     proxy = HttpProxy((USER, PASSWORD), tls=context).start()
     try:
         urls = [f"http://files.test:{server.server_address[1]}/files/t{i}.bin?size=100" for i in range(2)]
         args = [write_list(tmp_path, urls), "-o", str(tmp_path / "ok"), "--retries", "0", "--proxy",
-                proxy.url("https")]
+                proxy_file(tmp_path, proxy.url("https"))]
         trusted = run(variant, args, clean_env(variant, REQUESTS_CA_BUNDLE=certificate, CURL_CA_BUNDLE=certificate))
         assert trusted.returncode == 0, trusted.stderr
-        assert sum(proxy.requests.values()) == 2
+        assert sum(proxy.requests.values()) == 2 and proxy.refused == 0
+        assert PASSWORD not in trusted.stdout + trusted.stderr + all_files_text(str(tmp_path / "ok"))
         args[2] = str(tmp_path / "untrusted")
         untrusted = run(variant, args)  # the system's roots do not know this certificate
         assert untrusted.returncode == 1

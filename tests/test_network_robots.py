@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from cluster import Cluster, manifest
+from cluster import Cluster, cluster_on, manifest
 from conftest import NEEDS_PYCURL, write_list
 from proc_helpers import Variant, read_manifest, run_cli, wait_until
 
@@ -105,16 +105,33 @@ def test_crawl_delay_spaces_the_requests_to_the_host(server, tmp_path, out) -> N
     assert min(gaps) >= 0.6 - 0.01, gaps  # a gap the server saw: behaviour, not a speed
 
 
-def test_serve_fetches_robots_txt_once_for_all_its_workers(server, tmp_path) -> None:
+def test_robots_txt_counts_as_a_request_to_its_host(server, tmp_path, out) -> None:
+    """--delay spaces the host's first download from its robots.txt too, and --per-host 1 holds
+    with robots.txt among the host's requests (it is fetched beside the pool, not by it)."""
+    server.robots = (200, "User-agent: *\nDisallow: /files/private\n")
+    done = run_cli(Variant("thread"), [write_list(tmp_path, [server.url("/files/0.bin")]), "-o", out, "--robots",
+                                       "--delay", "3"])
+    assert done.returncode == 0, done.stderr
+    [asked], [first] = server.stats.times["/robots.txt"], server.stats.times["/files/0.bin"]
+    assert first - asked >= 3 - 0.01  # a gap the server saw: behaviour, not a speed (before: 0.05-1.7 s)
+
+    other = str(tmp_path / "per-host")
+    urls = [server.url(f"/files/h{i}.bin?size=50000") for i in range(6)]
+    done = run_cli(Variant("thread"), [write_list(tmp_path, urls, "h.txt"), "-o", other, "--robots",
+                                       "--per-host", "1", "--pool", "4"])
+    assert done.returncode == 0, done.stderr
+    assert server.stats.requests["/robots.txt"] == 2 and server.stats.max_active == 1
+
+
+@pytest.mark.parametrize("broker", ["manager", "redis"])
+def test_serve_fetches_robots_txt_once_for_all_its_workers(server, tmp_path, broker) -> None:
     server.robots = (200, ROBOTS)
     urls = [server.url(f"/files/{i}.bin") for i in range(6)] + [server.url("/files/private/p.bin")]
-    cluster = Cluster(tmp_path)
-    try:
-        srv = cluster.serve(write_list(tmp_path, urls), str(tmp_path / "srv"), "-q", "--robots")
-        workers = [cluster.work(srv.address, str(tmp_path / f"w{i}"), "--pool", "2") for i in range(2)]
+    with cluster_on(broker, tmp_path) as cluster:
+        srv = cluster.serve(write_list(tmp_path, urls), str(tmp_path / "srv"), "--robots")
+        workers = [cluster.work(srv.address, str(tmp_path / f"w{i}"), "--pool", "2", *flags)
+                   for i, flags in enumerate([(), ("--backend", "process")])]
         assert srv.wait() == 1 and all(w.wait() == 0 for w in workers)
-    finally:
-        cluster.close()
     records = manifest(str(tmp_path / "srv"))
     assert [r["error"]["kind"] for r in records.values() if r["error"]] == ["robots"]
     assert server.stats.requests["/robots.txt"] == 1 and server.stats.requests["/files/private/p.bin"] == 0

@@ -83,8 +83,15 @@ def safe_component(text: str, limit: int = MAX_STEM) -> str:
 
 @lru_cache(maxsize=4096)
 def host_folder(netloc_host: str | None, port: int | None) -> str:
-    """The folder of a host (cached: a list holds many URLs per host)."""
-    host = safe_component((netloc_host or "").lower(), limit=253) or "_"
+    """The folder of a host (cached: a list holds many URLs per host).
+
+    An IPv6 address (urllib's ``hostname``, without brackets) keeps its shape: ``[::1]:8080`` is
+    ``ipv6_--1_8080``, where cleaning alone would give ``1_8080``, the folder of a host named ``1``.
+    """
+    host = (netloc_host or "").lower()
+    if ":" in host:
+        host = "ipv6_" + host.replace(":", "-")
+    host = safe_component(host, limit=253) or "_"
     return f"{host}_{port}" if port else host
 
 

@@ -17,14 +17,18 @@ this). Here the scheduler asks ``admit(task)`` before handing a task out:
 
 Lookups go through c-ares (pycares): it reads ``/etc/hosts`` and ``/etc/resolv.conf`` as the
 system does, reports TTLs, needs no root and no daemon; ``--dns-servers`` names other servers.
-It asks for IPv4 addresses first and for IPv6 only for a name without any, so a host costs one
-query, not two. Without pycares, ``getaddrinfo`` in threads does the lookups (it shows no TTLs:
+As getaddrinfo's ``AI_ADDRCONFIG``, it asks for IPv6 addresses (AAAA, beside A, at once) only on a
+machine with an IPv6 address beyond loopback and link-local (``ipv6_configured``): elsewhere no route
+reaches them, and a host costs one query, not two; there it asks for IPv6 only for a name without
+an IPv4 address. Clients try each address given, so a name with both, where one family does not
+answer, is still fetched (curl and requests do the same without the cache). Without pycares, ``getaddrinfo`` in threads does the lookups (it shows no TTLs:
 answers are kept ``FALLBACK_TTL_S``). With a proxy the proxy resolves names, and this cache is off.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 import time
 from collections import deque
@@ -36,8 +40,6 @@ from fetcher.models import ErrorKind
 from fetcher.run.waiting import WAIT
 
 if TYPE_CHECKING:
-    import socket
-
     from fetcher.models import FetchTask
     from fetcher.options import Options
 
@@ -96,6 +98,7 @@ class DnsGate:
 
     name = "dns"
     kind = ErrorKind.DNS
+    requests_host = False  # a lookup asks DNS, not the host
 
     def __init__(self, options: Options, lookup: Lookup | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -201,17 +204,14 @@ class CaresLookup:
         if servers:
             kwargs["servers"] = list(servers)
         self._channel = pycares.Channel(**kwargs)
+        self._first = socket.AF_UNSPEC if ipv6_configured() else socket.AF_INET
         # Not safe to call from two threads at once; reentrant: a hosts-file or cached answer calls back inside getaddrinfo
         self._lock = threading.RLock()
 
     def __call__(self, name: str, done: Callable[[Answer], None]) -> None:
-        import socket
-
-        self._query(name, socket.AF_INET, done)
+        self._query(name, self._first, done)
 
     def _query(self, name: str, family: socket.AddressFamily, done: Callable[[Answer], None]) -> None:
-        import socket
-
         def answered(result: Any, error: int | None) -> None:
             if family == socket.AF_INET and error == self._pycares.errno.ARES_ENODATA:
                 self._query(name, socket.AF_INET6, done)  # the name has no IPv4 address: maybe IPv6 only
@@ -236,6 +236,22 @@ class CaresLookup:
             self._channel.close()
 
 
+def ipv6_configured() -> bool:
+    """Whether this machine has an IPv6 address of global scope (not loopback, not link-local), the
+    test of glibc's ``AI_ADDRCONFIG``; where /proc does not say, whether an IPv6 route exists."""
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as handle:
+            return any(len(fields) > 3 and fields[3] == "00" for fields in map(str.split, handle))
+    except OSError:
+        pass
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.connect(("2001:db8::1", 9))  # UDP: a route lookup, nothing is sent
+    except OSError:
+        return False
+    return True
+
+
 def _text(address: bytes | str) -> str:
     return address.decode("ascii") if isinstance(address, bytes) else address
 
@@ -253,8 +269,6 @@ class SystemLookup:
 
     @staticmethod
     def _resolve(name: str, done: Callable[[Answer], None]) -> None:
-        import socket
-
         try:
             found = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:

@@ -26,6 +26,7 @@ class Gate(Protocol):
 
     name: str
     kind: ErrorKind
+    requests_host: bool  # whether its answer came from the host itself (robots.txt): a request to it
 
     def admit(self, task: FetchTask) -> FetchTask | str: ...
 
@@ -84,12 +85,15 @@ class Gates:
         return task
 
     def arrived(self, limits: HostLimits, longest_gap: float) -> list[str]:
-        """Hosts whose awaited answers came; a gap an answer asks for (Crawl-delay) is set on ``limits``."""
+        """Hosts whose awaited answers came; a gap an answer asks for (Crawl-delay) is set on ``limits``,
+        and an answer the host gave (robots.txt) counts as its request: the next waits the gap from it."""
         hosts: list[str] = []
         for gate in self._gates:
             for key, gap, since in gate.resolved():
                 if gap:
                     limits.set_gap(host_key(key + "/"), min(gap, longest_gap), since)
+                if gate.requests_host:
+                    limits.answered(host_key(key + "/"), since)
                 hosts.extend(self._waiting.pop((gate.name, key), ()))
         return hosts
 

@@ -81,9 +81,17 @@ class HostLimits:
         state = self._hosts.setdefault(host, _Host())
         state.next_start = max(state.next_start, until)
 
+    def answered(self, host: str, at: float) -> None:
+        """A request to ``host`` made outside the pool (its robots.txt) was answered at ``at``:
+        the next one keeps the host's gap from then, as after a pool's request (``release``)."""
+        gap = self._gaps.get(host, self.delay) if self._gaps else self.delay
+        if gap:
+            state = self._hosts.setdefault(host, _Host())
+            state.next_start = max(state.next_start, at + gap)
+
     def set_gap(self, host: str, gap: float, since: float) -> None:
         """Space ``host``'s requests at least ``gap`` seconds apart (if longer than ``delay``),
-        counted from ``since`` too (when its robots.txt was asked for)."""
+        counted from ``since`` too (when its robots.txt was answered)."""
         if gap <= self.delay:
             return
         self._gaps[host] = gap

@@ -75,6 +75,7 @@ class RobotsGate:
 
     name = "robots"
     kind = ErrorKind.ROBOTS
+    requests_host = True  # robots.txt is a request to the host: its politeness counts it
 
     def __init__(self, options: Options, fetch: FetchRobots | None = None) -> None:
         self._options = options
@@ -83,7 +84,7 @@ class RobotsGate:
                                         thread_name_prefix="fetcher-robots")
         self._known: dict[str, Answer] = {}
         self._asking: set[str] = set()
-        self._arrived: deque[tuple[str, Answer]] = deque()  # appended by the pool's threads
+        self._arrived: deque[tuple[str, Answer, float]] = deque()  # appended by the pool's threads, with when
         self.fetched = 0
 
     def verdict(self, url: str, addresses: tuple[str, ...] | None = None) -> str:
@@ -119,7 +120,7 @@ class RobotsGate:
             answer = done.result()
         except Exception as exc:  # noqa: BLE001 - a bug in a fetch must not leave the origin waiting forever
             answer = Answer(None, f"robots.txt could not be read: {type(exc).__name__}: {exc}", time.monotonic())
-        self._arrived.append((origin, answer))
+        self._arrived.append((origin, answer, time.monotonic()))  # the server has seen the request by now
 
     @property
     def asking(self) -> bool:
@@ -128,16 +129,17 @@ class RobotsGate:
 
     def resolved(self) -> list[tuple[str, float | None, float]]:
         """Origins whose answer came since the last call (to be called by the scheduler's thread only):
-        ``(origin, its Crawl-delay or None, when robots.txt was asked for)``."""
+        ``(origin, its Crawl-delay or None, when robots.txt's answer came)``: the host's next request
+        keeps its gap (``--delay`` or Crawl-delay) from then, as after any request (gates.py)."""
         found = []
         while self._arrived:
-            origin, answer = self._arrived.popleft()
+            origin, answer, answered = self._arrived.popleft()
             self._asking.discard(origin)
             self._known[origin] = answer
             if len(self._known) > MAX_ORIGINS:
                 self._known.pop(next(iter(self._known)))
             self.fetched += 1
-            found.append((origin, answer.rules.crawl_delay if answer.rules is not None else None, answer.asked))
+            found.append((origin, answer.rules.crawl_delay if answer.rules is not None else None, answered))
         return found
 
     def close(self) -> None:

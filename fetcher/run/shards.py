@@ -22,12 +22,10 @@ the next shard without a request.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import sqlite3
-import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -41,6 +39,7 @@ from fetcher.files.naming import initial_name
 from fetcher.models import ErrorKind, FetchTask, Result, Status, failed, input_extra
 from fetcher.run import shard_rows
 from fetcher.run.shard_index import IMAGE_FIELDS, Sample, ShardIndex
+from fetcher.run.tar_writer import TarWriter
 
 if TYPE_CHECKING:
     from fetcher.options import Options
@@ -58,7 +57,7 @@ class ShardWriter:
         self.caption = options.source.caption_column
         self.index = ShardIndex(options.output.out)
         self.number = self.index.reconcile()
-        self._tar: tarfile.TarFile | None = None
+        self._tar: TarWriter | None = None
         self._rows: list[dict[str, Any]] = []
         self._samples: list[Sample] = []
         self._ids: dict[str, str] = {}
@@ -125,8 +124,9 @@ class ShardWriter:
         identity = self.index.identity(result.url)
         member = None
         handle: IO[bytes] | None = None
-        if staged and result.content is not None:  # re-encoded by the worker, sent in the Result
-            member, handle = f"{key}.{images.encoded_ext(self.options)}", io.BytesIO(result.content)
+        content = result.content
+        if staged and content is not None:  # re-encoded by the worker, sent in the Result
+            member = f"{key}.{images.encoded_ext(self.options)}"
             result = replace(result, content=None)  # the manifest and the journal never hold the bytes
         elif staged:
             assert result.path is not None
@@ -145,16 +145,17 @@ class ShardWriter:
         if "stored_width" in extra:  # for the row only: fetcher's manifest keeps its fields
             final = replace(final, extra={k: v for k, v in extra.items() if k not in ("stored_width", "stored_height")})
         if member is not None:
-            assert handle is not None
-            info = tarfile.TarInfo(member)
-            size = len(handle.getbuffer()) if isinstance(handle, io.BytesIO) else os.fstat(handle.fileno()).st_size
-            info.size, info.mtime, info.mode = size, int(time.time()), 0o644
-            with handle:
-                tar.addfile(info, handle)
-            _add_bytes(tar, key + ".json", json.dumps(row, ensure_ascii=False, default=str).encode())
+            now = int(time.time())
+            if handle is None:
+                assert content is not None
+                tar.add(member, content, now)
+            else:
+                with handle:
+                    tar.add_file(member, handle, os.fstat(handle.fileno()).st_size, now)
+            tar.add(key + ".json", json.dumps(row, ensure_ascii=False, default=str).encode(), now)
             if self.caption is not None:
                 caption = row.get("caption")
-                _add_bytes(tar, key + ".txt", ("" if caption is None else str(caption)).encode())
+                tar.add(key + ".txt", ("" if caption is None else str(caption)).encode(), now)
             if result.path is not None:  # a staged file, now in the shard
                 os.remove(os.path.join(self.out, result.path))
         image: dict[str, object] = {k: final.extra[k] for k in IMAGE_FIELDS if k in final.extra}
@@ -188,8 +189,8 @@ class ShardWriter:
             pass  # it is abandoned either way
         self._tar = None
 
-    def _open(self) -> tarfile.TarFile:
-        self._tar = tarfile.open(self._path(".tar.part"), "w", format=tarfile.PAX_FORMAT)
+    def _open(self) -> TarWriter:
+        self._tar = TarWriter(self._path(".tar.part"))
         self._stats = shard_rows.new_stats(time.time())
         return self._tar
 
@@ -239,12 +240,6 @@ def _header_fields(path: str, options: Options) -> dict[str, Any]:
     if options.dataset.resize or options.dataset.encode_format:
         return {"stored_width": width, "stored_height": height}
     return {"width": width, "height": height}
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
-    tar.addfile(info, io.BytesIO(data))
 
 
 @dataclass(frozen=True)
