@@ -23,7 +23,9 @@ to answer the last 1 % of requests: retries after a 429's Retry-After, slow host
 as a share of the limits:
 pool ÷ RTT (each request costs at least one round trip) and the link's
 bandwidth ÷ the mean file size. Ratios are against curl in the same profile.
-Each run's stdout, stderr and (fetcher's) manifest are kept under ``--keep``, with
+``--rounds N`` runs every tool N times per profile, the order rotated each round, and
+shows each tool's median run (one run's files/s moves by a quarter with the 429 hosts'
+luck). Each run's stdout, stderr and (fetcher's) manifest are kept under ``--keep``, with
 ``lost.txt``: every URL of the list not saved, and what the manifest says of it.
 """
 
@@ -232,6 +234,22 @@ def last_share_s(lines: list[str], share: float = 0.01) -> float | None:
     return ends[-1] - ends[max(0, int(len(ends) * (1 - share)) - 1)]
 
 
+def median_row(runs: list[list[str]]) -> list[str]:
+    """The run with the median files/s (the lower one of an even count); every run's files/s in the
+    label, and every run's lost URLs if one lost any (the median run alone would hide them).
+
+    One run's files/s moves by a quarter with which URLs the 429 hosts happen to refuse
+    three times in a row (a run's tail), so ``--rounds 3`` reports each tool's middle run.
+    """
+    ordered = sorted(runs, key=lambda row: float(row[1]))
+    row = list(ordered[(len(ordered) - 1) // 2])
+    if len(runs) > 1:
+        lost = [int(r[2].split("/")[1]) - int(r[2].split("/")[0]) for r in runs]
+        spread = f"median of {len(runs)}: {', '.join(r[1] for r in runs)} files/s"
+        row[0] += f" [{spread}; lost {', '.join(map(str, lost))}]" if any(lost) else f" [{spread}]"
+    return row
+
+
 def per_host(queries: int, hosts: int) -> str:
     """DNS queries, and per unique host of the list (fetcher's aim: 1; A and AAAA would be 2)."""
     return f"{queries} ({queries / max(hosts, 1):.2f}/host)"
@@ -275,6 +293,8 @@ def main() -> int:
     parser.add_argument("--pool", type=int, default=256)
     parser.add_argument("--fetcher", action="append", help="a fetcher configuration (flags), repeatable")
     parser.add_argument("--timeout", type=float, default=0, help="per run, seconds (default 120; --quick 60)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each tool per profile, the order "
+                        "rotated each round; the table shows each tool's median run (default 1)")
     parser.add_argument("--save", help="also write the report to this file")
     parser.add_argument("--keep", default="wan-runs", help="folder for each run's stdout, stderr, manifest and "
                         "lost.txt (the URLs not saved, with their errors); default: ./wan-runs")
@@ -300,11 +320,15 @@ def main() -> int:
                 start_relay(world, profile)
             chosen = [t for t in found if t.label.startswith("curl")] if profile.label.startswith(
                 ("direct", "relay")) else found
-            rows = []
-            for tool in chosen:
-                print(f"[{profile.label}] {tool.label} ...", file=sys.stderr, flush=True)
-                rows.append(measure(world, tool, profile, lists, args.pool, timeout_s, expected, mean, args.keep))
-                print("   " + " | ".join(rows[-1]), file=sys.stderr, flush=True)
+            runs: dict[str, list[list[str]]] = {tool.label: [] for tool in chosen}
+            for round_no in range(args.rounds):
+                keep = args.keep if args.rounds == 1 else os.path.join(args.keep, f"round{round_no + 1}")
+                for tool in chosen[round_no % len(chosen):] + chosen[:round_no % len(chosen)]:
+                    print(f"[{profile.label}] {tool.label} ...", file=sys.stderr, flush=True)
+                    runs[tool.label].append(measure(world, tool, profile, lists, args.pool, timeout_s, expected,
+                                                    mean, keep))
+                    print("   " + " | ".join(runs[tool.label][-1]), file=sys.stderr, flush=True)
+            rows = [median_row(runs[tool.label]) for tool in chosen]
             if not profile.direct:
                 world.stop(world.relay)
             report += ["", f"### {profile.label}", "", *table(with_ratios(rows))]

@@ -72,3 +72,14 @@ def test_the_tail_is_the_time_nginx_took_for_the_last_hundredth() -> None:
     lines.append("99 . HTTP/2.0 200 1003.000 0.010 h1.test")  # a retry long after the rest
     assert abs(wan.last_share_s(lines) - (1003.0 - 1000.98)) < 1e-6  # type: ignore[operator]
     assert wan.last_share_s(["1 . HTTP/1.1 200"]) is None  # an older log format: no times
+
+
+def test_rounds_report_each_tool_s_median_run() -> None:
+    runs = [["fetcher (default)", "333", "2000/2000"], ["fetcher (default) (exit 1)", "269", "1999/2000"],
+            ["fetcher (default)", "301", "2000/2000"]]
+    row = wan.median_row(runs)
+    assert row[1:] == ["301", "2000/2000"]
+    assert row[0] == "fetcher (default) [median of 3: 333, 269, 301 files/s; lost 0, 1, 0]"
+    assert wan.median_row(runs[:1]) == runs[0]  # one round: the row as it was
+    assert wan.median_row(runs[:2])[1] == "269"  # an even count: the lower middle
+    assert wan.median_row([runs[0], runs[2]])[0] == "fetcher (default) [median of 2: 333, 301 files/s]"
