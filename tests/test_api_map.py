@@ -30,7 +30,7 @@ def blocked_map(server, out: str, fast: int, ahead: int | None = None) -> tuple[
     read = [0]
 
     def items() -> Iterator[str]:
-        yield server.url("/slow/head.jpg?delay={SLOW_S}")
+        yield server.url(f"/slow/head.jpg?delay={SLOW_S}")
         for i in range(fast):
             read[0] += 1
             yield server.url(f"/files/b{i}.jpg?size=300")
