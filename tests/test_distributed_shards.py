@@ -290,12 +290,68 @@ def test_a_worker_started_in_a_killed_workers_folder_finishes_what_serve_recorde
     {"op": "rows", "shard": 1, "token": "t", "rows": [{"key": "a1", "path": None, "row": {}}]},
     {"op": "rows", "shard": 1, "token": "t", "rows": [{"key": "1", "path": "/etc/passwd", "row": {}}]},
     {"op": "seal", "shard": 1, "token": "t", "count": True}, {"op": "commit", "shard": "1", "token": "t"},
-    {"op": "abort", "shard": 1, "token": 5}, {"op": "written", "shard": 1, "token": "t", "count": 1}])
+    {"op": "abort", "shard": 1, "token": 5}, {"op": "written", "shard": 1, "token": "t", "count": 1},
+    # well shaped, hostile inside (each crashed `fetcher work` before: KeyError, ArrowInvalid at seal)
+    *({"op": "rows", "shard": 1, "token": "t", "rows": [{"key": "1", "path": None, "row": row}]} for row in (
+        {}, {"status": "x", "error_message": "e"}, {"status": "failed_to_download", "error_message": None},
+        {"status": "failed_to_download", "error_message": "e", "width": "abc"},
+        {"status": "success", "error_message": None, "width": True},
+        {"status": "success", "error_message": None, "height": 2 ** 31},
+        {"status": "success", "error_message": None, "sha256": 5}, {1: "x", "status": "success"}))])
 def test_a_malformed_shard_order_is_a_wire_error(message):
     from fetcher.distributed.calls import WireError, check_order
 
     with pytest.raises(WireError):
         check_order(message)
+
+
+def test_a_worker_that_cannot_write_its_shards_fails_the_rows_instead_of_looping(tmp_path, monkeypatch):
+    """A full disk in a worker's folder: every seal is reported broken. Its rows used to be fetched and
+    sharded again for ever (serve never ended, each round asking the host again); now a row whose
+    shards were given up MAX_GIVE_UPS times is a failure (kind io), in the manifest, in no shard."""
+    import errno
+
+    from fetcher.distributed.manager.coordinator import Coordinator
+    from fetcher.distributed.protocol import RunRules, WorkerInfo
+    from fetcher.distributed.serve_shards import MAX_GIVE_UPS, ServeShards
+    from fetcher.distributed.shard_worker import WorkerShards
+    from fetcher.models import FetchTask, Result, Status
+    from fetcher.options import Options
+    from fetcher.run import shard_rows
+
+    def full_disk(rows, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shard_rows, "write_parquet", full_disk)
+    folder = str(tmp_path / "w1")
+    coordinator = Coordinator(RunRules({}), "run", 1, lease_timeout=60.0)
+    coordinator.hello(1, __import__("fetcher").__version__, WorkerInfo("w1", "h", 1, folder, "thread", 2, 4))
+    notes: list[str] = []
+    options = Options.create(out=str(tmp_path / "srv"), output_format="webdataset", shard_size=1)
+    step = ServeShards(options, coordinator, notes.append).open()
+    worker = WorkerShards(folder, lambda event: None)
+    task = next(step.admit(iter([FetchTask(url="http://h/0.png", name="staging/s0.png", index=0)])))
+    outcomes = []
+    for _ in range(MAX_GIVE_UPS + 2):  # bounded: the old code redid it every round
+        path, size, digest = _staged(folder, "s0")
+        step.add(Result(url=task.url, status=Status.OK, path=path, bytes=size, sha256=digest, index=0,
+                        extra={"worker": {"id": "w1", "host": "h", "out": folder}, "width": 20, "height": 10}))
+        for _ in range(2):
+            worker.exchange(_Connection(coordinator, "w1"))
+        step.wait_for_more(0.0)
+        outcome = next(step.rejoin(iter([])))
+        outcomes.append(outcome)
+        if isinstance(outcome, Result):
+            break
+    assert [type(o).__name__ for o in outcomes] == ["FetchTask"] * (MAX_GIVE_UPS - 1) + ["Result"]
+    final = outcomes[-1]
+    assert final.status is Status.FAILED and final.error.kind == "io" and "No space left" in final.error.message
+    assert "key" not in final.extra and "shard" not in final.extra  # in no shard
+    assert step.add(final) is final  # on to the journal and the manifest, not held
+    assert step.wait_for_more(0.0) is False  # the run can end
+    assert shard_files(folder) == [] and step.index.counts() == (0, 0)
+    assert any("1 failed" in note for note in notes)
+    step.close(True)
 
 
 @pytest.mark.parametrize("reports", [

@@ -14,6 +14,7 @@ from typing import Any
 
 from fetcher.distributed.protocol import WorkerInfo
 from fetcher.models import ErrorInfo, Result, Status
+from fetcher.run.shard_rows import row_problem
 
 _NONE = type(None)
 _RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -167,6 +168,9 @@ def _op(message: object, allowed: tuple[str, ...]) -> tuple[dict[str, Any], str]
 def _row(item: object) -> None:
     if not isinstance(item, dict) or not isinstance(item.get("row"), dict):
         raise WireError("a shard row has the wrong shape")
+    problem = row_problem(item["row"])
+    if problem is not None:
+        raise WireError(f"a shard row with {problem}")
     _field_text(item, "key")
     if not item["key"].isdigit() or not item["key"].isascii():
         raise WireError("a shard row's key is not digits")

@@ -28,12 +28,12 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from fetcher.distributed.shard_plan import OpenShard, Row, ShardPlan, finished, worker_label
+from fetcher.distributed.shard_plan import OpenShard, Row, ShardPlan, finished, unshardable, worker_label
 from fetcher.models import ErrorKind, FetchTask, Result, Status, failed
 from fetcher.run import shard_rows
 from fetcher.run.shard_index import IMAGE_FIELDS, Sample, ShardIndex
@@ -48,6 +48,7 @@ STAGED = "staging/"
 TICK_S = 0.1
 LIVENESS_S = 0.25
 REPOST_S = 5.0  # a seal or commit without an answer this long is posted again
+MAX_GIVE_UPS = 3  # then a row fails (io, no shard): a worker that cannot write must not loop the run
 
 
 class ServeShards:
@@ -67,6 +68,7 @@ class ServeShards:
         self._input_done = False
         self._next_tick = self._next_check = 0.0
         self._done_shards = self._stale = 0
+        self._given_up: Counter[str] = Counter()  # URL -> shards of its row given up
 
     def open(self) -> ServeShards:
         self.index = ShardIndex(self.options.output.out)
@@ -265,11 +267,18 @@ class ServeShards:
                        f"{shard.label['out']}` on {shard.label['host']} does it")
             return
         self.broker.post(shard.worker, {"op": "abort", "shard": shard.number, "token": shard.token})
+        again = 0
         for row in shard.rows:
+            self._given_up[row.result.url] += 1
+            if self._given_up[row.result.url] >= MAX_GIVE_UPS:
+                self._release(unshardable(row, f"no shard could be written for it {MAX_GIVE_UPS} times (last: {why})"))
+                continue
             if isinstance(row.again, FetchTask):
                 self._tasks[row.again.index] = row.again
             self._again.append(row.again)
-        self._note(f"{why}: shard {stem} given up, its {len(shard.rows)} rows done again by others")
+            again += 1
+        failed_now = f"; {len(shard.rows) - again} failed (given up {MAX_GIVE_UPS}x)" if again < len(shard.rows) else ""
+        self._note(f"{why}: shard {stem} given up, its {again} rows done again by others{failed_now}")
 
     def _report(self, worker: str, report: dict[str, Any]) -> None:
         op, number = report["op"], report["shard"]

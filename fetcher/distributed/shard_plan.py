@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fetcher.models import FetchTask, Result, Status, input_extra
+from fetcher.models import ErrorKind, FetchTask, Result, Status, failed, input_extra
 from fetcher.run import shard_rows
 from fetcher.run.shard_index import Sample
 
@@ -103,3 +103,14 @@ def worker_label(worker: object) -> dict[str, str] | None:
     if not isinstance(worker, dict) or not all(isinstance(worker.get(k), str) for k in ("id", "host", "out")):
         return None
     return {"id": worker["id"], "host": worker["host"], "out": worker["out"]}
+
+
+_SHARD_FIELDS = ("key", "shard", "stored_width", "stored_height")
+
+
+def unshardable(row: Row, why: str) -> Result:
+    """A failed Result (kind io) for a row no shard could be written for: in the journal and the
+    manifest, in no shard, so a rerun tries it again."""
+    extra = {k: v for k, v in row.result.extra.items() if k not in _SHARD_FIELDS}
+    return failed(row.result.url, ErrorKind.IO, why, attempts=row.result.attempts, index=row.result.index,
+                  extra=extra)

@@ -84,10 +84,10 @@ class WorkerShards:
                 if token:
                     self._emit(WorkerEvent(Kind.WARNING, f"the server gave shard {shard_stem(number)} to others: "
                                                          "deleted here"))
-        except OSError as exc:  # a full disk, say: the shard goes to other workers
-            self.build.abort(number, token)
+        except (OSError, ValueError, TypeError, KeyError) as exc:  # a full disk, a row pyarrow refuses: to others
+            self.build.abort(number, token)  # (serve fails a row whose shards broke MAX_GIVE_UPS times: no loop)
             self._reports.append({"op": "broken", "shard": number, "token": token,
-                                  "why": f"{exc.strerror or exc}"[:500]})
+                                  "why": f"{getattr(exc, 'strerror', None) or exc}"[:500]})
 
     def stage(self, result: Result, name: str) -> Result:
         """A re-encoded sample the download kept in memory (``content``) written to ``staging/`` under its

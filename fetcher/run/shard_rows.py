@@ -101,6 +101,32 @@ def make_row(result: Result, key: str, options: Options) -> dict[str, Any]:
     return row
 
 
+_INT32 = (-(2 ** 31), 2 ** 31 - 1)
+_STATUSES = (SUCCESS, FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE)
+
+
+def row_problem(row: dict[Any, Any]) -> str | None:
+    """What keeps ``row`` (from the network: serve's rows order) from being counted and written, or None.
+
+    A row that passed this cannot fail ``count_row`` or ``write_parquet``'s typed columns."""
+    if not all(isinstance(name, str) for name in row):
+        return "a column name that is not text"
+    if row.get("status") not in _STATUSES:
+        return "a status that is not img2dataset's"
+    for name, kind in _TYPES.items():
+        value = row.get(name)
+        if value is None:
+            continue
+        if kind == "string" and not isinstance(value, str):
+            return f"{name} is not text"
+        if kind == "int32" and (not isinstance(value, int) or isinstance(value, bool)
+                                or not _INT32[0] <= value <= _INT32[1]):
+            return f"{name} is not a 32-bit whole number"
+    if row["status"] != SUCCESS and not isinstance(row.get("error_message"), str):
+        return "a failed row without an error message"
+    return None
+
+
 def new_stats(started: float) -> dict[str, Any]:
     return {"count": 0, "successes": 0, FAILED_TO_DOWNLOAD: 0, FAILED_TO_RESIZE: 0, "duration": 0.0,
             "start_time": started, "end_time": started, "status_dict": Counter()}
