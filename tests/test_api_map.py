@@ -22,6 +22,7 @@ from fetcher.download.durability import FLUSH_EVERY_N
 POOL = 4
 DEFAULT_AHEAD = 4 * POOL + FLUSH_EVERY_N
 SLOW_S = 120  # longer than any wait below: the first Result never comes back during a test
+READ_TIMEOUT_S = 2 * SLOW_S  # so it comes back after SLOW_S at the earliest, whatever the retries
 
 
 def blocked_map(server, out: str, fast: int, ahead: int | None = None) -> tuple[Fetcher, Iterator[str], list[int]]:
@@ -30,12 +31,12 @@ def blocked_map(server, out: str, fast: int, ahead: int | None = None) -> tuple[
     read = [0]
 
     def items() -> Iterator[str]:
-        yield server.url("/slow/head.jpg?delay={SLOW_S}")
+        yield server.url(f"/slow/head.jpg?delay={SLOW_S}")
         for i in range(fast):
             read[0] += 1
             yield server.url(f"/files/b{i}.jpg?size=300")
 
-    fetcher = Fetcher(out=out, pool=POOL)
+    fetcher = Fetcher(out=out, pool=POOL, read_timeout=READ_TIMEOUT_S)
     return fetcher, fetcher.map(items(), **({} if ahead is None else {"ahead": ahead})), read
 
 
@@ -73,7 +74,7 @@ def run_blocked(fetcher: Fetcher, results: Iterator[str], check) -> None:
 def test_the_pool_keeps_downloading_behind_a_slow_first_result(server, out):
     fetcher, results, _ = blocked_map(server, out, fast=300)
     # Before: 4 x pool - 1 = 15 fast URLs fetched, then the pool idled until the slow one came back.
-    run_blocked(fetcher, results, lambda: wait_until(lambda: fast_requests(server) == 300, timeout=30,
+    run_blocked(fetcher, results, lambda: wait_until(lambda: fast_requests(server) == 300, timeout=90,
                                                      what="the 300 URLs behind the slow one fetched"))
 
 
@@ -85,7 +86,7 @@ def test_map_reads_a_large_generator_no_further_than_ahead(server, out, ahead):
     def check() -> None:
         # Everything it read is downloaded; reading is far faster than fetching, so an unbounded
         # map would have read the whole generator by now.
-        wait_until(lambda: fast_requests(server) == limit - 1, timeout=45, what="the look-ahead fetched")
+        wait_until(lambda: fast_requests(server) == limit - 1, timeout=90, what="the look-ahead fetched")
         assert read[0] <= limit  # the slow one, then limit - 1 fast ones (+ the one being read)
 
     run_blocked(fetcher, results, check)
