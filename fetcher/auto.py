@@ -12,9 +12,10 @@ one (benchmarks/run.py), measured in the same runs:
 - backend, with requests: ``process`` on several CPUs, else ``thread``;
 - backend, when every image is decoded (a dataset build: ``--verify-image``, ``--resize``,
   ``--encode-format``): ``process`` on several CPUs, whatever the client. Decoding, resizing and
-  encoding cost 2-3 ms of CPU per image, and multi runs them all on its one thread: measured on
-  10,000 images resized to 256 (benchmarks/datasets.py, docs/performance-datasets.md), process +
-  curl made 1.8x the images/s of multi + curl at about the same CPU per image.
+  encoding cost about 1 ms of CPU per image (of ~1.8 ms in all), and multi runs them all on its one
+  thread: measured on 10,000 images resized to 256 (benchmarks/datasets.py,
+  docs/performance-datasets.md), process + curl made 1.8x the images/s of multi + curl at about the
+  same CPU per image.
 
 ``auto`` is the CLI's default for a local run (``fetcher INPUT``): measured on a quiet
 machine, multi + curl made 1.7-3.3x the files/s of thread + requests on the loopback

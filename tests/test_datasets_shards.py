@@ -195,7 +195,7 @@ def test_the_readme_dataset_example_runs_as_written(server, tmp_path, monkeypatc
 def test_a_resized_sample_reaches_its_shard_in_the_result_never_through_a_staged_file(server, out, monkeypatch,
                                                                                     in_memory_max):
     """A re-encoded sample goes from the worker to the shard in the Result: no staged file is written,
-    synced, renamed, read back and removed (issue 26: a sixth of the CPU per image).
+    synced, renamed, read back and removed (issue 26: each image reaches the disk once, in its shard).
     Its download is in memory too when its declared length is under the cap (None), else in a .part
     (0), which is gone once the image is re-encoded. Both end the same in the shard."""
     import dataclasses

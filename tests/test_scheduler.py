@@ -65,6 +65,17 @@ def test_retry_after_is_the_delay_capped_by_max_retry_after():
     assert sched.backoff_delay(3, retry_after=0.0) == 4.0  # "now" from a server: our backoff still spaces it
 
 
+def test_retry_after_beyond_the_cap_never_retries_sooner_than_our_backoff():
+    # The cap bounds how long we wait for a server, it must not shorten our own spacing:
+    # with --max-retry-after 0 a 429 host was retried at once, on every attempt.
+    sched, _ = make([], max_retry_after=0.0)
+    assert [sched.backoff_delay(a, retry_after=120.0) for a in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    sched, _ = make([], max_retry_after=2.0)
+    assert sched.backoff_delay(4, retry_after=120.0) == 8.0  # backoff longer than the cap
+    assert sched.backoff_delay(1, retry_after=120.0) == 2.0  # the cap longer than the backoff
+    assert sched.backoff_delay(4, retry_after=1.5) == 1.5  # within the cap: the server's word
+
+
 def test_bad_lines_pass_through_in_order():
     bad = Result(url="x", status=failed("x", ErrorKind.INVALID_URL, "m").status)
     task = FetchTask("http://h/a", "h/a")

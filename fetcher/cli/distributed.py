@@ -151,7 +151,8 @@ def serve_main(argv: list[str]) -> int:
     try:
         with _sigterm_interrupts():
             config = ServeConfig(spec, args.lease_timeout, args.verbose, args.quiet, args.retry_failed)
-            served = serve(opened.items, options, progress, config, total=total, on_listening=listening)
+            served = serve(opened.items, options, progress, config, total=total, on_listening=listening,
+                           on_event=above_the_bar)  # "fetcher serve: worker w1 joined ...", as its other lines
         summary = served.summary
         lines: list[str] = []
         if not args.quiet or log is not None:

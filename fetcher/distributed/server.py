@@ -76,10 +76,13 @@ def _took_part(stats: dict[str, Any], records: dict[str | None, Counter[str]]) -
 
 
 def serve(items: Iterator[Task | Result], options: Options, progress: Progress, config: ServeConfig, *,
-          total: int | None = None, on_listening: Callable[[str], None] | None = None) -> Served:
+          total: int | None = None, on_listening: Callable[[str], None] | None = None,
+          on_event: Callable[[str], None] | None = None) -> Served:
     """Serve ``items`` to workers until every one is final (or Ctrl-C), then tell them to exit.
 
-    ``on_listening`` is called with where workers reach the broker, once it is open.
+    ``on_listening`` is called with where workers reach the broker, once it is open; ``on_event``
+    (default: the progress bar's note) with each line about the workers (joined, leases expired),
+    unless ``config.quiet``.
 
     Raises:
         ConfigError: the broker cannot be opened, another run holds the output folder, or the
@@ -94,7 +97,7 @@ def serve(items: Iterator[Task | Result], options: Options, progress: Progress, 
     where = broker.start()
     if on_listening is not None:
         on_listening(where)
-    backend = partial(RemoteBackend, coordinator=broker, on_event=None if config.quiet else progress.note)
+    backend = partial(RemoteBackend, coordinator=broker, on_event=None if config.quiet else on_event or progress.note)
     completed = False
     records: dict[str | None, Counter[str]] = {}
 

@@ -317,7 +317,7 @@ class Download:
         if self.options.output.in_memory or self.options.shards_here:
             # The re-encoded image is in memory already and its one place is the shard: it goes to the
             # coordinator in the Result, not through a staged file written, synced, renamed, read back
-            # and removed (issue 26, with the download in memory: 31.1 -> 26.2 M instructions per image).
+            # and removed: each image reaches the disk once, in its shard (issue 26).
             if not isinstance(self.sink, io.BytesIO):
                 partial.discard(self.part)
                 self.has_meta = False

@@ -237,7 +237,12 @@ class Scheduler:
         503 also pauses its host that long (``settle``), so no request comes sooner.
         Growing our own guess on top only lengthened a run's tail: the third 429 of a
         URL waited 1-2 s where ``Retry-After: 1`` asked for 1 (issue 27, benchmarks/wan.py).
+        A Retry-After beyond the cap is not the server's word any more: the retry then
+        waits the cap or our backoff, whichever is longer, so a small cap (even 0) never
+        makes a throttled host's retries come sooner than an unthrottled one's.
         """
-        if retry_after is not None and retry_after > 0:
-            return min(retry_after, self._options.rules.max_retry_after)
-        return self._backoff.delay(attempt - 1, self._jitter)
+        backoff = self._backoff.delay(attempt - 1, self._jitter)
+        if retry_after is None or retry_after <= 0:
+            return backoff
+        cap = self._options.rules.max_retry_after
+        return retry_after if retry_after <= cap else max(backoff, cap)

@@ -296,5 +296,5 @@ class Coordinator:
     def _reap(self, now: float) -> None:
         for worker_id, count in self._book.reap(now).items():
             self._counts["expired"] += count
-            self._events.append(f"{count} leases of worker {worker_id} expired (no heartbeat for "
-                                f"{self.lease_timeout:g} s): handed out again")
+            self._events.append(f"{count} lease{'s' if count != 1 else ''} of worker {worker_id} expired "
+                                f"(no heartbeat for {self.lease_timeout:g} s): handed out again")

@@ -209,7 +209,8 @@ class RunStreams:
                 break
         if expired:
             self.counts["expired"] += expired
-            self.events.append(f"{expired} leases expired (no heartbeat for {self.lease_timeout:g} s): "
+            self.events.append(f"{expired} lease{'s' if expired != 1 else ''} expired (no heartbeat for "
+                               f"{self.lease_timeout:g} s): "
                                 "handed out again")
 
     def recover(self) -> None:
