@@ -31,12 +31,11 @@ from typing import Any
 
 from fetcher.api import Task, _Converter
 from fetcher.backends.base import SessionFactory
-from fetcher.download.durability import FLUSH_EVERY_N
 from fetcher.errors import ConfigError, Interrupted
 from fetcher.models import FetchTask, Result
 from fetcher.options import CURL_INSTALL_HINT
 from fetcher.run.aio_driver import Asked, LoopDriver
-from fetcher.run.api_run import api_options, api_spec
+from fetcher.run.api_run import api_options, api_spec, look_ahead
 from fetcher.run.collector import Summary
 
 __all__ = ["AsyncFetcher", "afetch"]
@@ -152,7 +151,7 @@ class AsyncFetcher:
         Leaving the loop early stops reading ``items``; what was asked for still finishes
         unless the AsyncFetcher is cancelled (leaving its ``async with`` on an exception does it).
         """
-        limit = ahead or 4 * self._spec.options.transport.window + FLUSH_EVERY_N
+        limit = look_ahead(ahead, self._spec.options.transport.window)
         source = _items(items)
         done: deque[asyncio.Future[Result]] = deque()
         signal: list[asyncio.Future[None]] = []

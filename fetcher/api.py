@@ -22,10 +22,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fetcher.backends.base import SessionFactory
-from fetcher.download.durability import FLUSH_EVERY_N
 from fetcher.models import FetchTask, Item, Result
 from fetcher.redact import remember_header
-from fetcher.run.api_run import api_options, api_spec
+from fetcher.run.api_run import api_options, api_spec, look_ahead
 from fetcher.run.collector import Summary
 from fetcher.run.runner import RunSpec, run
 from fetcher.sources.tasks import Line, TaskMaker
@@ -261,7 +260,7 @@ class Fetcher:
         """Results in the order of ``items``, read at most ``ahead`` beyond the Result yielded last
         (default: 4 x the pool + ``durability.FLUSH_EVERY_N``, as ``AsyncFetcher.map``, which says why)."""
         submitted: deque[Future[Result]] = deque()
-        limit = ahead or 4 * self._spec.options.transport.window + FLUSH_EVERY_N
+        limit = look_ahead(ahead, self._spec.options.transport.window)
         for item in items:
             submitted.append(self.submit(item))
             if len(submitted) >= limit:

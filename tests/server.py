@@ -16,8 +16,8 @@ Routes (query parameters in brackets):
     /redirect/NAME[?to=URL&cookie=C]  302 to URL (default /files/NAME), with Set-Cookie: C if given
     /loop/NAME                      302 to itself
     /image/NAME[?format=F&size=N]   a body starting with F's magic bytes (png, jpeg, gif), served as image/F
-    /img/NAME[?format=F&w=W&h=H&fault=X&robots=R]
-                                    a real W x H image made with Pillow (F: jpg, png, webp); fault
+    /img/NAME[?format=F&w=W&h=H&fault=X&robots=R&delay=S]
+                                    a real W x H image made with Pillow (F: jpg, png, webp), after S s; fault
                                     truncate sends its first half (a whole HTTP response), corrupt
                                     garbles all but its first 16 bytes; robots sends X-Robots-Tag: R
     /html/NAME[?type=T]             an HTML error page served as T (default image/jpeg)
@@ -219,6 +219,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, image_body(name, fmt, size), f"image/{fmt}")
         elif kind == "img":
             fmt = query.get("format", "jpg")
+            time.sleep(float(query.get("delay", 0)))
             headers = {"X-Robots-Tag": query["robots"]} if "robots" in query else {}
             self._send(200, faulty_image(name, query), "image/" + fmt.replace("jpg", "jpeg"), headers)
         elif kind == "html":

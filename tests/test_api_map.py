@@ -104,3 +104,23 @@ def test_map_reads_a_large_generator_no_further_than_ahead(server, out, ahead):
         assert read[0] <= limit  # the slow one, then limit - 1 fast ones (+ the one being read)
 
     run_blocked(fetcher, results, check)
+
+
+@pytest.mark.parametrize("ahead", [0, -1, 2.5, True])
+def test_map_refuses_a_look_ahead_below_one(tmp_path, ahead):
+    """``ahead=0`` used to mean the default without a word; sync and async map now refuse it."""
+    import asyncio
+
+    from fetcher import AsyncFetcher
+    from fetcher.errors import ConfigError
+
+    with Fetcher(out=str(tmp_path / "sync")) as fetcher, pytest.raises(ConfigError, match="ahead"):
+        next(fetcher.map(["http://127.0.0.1:9/x"], ahead=ahead))
+
+    async def first() -> None:
+        async with AsyncFetcher(out=str(tmp_path / "async")) as fetcher:
+            async for _ in fetcher.map(["http://127.0.0.1:9/x"], ahead=ahead):
+                break
+
+    with pytest.raises(ConfigError, match="ahead"):
+        asyncio.run(first())

@@ -120,6 +120,19 @@ def test_status_shows_the_shards_of_a_serve_run(server, cluster, tmp_path, capsy
     assert "webdataset across hosts: 3 shards finished (6 rows) in 1 worker folder: " in capsys.readouterr().out
 
 
+def test_a_per_host_cap_of_one_holds_across_two_workers_building_shards(server, cluster, tmp_path):
+    urls = [server.url(f"/img/p{i}.png?format=png&w=20&h=20&delay=0.15") for i in range(12)]
+    pq.write_table(pa.table({"url": urls}), str(tmp_path / "in.parquet"))
+    out, folders = str(tmp_path / "srv"), [str(tmp_path / "w1"), str(tmp_path / "w2")]
+    srv = cluster.serve(str(tmp_path / "in.parquet"), out, "--output-format", "webdataset", "--shard-size", "3",
+                        "--per-host", "1")
+    workers = [cluster.work(srv.address, folder, "--pool", "4", name=f"w{i}") for i, folder in enumerate(folders)]
+    assert srv.wait(120) == 0 and [w.wait() for w in workers] == [0, 0]
+    assert server.stats.snapshot()["max_active"] == 1  # the test server's own count of requests in flight
+    rows, _ = every_row(folders, 3)
+    assert sorted(r["url"] for r in rows) == sorted(urls)
+
+
 def final_rows(folder: str, size: int) -> list[dict]:
     """The rows of the finished shards of ``folder`` (a killed worker's unfinished .part files are no shard)."""
     from shard_reader import check_shard
@@ -297,3 +310,29 @@ def test_malformed_shard_reports_are_a_wire_error(reports):
         check_reports(reports)
     with pytest.raises(WireError):
         check_call(("exchange", ("w1", reports)))
+
+
+def test_serve_killed_mid_build_and_started_again_resumes_with_the_same_workers(server, cluster, tmp_path):
+    from cluster import free_port
+
+    urls = [server.url(f"/img/z{i}.png?format=png&w={20 + i % 5}&h=20&delay=0.05") for i in range(40)]
+    pq.write_table(pa.table({"url": urls}), str(tmp_path / "in.parquet"))
+    out, folders = str(tmp_path / "srv"), [str(tmp_path / "w1"), str(tmp_path / "w2")]
+    args = ("--output-format", "webdataset", "--shard-size", "4", "--per-host", "2")
+    port = free_port()
+    first = cluster.serve(str(tmp_path / "in.parquet"), out, *args, port=port)
+    workers = [cluster.work(first.address, folder, "--pool", "2", name=f"w{i}") for i, folder in enumerate(folders)]
+    wait_until(lambda: sum(n.endswith(".tar") for f in folders if os.path.isdir(f) for n in os.listdir(f)) >= 2,
+               60, "two finished shards")
+    first.kill()  # -9: the rows it held for open shards never reached its journal
+    kept = {os.path.join(f, n): os.path.getmtime(os.path.join(f, n)) for f in folders for n in shard_files(f)}
+    again = cluster.serve(str(tmp_path / "in.parquet"), out, *args, port=port, name="serve2")
+    assert again.wait(180) == 0, again.text()
+    assert [w.wait() for w in workers] == [0, 0]
+    for path, mtime in kept.items():
+        assert os.path.getmtime(path) == mtime  # finished shards kept as they were
+    rows = final_rows(folders[0], 4) + final_rows(folders[1], 4)
+    assert sorted(r["url"] for r in rows) == sorted(urls)  # every row once, across the two serve runs
+    assert sorted(manifest(out)) == sorted(urls)
+    for folder in folders:
+        read_folder(folder, 4)  # and nothing unfinished left behind

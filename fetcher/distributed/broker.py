@@ -132,6 +132,7 @@ class ServeBroker(Protocol):
     def take_events(self) -> list[str]: ...
 
     lease_timeout: float
+    epoch: int
 
     # Webdataset shards (distributed/serve_shards.py; messages: calls.py):
     def post(self, worker_id: str, order: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from fetcher.distributed.shard_plan import OpenShard, Row, ShardPlan
+from fetcher.distributed.shard_plan import OpenShard, Row, ShardPlan, finished, worker_label
 from fetcher.models import ErrorKind, FetchTask, Result, Status, failed
 from fetcher.run import shard_rows
 from fetcher.run.shard_index import IMAGE_FIELDS, Sample, ShardIndex
@@ -47,6 +47,7 @@ NOT_ROWS = frozenset({ErrorKind.CANCELLED.value, ErrorKind.STORAGE.value})  # no
 STAGED = "staging/"
 TICK_S = 0.1
 LIVENESS_S = 0.25
+REPOST_S = 5.0  # a seal or commit without an answer this long is posted again
 
 
 class ServeShards:
@@ -97,7 +98,7 @@ class ServeShards:
                 continue
             sample = found.get(item.url)
             if sample is not None and sample.ok:
-                yield self._finished(item, sample)
+                yield finished(item, sample, self.index.home(sample.shard))
                 continue
             if sample is not None:
                 self._failed_before.add(sample.url)  # tried again; only a success makes a new row
@@ -105,18 +106,6 @@ class ServeShards:
             task = replace(item, name=name, provisional_name=provisional)
             self._tasks[task.index] = task
             yield task
-
-    def _finished(self, task: FetchTask, sample: Sample) -> Result:
-        from fetcher.models import input_extra
-
-        assert self.index is not None
-        shard = shard_rows.shard_stem(sample.shard) + ".tar"
-        home = self.index.home(sample.shard)
-        extra: dict[str, Any] = {**input_extra(task.meta), **sample.image, "key": sample.key, "shard": shard}
-        if home is not None:
-            extra["worker"] = home
-        return Result(url=task.url, status=Status.SKIPPED, path=f"{shard}/{sample.member}", bytes=sample.bytes,
-                      sha256=sample.sha256, attempts=0, index=task.index, extra=extra)
 
     def rejoin(self, items: Iterator[Item]) -> Iterator[Item]:
         """The run's items, then (and in between) the Results of recorded shards and the rows to redo.
@@ -151,7 +140,7 @@ class ServeShards:
                                                or self.index.identity(result.url) in self._failed_before):
             return result
         # A staged image is a new row, also ``skipped`` (a row done again by the worker that staged it)
-        label = _label(result.extra.get("worker"))
+        label = worker_label(result.extra.get("worker"))
         if result.ok and (not staged or label is None):
             return result  # not a sample a worker staged (cannot happen with our workers)
         if label is None:
@@ -207,7 +196,8 @@ class ServeShards:
         shard = self._plan.filling_for(label["id"])
         if shard is None:
             number = self.index.allocate()
-            shard = self._plan.open(number, f"{number}.{secrets.token_hex(4)}", label)
+            # The epoch first: a worker that sees a new serve keeps what the tokens of that serve name.
+            shard = self._plan.open(number, f"{self.broker.epoch}.{number}.{secrets.token_hex(4)}", label)
         key = shard_rows.sample_key(shard.number, len(shard.rows), self.size)
         stem = shard_rows.shard_stem(shard.number)
         member = key + os.path.splitext(str(result.path))[1] if staged else None
@@ -254,12 +244,13 @@ class ServeShards:
         timeout = self.broker.lease_timeout
         workers = {w["id"]: w for w in self.broker.stats(gone_too=True)["workers"]}
         for shard in list(self._plan.shards.values()):
-            if shard.state != "filling" and now - shard.since >= timeout:  # no report: the order may be lost
-                shard.since = now
-                self.broker.post(shard.worker, {"op": "seal" if shard.state == "sealed" else "commit",
+            if shard.state == "committed" and now - shard.opened >= timeout:
+                self._plan.drop(shard)  # recorded: not worth holding the run's end longer for its rename
+                continue
+            if shard.state != "filling" and now - shard.since >= min(timeout, REPOST_S):
+                shard.since = now  # no answer: the order (or the reply that carried it) may be lost; both
+                self.broker.post(shard.worker, {"op": "seal" if shard.state == "sealed" else "commit",  # idempotent
                                                 "shard": shard.number, "token": shard.token, "count": len(shard.rows)})
-                if shard.state == "committed":  # recorded: not worth holding the run's end for its rename
-                    self._plan.drop(shard)
                 continue
             seen = workers.get(shard.worker)
             if (seen is None and now - shard.opened >= timeout) or (
@@ -291,7 +282,13 @@ class ServeShards:
             if shard is not None:
                 self._plan.drop(shard)
             return
-        if shard is None:  # a shard serve gave up on, or never gave this worker: it does not count
+        if shard is None and op == "written" and self._plan.current(number, token, worker, "committed") is not None:
+            self.broker.post(worker, {"op": "commit", "shard": number, "token": token})  # said twice: answer again
+            return
+        if shard is None and op == "written" and self._recorded_for(number, worker):
+            # Recorded by the serve before this one (killed before the worker heard): rename it.
+            self.broker.post(worker, {"op": "commit", "shard": number, "token": token})
+        elif shard is None:  # a shard serve gave up on, or never gave this worker: it does not count
             self._stale += 1
             self.broker.post(worker, {"op": "abort", "shard": number, "token": token})
             self._note(f"refused shard {shard_rows.shard_stem(number)} from worker {worker}: it is not the "
@@ -302,6 +299,11 @@ class ServeShards:
             self._give_up(shard, f"worker {worker} wrote {report['count']} rows of {len(shard.rows)}")
         else:
             self._commit(shard, report.get("failed") or {})
+
+    def _recorded_for(self, number: int, worker: str) -> bool:
+        assert self.index is not None
+        home = self.index.home(number)
+        return home is not None and home.get("id") == worker
 
     def _answer_leftover(self, worker: str, number: int, report: dict[str, Any]) -> None:
         assert self.index is not None
@@ -326,6 +328,7 @@ class ServeShards:
             finals.append(final)
         self.index.add(shard.number, samples, home=shard.label)
         shard.state, shard.since = "committed", time.monotonic()
+        shard.opened = shard.since  # from now: how long its rename may hold the run's end
         self._done_shards += 1
         self.broker.post(shard.worker, {"op": "commit", "shard": shard.number, "token": shard.token})
         for final in finals:
@@ -335,8 +338,3 @@ class ServeShards:
         self._released.add(result.url)
         self._again.append(result)
 
-
-def _label(worker: object) -> dict[str, str] | None:
-    if not isinstance(worker, dict) or not all(isinstance(worker.get(k), str) for k in ("id", "host", "out")):
-        return None
-    return {"id": worker["id"], "host": worker["host"], "out": worker["out"]}

@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fetcher.models import FetchTask, Result
+from fetcher.models import FetchTask, Result, Status, input_extra
+from fetcher.run import shard_rows
+from fetcher.run.shard_index import Sample
 
 
 @dataclass(slots=True)
@@ -84,3 +86,20 @@ class ShardPlan:
         return {"filling": states.count("filling"), "sealed": states.count("sealed"),
                 "committing": states.count("committed"),
                 "rows_held": sum(len(s.rows) for s in self.shards.values() if s.state != "committed")}
+
+
+def finished(task: FetchTask, sample: Sample, home: dict[str, str] | None) -> Result:
+    """A URL already in a recorded shard: skipped, with what its record said and the folder holding it."""
+    shard = shard_rows.shard_stem(sample.shard) + ".tar"
+    extra: dict[str, Any] = {**input_extra(task.meta), **sample.image, "key": sample.key, "shard": shard}
+    if home is not None:
+        extra["worker"] = home
+    return Result(url=task.url, status=Status.SKIPPED, path=f"{shard}/{sample.member}", bytes=sample.bytes,
+                  sha256=sample.sha256, attempts=0, index=task.index, extra=extra)
+
+
+def worker_label(worker: object) -> dict[str, str] | None:
+    """The ``worker`` label of a Result (id, host, out), if it is one."""
+    if not isinstance(worker, dict) or not all(isinstance(worker.get(k), str) for k in ("id", "host", "out")):
+        return None
+    return {"id": worker["id"], "host": worker["host"], "out": worker["out"]}

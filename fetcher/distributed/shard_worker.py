@@ -40,9 +40,7 @@ class WorkerShards:
         self.build = ShardBuild(out)
         self._emit = emit
         self._dropped = Dropped(log, "fetcher work")
-        host = socket.gethostname()
-        self._reports: list[dict[str, Any]] = [{"op": "ask", "shard": number, "host": host, "out": out}
-                                               for number in self.build.leftovers()]
+        self._reports: list[dict[str, Any]] = [self._ask(number) for number in self.build.leftovers()]
         self.next_at = 0.0
 
     @property
@@ -107,9 +105,16 @@ class WorkerShards:
                           attempts=result.attempts, index=result.index, extra=result.extra, retryable=True)
         return replace(result, content=None, path=path)
 
-    def restarted(self) -> None:
-        """A new serve: it knows none of the shards open here."""
-        self.build.abort_all()
+    def _ask(self, number: int) -> dict[str, Any]:
+        return {"op": "ask", "shard": number, "host": socket.gethostname(), "out": self.out}
+
+    def restarted(self, epoch: int) -> None:
+        """A new serve: earlier serves' shards still filling are dropped (never recorded); sealed ones are kept
+        and the new serve asked about them, since the one before may have recorded them just before it went.
+        Orders and reports of the new serve (tokens start with its epoch) may have come first: kept."""
+        new = str(epoch)
+        self._reports = [r for r in self._reports if r["op"] == "ask" or r["token"].split(".", 1)[0] == new]
+        self._reports += [self._ask(number) for number in self.build.drop_epochs_but(new)]
 
     def finish(self, done: bool) -> None:
         """The run is over: staged images nothing will need are removed."""

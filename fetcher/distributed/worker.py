@@ -158,8 +158,8 @@ class Worker:
             self._emit(WorkerEvent(Kind.RESTARTED, f"the server restarted; carrying on, {unsent} results to send "
                                    f"and {again} recent successes to send again"))
             self._next_lease += RESTART_SETTLE_S
-            if self._shards is not None:
-                self._shards.restarted()
+            if self._shards is not None and self._server.welcome is not None:
+                self._shards.restarted(self._server.welcome.epoch)
         else:
             self._emit(WorkerEvent(Kind.RECONNECTED, f"reconnected to {self._where}"))
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fetcher.backends import backend_class
+from fetcher.download.durability import FLUSH_EVERY_N
 from fetcher.errors import ConfigError
 from fetcher.options import Options, prepare_run
 from fetcher.run.outdir import check_output
@@ -48,3 +49,20 @@ def api_spec(options: Options, progress: bool, memory: bool, journal: bool | Non
     report = Report(Progress(None, enabled=progress), quiet=True, on_summary=on_summary)
     folder = Folder(retry_failed, repeat=repeat) if keep_journal else None
     return plan(options, report, folder, manifest=not memory, workers=Workers(session_factory))
+
+
+def look_ahead(ahead: int | None, window: int) -> int:
+    """How many items ``map`` reads beyond the Result it handed back last.
+
+    The default is 4 x the pool plus the most files one flush holds back
+    (``FLUSH_EVERY_N``): a finished file's Result waits for its batch to reach the
+    disk, and a smaller look-ahead would leave the pool idle meanwhile.
+
+    Raises:
+        ConfigError: ``ahead`` below 1 (0 used to mean the default without a word).
+    """
+    if ahead is None:
+        return 4 * window + FLUSH_EVERY_N
+    if isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 1:
+        raise ConfigError(f"ahead must be a whole number of at least 1, not {ahead!r}")
+    return ahead

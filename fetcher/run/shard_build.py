@@ -172,9 +172,20 @@ class ShardBuild:
         self._remove(number, set(SUFFIXES))
         return True
 
-    def abort_all(self) -> None:
-        for number in list(self._shards):
-            self.abort(number)
+    def drop_epochs_but(self, epoch: str) -> list[int]:
+        """A new serve (``epoch``): shards of earlier ones still filling are deleted; sealed ones are forgotten
+        with their whole ``.part`` files kept, to ask the new serve about (the one before may have recorded
+        them); returns their ids. Shards of the new serve itself (tokens ``EPOCH.``) stay."""
+        sealed = []
+        for number, shard in list(self._shards.items()):
+            if shard.token.split(".", 1)[0] == epoch:
+                continue
+            if shard.tar is None:
+                del self._shards[number]
+                sealed.append(number)
+            else:
+                self.abort(number)
+        return sealed
 
     @property
     def open(self) -> int:
