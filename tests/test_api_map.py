@@ -15,27 +15,42 @@ from concurrent.futures import CancelledError
 
 import pytest
 from cluster import wait_until
+from server import Handler
 
 from fetcher import Fetcher
 from fetcher.download.durability import FLUSH_EVERY_N
 
 POOL = 4
 DEFAULT_AHEAD = 4 * POOL + FLUSH_EVERY_N
-SLOW_S = 120  # longer than any wait below: the first Result never comes back during a test
+WAIT_S = 300  # deadline of the waits below; under load the 1,015 URLs behind the held one take ~30-90 s
+READ_TIMEOUT_S = 3600  # longer than any wait: the held first URL can neither time out nor come back
+
+
+class HoldFirst(Handler):
+    """/held/NAME answers nothing until the test's server stops: the first Result never comes back
+    during a test, however slow the machine (a sleep would end, and a read timeout with it)."""
+
+    def _route(self, path: str, query: dict[str, str]) -> None:
+        if not path.startswith("/held/"):
+            super()._route(path, query)
+            return
+        self.server.stopping.wait()
+        self.close_connection = True
 
 
 def blocked_map(server, out: str, fast: int, ahead: int | None = None) -> tuple[Fetcher, Iterator[str], list[int]]:
-    """A Fetcher whose map reads a slow first URL (held back for SLOW_S), then ``fast`` small ones;
+    """A Fetcher whose map reads a first URL held back until the test ends, then ``fast`` small ones;
     returns it, the map's Result iterator and a one-item list counting the items read so far."""
     read = [0]
+    server.RequestHandlerClass = HoldFirst
 
     def items() -> Iterator[str]:
-        yield server.url(f"/slow/head.jpg?delay={SLOW_S}")
+        yield server.url("/held/head.jpg")
         for i in range(fast):
             read[0] += 1
             yield server.url(f"/files/b{i}.jpg?size=300")
 
-    fetcher = Fetcher(out=out, pool=POOL)
+    fetcher = Fetcher(out=out, pool=POOL, read_timeout=READ_TIMEOUT_S)
     return fetcher, fetcher.map(items(), **({} if ahead is None else {"ahead": ahead})), read
 
 
@@ -73,7 +88,7 @@ def run_blocked(fetcher: Fetcher, results: Iterator[str], check) -> None:
 def test_the_pool_keeps_downloading_behind_a_slow_first_result(server, out):
     fetcher, results, _ = blocked_map(server, out, fast=300)
     # Before: 4 x pool - 1 = 15 fast URLs fetched, then the pool idled until the slow one came back.
-    run_blocked(fetcher, results, lambda: wait_until(lambda: fast_requests(server) == 300, timeout=30,
+    run_blocked(fetcher, results, lambda: wait_until(lambda: fast_requests(server) == 300, timeout=WAIT_S,
                                                      what="the 300 URLs behind the slow one fetched"))
 
 
@@ -85,7 +100,7 @@ def test_map_reads_a_large_generator_no_further_than_ahead(server, out, ahead):
     def check() -> None:
         # Everything it read is downloaded; reading is far faster than fetching, so an unbounded
         # map would have read the whole generator by now.
-        wait_until(lambda: fast_requests(server) == limit - 1, timeout=45, what="the look-ahead fetched")
+        wait_until(lambda: fast_requests(server) == limit - 1, timeout=WAIT_S, what="the look-ahead fetched")
         assert read[0] <= limit  # the slow one, then limit - 1 fast ones (+ the one being read)
 
     run_blocked(fetcher, results, check)

@@ -8,6 +8,7 @@ so a download of such a name also proves the answer travelled with the task.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,7 @@ from conftest import NEEDS_PYCURL, write_list
 from dns_server import DnsServer
 from proc_helpers import Variant, read_manifest, run_cli
 from redis_helper import RedisServer
+from server import Handler
 
 from fetcher.models import FetchTask
 from fetcher.options import Options
@@ -77,21 +79,67 @@ def test_without_the_cache_the_workers_resolve_names_themselves(server, dns, tmp
     assert record["error"]["kind"] == "connect" and dns.asked("a.fetcher-test") == 0  # the system's resolver
 
 
+class BothWorkersGate:
+    """Holds every /files/ response until requests for ``paths`` different files wait at once.
+
+    Each worker below downloads ``--pool 2`` at a time and nothing completes while held, so a
+    third file asked for proves the other worker is fetching too. Without it, under load the
+    first worker could finish all six URLs before the second (a process backend, slower to
+    start) connected: the server then ends the run and leaves, and the late worker waits
+    ``--give-up-after`` for a server that is gone (the run is over before it was told).
+    """
+
+    def __init__(self, paths: int = 3, deadline: float = 90.0) -> None:
+        # deadline < retries x read timeout (4 x 30 s): before it, no held download can time
+        # out and come back as a third file from the same worker.
+        self.paths, self.deadline = paths, deadline
+        self.seen: set[str] = set()  # files asked for while held
+        self.opened = False  # by ``paths`` files at once, not by the deadline
+        self._released = False  # opened, or past the deadline: every response goes
+        self._cond = threading.Condition()
+
+    def hold(self, path: str) -> None:
+        with self._cond:
+            if self._released:
+                return
+            self.seen.add(path)
+            if len(self.seen) >= self.paths:
+                self.opened = self._released = True
+                self._cond.notify_all()
+            elif not self._cond.wait_for(lambda: self._released, timeout=self.deadline):
+                self._released = True
+                self._cond.notify_all()
+
+    def handler(self) -> type[Handler]:
+        gate = self
+
+        class Held(Handler):
+            def _route(self, path: str, query: dict[str, str]) -> None:
+                if path.startswith("/files/"):
+                    gate.hold(path)
+                super()._route(path, query)
+
+        return Held
+
+
 @pytest.mark.parametrize("broker", ["manager", "redis"])
 def test_serve_resolves_once_for_all_its_workers(server, dns, broker, tmp_path) -> None:
+    gate = BothWorkersGate()
+    server.RequestHandlerClass = gate.handler()
     port = server.server_address[1]
     urls = [f"http://{host}.fetcher-test:{port}/files/{host}{i}.bin" for host in ("a", "b") for i in range(3)]
     redis = RedisServer(tmp_path / "redis").start() if broker == "redis" else None
     cluster = Cluster(tmp_path, None if redis is None else redis.url)
     try:
         srv = cluster.serve(write_list(tmp_path, urls), str(tmp_path / "srv"), "--dns-servers", dns.address)
-        workers = [cluster.work(srv.address, str(tmp_path / f"w{i}"), "--pool", "2", *flags)
+        workers = [cluster.work(srv.address, str(tmp_path / f"w{i}"), "--pool", "2", *flags, name=f"work{i}")
                    for i, flags in enumerate([(), ("--backend", "process")])]
-        assert srv.wait() == 0 and all(w.wait() == 0 for w in workers)
+        assert srv.wait(180) == 0 and all(w.wait(60) == 0 for w in workers)
     finally:
         cluster.close()
         if redis is not None:
             redis.stop()
+    assert gate.opened, f"only {sorted(gate.seen)} asked for: one worker fetched alone"
     assert [r["status"] for r in manifest(str(tmp_path / "srv")).values()] == ["ok"] * 6
     assert dns.asked_once("a.fetcher-test") and dns.asked_once("b.fetcher-test"), dns.queries
 
