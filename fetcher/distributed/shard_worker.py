@@ -12,19 +12,16 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from fetcher.distributed.dropped import Dropped
 from fetcher.distributed.events import EventSink, Kind, WorkerEvent
-from fetcher.models import ErrorKind, failed
 from fetcher.distributed.calls import WireError, check_order
 from fetcher.run.shard_build import ShardBuild
 from fetcher.run.shard_rows import shard_stem
 
 if TYPE_CHECKING:
     from fetcher.distributed.client import ServerConnection
-    from fetcher.models import Result
 
 log = logging.getLogger("fetcher.distributed")
 EXCHANGE_S = 0.2
@@ -34,9 +31,8 @@ STAGING = "staging"
 class WorkerShards:
     """The shards this worker writes for one run, and the reports not yet sent."""
 
-    def __init__(self, out: str, emit: EventSink, encoded_ext: str = "jpg") -> None:
+    def __init__(self, out: str, emit: EventSink) -> None:
         self.out = out
-        self._ext = encoded_ext
         self.build = ShardBuild(out)
         self._emit = emit
         self._dropped = Dropped(log, "fetcher work")
@@ -88,22 +84,6 @@ class WorkerShards:
             self.build.abort(number, token)  # (serve fails a row whose shards broke MAX_GIVE_UPS times: no loop)
             self._reports.append({"op": "broken", "shard": number, "token": token,
                                   "why": f"{getattr(exc, 'strerror', None) or exc}"[:500]})
-
-    def stage(self, result: Result, name: str) -> Result:
-        """A re-encoded sample the download kept in memory (``content``) written to ``staging/`` under its
-        task's name: the shard is written here, later, and the bytes never travel to serve."""
-        if result.content is None or not result.ok:
-            return result
-        path = f"{os.path.splitext(name)[0]}.{self._ext}"
-        target = os.path.join(self.out, path)
-        try:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with open(target, "wb") as handle:  # flushed with its shard's tar, which holds these bytes
-                handle.write(result.content)
-        except OSError as exc:  # a full disk here: serve tries the URL again (elsewhere, maybe)
-            return failed(result.url, ErrorKind.STORAGE, f"cannot stage the image: {exc.strerror or exc}",
-                          attempts=result.attempts, index=result.index, extra=result.extra, retryable=True)
-        return replace(result, content=None, path=path)
 
     def _ask(self, number: int) -> dict[str, Any]:
         return {"op": "ask", "shard": number, "host": socket.gethostname(), "out": self.out}

@@ -107,9 +107,7 @@ class Worker:
         assert self._server.welcome is not None
         local = self._local_options(self._server.welcome.rules)
         if local.dataset.output_format == "webdataset":
-            from fetcher.download.images import encoded_ext
-
-            self._shards = WorkerShards(self.info.out, self._emit, encoded_ext(local))
+            self._shards = WorkerShards(self.info.out, self._emit)
         backend = (self._backend_factory or _registered(self.config.backend))(local, None)
         shut = False
         try:
@@ -246,9 +244,7 @@ class Worker:
         lease_id = self._running.pop(result.url, None)
         if lease_id is None:
             return
-        task = self._held.pop(lease_id, None)
-        if self._shards is not None and task is not None:
-            result = self._shards.stage(result, task.name)
+        self._held.pop(lease_id, None)
         self._outbox.add(lease_id, result)
         self._done[result.status.value] += 1
 
