@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from fetcher.distributed.shard_plan import OpenShard, Row, ShardPlan, finished, unshardable, worker_label
 from fetcher.models import ErrorKind, FetchTask, Result, Status, failed
 from fetcher.run import shard_rows
-from fetcher.run.shard_index import IMAGE_FIELDS, Sample, ShardIndex
+from fetcher.run.shard_index import IMAGE_FIELDS, Sample, ShardIndex, admit_batches
 
 if TYPE_CHECKING:
     from fetcher.distributed.broker import ServeBroker
@@ -83,13 +83,8 @@ class ServeShards:
         from fetcher.options.dataset import STAGE_NAMING
 
         assert self.index is not None
-        batch: list[Item] = []
-        for item in items:
-            batch.append(item)
-            if item is None or len(batch) >= 256:
-                yield from self._admit_batch(batch, initial_name, STAGE_NAMING)
-                batch = []
-        yield from self._admit_batch(batch, initial_name, STAGE_NAMING)
+        for batch in admit_batches(items):
+            yield from self._admit_batch(batch, initial_name, STAGE_NAMING)
 
     def _admit_batch(self, batch: list[Item], initial_name: Any, naming: str) -> Iterator[Item]:
         assert self.index is not None

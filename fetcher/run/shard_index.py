@@ -21,8 +21,9 @@ import re
 import sqlite3
 import tarfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 from typing import Any
 
 from fetcher.errors import ConfigError
@@ -49,6 +50,23 @@ CREATE TABLE IF NOT EXISTS next_shard (one INTEGER PRIMARY KEY CHECK (one = 0), 
 _UPSERT = ("INSERT INTO shard_rows VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(url) DO UPDATE SET "
            "shard = excluded.shard, key = excluded.key, member = excluded.member, bytes = excluded.bytes, "
            "sha256 = excluded.sha256, image = excluded.image WHERE shard_rows.member IS NULL")
+
+
+
+ADMIT_BATCH = 256
+_Item = TypeVar("_Item")
+
+
+def admit_batches(items: Iterable[_Item], size: int = ADMIT_BATCH) -> Iterator[list[_Item]]:
+    """``items`` in lists of at most ``size``, each ending early at a None (the run's "nothing now"),
+    so a step asks the index once per list and never holds back an item past a pause."""
+    batch: list[_Item] = []
+    for item in items:
+        batch.append(item)
+        if item is None or len(batch) >= size:
+            yield batch
+            batch = []
+    yield batch
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,13 +38,12 @@ from fetcher.errors import StorageError
 from fetcher.files.naming import initial_name
 from fetcher.models import ErrorKind, FetchTask, Result, Status, failed, input_extra
 from fetcher.run import shard_rows
-from fetcher.run.shard_index import IMAGE_FIELDS, Sample, ShardIndex
+from fetcher.run.shard_index import IMAGE_FIELDS, Sample, ShardIndex, admit_batches
 from fetcher.run.tar_writer import TarWriter
 
 if TYPE_CHECKING:
     from fetcher.options import Options
 
-ADMIT_BATCH = 256
 NOT_ROWS = frozenset({ErrorKind.CANCELLED.value, ErrorKind.STORAGE.value})  # not a URL's outcome: done again
 
 
@@ -68,15 +67,10 @@ class ShardWriter:
     def admit(self, items: Iterator[FetchTask | Result | None]) -> Iterator[FetchTask | Result | None]:
         """``items`` with the successes of finished shards as ``skipped`` Results, the others staged.
 
-        Read ``ADMIT_BATCH`` at a time, so the index is asked once per batch.
+        Read ``shard_index.ADMIT_BATCH`` at a time, so the index is asked once per batch.
         """
-        batch: list[FetchTask | Result | None] = []
-        for item in items:
-            batch.append(item)
-            if item is None or len(batch) >= ADMIT_BATCH:
-                yield from self._admit_batch(batch)
-                batch = []
-        yield from self._admit_batch(batch)
+        for batch in admit_batches(items):
+            yield from self._admit_batch(batch)
 
     def _admit_batch(self, batch: list[FetchTask | Result | None]) -> Iterator[FetchTask | Result | None]:
         found = self.index.find(item.url for item in batch if isinstance(item, FetchTask))
