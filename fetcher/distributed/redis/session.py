@@ -228,8 +228,12 @@ class RedisSession(WorkerSession):
             pipe.execute()
         return len(lease_ids)
 
-    def exchange(self, worker_id: str, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Reports into the results stream, and this worker's mailbox emptied, in one MULTI."""
+    def exchange(self, worker_id: str, reports: list[dict[str, Any]], seen: int) -> list[dict[str, Any]]:
+        """Reports into the results stream, and this worker's mailbox emptied, in one MULTI.
+
+        ``seen`` is not needed here: the mailbox is a Redis list only this worker
+        empties. A reply lost after EXEC loses its orders: serve then gives that
+        shard up and its rows are fetched again (never lost, never in two shards)."""
         assert self._info is not None
         with self._translated():
             pipe = self._redis.pipeline(transaction=True)
