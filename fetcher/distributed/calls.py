@@ -21,7 +21,7 @@ _RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
     "url": str, "status": Status, "path": (str, _NONE), "bytes": int, "sha256": (str, _NONE),
     "http_status": (int, _NONE), "content_type": (str, _NONE), "final_url": (str, _NONE),
     "error": (ErrorInfo, _NONE), "attempts": int, "elapsed_s": (int, float), "index": int, "retryable": bool,
-    "retry_after": (int, float, _NONE), "extra": dict, "staged": int}
+    "retry_after": (int, float, _NONE), "after_head_s": (int, float, _NONE), "extra": dict, "staged": int}
 
 
 class WireError(ValueError):
@@ -35,12 +35,18 @@ def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
     return isinstance(value, kinds)
 
 
+# _RESULT_TYPES as (name, kinds, whether a bool is one of them): check_result runs once per result.
+_RESULT_CHECKS = tuple((name, kind if isinstance(kind, tuple) else (kind,),
+                        bool in (kind if isinstance(kind, tuple) else (kind,))) for name, kind in _RESULT_TYPES.items())
+
+
 def check_result(result: object) -> Result:
     """``result`` if it is a Result whose every field has its declared type; else WireError."""
     if not isinstance(result, Result):
         raise WireError("not a Result")
-    for name, kind in _RESULT_TYPES.items():
-        if not _is(getattr(result, name), kind):
+    for name, kinds, bool_ok in _RESULT_CHECKS:
+        value = getattr(result, name)
+        if not isinstance(value, kinds) or (not bool_ok and isinstance(value, bool)):
             raise WireError(f"a result whose {name} has the wrong type")
     error = result.error
     if error is not None and not (isinstance(error.kind, str) and isinstance(error.message, str)):

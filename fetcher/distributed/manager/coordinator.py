@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fetcher import __version__
@@ -42,6 +42,10 @@ class _Worker:
     told_end: bool = False
     left: bool = False
     greeted: bool = True  # said hello; a caller that never did (a forger, say) is no worker of the run
+    label: dict[str, str] = field(default_factory=dict)  # info.label, made once: every result shares it
+
+    def __post_init__(self) -> None:
+        self.label = self.info.label
 
 
 class Coordinator:
@@ -303,7 +307,7 @@ class Coordinator:
 
     def _labelled(self, result: Result, worker: _Worker, index: int) -> Result:
         """The result as the engine needs it: its task's index, and which worker holds the file."""
-        return replace(result, index=index, extra={**result.extra, "worker": worker.info.label})
+        return replace(result, index=index, extra={**result.extra, "worker": worker.label})
 
     def _reap(self, now: float) -> None:
         for worker_id, count in self._book.reap(now).items():
