@@ -189,3 +189,65 @@ def test_stats_name_the_workers(broker):
         serve_side.offer(task(i))
     wait_until(lambda: serve_side.collect(0) or serve_side.room() == 0, timeout=10, what="no room left")
 
+
+
+def _lose_the_next_reply(session: WorkerSession) -> None:
+    """The next call is carried out by the broker, and its reply lost on the way (a LinkError here)."""
+    import redis
+
+    from fetcher.distributed.manager.broker import ManagerSession
+    from fetcher.errors import LinkError
+
+    if isinstance(session, ManagerSession):
+        link, call = session._link, session._link.call
+
+        def lost(*args):
+            link.call = call
+            call(*args)
+            raise LinkError("the reply was lost")
+        link.call = lost
+        return
+    client, pipeline = session._redis, session._redis.pipeline
+
+    def lossy(*args, **kwargs):
+        client.pipeline = pipeline
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        def lost(*a, **k):
+            execute(*a, **k)
+            raise redis.ConnectionError("the reply was lost")
+        pipe.execute = lost
+        return pipe
+    client.pipeline = lossy
+
+
+def test_shard_orders_survive_a_lost_reply_and_each_is_read_once(broker):
+    """Orders leave a worker's mailbox only after a reply that carried them arrived (both brokers); the
+    worker carries out each seq once (shard_worker.py), so reading some twice is harmless, losing one is not."""
+    from fetcher.distributed.calls import check_order, seen_before
+    from fetcher.errors import LinkError
+
+    serve_side, worker_spec = broker
+    w1 = join(worker_spec, "w1")
+
+    def post(*shards: int) -> None:
+        for shard in shards:
+            serve_side.post("w1", {"op": "seal", "shard": shard, "token": f"7.{shard}.x", "count": 1})
+        serve_side.pump(0.01)  # the Redis serve side pushes its orders here
+
+    post(1, 2, 3)
+    _lose_the_next_reply(w1)
+    with pytest.raises(LinkError):
+        w1.exchange("w1", [], 0)
+    orders = [check_order(o) for o in w1.exchange("w1", [], 0)]
+    assert [o["shard"] for o in orders] == [1, 2, 3]  # none lost with the reply
+    seqs = [o["seq"] for o in orders]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    seen = seqs[-1]
+    post(4)
+    again = [check_order(o) for o in w1.exchange("w1", [], seen)]
+    assert [o["shard"] for o in again if not seen_before(o["seq"], seen)] == [4]
+    seen = again[-1]["seq"]
+    assert w1.exchange("w1", [], seen) == []  # everything read and said seen: the mailbox is empty
+    w1.close()

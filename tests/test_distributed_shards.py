@@ -174,8 +174,25 @@ class _Connection:
     def __init__(self, coordinator, worker_id: str) -> None:
         self.coordinator, self.worker_id = coordinator, worker_id
 
-    def exchange(self, reports):
-        return self.coordinator.exchange(self.worker_id, reports)
+    def exchange(self, reports, seen):
+        return self.coordinator.exchange(self.worker_id, reports, seen)
+
+
+class _LossyConnection(_Connection):
+    """The first reply is lost on the way (LinkError after the call); every later one comes twice."""
+
+    def __init__(self, coordinator, worker_id: str) -> None:
+        super().__init__(coordinator, worker_id)
+        self.calls = 0
+
+    def exchange(self, reports, seen):
+        from fetcher.errors import LinkError
+
+        self.calls += 1
+        orders = super().exchange(reports, seen)
+        if self.calls == 1:
+            raise LinkError("the reply was lost")
+        return orders + orders
 
 
 def _staged(folder, name: str) -> tuple[str, int, str]:
@@ -188,6 +205,46 @@ def _staged(folder, name: str) -> tuple[str, int, str]:
     with open(os.path.join(folder, "staging", name + ".png"), "wb") as handle:
         handle.write(body)
     return f"staging/{name}.png", len(body), hashlib.sha256(body).hexdigest()
+
+
+def test_shard_orders_survive_a_lost_reply_a_reader_that_is_not_the_worker_and_come_once(tmp_path):
+    """The manager broker keeps a worker's orders until the worker says it saw them: a caller reading the
+    mailbox under the worker's id (a forger with the key) and a reply lost on the way lose none, and an
+    order delivered twice is carried out once. Before, the reader took them: the shard was given up."""
+    from fetcher.distributed.manager.coordinator import Coordinator
+    from fetcher.distributed.protocol import RunRules, WorkerInfo
+    from fetcher.distributed.serve_shards import ServeShards
+    from fetcher.distributed.shard_worker import WorkerShards
+    from fetcher.errors import LinkError
+    from fetcher.models import Result, Status
+    from fetcher.options import Options
+
+    coordinator = Coordinator(RunRules({}), "run", 7, lease_timeout=60.0)
+    folder = str(tmp_path / "w1")
+    coordinator.hello(1, __import__("fetcher").__version__, WorkerInfo("w1", "h", 1, folder, "thread", 2, 4))
+    notes: list[str] = []
+    options = Options.create(out=str(tmp_path / "srv"), output_format="webdataset", shard_size=2)
+    step = ServeShards(options, coordinator, notes.append).open()
+    shards, link = WorkerShards(folder, lambda event: None), _LossyConnection(coordinator, "w1")
+    label = {"id": "w1", "host": __import__("socket").gethostname(), "out": folder}
+    for i in range(2):
+        path, size, digest = _staged(folder, f"s{i}")
+        step.add(Result(url=f"http://h/{i}.png", status=Status.OK, path=path, bytes=size, sha256=digest, index=i,
+                        extra={"worker": label, "width": 20, "height": 10}))
+    stolen = coordinator.exchange("w1", [])  # someone else, under w1's id
+    assert [order["op"] for order in stolen] == ["rows", "seal"]
+    assert stolen[0]["seq"] < stolen[1]["seq"]
+    with pytest.raises(LinkError):
+        shards.exchange(link)  # the reply is lost: nothing carried out
+    assert not os.path.exists(os.path.join(folder, "00000.tar.part"))
+    for _ in range(4):  # each reply twice: carried out once (a second "rows" would make 4 rows, a broken seal)
+        shards.exchange(link)
+        step.wait_for_more(0.0)
+    assert shard_files(folder) == ["00000.parquet", "00000.tar", "00000_stats.json"]
+    assert sorted(r["url"] for r in read_folder(folder, 2)) == ["http://h/0.png", "http://h/1.png"]
+    assert step.index.counts() == (1, 2) and not [n for n in notes if "given up" in n]
+    assert coordinator.exchange("w1", [], shards._seen) == []  # all seen: the mailbox is empty
+    step.close(True)
 
 
 def test_a_late_workers_report_on_a_shard_serve_gave_up_on_is_refused(tmp_path):
@@ -302,7 +359,17 @@ def test_a_malformed_shard_order_is_a_wire_error(message):
     from fetcher.distributed.calls import WireError, check_order
 
     with pytest.raises(WireError):
-        check_order(message)
+        check_order({"seq": 5, **message} if isinstance(message, dict) else message)
+
+
+@pytest.mark.parametrize("seq", [None, 0, -1, True, "5", 5.0, 1 << 64])
+def test_a_shard_order_without_its_number_is_a_wire_error(seq):
+    from fetcher.distributed.calls import WireError, check_order
+
+    order = {"op": "seal", "shard": 1, "token": "t", "count": 2}
+    assert check_order({**order, "seq": (7 << 32) + 1})["seq"] == (7 << 32) + 1
+    with pytest.raises(WireError):
+        check_order(order if seq is None else {**order, "seq": seq})
 
 
 def test_a_worker_that_cannot_write_its_shards_fails_the_rows_instead_of_looping(tmp_path, monkeypatch):

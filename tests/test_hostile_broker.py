@@ -341,6 +341,7 @@ def test_garbage_in_the_shard_traffic_is_dropped_and_forged_reports_are_refused(
         text = srv.text() + "".join(w.text() for w in workers)
         assert "Traceback" not in text
         assert "refused shard" in srv.text() and "dropped" in text
+        assert "  worker nobody (" not in srv.text()  # a caller that never said hello is no worker of the run
     finally:
         if vandal is not None:
             vandal.stop.set()

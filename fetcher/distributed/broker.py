@@ -90,9 +90,9 @@ class WorkerSession(ABC):
         """Give leases back now (a worker stopping)."""
 
     @abstractmethod
-    def exchange(self, worker_id: str, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Send shard reports, take the shard orders waiting for this worker (unchecked: the caller
-        checks each with calls.check_order)."""
+    def exchange(self, worker_id: str, reports: list[dict[str, Any]], seen: int) -> list[dict[str, Any]]:
+        """Send shard reports and the last order carried out (``seen``), take the shard orders waiting
+        for this worker (unchecked: the caller checks each with calls.check_order)."""
 
     @abstractmethod
     def stats(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ _RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
     "url": str, "status": Status, "path": (str, _NONE), "bytes": int, "sha256": (str, _NONE),
     "http_status": (int, _NONE), "content_type": (str, _NONE), "final_url": (str, _NONE),
     "error": (ErrorInfo, _NONE), "attempts": int, "elapsed_s": (int, float), "index": int, "retryable": bool,
-    "retry_after": (int, float, _NONE), "extra": dict, "staged": int}
+    "retry_after": (int, float, _NONE), "after_head_s": (int, float, _NONE), "extra": dict, "staged": int}
 
 
 class WireError(ValueError):
@@ -35,12 +35,18 @@ def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
     return isinstance(value, kinds)
 
 
+# _RESULT_TYPES as (name, kinds, whether a bool is one of them): check_result runs once per result.
+_RESULT_CHECKS = tuple((name, kind if isinstance(kind, tuple) else (kind,),
+                        bool in (kind if isinstance(kind, tuple) else (kind,))) for name, kind in _RESULT_TYPES.items())
+
+
 def check_result(result: object) -> Result:
     """``result`` if it is a Result whose every field has its declared type; else WireError."""
     if not isinstance(result, Result):
         raise WireError("not a Result")
-    for name, kind in _RESULT_TYPES.items():
-        if not _is(getattr(result, name), kind):
+    for name, kinds, bool_ok in _RESULT_CHECKS:
+        value = getattr(result, name)
+        if not isinstance(value, kinds) or (not bool_ok and isinstance(value, bool)):
             raise WireError(f"a result whose {name} has the wrong type")
     error = result.error
     if error is not None and not (isinstance(error.kind, str) and isinstance(error.message, str)):
@@ -80,6 +86,11 @@ def _int(value: Any) -> None:
         raise WireError("a number was expected")
 
 
+def _seen(value: Any) -> None:
+    if not _is(value, int) or not 0 <= value < 1 << 64:
+        raise WireError("the last shard order seen is not a number")
+
+
 def _bool(value: Any) -> None:
     if not isinstance(value, bool):
         raise WireError("true or false was expected")
@@ -94,9 +105,9 @@ _CALLS: dict[str, tuple[Callable[[Any], object], ...]] = {
     "adopt": (_text, lambda holding: _pairs(holding, _text)),
     "release": (_text, _lease_ids, _bool),
     "stats": (_bool,),
-    "exchange": (_text, lambda reports: check_reports(reports)),
+    "exchange": (_text, lambda reports: check_reports(reports), _seen),
 }
-_REQUIRED = {"release": 2, "stats": 0}
+_REQUIRED = {"release": 2, "stats": 0, "exchange": 2}
 
 
 def check_call(call: object) -> tuple[str, tuple[Any, ...]]:
@@ -135,6 +146,11 @@ def check_call(call: object) -> tuple[str, tuple[Any, ...]]:
 #     broken     {"shard", "token", "why"}                                  cannot write it: give it to others
 #     ask        {"shard", "host", "out"}   whole .part files found at start: commit them if serve did
 #
+# Every order carries ``seq``: the broker numbers a serve's orders from ``first_seq(epoch)`` up. The worker
+# carries out each seq once and says the last one it carried out (``seen``) on its next ``exchange``; the
+# manager broker keeps a worker's orders until they are seen, so a reply lost on the way, or a caller that
+# is not the worker reading its mailbox, loses none (the Redis broker empties the mailbox as it reads it).
+#
 # ``token`` names one assignment of a shard id to one worker: a late report under
 # another token (a worker serve gave up on, coming back) is refused with ``abort``.
 # Anything else is a WireError: the reader drops and logs it, never crashes.
@@ -149,6 +165,13 @@ def _field_int(message: dict[str, Any], name: str) -> int:
     value = message.get(name)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 10 ** 12:
         raise WireError(f"a shard message whose {name} is not a number")
+    return value
+
+
+def _field_seq(message: dict[str, Any]) -> int:
+    value = message.get("seq")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 1 << 64:
+        raise WireError("a shard order whose seq is not a number")
     return value
 
 
@@ -180,9 +203,21 @@ def _row(item: object) -> None:
         raise WireError("a shard row's staged path is not under staging/")
 
 
+def first_seq(epoch: int) -> int:
+    """The number of a serve's first shard order: the epoch (random per start) in the high bits, so a
+    worker's ``seen`` from an earlier serve never hides a new serve's orders."""
+    return (epoch << 32) + 1
+
+
+def seen_before(seq: int, seen: int) -> bool:
+    """True if the order numbered ``seq`` was carried out already by a worker that last saw ``seen``."""
+    return seq >> 32 == seen >> 32 and seq <= seen
+
+
 def check_order(message: object) -> dict[str, Any]:
     """``message`` if it is an order of ours, every field of its type; else WireError."""
     checked, op = _op(message, _ORDERS)
+    _field_seq(checked)
     _field_int(checked, "shard")
     _field_text(checked, "token")
     if op == "rows":

@@ -89,8 +89,8 @@ class ServerConnection:
     def complete(self, items: list[tuple[LeaseId, Result]]) -> int:
         return int(self._do(lambda s: s.complete(self._info.id, items)))
 
-    def exchange(self, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return self._do(lambda s: s.exchange(self._info.id, reports))  # type: ignore[no-any-return]
+    def exchange(self, reports: list[dict[str, Any]], seen: int) -> list[dict[str, Any]]:
+        return self._do(lambda s: s.exchange(self._info.id, reports, seen))  # type: ignore[no-any-return]
 
     def release(self, lease_ids: list[LeaseId], leaving: bool) -> int:
         return int(self._do(lambda s: s.release(self._info.id, lease_ids, leaving)))

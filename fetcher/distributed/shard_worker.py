@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fetcher.distributed.dropped import Dropped
 from fetcher.distributed.events import EventSink, Kind, WorkerEvent
-from fetcher.distributed.calls import WireError, check_order
+from fetcher.distributed.calls import WireError, check_order, seen_before
 from fetcher.run.shard_build import ShardBuild
 from fetcher.run.shard_rows import shard_stem
 
@@ -37,6 +37,7 @@ class WorkerShards:
         self._emit = emit
         self._dropped = Dropped(log, "fetcher work")
         self._reports: list[dict[str, Any]] = [self._ask(number) for number in self.build.leftovers()]
+        self._seen = 0  # the last order carried out (calls.py: the broker keeps the ones after it)
         self.next_at = 0.0
 
     @property
@@ -45,7 +46,7 @@ class WorkerShards:
 
     def exchange(self, server: ServerConnection) -> None:
         """Send the reports, carry out the orders (LinkError: the reports wait for the next call)."""
-        orders = server.exchange(self._reports)
+        orders = server.exchange(self._reports, self._seen)
         self._reports = []
         self.next_at = time.monotonic() + EXCHANGE_S
         if not isinstance(orders, list):
@@ -57,7 +58,9 @@ class WorkerShards:
             except WireError as exc:
                 self._dropped("a shard order", exc)
                 continue
-            self._carry_out(checked)
+            if not seen_before(checked["seq"], self._seen):  # else carried out already: its answer was lost
+                self._carry_out(checked)
+                self._seen = checked["seq"]
         if self._reports:
             self.next_at = 0.0  # reports to send: at once
 

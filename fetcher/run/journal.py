@@ -144,6 +144,7 @@ class Journal:
         self._results: list[tuple[Any, ...]] = []
         self._last_commit = time.monotonic()
         self._in_transaction = False
+        self._label: tuple[object, str] = (None, "")  # the last worker label seen, and its extra's JSON
 
     # -- run bookkeeping -------------------------------------------------------
 
@@ -228,10 +229,20 @@ class Journal:
             (FAILED if result.status is Status.FAILED else OK, result.path, result.bytes, result.sha256,
              result.http_status, result.content_type, mask_optional(result.final_url), error.kind if error else None,
              mask(error.message) if error else None, result.attempts, result.elapsed_s,
-             json.dumps(mask_extra(result.extra)) if result.extra else None, time.time(),
+             self._extra_text(result.extra) if result.extra else None, time.time(),
              self._keys.key(result.url)))
         if len(self._results) >= COMMIT_EVERY_N or time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
             self.commit()
+
+    def _extra_text(self, extra: dict[str, Any]) -> str:
+        # serve's results of a URL list carry only their worker's label, one dict shared by a worker's
+        # results (redis/wire.py, manager/coordinator.py): its JSON is made once, not per result (issue
+        # 29). The label is held here, so its identity is never another dict's.
+        if len(extra) == 1 and extra.get("worker") is not None:
+            if extra["worker"] is not self._label[0]:
+                self._label = (extra["worker"], json.dumps(extra))
+            return self._label[1]
+        return json.dumps(mask_extra(extra))
 
     def commit_if_due(self) -> None:
         """Commit what waits, if the last commit is ``COMMIT_EVERY_S`` old: the engine calls it while it

@@ -84,8 +84,8 @@ class ManagerSession(WorkerSession):
     def release(self, worker_id: str, lease_ids: list[LeaseId], leaving: bool) -> int:
         return int(self._call("release", worker_id, lease_ids, leaving))
 
-    def exchange(self, worker_id: str, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        reply = self._call("exchange", worker_id, reports)
+    def exchange(self, worker_id: str, reports: list[dict[str, Any]], seen: int) -> list[dict[str, Any]]:
+        reply = self._call("exchange", worker_id, reports, seen)
         if not isinstance(reply, list):
             raise LinkError(f"the server answered an exchange with {reply!r:.200}")
         return reply

@@ -16,10 +16,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fetcher import __version__
+from fetcher.distributed.calls import first_seq, seen_before
 from fetcher.distributed.manager.leases import LeaseBook
 from fetcher.distributed.protocol import (PROTOCOL, Finished, Grant, Refusal, RunRules, Wait, Welcome,
                                           WorkerInfo)
@@ -40,6 +41,11 @@ class _Worker:
     done: int = 0  # completions accepted from it
     told_end: bool = False
     left: bool = False
+    greeted: bool = True  # said hello; a caller that never did (a forger, say) is no worker of the run
+    label: dict[str, str] = field(default_factory=dict)  # info.label, made once: every result shares it
+
+    def __post_init__(self) -> None:
+        self.label = self.info.label
 
 
 class Coordinator:
@@ -74,7 +80,8 @@ class Coordinator:
         self._counts: Counter[str] = Counter()
         self._final: Counter[str] = Counter()
         self._events: list[str] = []
-        self._mail: dict[str, list[dict[str, Any]]] = {}  # shard orders per worker (serve_shards.py)
+        self._mail: dict[str, list[dict[str, Any]]] = {}  # shard orders per worker, kept until seen (calls.py)
+        self._next_seq = first_seq(epoch)
         self._reports: list[tuple[str, dict[str, Any]]] = []
         self._shards: dict[str, int] = {}
 
@@ -91,7 +98,7 @@ class Coordinator:
                 self._events.append(f"worker {info.id} joined ({info.backend}, pool {info.pool}, "
                                     f"files in {info.host}:{info.out})")
             else:
-                worker.info, worker.seen, worker.left = info, self._clock(), False
+                worker.info, worker.seen, worker.left, worker.greeted = info, self._clock(), False, True
         return Welcome(self.run_id, self.epoch, self.rules, self.lease_timeout, self.heartbeat_s)
 
     def lease(self, worker_id: str, n: int) -> Grant | Wait | Finished:
@@ -158,14 +165,22 @@ class Coordinator:
                 self._events.append(f"worker {worker_id} left, returning {returned} leases")
             return returned
 
-    def exchange(self, worker_id: str, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """A worker's shard reports in, the shard orders posted for it out (webdataset runs)."""
+    def exchange(self, worker_id: str, reports: list[dict[str, Any]], seen: int = 0) -> list[dict[str, Any]]:
+        """A worker's shard reports in; the shard orders posted for it that it has not seen out.
+
+        An order stays until a call says it was seen (``seen``: the last one the
+        worker carried out), so a reply lost on the way costs nothing, nor does a
+        caller that reads a worker's mailbox under its id (webdataset runs).
+        """
         with self._cond:
             self._touch(worker_id, self._clock())
             if reports:
                 self._reports.extend((worker_id, report) for report in reports)
                 self._cond.notify_all()
-            return self._mail.pop(worker_id, [])
+            mail = [order for order in self._mail.pop(worker_id, []) if not seen_before(order["seq"], seen)]
+            if mail:
+                self._mail[worker_id] = mail
+            return list(mail)
 
     def stats(self, gone_too: bool = False) -> dict[str, Any]:
         """Counts and connected workers, for ``fetcher status HOST:PORT``.
@@ -178,7 +193,7 @@ class Coordinator:
             workers = [{"id": w.info.id, "host": w.info.host, "pid": w.info.pid, "out": w.info.out,
                         "backend": w.info.backend, "pool": w.info.pool, "held": self._book.held[w.info.id],
                         "done": w.done, "seen_s_ago": round(now - w.seen, 1), "gone": not self._live(w, now)}
-                       for w in self._workers.values() if gone_too or self._live(w, now)]
+                       for w in self._workers.values() if (w.greeted or w.done) and (gone_too or self._live(w, now))]
             return {"run_id": self.run_id, "epoch": self.epoch, "state": self._state, "total": self.total,
                     "final": dict(self._final), "queued": self._book.queued, "leased": self._book.leased,
                     "counts": dict(self._counts), "workers": workers, "lease_timeout": self.lease_timeout,
@@ -230,7 +245,7 @@ class Coordinator:
         """True once every connected worker has heard that the run is over."""
         with self._cond:
             now = self._clock()
-            return all(w.told_end or not self._live(w, now) for w in self._workers.values())
+            return all(w.told_end or not w.greeted or not self._live(w, now) for w in self._workers.values())
 
     def note_final(self, result: Result) -> None:
         """Count a final result (the collector's ``on_result`` hook)."""
@@ -238,9 +253,10 @@ class Coordinator:
             self._final[result.status.value] += 1
 
     def post(self, worker_id: str, order: dict[str, Any]) -> None:
-        """Leave a shard order for a worker: it has it on its next ``exchange``."""
+        """Leave a shard order for a worker, numbered: it has it on its next ``exchange``, until it has seen it."""
         with self._cond:
-            self._mail.setdefault(worker_id, []).append(order)
+            self._mail.setdefault(worker_id, []).append({**order, "seq": self._next_seq})
+            self._next_seq += 1
 
     def take_reports(self) -> list[tuple[str, dict[str, Any]]]:
         """The workers' shard reports since the last call, as ``(worker id, report)``."""
@@ -271,7 +287,7 @@ class Coordinator:
         worker = self._workers.get(worker_id)
         if worker is None:  # called without hello (it should not): a worker we know nothing of
             info = WorkerInfo(worker_id, "?", 0, "?", "?", 0, 0)
-            worker = self._workers[worker_id] = _Worker(info, now)
+            worker = self._workers[worker_id] = _Worker(info, now, greeted=False)
         worker.seen = now
         return worker
 
@@ -291,7 +307,7 @@ class Coordinator:
 
     def _labelled(self, result: Result, worker: _Worker, index: int) -> Result:
         """The result as the engine needs it: its task's index, and which worker holds the file."""
-        return replace(result, index=index, extra={**result.extra, "worker": worker.info.label})
+        return replace(result, index=index, extra={**result.extra, "worker": worker.label})
 
     def _reap(self, now: float) -> None:
         for worker_id, count in self._book.reap(now).items():

@@ -22,6 +22,7 @@ from fetcher import __version__
 from fetcher.backoff import Backoff
 from fetcher.distributed.redis import wire
 from fetcher.distributed.broker import RedisSpec
+from fetcher.distributed.calls import first_seq
 from fetcher.distributed.protocol import PROTOCOL, RunRules
 from fetcher.distributed.redis.common import GROUP, redis_errors
 from fetcher.distributed.redis.streams import RunStreams, log
@@ -52,6 +53,7 @@ class RedisServe:
         self._down_since: float | None = None
         self._retry_at = 0.0
         self._posts: list[tuple[str, str]] = []  # shard orders not yet pushed: (mail key, message)
+        self._next_seq = first_seq(epoch)
         self._shards: dict[str, int] = {}
 
     # -- opening -----------------------------------------------------------------------------
@@ -164,7 +166,8 @@ class RedisServe:
     # -- webdataset shards (serve_shards.py) ---------------------------------------------------
 
     def post(self, worker_id: str, order: dict[str, Any]) -> None:
-        self._posts.append((self._streams.keys.mail(worker_id), wire.dump_order(order)))
+        self._posts.append((self._streams.keys.mail(worker_id), wire.dump_order({**order, "seq": self._next_seq})))
+        self._next_seq += 1
 
     def _push_posts(self) -> None:
         if self._posts:

@@ -27,11 +27,23 @@ REAPER = "fetcher-serve-reaper"
 READ_COUNT = 5000
 PAGE = 1000
 SOCKET_TIMEOUT_S = 10.0
-# One command adds a batch of tasks: redis-py spends ~20x more per pipelined XADD than per argument.
+# One command adds a batch of tasks: redis-py spends ~20x more per pipelined XADD than per argument,
+# and more per argument and per reply element than per byte: the batch goes as one argument, its
+# messages one a line (JSON text never holds a raw newline), the ids come back as one line.
 ADD_TASKS = """
 local ids = {}
-for i, message in ipairs(ARGV) do ids[i] = redis.call('XADD', KEYS[1], '*', 'm', message) end
-return ids
+for message in string.gmatch(ARGV[1], '[^\\n]+') do ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'm', message) end
+return table.concat(ids, ' ')
+"""
+# Acknowledge and delete a batch of tasks-stream entries, their ids as one argument (as ADD_TASKS).
+DONE_TASKS = """
+local ids = {}
+for entry in string.gmatch(ARGV[2], '[^ ]+') do
+  ids[#ids + 1] = entry
+  if #ids == 500 then redis.call('XACK', KEYS[1], ARGV[1], unpack(ids)); redis.call('XDEL', KEYS[1], unpack(ids)); ids = {} end
+end
+if #ids > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(ids)); redis.call('XDEL', KEYS[1], unpack(ids)) end
+return 0
 """
 
 
@@ -53,6 +65,7 @@ class RunStreams:
         self.where = f"{display(spec.url)} (queue {spec.queue})"
         self.redis = connect(spec, SOCKET_TIMEOUT_S)
         self._add_tasks = self.redis.register_script(ADD_TASKS)  # EVALSHA, and EVAL again after a Redis restart
+        self._done_tasks = self.redis.register_script(DONE_TASKS)
         self.book = FlightBook()
         self.finished: list[Result] = []
         self._cursor = "0-0"  # results: from the start, so what an earlier serve left is picked up
@@ -92,13 +105,13 @@ class RunStreams:
         while unplaced:
             chunk = [unplaced.popleft() for _ in range(min(PAGE, len(unplaced)))]
             try:
-                entries = self._add_tasks(keys=[self.keys.tasks],
-                                          args=[wire.dump_task(self.book.slots[url].task) for url in chunk])
+                reply = self._add_tasks(keys=[self.keys.tasks],
+                                        args=["\n".join([wire.dump_task(self.book.slots[url].task) for url in chunk])])
             except BaseException:
                 unplaced.extendleft(reversed(chunk))  # not added (or not known to be): the next call tries again
                 raise
-            for url, entry in zip(chunk, entries):
-                self.book.placed(url, entry_id(entry))
+            for url, entry in zip(chunk, entry_id(reply).split(" ")):
+                self.book.placed(url, entry)
 
     def read(self, block: int | None) -> bool:
         """Read the results stream from the cursor (``block`` ms at most); True if anything was read."""
@@ -129,10 +142,7 @@ class RunStreams:
         for worker_id, count in left.items():
             self.events.append(f"worker {worker_id} left, returning {count} leases")
         if done:  # the accepted URLs' current leases: acknowledged and gone, so their holders see them lost
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.xack(self.keys.tasks, GROUP, *done)
-            pipe.xdel(self.keys.tasks, *done)
-            pipe.execute()
+            self._done_tasks(keys=[self.keys.tasks], args=[GROUP, " ".join(done)])
         return self._cursor != before
 
     def _result(self, entry: str, lease: str, result: Result, done: list[str]) -> None:
