@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -159,7 +160,8 @@ def reap(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def measure_end_to_end(work: str, count: int, redis_url: str | None) -> tuple[float, str]:
+def measure_end_to_end(work: str, count: int, redis_url: str | None) -> tuple[float, float]:
+    """(wall seconds, serve's user+sys CPU seconds) for ``count`` URLs through ``fetcher serve`` + 2 instant workers."""
     list_path = os.path.join(work, "instant.txt")
     with open(list_path, "w", encoding="utf-8") as handle:
         for i in range(count):
@@ -170,13 +172,14 @@ def measure_end_to_end(work: str, count: int, redis_url: str | None) -> tuple[fl
     workers = [subprocess.Popen([sys.executable, __file__, "--instant-worker", address,
                                  os.path.join(work, f"instant-w{i}")]) for i in range(2)]
     try:
-        server.wait(600)
+        _, _, usage = os.wait4(server.pid, 0)  # serve's own CPU, beside the wall time
+        server.returncode = 0
         elapsed = time.perf_counter() - started
         for proc in workers:
             proc.wait(60)
     finally:
         reap([server, *workers])
-    return elapsed, read(log).strip()
+    return elapsed, usage.ru_utime + usage.ru_stime
 
 
 def results_window(out: str) -> float:
@@ -240,6 +243,7 @@ def report(broker: str, work: str, base: str, leases: int, urls: int, pool: int,
 
 
 def report_throughput(broker: str, work: str, leases: int, redis_url: str | None) -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF)  # the server side runs in this process
     if redis_url is None:
         elapsed = measure_protocol(leases)
         what = "protocol (Coordinator behind its RPC server)"
@@ -248,11 +252,15 @@ def report_throughput(broker: str, work: str, leases: int, redis_url: str | None
 
         elapsed = measure_redis_protocol(redis_url, leases, BATCH, work)
         what = "protocol + journal (RedisServe, every result recorded in a journal)"
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     print(f"[{broker}] {what}: {leases:,} leases + completions, 2 worker processes, batches of {BATCH}: "
-          f"{elapsed:.2f} s = {leases / elapsed:,.0f} URLs/s")
-    elapsed, _log = measure_end_to_end(work, leases, redis_url)
+          f"{elapsed:.2f} s = {leases / elapsed:,.0f} URLs/s; the server's CPU {cpu / leases * 1e6:.1f} µs per URL "
+          f"(load {os.getloadavg()[0]:.1f})")
+    elapsed, cpu = measure_end_to_end(work, leases, redis_url)
     print(f"[{broker}] end to end (fetcher serve with journal and manifest, 2 workers, no HTTP): {leases:,} URLs "
-          f"in {elapsed:.2f} s = {leases / elapsed:,.0f} URLs/s, process start included")
+          f"in {elapsed:.2f} s = {leases / elapsed:,.0f} URLs/s, process start included; serve's CPU "
+          f"{cpu / leases * 1e6:.1f} µs per URL (load {os.getloadavg()[0]:.1f})")
 
 
 def main() -> None:
