@@ -96,26 +96,48 @@ def measure_protocol(count: int, workers: int = 2) -> float:
 
 
 def instant_worker(address: str, out: str) -> None:
-    """Child: a real Worker whose backend answers every task at once (no HTTP)."""
+    """Child: a real Worker whose backend answers every task at once (no HTTP).
+
+    ``BENCH_POOL`` / ``BENCH_PREFETCH`` (default 1,000 each) set the worker's pool and prefetch;
+    ``BENCH_DELAY_MS`` answers each task that long after it came (one thread, in order), so that
+    results trickle back as a real pool's do instead of in whole batches.
+    """
+    import queue
+    import threading
+
     from fetcher.backends.base import Backend
     from fetcher.distributed.events import Outcome
     from fetcher.distributed.worker import Worker, WorkerConfig
     from fetcher.models import Result, Status, FetchTask
 
+    delay = float(os.environ.get("BENCH_DELAY_MS", "0")) / 1000
+
     class Instant(Backend):
         name = "instant"
 
         def _start(self) -> None:
-            pass
+            self._due: queue.Queue[tuple[float, Result] | None] = queue.Queue()
+            if delay:
+                threading.Thread(target=self._answer, daemon=True).start()
+
+        def _answer(self) -> None:
+            while (item := self._due.get()) is not None:
+                time.sleep(max(0.0, item[0] - time.monotonic()))
+                self._deliver(item[1])
 
         def submit(self, task: FetchTask) -> None:
-            self._deliver(Result(task.url, Status.OK, path=task.name, bytes=1, attempts=task.attempt,
-                                 index=task.index))
+            result = Result(task.url, Status.OK, path=task.name, bytes=1, attempts=task.attempt, index=task.index)
+            if delay:
+                self._due.put((time.monotonic() + delay, result))
+            else:
+                self._deliver(result)
 
         def shutdown(self, cancel: bool = False) -> None:
-            pass
+            self._due.put(None)
 
-    config = WorkerConfig(spec_of(address), out, "instant", pool=BATCH, prefetch=BATCH)
+    pool = int(os.environ.get("BENCH_POOL", BATCH))
+    config = WorkerConfig(spec_of(address), out, "instant", pool=pool,
+                          prefetch=int(os.environ.get("BENCH_PREFETCH", pool)))
     sys.exit(Worker(config, backend_factory=Instant).run() is not Outcome.DONE)
 
 
