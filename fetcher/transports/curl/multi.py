@@ -16,11 +16,23 @@ libcurl watches ``--max-time`` and the connect timeout itself; the read timeout
 (silence) and ``--min-speed`` are the guard's, asked by ``overdue`` on the
 driver's tick (every ``tick`` seconds), not per read: over a multi handle nothing
 else would run a transfer that has gone silent (issue 19).
+
+The same tick also lets libcurl look at every transfer once (``recheck``). Its event
+interface runs only the transfers it marks itself (a socket it asked to watch, a
+timer, buffered input it flagged); a mark it misses leaves a transfer whose response
+is already in waiting for its next timer. On the WAN benchmark one 4,448-byte file
+took 10.003 s in one attempt, done 3 ms after the connect timer libcurl sets for every
+transfer (and never clears) expired, at a 250 ms round trip: its response was in, and
+it ran only then (the miss itself was not caught again in 90 traced runs). Past that
+timer a transfer has none, and the same miss would end in a read timeout. curl's own
+``--parallel`` calls ``curl_multi_perform``, which runs every transfer on each
+wake-up (issue 27; tests/test_lost_wakeup.py).
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -108,6 +120,7 @@ class CurlTransfers(Generic[T]):
         if now < self._next_check:
             return
         self._next_check = now + self.tick
+        self.recheck()
         for curl, (transport, token) in list(self._active.items()):
             failure = transport.overdue(now)
             if failure is None:
@@ -119,6 +132,20 @@ class CurlTransfers(Generic[T]):
                 yield token, transport, pycurl.E_ABORTED_BY_CALLBACK, ""
             finally:
                 self._free.append(transport)
+
+    def recheck(self) -> None:
+        """Let libcurl move every transfer in flight, whatever it marked (``curl_multi_socket_all``).
+
+        Deprecated by libcurl "for performance reasons" (it runs every transfer, not the ready
+        ones) and kept in its API; once a tick it costs little, and it is the call that
+        re-checks every transfer and socket libcurl has (``curl_multi_perform`` runs them too
+        but leaves the socket callbacks unsaid). pycurl warns on each call. What it ends,
+        ``ended`` hands out.
+        """
+        if self._active:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.multi.socket_all()
 
     def stop_all(self) -> list[T]:
         """Stop every transfer in flight now; return their tokens, for the caller to settle."""
