@@ -220,6 +220,19 @@ def thread_count() -> int:
     return threading.active_count()
 
 
+def cpu_queue_s() -> float:
+    """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat); 0.0 where unknown.
+
+    On a loaded machine the kernel can leave a runnable loop thread off the CPU for longer than the
+    bound below; that is the machine's doing, not something in the loop holding it.
+    """
+    try:
+        with open("/proc/thread-self/schedstat", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_the_loop_stays_responsive_and_no_thread_per_download(far_server, out, loop):
     urls = [f"{far_server}/files/r{i}.bin?size=5000" for i in range(500)]
@@ -232,9 +245,14 @@ def test_the_loop_stays_responsive_and_no_thread_per_download(far_server, out, l
 
         async def ticker() -> None:  # what any other task of the application does meanwhile
             while running:
+                # Wall time minus the time the thread waited for a CPU. Read in this order, a
+                # preemption between the two reads falls inside the wall time and outside the
+                # queue time: never more excused than the thread really waited.
                 asked = time.monotonic()
+                queued = cpu_queue_s()
                 await asyncio.sleep(0.01)
-                gaps.append(time.monotonic() - asked)
+                queued = cpu_queue_s() - queued
+                gaps.append(time.monotonic() - asked - queued)
                 threads.append(thread_count())
 
         task = asyncio.create_task(ticker())
@@ -245,7 +263,9 @@ def test_the_loop_stays_responsive_and_no_thread_per_download(far_server, out, l
 
     before, saved = run(main, loop)
     assert saved == 500
-    # The issue's bound on the loop's responsiveness: sleeping 10 ms never took 0.25 s.
+    # The issue's bound on the loop's responsiveness: sleeping 10 ms never took 0.25 s, not counting
+    # the time the kernel gave the CPU to other processes (a loaded CI machine). Still counted: the
+    # loop's own CPU, blocking calls in it, and waiting for the GIL held by another thread.
     assert len(gaps) > 10 and max(gaps) < 0.25, sorted(gaps)[-5:]
     # No thread per download: the loop's executor (setup, teardown) and one flush thread at most.
     assert max(threads) - before <= 3, (before, max(threads))
