@@ -129,8 +129,11 @@ def test_serve_fetches_robots_txt_once_for_all_its_workers(server, tmp_path, bro
     urls = [server.url(f"/files/{i}.bin") for i in range(6)] + [server.url("/files/private/p.bin")]
     with cluster_on(broker, tmp_path) as cluster:
         srv = cluster.serve(write_list(tmp_path, urls), str(tmp_path / "srv"), "--robots")
-        workers = [cluster.work(srv.address, str(tmp_path / f"w{i}"), "--pool", "2", *flags)
+        joined = server.hold("/files/")  # until both have joined: else one could end the run alone
+        workers = [cluster.work(srv.address, str(tmp_path / f"w{i}"), "--pool", "2", *flags, name=f"work{i}")
                    for i, flags in enumerate([(), ("--backend", "process")])]
+        cluster.wait_joined(srv.address, 2)
+        joined.set()
         assert srv.wait() == 1 and all(w.wait() == 0 for w in workers)
     records = manifest(str(tmp_path / "srv"))
     assert [r["error"]["kind"] for r in records.values() if r["error"]] == ["robots"]
