@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -95,26 +96,48 @@ def measure_protocol(count: int, workers: int = 2) -> float:
 
 
 def instant_worker(address: str, out: str) -> None:
-    """Child: a real Worker whose backend answers every task at once (no HTTP)."""
+    """Child: a real Worker whose backend answers every task at once (no HTTP).
+
+    ``BENCH_POOL`` / ``BENCH_PREFETCH`` (default 1,000 each) set the worker's pool and prefetch;
+    ``BENCH_DELAY_MS`` answers each task that long after it came (one thread, in order), so that
+    results trickle back as a real pool's do instead of in whole batches.
+    """
+    import queue
+    import threading
+
     from fetcher.backends.base import Backend
     from fetcher.distributed.events import Outcome
     from fetcher.distributed.worker import Worker, WorkerConfig
     from fetcher.models import Result, Status, FetchTask
 
+    delay = float(os.environ.get("BENCH_DELAY_MS", "0")) / 1000
+
     class Instant(Backend):
         name = "instant"
 
         def _start(self) -> None:
-            pass
+            self._due: queue.Queue[tuple[float, Result] | None] = queue.Queue()
+            if delay:
+                threading.Thread(target=self._answer, daemon=True).start()
+
+        def _answer(self) -> None:
+            while (item := self._due.get()) is not None:
+                time.sleep(max(0.0, item[0] - time.monotonic()))
+                self._deliver(item[1])
 
         def submit(self, task: FetchTask) -> None:
-            self._deliver(Result(task.url, Status.OK, path=task.name, bytes=1, attempts=task.attempt,
-                                 index=task.index))
+            result = Result(task.url, Status.OK, path=task.name, bytes=1, attempts=task.attempt, index=task.index)
+            if delay:
+                self._due.put((time.monotonic() + delay, result))
+            else:
+                self._deliver(result)
 
         def shutdown(self, cancel: bool = False) -> None:
-            pass
+            self._due.put(None)
 
-    config = WorkerConfig(spec_of(address), out, "instant", pool=BATCH, prefetch=BATCH)
+    pool = int(os.environ.get("BENCH_POOL", BATCH))
+    config = WorkerConfig(spec_of(address), out, "instant", pool=pool,
+                          prefetch=int(os.environ.get("BENCH_PREFETCH", pool)))
     sys.exit(Worker(config, backend_factory=Instant).run() is not Outcome.DONE)
 
 
@@ -159,7 +182,8 @@ def reap(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def measure_end_to_end(work: str, count: int, redis_url: str | None) -> tuple[float, str]:
+def measure_end_to_end(work: str, count: int, redis_url: str | None) -> tuple[float, float]:
+    """(wall seconds, serve's user+sys CPU seconds) for ``count`` URLs through ``fetcher serve`` + 2 instant workers."""
     list_path = os.path.join(work, "instant.txt")
     with open(list_path, "w", encoding="utf-8") as handle:
         for i in range(count):
@@ -170,13 +194,14 @@ def measure_end_to_end(work: str, count: int, redis_url: str | None) -> tuple[fl
     workers = [subprocess.Popen([sys.executable, __file__, "--instant-worker", address,
                                  os.path.join(work, f"instant-w{i}")]) for i in range(2)]
     try:
-        server.wait(600)
+        _, _, usage = os.wait4(server.pid, 0)  # serve's own CPU, beside the wall time
+        server.returncode = 0
         elapsed = time.perf_counter() - started
         for proc in workers:
             proc.wait(60)
     finally:
         reap([server, *workers])
-    return elapsed, read(log).strip()
+    return elapsed, usage.ru_utime + usage.ru_stime
 
 
 def results_window(out: str) -> float:
@@ -240,6 +265,7 @@ def report(broker: str, work: str, base: str, leases: int, urls: int, pool: int,
 
 
 def report_throughput(broker: str, work: str, leases: int, redis_url: str | None) -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF)  # the server side runs in this process
     if redis_url is None:
         elapsed = measure_protocol(leases)
         what = "protocol (Coordinator behind its RPC server)"
@@ -248,11 +274,15 @@ def report_throughput(broker: str, work: str, leases: int, redis_url: str | None
 
         elapsed = measure_redis_protocol(redis_url, leases, BATCH, work)
         what = "protocol + journal (RedisServe, every result recorded in a journal)"
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     print(f"[{broker}] {what}: {leases:,} leases + completions, 2 worker processes, batches of {BATCH}: "
-          f"{elapsed:.2f} s = {leases / elapsed:,.0f} URLs/s")
-    elapsed, _log = measure_end_to_end(work, leases, redis_url)
+          f"{elapsed:.2f} s = {leases / elapsed:,.0f} URLs/s; the server's CPU {cpu / leases * 1e6:.1f} µs per URL "
+          f"(load {os.getloadavg()[0]:.1f})")
+    elapsed, cpu = measure_end_to_end(work, leases, redis_url)
     print(f"[{broker}] end to end (fetcher serve with journal and manifest, 2 workers, no HTTP): {leases:,} URLs "
-          f"in {elapsed:.2f} s = {leases / elapsed:,.0f} URLs/s, process start included")
+          f"in {elapsed:.2f} s = {leases / elapsed:,.0f} URLs/s, process start included; serve's CPU "
+          f"{cpu / leases * 1e6:.1f} µs per URL (load {os.getloadavg()[0]:.1f})")
 
 
 def main() -> None:

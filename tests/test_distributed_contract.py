@@ -251,3 +251,43 @@ def test_shard_orders_survive_a_lost_reply_and_each_is_read_once(broker):
     seen = again[-1]["seq"]
     assert w1.exchange("w1", [], seen) == []  # everything read and said seen: the mailbox is empty
     w1.close()
+
+
+def test_the_redis_mailbox_removes_what_was_read_and_nothing_else(tmp_path):
+    """Entries leave the Redis list by their exact text after the reply that carried them: when Redis lost
+    the list between two calls (a restart without persistence), the orders posted after are all read;
+    a MULTI that failed is sent again with the same removals."""
+    from fetcher.distributed.calls import check_order
+    from fetcher.errors import LinkError
+
+    redis_server = RedisServer(tmp_path / "redis").start()
+    try:
+        spec = RedisSpec(redis_server.url, "mailbox")
+        rules = RunRules(Options.create(out=str(tmp_path / "srv")).worker_form())
+        serve_side = serve_broker(spec, rules, "run1", 7, LEASE_S, None)
+        serve_side.start()
+        w1 = join(spec, "w1")
+
+        def post(*shards: int) -> None:
+            for shard in shards:
+                serve_side.post("w1", {"op": "seal", "shard": shard, "token": f"7.{shard}.x", "count": 1})
+            serve_side.pump(0.01)
+
+        def read() -> list[int]:
+            return [check_order(o)["shard"] for o in w1.exchange("w1", [], 0)]
+
+        post(1, 2, 3)
+        assert read() == [1, 2, 3]
+        w1._redis.delete("fetcher:mailbox:mail:w1")  # Redis lost the list (restarted, say)
+        post(4, 5)
+        assert read() == [4, 5]  # before: the trim by count took these two, unread
+        post(6)
+        _lose_the_next_reply(w1)
+        with pytest.raises(LinkError):
+            w1.exchange("w1", [], 0)  # 4 and 5 removed, the reply with 6 lost
+        assert read() == [6]
+        assert read() == []
+        w1.close()
+        serve_side.stop(completed=False)
+    finally:
+        redis_server.stop()

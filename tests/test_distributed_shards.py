@@ -13,6 +13,8 @@ import re
 import pytest
 from cluster import cluster_on, manifest, wait_until
 from shard_reader import read_folder
+
+from fetcher.distributed.protocol import PROTOCOL
 from test_datasets_layout import dataset_input, webdataset_samples
 
 pq = pytest.importorskip("pyarrow.parquet")
@@ -227,7 +229,7 @@ def test_shard_orders_survive_a_lost_reply_a_reader_that_is_not_the_worker_and_c
 
     coordinator = Coordinator(RunRules({}), "run", 7, lease_timeout=60.0)
     folder = str(tmp_path / "w1")
-    coordinator.hello(1, __import__("fetcher").__version__, WorkerInfo("w1", "h", 1, folder, "thread", 2, 4))
+    coordinator.hello(PROTOCOL, __import__("fetcher").__version__, WorkerInfo("w1", "h", 1, folder, "thread", 2, 4))
     notes: list[str] = []
     options = Options.create(out=str(tmp_path / "srv"), output_format="webdataset", shard_size=2)
     step = ServeShards(options, coordinator, notes.append).open()
@@ -253,6 +255,55 @@ def test_shard_orders_survive_a_lost_reply_a_reader_that_is_not_the_worker_and_c
     step.close(True)
 
 
+def test_a_forged_order_numbered_past_the_real_ones_hides_none_of_them(tmp_path):
+    """A well-formed order with a high seq (a Redis user can push one) is carried out, and the real
+    orders after it still are: before, the worker took every lower seq as seen and the run hung."""
+    from fetcher.distributed.manager.coordinator import Coordinator
+    from fetcher.distributed.protocol import RunRules, WorkerInfo
+    from fetcher.distributed.serve_shards import ServeShards
+    from fetcher.distributed.shard_worker import WorkerShards
+    from fetcher.models import Result, Status
+    from fetcher.options import Options
+
+    coordinator = Coordinator(RunRules({}), "run", 7, lease_timeout=60.0)
+    folder = str(tmp_path / "w1")
+    coordinator.hello(PROTOCOL, __import__("fetcher").__version__, WorkerInfo("w1", "h", 1, folder, "thread", 2, 4))
+    step = ServeShards(Options.create(out=str(tmp_path / "srv"), output_format="webdataset", shard_size=2),
+                       coordinator, lambda line: None).open()
+    coordinator._mail["w1"] = [{"op": "abort", "shard": 3, "token": "forged", "seq": (7 << 32) + (1 << 32) - 1}]
+    label = {"id": "w1", "host": __import__("socket").gethostname(), "out": folder}
+    for i in range(2):
+        path, size, digest = _staged(folder, f"s{i}")
+        step.add(Result(url=f"http://h/{i}.png", status=Status.OK, path=path, bytes=size, sha256=digest, index=i,
+                        extra={"worker": label, "width": 20, "height": 10}))
+    shards = WorkerShards(folder, lambda event: None)
+    for _ in range(3):
+        shards.exchange(_Connection(coordinator, "w1"))
+        step.wait_for_more(0.0)
+    assert shard_files(folder) == ["00000.parquet", "00000.tar", "00000_stats.json"]
+    step.close(True)
+
+
+def test_orders_of_two_serves_read_twice_are_each_carried_out_once(tmp_path, monkeypatch):
+    """A Redis mailbox may hold an earlier serve's orders before the new one's; read twice (a MULTI that
+    failed), each is still carried out once, whatever its epoch."""
+    from fetcher.distributed.shard_worker import WorkerShards
+
+    done: list[tuple[int, int]] = []
+    shards = WorkerShards(str(tmp_path / "w1"), lambda event: None)
+    monkeypatch.setattr(shards, "_carry_out", lambda order: done.append((order["seq"] >> 32, order["shard"])))
+    mail = [{"op": "abort", "shard": shard, "token": f"{epoch}.{shard}.x", "seq": (epoch << 32) + shard}
+            for epoch, shard in ((7, 1), (7, 2), (8, 1), (3, 5))]
+
+    class Twice:
+        def exchange(self, reports, seen):
+            return list(mail)
+
+    for _ in range(2):
+        shards.exchange(Twice())
+    assert done == [(7, 1), (7, 2), (8, 1), (3, 5)]
+
+
 def test_a_late_workers_report_on_a_shard_serve_gave_up_on_is_refused(tmp_path):
     import time
 
@@ -267,7 +318,7 @@ def test_a_late_workers_report_on_a_shard_serve_gave_up_on_is_refused(tmp_path):
     coordinator = Coordinator(RunRules({}), "run", 1, lease_timeout=5.0, clock=lambda: clock[0])
     folders = {w: str(tmp_path / w) for w in ("w1", "w2")}
     for worker_id, folder in folders.items():
-        coordinator.hello(1, __import__("fetcher").__version__, WorkerInfo(worker_id, "h", 1, folder, "thread", 2, 4))
+        coordinator.hello(PROTOCOL, __import__("fetcher").__version__, WorkerInfo(worker_id, "h", 1, folder, "thread", 2, 4))
     notes: list[str] = []
     options = Options.create(out=str(tmp_path / "srv"), output_format="webdataset", shard_size=2)
     step = ServeShards(options, coordinator, notes.append).open()
@@ -320,7 +371,7 @@ def test_a_worker_started_in_a_killed_workers_folder_finishes_what_serve_recorde
 
     coordinator = Coordinator(RunRules({}), "run", 1, lease_timeout=60.0)
     folder = str(tmp_path / "w1")
-    coordinator.hello(1, __import__("fetcher").__version__, WorkerInfo("w1", "h", 1, folder, "thread", 2, 4))
+    coordinator.hello(PROTOCOL, __import__("fetcher").__version__, WorkerInfo("w1", "h", 1, folder, "thread", 2, 4))
     options = Options.create(out=str(tmp_path / "srv"), output_format="webdataset", shard_size=1)
     step = ServeShards(options, coordinator, lambda line: None).open()
     label = {"id": "w1", "host": __import__("socket").gethostname(), "out": folder}
@@ -398,7 +449,7 @@ def test_a_worker_that_cannot_write_its_shards_fails_the_rows_instead_of_looping
     monkeypatch.setattr(shard_rows, "write_parquet", full_disk)
     folder = str(tmp_path / "w1")
     coordinator = Coordinator(RunRules({}), "run", 1, lease_timeout=60.0)
-    coordinator.hello(1, __import__("fetcher").__version__, WorkerInfo("w1", "h", 1, folder, "thread", 2, 4))
+    coordinator.hello(PROTOCOL, __import__("fetcher").__version__, WorkerInfo("w1", "h", 1, folder, "thread", 2, 4))
     notes: list[str] = []
     options = Options.create(out=str(tmp_path / "srv"), output_format="webdataset", shard_size=1)
     step = ServeShards(options, coordinator, notes.append).open()

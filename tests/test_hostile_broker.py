@@ -274,8 +274,13 @@ class ShardVandal:
 
         p, c = f"fetcher:{self.queue}:".encode(), self.client
         ids = [key.rsplit(b":worker:", 1)[1] for key in c.scan_iter(p + b"worker:*", count=100)]
+        epoch = c.hget(p + b"run", b"epoch")
         for worker in ids + [b"nobody"]:
             c.rpush(p + b"mail:" + worker, garbage(rng))
+            if epoch is not None and epoch.isdigit():  # well formed, numbered past anything serve has sent
+                c.rpush(p + b"mail:" + worker, json.dumps({"v": 1, "kind": "order", "order": {
+                    "op": "abort", "shard": rng.randrange(0, 4), "token": "forged",
+                    "seq": (int(epoch) << 32) + (1 << 32) - 1 - rng.randrange(100)}}))
             c.rpush(p + b"mail:" + worker, json.dumps({"v": 1, "kind": "order", "order": {
                 "op": "rows", "shard": 0, "token": "forged", "rows": [{"key": "x", "row": {}}]}}))
             c.rpush(p + b"mail:" + worker, json.dumps({"v": 1, "kind": "order", "order": {
@@ -299,7 +304,7 @@ class ShardVandal:
             ids = [w["id"] for w in stats["workers"]] if isinstance(stats, dict) else []
             for worker in ids + ["nobody"]:
                 for report in self.forged(rng):
-                    conn.send_bytes(pickle.dumps(("exchange", (worker, [report]))))
+                    conn.send_bytes(pickle.dumps(("exchange", (worker, [report], 0))))  # reads its mail
                     pickle.loads(conn.recv_bytes())
                 conn.send_bytes(garbage(rng, 200))
                 pickle.loads(conn.recv_bytes())

@@ -107,7 +107,7 @@ _CALLS: dict[str, tuple[Callable[[Any], object], ...]] = {
     "stats": (_bool,),
     "exchange": (_text, lambda reports: check_reports(reports), _seen),
 }
-_REQUIRED = {"release": 2, "stats": 0, "exchange": 2}
+_REQUIRED = {"release": 2, "stats": 0}
 
 
 def check_call(call: object) -> tuple[str, tuple[Any, ...]]:

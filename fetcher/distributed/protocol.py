@@ -28,7 +28,7 @@ from fetcher.errors import ConfigError
 if TYPE_CHECKING:
     from fetcher.models import FetchTask as Task
 
-PROTOCOL = 1
+PROTOCOL = 2  # 2: shard orders numbered (seq), exchange says the last seen (calls.py)
 DEFAULT_PORT = 8001
 LeaseId = Union[int, str]  # the manager broker's counter, or a Redis stream entry id
 EXPOSED = ("hello", "lease", "heartbeat", "complete", "adopt", "release", "stats", "exchange")

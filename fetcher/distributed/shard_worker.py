@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fetcher.distributed.dropped import Dropped
 from fetcher.distributed.events import EventSink, Kind, WorkerEvent
-from fetcher.distributed.calls import WireError, check_order, seen_before
+from fetcher.distributed.calls import WireError, check_order
 from fetcher.run.shard_build import ShardBuild
 from fetcher.run.shard_rows import shard_stem
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fetcher.distributed")
 EXCHANGE_S = 0.2
+MAX_DONE = 100_000  # seqs remembered as carried out (an int each); far more than a broker ever resends
 STAGING = "staging"
 
 
@@ -37,7 +38,8 @@ class WorkerShards:
         self._emit = emit
         self._dropped = Dropped(log, "fetcher work")
         self._reports: list[dict[str, Any]] = [self._ask(number) for number in self.build.leftovers()]
-        self._seen = 0  # the last order carried out (calls.py: the broker keeps the ones after it)
+        self._seen = 0  # the last order carried out, said on each exchange (calls.py: the broker keeps the rest)
+        self._done: dict[int, None] = {}  # the seqs carried out, oldest first (epochs included): each goes once
         self.next_at = 0.0
 
     @property
@@ -58,11 +60,22 @@ class WorkerShards:
             except WireError as exc:
                 self._dropped("a shard order", exc)
                 continue
-            if not seen_before(checked["seq"], self._seen):  # else carried out already: its answer was lost
-                self._carry_out(checked)
-                self._seen = checked["seq"]
+            self._once(checked)
         if self._reports:
             self.next_at = 0.0  # reports to send: at once
+
+    def _once(self, order: dict[str, Any]) -> None:
+        """Carry the order out unless this very seq was (its answer was lost, and it came again). By the exact
+        number, not "up to the last one": a forged high seq hides no real order, and a mailbox holding two
+        serves' orders (Redis, after a restart) is no reason to carry any out twice."""
+        seq = order["seq"]
+        if seq in self._done:
+            return
+        if len(self._done) >= MAX_DONE:  # forget the older half: a broker resends only recent orders
+            self._done = dict.fromkeys(list(self._done)[MAX_DONE // 2:])
+        self._done[seq] = None
+        self._seen = seq
+        self._carry_out(order)
 
     def _carry_out(self, order: dict[str, Any]) -> None:
         op, number, token = order["op"], order["shard"], order["token"]

@@ -58,7 +58,7 @@ class RedisSession(WorkerSession):
         self._leased = 0  # entries read in all: serve's "leases handed out", as the manager counts them
         self._epoch = ""
         self._told = False
-        self._read_mail = 0  # orders at the head of this worker's mailbox it has read and carried out
+        self._read_mail: list[bytes] = []  # the mailbox's entries read last time, carried out since
         self._dropped = Dropped(log, "fetcher work")
         with self._translated():
             self._redis = connect(spec, timeout)
@@ -232,25 +232,25 @@ class RedisSession(WorkerSession):
     def exchange(self, worker_id: str, reports: list[dict[str, Any]], seen: int) -> list[dict[str, Any]]:
         """Reports into the results stream, and this worker's mailbox read, in one MULTI.
 
-        The orders read last time (all carried out by now) are trimmed off the head of the
-        list in the same MULTI: serve only appends and only this worker trims, so their
-        count still names them. Orders leave the list only after their reply came: a reply
-        lost on the way loses none; a MULTI lost before it ran reads some again, and the
-        worker carries out each ``seq`` once (shard_worker.py), so ``seen`` is not needed here.
+        The entries read last time (all carried out or dropped by now) are removed in the
+        same MULTI, each by its exact text (LREM: every order's text is unique, its seq is in
+        it), so an entry leaves the list only after a reply that carried it arrived, and
+        removing one twice, or after Redis lost the list, removes nothing else. A MULTI
+        that failed is sent again with the same removals; orders read twice are carried
+        out once (shard_worker.py), so ``seen`` is not needed here.
         """
         assert self._info is not None
         key = self._keys.mail(worker_id)
         with self._translated():
             pipe = self._redis.pipeline(transaction=True)
-            if self._read_mail:
-                pipe.ltrim(key, self._read_mail, -1)
+            for text in self._read_mail:
+                pipe.lrem(key, 1, text)
             if reports:
                 pipe.xadd(self._keys.results, {MESSAGE: wire.dump_reports(self._info, reports)})
             pipe.lrange(key, 0, -1)
-            self._read_mail = 0  # until a reply says what the list holds
             replies = pipe.execute()
         texts = replies[-1] if isinstance(replies[-1], list) else []
-        self._read_mail = len(texts)  # the caller carries every one out (or drops it) before its next call
+        self._read_mail = [text for text in texts if isinstance(text, bytes)]  # the caller handles every one
         orders = []
         for text in texts:
             try:
