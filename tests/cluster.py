@@ -170,6 +170,11 @@ class Cluster:
         finally:
             session.close()
 
+    def wait_joined(self, address: str, count: int, timeout: float = 60.0) -> None:
+        """Wait until ``count`` workers have joined the run at ``address`` (serve's own list)."""
+        wait_until(lambda: len(self.stats(address).get("workers", [])) >= count, timeout,
+                   f"{count} workers in the run")
+
     def _start(self, name: str, args: list[str], env: dict[str, str | None] | None) -> Proc:
         proc = Proc(name, args, self.folder, env)
         self.procs.append(proc)

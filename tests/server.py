@@ -146,6 +146,7 @@ class Handler(BaseHTTPRequestHandler):
             stats.max_active = max(stats.max_active, stats.active)
         self._counted = True
         try:
+            self.server.wait_for_release(parts.path)
             self._route(parts.path, query)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
@@ -325,6 +326,9 @@ def _disposition(query: dict[str, str]) -> str:
     return value
 
 
+HOLD_GIVE_UP_S = 120.0  # a held response goes by itself after this: a bound on a test that forgot it, no timing
+
+
 class TestServer(ThreadingHTTPServer):
     """ThreadingHTTPServer on 127.0.0.1 with counters and a clean stop."""
 
@@ -344,6 +348,7 @@ class TestServer(ThreadingHTTPServer):
         self._thread: threading.Thread | None = None
         self._gzip_cache: dict[int, bytes] = {}
         self.robots: tuple[int, str] | None = None  # (status, body) of /robots.txt; None: 404
+        self._holds: list[tuple[str, threading.Event]] = []  # (path prefix, released), see hold()
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Clients that vanish mid-response (killed, timed out) are normal here, not errors."""
@@ -370,12 +375,30 @@ class TestServer(ThreadingHTTPServer):
     def url(self, path: str) -> str:
         return self.base_url + path
 
+    def hold(self, prefix: str) -> threading.Event:
+        """Answer no request for a path starting with ``prefix`` until the returned event is set.
+
+        The request is counted on arrival, as any. A test holds a distributed run open this way
+        until every worker it started has joined: else on a loaded machine the first could finish
+        the run alone, and a worker that connects after serve ended waits for a server that is gone.
+        """
+        released = threading.Event()
+        self._holds.append((prefix, released))
+        return released
+
+    def wait_for_release(self, path: str) -> None:
+        for prefix, released in self._holds:
+            if path.startswith(prefix):
+                released.wait(HOLD_GIVE_UP_S)
+
     def start(self) -> TestServer:
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        for _, released in self._holds:
+            released.set()
         self.stopping.set()
         self.shutdown()
         self.server_close()

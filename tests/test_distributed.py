@@ -76,10 +76,14 @@ def test_two_workers_share_the_list_one_started_before_the_server(server, cluste
     urls = slow_urls(server, "a", 30, 0.3)
     out, folders = str(tmp_path / "srv"), [str(tmp_path / "w1"), str(tmp_path / "w2")]
     port = free_port()
+    joined = server.hold("/slow/")  # until every worker has joined: else one could end the run alone, and a worker that
+    # connects after serve ended waits for a server that is gone (and no share would be proven)
     early = cluster.work(cluster.address(port), folders[0], "--pool", "3", name="w1")
     early.wait_for("waiting for the server")
     srv = cluster.serve(write_list(tmp_path, urls), out, port=port)
     late = cluster.work(srv.address, folders[1], "--pool", "3", name="w2")
+    cluster.wait_joined(srv.address, 2)
+    joined.set()
     monkeypatch.setenv("FETCHER_AUTHKEY", KEY)
     wait_until(lambda: cluster.stats(srv.address).get("workers"), what="the run's stats")
     assert main(["status", srv.address, "--queue", cluster.queue]) == 0
@@ -119,7 +123,10 @@ def test_the_server_restarts_and_workers_carry_on(server, cluster, tmp_path):
     out, url_list = str(tmp_path / "srv"), write_list(tmp_path, urls)
     srv = cluster.serve(url_list, out, "--lease-timeout", "5")
     address = srv.address
+    joined = server.hold("/slow/")  # until every worker has joined: else one could end the run alone
     workers = [cluster.work(address, str(tmp_path / f"w{i}"), "--pool", "2", name=f"w{i}") for i in (1, 2)]
+    cluster.wait_joined(address, 2)
+    joined.set()
     wait_until(lambda: cluster.stats(address).get("final", {}).get("ok", 0) >= 4, what="4 URLs done")
     srv.kill()  # a crash: the journal keeps what it had committed
     port = 0 if cluster.redis_url else int(address.rsplit(":", 1)[1])
@@ -149,7 +156,10 @@ def test_a_per_host_cap_of_one_holds_across_three_workers(server, cluster, tmp_p
     urls = slow_urls(server, "p", 9, 0.2)
     out = str(tmp_path / "srv")
     srv = cluster.serve(write_list(tmp_path, urls), out, "--per-host", "1")
+    joined = server.hold("/slow/")  # until every worker has joined: else one could end the run alone
     workers = [cluster.work(srv.address, str(tmp_path / f"w{i}"), "--pool", "4", name=f"w{i}") for i in (1, 2, 3)]
+    cluster.wait_joined(srv.address, 3)
+    joined.set()
     assert srv.wait() == 0
     assert [w.wait() for w in workers] == [0, 0, 0]
     assert server.stats.snapshot()["max_active"] == 1  # the test server's own count of requests in flight

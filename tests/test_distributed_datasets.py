@@ -31,7 +31,10 @@ def test_workers_check_and_resize_where_they_download(server, cluster, tmp_path)
     srv = cluster.serve(str(tmp_path / "in.parquet"), out, "--url-column", "URL", "--resize", "32", "--resize-mode",
                         "center_crop", "--encode-format", "webp", "--min-image-size", "10",
                         "--manifest-format", "parquet")
+    joined = server.hold("/img/")  # until every worker has joined: else one could end the run alone
     workers = [cluster.work(srv.address, folder, "--pool", "2", name=f"w{i}") for i, folder in enumerate(folders)]
+    cluster.wait_joined(srv.address, 2)
+    joined.set()
     assert srv.wait(120) == 1  # the tiny image failed
     assert all(w.wait() == 0 for w in workers)
     records = manifest(out)

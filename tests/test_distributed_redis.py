@@ -184,3 +184,53 @@ def test_a_queue_in_use_by_another_run_is_refused(server, cluster, tmp_path):
     assert "belongs to run" in second.text() and "--queue" in second.text()
     first.signal(signal.SIGINT)
     assert first.wait(30) == 130
+
+
+def test_redis_emptied_between_serves_run_check_and_its_reaper_is_recovered_not_a_crash(tmp_path, monkeypatch):
+    """serve's tick reads the run's description, then reaps idle leases (XAUTOCLAIM). A FLUSHALL in
+    between (a loaded serve preempted there: a CI-like serial run at load ~12) made XAUTOCLAIM answer
+    NOGROUP, and serve died with a traceback. Here the flush lands exactly there, every time."""
+    import redis as redis_py
+
+    from fetcher.distributed.broker import RedisSpec
+    from fetcher.distributed.brokers import serve_broker, worker_sessions
+    from fetcher.distributed.protocol import Grant, RunRules, Welcome, WorkerInfo
+    from fetcher.models import FetchTask
+    from fetcher.options import Options
+
+    server = RedisServer(tmp_path / "redis").start()
+    spec = RedisSpec(server.url, "window")
+    serve_side = serve_broker(spec, RunRules(Options.create(out=str(tmp_path / "srv")).worker_form()), "run1", 7,
+                              60.0, None)
+    serve_side.start()
+    session = worker_sessions(spec)(5.0)
+    try:
+        assert isinstance(session.hello(WorkerInfo("w1", "host", 1, "/out/w1", "thread", 2, 2), []), Welcome)
+        task = FetchTask(url="http://h.example/f0", name="f0", index=0)
+        serve_side.offer(task)
+
+        def leased() -> list:
+            serve_side.collect(0)
+            reply = session.lease("w1", 1)
+            return reply.leases if isinstance(reply, Grant) else []
+
+        assert [t.url for _, t in wait_until(leased, timeout=10, what="a grant")] == [task.url]
+        real = redis_py.Redis.xautoclaim
+        flushed: list[bool] = []
+
+        def flush_first(self, *args, **kwargs):  # the flush lands after the run check, before the reaper
+            if not flushed:
+                flushed.append(self.flushall())
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(redis_py.Redis, "xautoclaim", flush_first)
+        wait_until(lambda: serve_side.collect(0.05) is not None and flushed, timeout=10, what="serve's next tick")
+        events: list[str] = []
+        wait_until(lambda: events.extend(serve_side.take_events()) or any("put back 1" in e for e in events),
+                   timeout=10, what="the URL in flight put back")
+        again = wait_until(leased, timeout=10, what="the URL leased again")
+        assert [t.url for _, t in again] == [task.url]
+    finally:
+        session.close()
+        serve_side.stop(completed=False)
+        server.stop()

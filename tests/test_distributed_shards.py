@@ -48,7 +48,10 @@ def test_two_workers_write_img2datasets_layout_each_in_its_folder(server, cluste
     srv = cluster.serve(path, out, "--output-format", "webdataset", "--shard-size", "4", "--caption-column",
                         "caption", "--resize", "32", "--resize-mode", "keep_ratio", "--min-image-size", "10",
                         "--retries", "0")
+    joined = server.hold("/img/")  # until every worker has joined: else one could end the run alone (both must write shards)
     workers = [cluster.work(srv.address, folder, "--pool", "2", name=f"w{i}") for i, folder in enumerate(folders)]
+    cluster.wait_joined(srv.address, 2)
+    joined.set()
     assert srv.wait(120) == 1, srv.text()  # some rows failed
     assert all(w.wait() == 0 for w in workers)
     rows, ids = every_row(folders, 4, caption=True)
@@ -128,7 +131,10 @@ def test_a_per_host_cap_of_one_holds_across_two_workers_building_shards(server, 
     out, folders = str(tmp_path / "srv"), [str(tmp_path / "w1"), str(tmp_path / "w2")]
     srv = cluster.serve(str(tmp_path / "in.parquet"), out, "--output-format", "webdataset", "--shard-size", "3",
                         "--per-host", "1")
+    joined = server.hold("/img/")  # until every worker has joined: else one could end the run alone
     workers = [cluster.work(srv.address, folder, "--pool", "4", name=f"w{i}") for i, folder in enumerate(folders)]
+    cluster.wait_joined(srv.address, 2)
+    joined.set()
     assert srv.wait(120) == 0 and [w.wait() for w in workers] == [0, 0]
     assert server.stats.snapshot()["max_active"] == 1  # the test server's own count of requests in flight
     rows, _ = every_row(folders, 3)
@@ -495,11 +501,16 @@ def test_serve_killed_mid_build_and_started_again_resumes_with_the_same_workers(
     args = ("--output-format", "webdataset", "--shard-size", "4", "--per-host", "2")
     port = free_port()
     first = cluster.serve(str(tmp_path / "in.parquet"), out, *args, port=port)
+    joined = server.hold("/img/")  # until every worker has joined: else one could end the run alone before its first
+    # serve is killed, or met the second serve after it had ended
     workers = [cluster.work(first.address, folder, "--pool", "2", name=f"w{i}") for i, folder in enumerate(folders)]
+    cluster.wait_joined(first.address, 2)
+    joined.set()
     wait_until(lambda: sum(n.endswith(".tar") for f in folders if os.path.isdir(f) for n in os.listdir(f)) >= 2,
                60, "two finished shards")
     first.kill()  # -9: the rows it held for open shards never reached its journal
-    kept = {os.path.join(f, n): os.path.getmtime(os.path.join(f, n)) for f in folders for n in shard_files(f)}
+    kept = {os.path.join(f, n): os.path.getmtime(os.path.join(f, n))
+            for f in folders if os.path.isdir(f) for n in shard_files(f)}
     again = cluster.serve(str(tmp_path / "in.parquet"), out, *args, port=port, name="serve2")
     assert again.wait(180) == 0, again.text()
     assert [w.wait() for w in workers] == [0, 0]

@@ -102,8 +102,11 @@ def test_a_download_longer_than_the_lease_timeout_is_never_handed_out_twice(serv
     urls = [server.url(f"/slow/long{i}.bin?delay=3&size=500") for i in range(4)]
     out = str(tmp_path / "srv")
     srv = cluster.serve(write_list(tmp_path, urls), out, "--lease-timeout", "1")
+    joined = server.hold("/slow/")  # until every worker has joined: else one could end the run alone
     workers = [cluster.work(srv.address, str(tmp_path / f"w{i}"), "--pool", "4", "--prefetch", "0",
                             name=f"work{i}") for i in range(2)]
+    cluster.wait_joined(srv.address, 2)
+    joined.set()
     assert srv.wait(90) == 0 and [w.wait(30) for w in workers] == [0, 0]
     assert set(manifest(out)) == set(urls)
     assert all(server.stats.requests[f"/slow/long{i}.bin"] == 1 for i in range(4)), dict(server.stats.requests)

@@ -129,8 +129,11 @@ def test_serve_fetches_robots_txt_once_for_all_its_workers(server, tmp_path, bro
     urls = [server.url(f"/files/{i}.bin") for i in range(6)] + [server.url("/files/private/p.bin")]
     with cluster_on(broker, tmp_path) as cluster:
         srv = cluster.serve(write_list(tmp_path, urls), str(tmp_path / "srv"), "--robots")
-        workers = [cluster.work(srv.address, str(tmp_path / f"w{i}"), "--pool", "2", *flags)
+        joined = server.hold("/files/")  # until both have joined: else one could end the run alone
+        workers = [cluster.work(srv.address, str(tmp_path / f"w{i}"), "--pool", "2", *flags, name=f"work{i}")
                    for i, flags in enumerate([(), ("--backend", "process")])]
+        cluster.wait_joined(srv.address, 2)
+        joined.set()
         assert srv.wait() == 1 and all(w.wait() == 0 for w in workers)
     records = manifest(str(tmp_path / "srv"))
     assert [r["error"]["kind"] for r in records.values() if r["error"]] == ["robots"]
@@ -169,7 +172,12 @@ def test_the_delay_holds_where_the_server_sees_it_across_two_workers(server, tmp
     Worker A leases a slow download of another host and g0, which waits in A's queue behind
     it; B then leases g1. Counted from the leases, g1 went out before g0 left A; counted from
     g0's answer (and one request at a time), the gap holds at the server's own clock.
+
+    g1 is answered only once B is in the run (its arrival, what the gap is measured at, is not
+    held): on a loaded machine A could otherwise fetch all three before B connected, serve then
+    ended the run, and B waited for a server that was gone.
     """
+    joined = server.hold("/files/g1.bin")
     port = server.server_address[1]
     urls = [f"http://localhost:{port}/slow/s.bin?delay=1&size=10", server.url("/files/g0.bin"),
             server.url("/files/g1.bin")]
@@ -177,9 +185,11 @@ def test_the_delay_holds_where_the_server_sees_it_across_two_workers(server, tmp
     try:
         srv = cluster.serve(write_list(tmp_path, urls), str(tmp_path / "srv"), "-q", "--delay", "0.7",
                             "--per-host", "2")
-        first = cluster.work(srv.address, str(tmp_path / "a"), "--pool", "1", "--prefetch", "1")
+        first = cluster.work(srv.address, str(tmp_path / "a"), "--pool", "1", "--prefetch", "1", name="work-a")
         wait_until(lambda: server.stats.requests["/slow/s.bin"] >= 1, what="worker A's slow download")
-        second = cluster.work(srv.address, str(tmp_path / "b"), "--pool", "2")
+        second = cluster.work(srv.address, str(tmp_path / "b"), "--pool", "2", name="work-b")
+        cluster.wait_joined(srv.address, 2)
+        joined.set()
         assert srv.wait() == 0 and first.wait() == 0 and second.wait() == 0
     finally:
         cluster.close()

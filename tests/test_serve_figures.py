@@ -23,9 +23,12 @@ def test_closing_summary_counts_each_workers_manifest_records(server, cluster, t
             + [server.url(f"/status/404?n={i}") for i in range(3)] + ["not a url"])
     out = str(tmp_path / "srv")
     srv = cluster.serve(write_list(tmp_path, urls), out, "--retries", "0")
+    joined = server.hold("/slow/")  # until both have joined: else one could end the run alone
     workers = [cluster.work(srv.address, str(tmp_path / name), "--pool", pool, name=name)
                for name, pool in (("w1", "3"), ("w2", "5"))]
     address = srv.address
+    cluster.wait_joined(address, 2)
+    joined.set()
     stats = wait_until(lambda: (s := cluster.stats(address)) and s.get("leased", 0) > 0 and s, what="leases out")
     assert stats["counts"].get("leased", 0) >= stats["leased"] > 0  # handed out in all >= held now
     assert srv.wait() == 1  # the 404s and the bad line failed

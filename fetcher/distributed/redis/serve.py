@@ -267,7 +267,9 @@ class RedisServe:
         self._next_tick = now + TICK_S
         self._check_run()
         self._streams.refresh_workers()
-        self._streams.reap()
+        if not self._streams.reap():  # emptied since _check_run read the run's description
+            self._streams.recover()
+            self._publish_run()
         self._streams.redis.set(self._streams.keys.stats, json.dumps(self.stats()))
 
 

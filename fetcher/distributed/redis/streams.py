@@ -201,12 +201,23 @@ class RunStreams:
         self.workers = workers
         self.ever.update(workers)
 
-    def reap(self) -> None:
-        """Leases idle longer than the lease timeout go back as new entries (XAUTOCLAIM to a reaper)."""
+    def reap(self) -> bool:
+        """Leases idle longer than the lease timeout go back as new entries (XAUTOCLAIM to a reaper).
+
+        False if the tasks stream or its group is gone: Redis was emptied (or restarted without its
+        data) since the caller last found the run's description; the caller then recovers.
+        """
+        import redis
+
         cursor, expired = "0-0", 0
         for _ in range(100):  # bounded: at most 100 pages a tick
-            reply = self.redis.xautoclaim(self.keys.tasks, GROUP, REAPER, int(self.lease_timeout * 1000),
-                                           cursor, count=PAGE)
+            try:
+                reply = self.redis.xautoclaim(self.keys.tasks, GROUP, REAPER, int(self.lease_timeout * 1000),
+                                               cursor, count=PAGE)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                return False
             cursor, entries = entry_id(reply[0]), reply[1]
             ids = [entry_id(entry[0] if isinstance(entry, (list, tuple)) else entry) for entry in entries]
             expired += sum(self.book.take_back(entry) for entry in ids)
@@ -222,6 +233,7 @@ class RunStreams:
             self.events.append(f"{expired} lease{'s' if expired != 1 else ''} expired (no heartbeat for "
                                f"{self.lease_timeout:g} s): "
                                 "handed out again")
+        return True
 
     def recover(self) -> None:
         """The run's keys are gone: make them again and put back every URL in flight (the caller
