@@ -291,3 +291,36 @@ def test_the_redis_mailbox_removes_what_was_read_and_nothing_else(tmp_path):
         serve_side.stop(completed=False)
     finally:
         redis_server.stop()
+
+
+def test_a_mailbox_key_of_another_type_is_replaced_on_both_sides(tmp_path):
+    """A Redis user's SET where a worker's mailbox goes: the worker's exchange and serve's push each
+    answered WRONGTYPE for ever (the worker reconnected ~12 times a second, serve crashed). Now the key
+    is dropped, logged, and the mailbox works again."""
+    from fetcher.distributed.calls import check_order
+
+    redis_server = RedisServer(tmp_path / "redis").start()
+    try:
+        spec = RedisSpec(redis_server.url, "mailbox")
+        rules = RunRules(Options.create(out=str(tmp_path / "srv")).worker_form())
+        serve_side = serve_broker(spec, rules, "run1", 7, LEASE_S, None)
+        serve_side.start()
+        w1 = join(spec, "w1")
+        key = "fetcher:mailbox:mail:w1"
+
+        def post(shard: int) -> None:
+            serve_side.post("w1", {"op": "seal", "shard": shard, "token": f"7.{shard}.x", "count": 1})
+            serve_side.pump(0.01)
+
+        w1._redis.set(key, b"not a list")
+        assert w1.exchange("w1", [], 0) == []  # dropped: no LinkError
+        post(1)
+        assert [check_order(o)["shard"] for o in w1.exchange("w1", [], 0)] == [1]
+        w1._redis.set(key, b"not a list")
+        post(2)  # serve's push meets the string: replaced
+        assert [check_order(o)["shard"] for o in w1.exchange("w1", [], 0)] == [2]
+        assert w1._dropped.count >= 1
+        w1.close()
+        serve_side.stop(completed=False)
+    finally:
+        redis_server.stop()

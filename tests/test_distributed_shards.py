@@ -255,9 +255,10 @@ def test_shard_orders_survive_a_lost_reply_a_reader_that_is_not_the_worker_and_c
     step.close(True)
 
 
-def test_a_forged_order_numbered_past_the_real_ones_hides_none_of_them(tmp_path):
-    """A well-formed order with a high seq (a Redis user can push one) is carried out, and the real
-    orders after it still are: before, the worker took every lower seq as seen and the run hung."""
+def test_a_forged_order_under_any_number_hides_no_real_one(tmp_path):
+    """A well-formed order under a high seq, or under the very numbers serve uses next (a Redis user can push
+    one), is carried out, and the real orders still are: before, the worker skipped them as seen (by number)
+    and the run hung."""
     from fetcher.distributed.manager.coordinator import Coordinator
     from fetcher.distributed.protocol import RunRules, WorkerInfo
     from fetcher.distributed.serve_shards import ServeShards
@@ -270,7 +271,9 @@ def test_a_forged_order_numbered_past_the_real_ones_hides_none_of_them(tmp_path)
     coordinator.hello(PROTOCOL, __import__("fetcher").__version__, WorkerInfo("w1", "h", 1, folder, "thread", 2, 4))
     step = ServeShards(Options.create(out=str(tmp_path / "srv"), output_format="webdataset", shard_size=2),
                        coordinator, lambda line: None).open()
-    coordinator._mail["w1"] = [{"op": "abort", "shard": 3, "token": "forged", "seq": (7 << 32) + (1 << 32) - 1}]
+    coordinator._mail["w1"] = [{"op": op, "shard": 0, "token": "forged", "seq": seq, **extra}  # serve's next numbers too
+                               for seq in ((7 << 32) + (1 << 32) - 1, (7 << 32) + 1, (7 << 32) + 2)
+                               for op, extra in (("abort", {}), ("seal", {"count": 2}))]
     label = {"id": "w1", "host": __import__("socket").gethostname(), "out": folder}
     for i in range(2):
         path, size, digest = _staged(folder, f"s{i}")

@@ -39,7 +39,9 @@ class WorkerShards:
         self._dropped = Dropped(log, "fetcher work")
         self._reports: list[dict[str, Any]] = [self._ask(number) for number in self.build.leftovers()]
         self._seen = 0  # the last order carried out, said on each exchange (calls.py: the broker keeps the rest)
-        self._done: dict[int, None] = {}  # the seqs carried out, oldest first (epochs included): each goes once
+        # The orders carried out, oldest first, by number and content: each goes once. Not by number
+        # alone: serve's numbers are predictable, a forged order under one must not hide the real one.
+        self._done: dict[tuple[int, str, int, str], None] = {}
         self.next_at = 0.0
 
     @property
@@ -65,15 +67,17 @@ class WorkerShards:
             self.next_at = 0.0  # reports to send: at once
 
     def _once(self, order: dict[str, Any]) -> None:
-        """Carry the order out unless this very seq was (its answer was lost, and it came again). By the exact
-        number, not "up to the last one": a forged high seq hides no real order, and a mailbox holding two
-        serves' orders (Redis, after a restart) is no reason to carry any out twice."""
+        """Carry the order out unless this very order was (its answer was lost, and it came again). Known by
+        its number and what it says, not "up to the last number": a forged order, whatever its number,
+        hides no real one, and a mailbox holding two serves' orders (Redis, after a restart) is no reason
+        to carry any out twice."""
         seq = order["seq"]
-        if seq in self._done:
+        done = (seq, order["op"], order["shard"], order["token"])
+        if done in self._done:
             return
         if len(self._done) >= MAX_DONE:  # forget the older half: a broker resends only recent orders
             self._done = dict.fromkeys(list(self._done)[MAX_DONE // 2:])
-        self._done[seq] = None
+        self._done[done] = None
         self._seen = seq
         self._carry_out(order)
 

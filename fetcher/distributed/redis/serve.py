@@ -174,7 +174,17 @@ class RedisServe:
             pipe = self._streams.redis.pipeline(transaction=False)
             for key, message in self._posts:
                 pipe.rpush(key, message)
-            pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
+            spoilt = {key for (key, _), reply in zip(self._posts, replies) if isinstance(reply, Exception)}
+            if spoilt:  # a key of another type where a mailbox goes (WRONGTYPE): not ours, replaced
+                for key in spoilt:
+                    self._streams.dropped(f"the key {key}", "not a list")
+                again = self._streams.redis.pipeline(transaction=False)
+                again.delete(*spoilt)
+                for key, message in self._posts:
+                    if key in spoilt:
+                        again.rpush(key, message)
+                again.execute()
             self._posts = []
 
     def take_reports(self) -> list[tuple[str, dict[str, Any]]]:

@@ -248,7 +248,15 @@ class RedisSession(WorkerSession):
             if reports:
                 pipe.xadd(self._keys.results, {MESSAGE: wire.dump_reports(self._info, reports)})
             pipe.lrange(key, 0, -1)
-            replies = pipe.execute()
+            replies = pipe.execute(raise_on_error=False)  # a MULTI runs every command, whatever one answers
+            if reports and isinstance(replies[-2], Exception):
+                raise replies[-2]  # the reports did not go: sent again on the next call
+        if isinstance(replies[-1], Exception):  # the mailbox key is of another type (WRONGTYPE): not ours
+            self._dropped(f"the key {key}", "not a list of orders: deleted")
+            with self._translated():
+                self._redis.delete(key)
+            self._read_mail = []
+            return []
         texts = replies[-1] if isinstance(replies[-1], list) else []
         self._read_mail = [text for text in texts if isinstance(text, bytes)]  # the caller handles every one
         orders = []
