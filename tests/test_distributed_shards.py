@@ -521,3 +521,24 @@ def test_serve_killed_mid_build_and_started_again_resumes_with_the_same_workers(
     assert sorted(manifest(out)) == sorted(urls)
     for folder in folders:
         read_folder(folder, 4)  # and nothing unfinished left behind
+
+
+def test_a_call_before_hello_leaves_no_placeholder_label_on_the_workers_results():
+    """A call under a worker's id before its hello (a forger reading its mail) made a placeholder worker
+    labelled host "?" out "?"; the hello replaced its info but not the label every result carries, so the
+    manifest said the files were held by "?" in "?" (found in review, /work/review2/stale_label.py)."""
+    from fetcher.distributed.manager.coordinator import Coordinator
+    from fetcher.distributed.protocol import Grant, RunRules, WorkerInfo
+    from fetcher.models import FetchTask, Result, Status
+
+    coordinator = Coordinator(RunRules({}), "run", 7, lease_timeout=60.0)
+    coordinator.exchange("w1", [], 0)
+    info = WorkerInfo("w1", "hostA", 1, "/data/w1", "thread", 2, 4)
+    coordinator.hello(PROTOCOL, __import__("fetcher").__version__, info)
+    coordinator.offer(FetchTask(url="http://h/a.png", name="a.png", index=0))
+    grant = coordinator.lease("w1", 1)
+    assert isinstance(grant, Grant)
+    (lease_id, task), = grant.leases
+    coordinator.complete("w1", [(lease_id, Result(url=task.url, status=Status.OK, path="a.png", bytes=1, index=0))])
+    (result,) = coordinator.collect(0)
+    assert result.extra["worker"] == {"id": "w1", "host": "hostA", "out": "/data/w1"}

@@ -346,7 +346,9 @@ def test_garbage_in_the_shard_traffic_is_dropped_and_forged_reports_are_refused(
         text = srv.text() + "".join(w.text() for w in workers)
         assert "Traceback" not in text
         assert "refused shard" in srv.text() and "dropped" in text
-        assert "  worker nobody (" not in srv.text()  # a caller that never said hello is no worker of the run
+        # A caller that never said hello is no worker of the run (the manager case; Redis serve lists only
+        # workers with a worker key, which only a hello writes: there it guards, it cannot fail today).
+        assert "  worker nobody (" not in srv.text()
     finally:
         if vandal is not None:
             vandal.stop.set()

@@ -99,6 +99,7 @@ class Coordinator:
                                     f"files in {info.host}:{info.out})")
             else:
                 worker.info, worker.seen, worker.left, worker.greeted = info, self._clock(), False, True
+                worker.label = info.label  # a call before this hello made a placeholder "?" label
         return Welcome(self.run_id, self.epoch, self.rules, self.lease_timeout, self.heartbeat_s)
 
     def lease(self, worker_id: str, n: int) -> Grant | Wait | Finished:
