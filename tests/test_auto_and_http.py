@@ -75,11 +75,13 @@ def test_http_version_over_plain_http_is_1_1_and_per_host_holds(server, tmp_path
 
 
 @NEEDS_PYCURL
-def test_threads_share_connections_through_the_run_share(server, tmp_path) -> None:
-    """Eight threads, one host, files one after another: the share lets a thread reuse an idle connection
-    another opened, so fewer connections than threads are made over the run."""
+def test_threads_reuse_their_connections_over_the_run(server, tmp_path) -> None:
+    """Eight threads, one host, files one after another: each thread's handle reuses its own idle
+    connection, so 40 files take at most one connection per thread. (Threads no longer share one
+    connection cache: libcurl does not support it across threads and it crashed under load; see
+    transports/curl/share.py. Shared, this run made 1-2 connections.)"""
     urls = [server.url(f"/files/c{i}.jpg") for i in range(40)]
     code = main([write_list(tmp_path, urls), "-o", str(tmp_path / "out"), "-q", "--backend", "thread", "--client",
                  "curl", "--pool", "8", "--per-host", "1"])
     assert code == 0
-    assert server.stats.connections <= 2
+    assert server.stats.connections <= 8

@@ -130,12 +130,12 @@ class CurlTransport(Transport):
             curl.setopt(pycurl.NOPROGRESS, 0)
             curl.setopt(pycurl.XFERINFOFUNCTION, self._on_progress)
         curl.setopt(pycurl.HTTP_VERSION, _HTTP_VERSIONS[options.transport.http_version])
-        curl.setopt(pycurl.SHARE, curl_share.acquire(options, connections=not self._driven))
+        curl.setopt(pycurl.SHARE, curl_share.acquire(options))
         if not self._driven:
-            # The threads' handles keep their idle connections in the share's cache, which libcurl
-            # trims to the handle's MAXCONNECTS (5 by default): with more threads than that, a
-            # connection handed back was closed and the next request opened another (280
-            # connections for 400 URLs on 8 threads, measured; tests/test_connections.py).
+            # A thread's handle keeps its idle connections in its own cache (share.py: not shared
+            # between threads), which libcurl trims to MAXCONNECTS (5 by default): room for more
+            # hosts than that (when the cache was shared, 280 connections for 400 URLs on 8 threads
+            # were measured with the default; tests/test_connections.py).
             curl.setopt(pycurl.MAXCONNECTS, max(5, 4 * options.transport.pool))  # a multi handle keeps 4 per handle
         curl.setopt(pycurl.DNS_CACHE_TIMEOUT, curl_share.DNS_CACHE_S)
 
@@ -329,7 +329,7 @@ class CurlTransport(Transport):
 
     def close(self) -> None:
         self.curl.close()
-        curl_share.release(self._options, connections=not self._driven)
+        curl_share.release(self._options)
 
 
 def curl_entry(host: str, port: int, addresses: tuple[str, ...]) -> str:
