@@ -230,13 +230,7 @@ def test_shard_orders_survive_a_lost_reply_and_each_is_read_once(broker):
 
     serve_side, worker_spec = broker
     w1 = join(worker_spec, "w1")
-
-    def post(*shards: int) -> None:
-        for shard in shards:
-            serve_side.post("w1", {"op": "seal", "shard": shard, "token": f"7.{shard}.x", "count": 1})
-        serve_side.pump(0.01)  # the Redis serve side pushes its orders here
-
-    post(1, 2, 3)
+    _post(serve_side, 1, 2, 3)
     _lose_the_next_reply(w1)
     with pytest.raises(LinkError):
         w1.exchange("w1", [], 0)
@@ -245,7 +239,7 @@ def test_shard_orders_survive_a_lost_reply_and_each_is_read_once(broker):
     seqs = [o["seq"] for o in orders]
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
     seen = seqs[-1]
-    post(4)
+    _post(serve_side, 4)
     again = [check_order(o) for o in w1.exchange("w1", [], seen)]
     assert [o["shard"] for o in again if not seen_before(o["seq"], seen)] == [4]
     seen = again[-1]["seq"]
@@ -253,74 +247,68 @@ def test_shard_orders_survive_a_lost_reply_and_each_is_read_once(broker):
     w1.close()
 
 
-def test_the_redis_mailbox_removes_what_was_read_and_nothing_else(tmp_path):
+def _post(serve_side: ServeBroker, *shards: int) -> None:
+    """Shard orders (seals) for w1, pushed (the Redis serve side pushes its orders on pump)."""
+    for shard in shards:
+        serve_side.post("w1", {"op": "seal", "shard": shard, "token": f"7.{shard}.x", "count": 1})
+    serve_side.pump(0.01)
+
+
+def _read(session: WorkerSession) -> list[int]:
+    """The shards of the orders w1's next exchange brings."""
+    from fetcher.distributed.calls import check_order
+
+    return [check_order(o)["shard"] for o in session.exchange("w1", [], 0)]
+
+
+@pytest.fixture
+def redis_mailbox(tmp_path) -> Iterator[tuple[ServeBroker, WorkerSession]]:
+    """A Redis serve side and worker w1's session, for the mailbox's Redis-only corners."""
+    redis_server = RedisServer(tmp_path / "redis").start()
+    try:
+        spec = RedisSpec(redis_server.url, "mailbox")
+        rules = RunRules(Options.create(out=str(tmp_path / "srv")).worker_form())
+        serve_side = serve_broker(spec, rules, "run1", 7, LEASE_S, None)
+        serve_side.start()
+        w1 = join(spec, "w1")
+        yield serve_side, w1
+        w1.close()
+        serve_side.stop(completed=False)
+    finally:
+        redis_server.stop()
+
+
+def test_the_redis_mailbox_removes_what_was_read_and_nothing_else(redis_mailbox):
     """Entries leave the Redis list by their exact text after the reply that carried them: when Redis lost
     the list between two calls (a restart without persistence), the orders posted after are all read;
     a MULTI that failed is sent again with the same removals."""
-    from fetcher.distributed.calls import check_order
     from fetcher.errors import LinkError
 
-    redis_server = RedisServer(tmp_path / "redis").start()
-    try:
-        spec = RedisSpec(redis_server.url, "mailbox")
-        rules = RunRules(Options.create(out=str(tmp_path / "srv")).worker_form())
-        serve_side = serve_broker(spec, rules, "run1", 7, LEASE_S, None)
-        serve_side.start()
-        w1 = join(spec, "w1")
-
-        def post(*shards: int) -> None:
-            for shard in shards:
-                serve_side.post("w1", {"op": "seal", "shard": shard, "token": f"7.{shard}.x", "count": 1})
-            serve_side.pump(0.01)
-
-        def read() -> list[int]:
-            return [check_order(o)["shard"] for o in w1.exchange("w1", [], 0)]
-
-        post(1, 2, 3)
-        assert read() == [1, 2, 3]
-        w1._redis.delete("fetcher:mailbox:mail:w1")  # Redis lost the list (restarted, say)
-        post(4, 5)
-        assert read() == [4, 5]  # before: the trim by count took these two, unread
-        post(6)
-        _lose_the_next_reply(w1)
-        with pytest.raises(LinkError):
-            w1.exchange("w1", [], 0)  # 4 and 5 removed, the reply with 6 lost
-        assert read() == [6]
-        assert read() == []
-        w1.close()
-        serve_side.stop(completed=False)
-    finally:
-        redis_server.stop()
+    serve_side, w1 = redis_mailbox
+    _post(serve_side, 1, 2, 3)
+    assert _read(w1) == [1, 2, 3]
+    w1._redis.delete("fetcher:mailbox:mail:w1")  # Redis lost the list (restarted, say)
+    _post(serve_side, 4, 5)
+    assert _read(w1) == [4, 5]  # before: the trim by count took these two, unread
+    _post(serve_side, 6)
+    _lose_the_next_reply(w1)
+    with pytest.raises(LinkError):
+        w1.exchange("w1", [], 0)  # 4 and 5 removed, the reply with 6 lost
+    assert _read(w1) == [6]
+    assert _read(w1) == []
 
 
-def test_a_mailbox_key_of_another_type_is_replaced_on_both_sides(tmp_path):
+def test_a_mailbox_key_of_another_type_is_replaced_on_both_sides(redis_mailbox):
     """A Redis user's SET where a worker's mailbox goes: the worker's exchange and serve's push each
     answered WRONGTYPE for ever (the worker reconnected ~12 times a second, serve crashed). Now the key
     is dropped, logged, and the mailbox works again."""
-    from fetcher.distributed.calls import check_order
-
-    redis_server = RedisServer(tmp_path / "redis").start()
-    try:
-        spec = RedisSpec(redis_server.url, "mailbox")
-        rules = RunRules(Options.create(out=str(tmp_path / "srv")).worker_form())
-        serve_side = serve_broker(spec, rules, "run1", 7, LEASE_S, None)
-        serve_side.start()
-        w1 = join(spec, "w1")
-        key = "fetcher:mailbox:mail:w1"
-
-        def post(shard: int) -> None:
-            serve_side.post("w1", {"op": "seal", "shard": shard, "token": f"7.{shard}.x", "count": 1})
-            serve_side.pump(0.01)
-
-        w1._redis.set(key, b"not a list")
-        assert w1.exchange("w1", [], 0) == []  # dropped: no LinkError
-        post(1)
-        assert [check_order(o)["shard"] for o in w1.exchange("w1", [], 0)] == [1]
-        w1._redis.set(key, b"not a list")
-        post(2)  # serve's push meets the string: replaced
-        assert [check_order(o)["shard"] for o in w1.exchange("w1", [], 0)] == [2]
-        assert w1._dropped.count >= 1
-        w1.close()
-        serve_side.stop(completed=False)
-    finally:
-        redis_server.stop()
+    serve_side, w1 = redis_mailbox
+    key = "fetcher:mailbox:mail:w1"
+    w1._redis.set(key, b"not a list")
+    assert w1.exchange("w1", [], 0) == []  # dropped: no LinkError
+    _post(serve_side, 1)
+    assert _read(w1) == [1]
+    w1._redis.set(key, b"not a list")
+    _post(serve_side, 2)  # serve's push meets the string: replaced
+    assert _read(w1) == [2]
+    assert w1._dropped.count >= 1
